@@ -1,0 +1,213 @@
+"""Bin specifications and the rules that deal arguments into bins.
+
+One parser serves ``--bins`` (``0-2,7/8``) and the position lists of ``--hash``
+(``0-2,7``); one small function per binning rule serves both ``clum`` (to
+filter the work) and ``cluf`` (to name jobs).
+"""
+
+import hashlib
+import itertools
+import operator
+import re
+from typing import NamedTuple, Optional, Sequence, Tuple
+
+from .errors import UserError
+
+_ITEM = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
+
+
+def parse_positions(text, what="position list"):
+    """Parse ``"0-2,7"`` into the sorted tuple ``(0, 1, 2, 7)``.
+
+    Accepts an int or a list/tuple of ints too (as found in ``*_options`` dicts).
+    """
+    if isinstance(text, bool):
+        raise UserError(f"{what} must be non-negative integers, not {text!r}.")
+    if isinstance(text, int):
+        text = str(text)
+    if isinstance(text, (list, tuple)):
+        out = set()
+        for item in text:
+            out.update(parse_positions(item, what))
+        if not out:
+            raise UserError(f"{what} is empty: give at least one non-negative integer.")
+        return tuple(sorted(out))
+    if not isinstance(text, str):
+        raise UserError(f"{what} must be a string like '0-2,7' or a list of integers, not {text!r}.")
+    out = set()
+    for part in text.split(","):
+        m = _ITEM.match(part)
+        if not m:
+            raise UserError(
+                f"{what} {text!r} does not parse: expected non-negative integers and inclusive "
+                f"ranges separated by commas, e.g. '0', '0,3' or '0-2,7'."
+            )
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        if hi < lo:
+            raise UserError(f"{what} {text!r}: the range {lo}-{hi} is empty (write it low-high).")
+        out.update(range(lo, hi + 1))
+    return tuple(sorted(out))
+
+
+class BinSpec(NamedTuple):
+    """Which bins (a sorted tuple) out of how many (``total``)."""
+
+    bins: Tuple[int, ...]
+    total: int
+
+    def __str__(self):
+        return f"{format_positions(self.bins)}/{self.total}"
+
+    @property
+    def is_everything(self):
+        return len(self.bins) == self.total
+
+
+def format_positions(positions: Sequence[int]) -> str:
+    """Inverse of :func:`parse_positions`: ``(0, 1, 2, 7)`` -> ``"0-2,7"``."""
+    parts = []
+    positions = sorted(positions)
+    i = 0
+    while i < len(positions):
+        j = i
+        while j + 1 < len(positions) and positions[j + 1] == positions[j] + 1:
+            j += 1
+        parts.append(str(positions[i]) if i == j else f"{positions[i]}-{positions[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
+def parse_bin_spec(text) -> BinSpec:
+    """Parse ``"x/y"`` where x is a comma list of bins and inclusive ranges."""
+    if isinstance(text, BinSpec):
+        return text
+    hint = (
+        "A bin spec is 'x/y': do bins x out of y in total, bins numbered from 0 to y-1; "
+        "x is a comma list of bins and ranges, e.g. '0/3', '0,1/3' or '0-2,7/8'."
+    )
+    if not isinstance(text, str) or text.count("/") != 1:
+        raise UserError(f"Bin spec {text!r} does not parse. {hint}")
+    left, right = text.split("/")
+    right = right.strip()
+    if not right.isdigit():
+        raise UserError(f"Bin spec {text!r} does not parse: {right!r} is not a number of bins. {hint}")
+    total = int(right)
+    if total < 1:
+        raise UserError(f"Bin spec {text!r}: the number of bins must be at least 1. {hint}")
+    try:
+        bins = parse_positions(left, "bin list")
+    except UserError:
+        raise UserError(f"Bin spec {text!r} does not parse: {left!r} is not a list of bins. {hint}") from None
+    bad = [b for b in bins if b >= total]
+    if bad:
+        raise UserError(
+            f"Bin spec {text!r} names bin {bad[0]}, but bins are numbered 0 to {total - 1} "
+            f"when there are {total}. {hint}"
+        )
+    return BinSpec(bins, total)
+
+
+# --- the three binning rules -------------------------------------------------
+
+def round_robin_bin(index: int, total: int) -> int:
+    """The i-th element goes to bin ``i % total``, like dealing cards."""
+    return index % total
+
+
+def hash_key(values: Sequence[object]) -> bytes:
+    """Stable digest of the ``str()`` of some values.
+
+    Each string is length-prefixed, so ("1", "23") and ("12", "3") differ.
+    """
+    h = hashlib.blake2b(digest_size=8)
+    for v in values:
+        s = str(v).encode("utf-8", "surrogatepass")
+        h.update(len(s).to_bytes(8, "little"))
+        h.update(s)
+    return h.digest()
+
+
+def hash_bin(args: tuple, positions: Sequence[int], total: int) -> int:
+    """Bin from a stable hash of ``str()`` of the arguments at ``positions``.
+
+    Raises IndexError when an element is shorter than a position.
+    """
+    return int.from_bytes(hash_key([args[p] for p in positions]), "little") % total
+
+
+def key_bin(args: tuple, position: int, total: int) -> Optional[int]:
+    """The argument at ``position`` is the bin; None when it is not an int in [0, total)."""
+    value = args[position]
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            value = operator.index(value)  # numpy integers and the like
+        except TypeError:
+            return None
+    if 0 <= value < total:
+        return value
+    return None
+
+
+# --- selecting the work of some bins -----------------------------------------
+
+class SelectionCounts:
+    """What selection passed over: elements no bin runs, elements too short to bin."""
+
+    def __init__(self):
+        self.bad_keys = 0
+        self.first_bad_key = None
+        self.bad_elements = []  # (position, element, message): failed calls, reported by the runner
+
+
+def select(args, spec: BinSpec, hash_positions=None, key_position=None, counts=None):
+    """Yield ``(position, element)`` for the elements that fall in ``spec``'s bins.
+
+    An element too short for its hash/key position is recorded in
+    ``counts.bad_elements`` by the one bin that round-robin would give it, so
+    exactly one machine reports it; a key out of range is counted in every bin.
+    """
+    counts = counts if counts is not None else SelectionCounts()
+    total, chosen = spec.total, frozenset(spec.bins)
+    if hash_positions is None and key_position is None:
+        if spec.is_everything:
+            return enumerate(args)
+        if len(chosen) == 1:
+            return itertools.islice(enumerate(args), spec.bins[0], None, total)
+        return ((i, e) for i, e in enumerate(args) if i % total in chosen)
+    return _select_by_content(args, total, chosen, hash_positions, key_position, counts)
+
+
+def _select_by_content(args, total, chosen, hash_positions, key_position, counts):
+    for i, element in enumerate(args):
+        a = element if isinstance(element, tuple) else (element,)
+        try:
+            if hash_positions is not None:
+                b = hash_bin(a, hash_positions, total)
+            else:
+                b = key_bin(a, key_position, total)
+        except IndexError:
+            if i % total in chosen:
+                pos = max(hash_positions) if hash_positions is not None else key_position
+                counts.bad_elements.append(
+                    (i, element, f"argument position {pos} does not exist: this call has {len(a)} argument(s) "
+                                 f"(positions count from 0)"))
+            continue
+        if b is None:
+            counts.bad_keys += 1
+            if counts.first_bad_key is None:
+                counts.first_bad_key = (i, a[key_position])
+            continue
+        if b in chosen:
+            yield i, element
+
+
+def expected_count(args, spec: BinSpec, mode: str):
+    """How many calls the selection will hold, when that is known without iterating."""
+    if mode != "round-robin":
+        return None
+    try:
+        n = len(args)
+    except TypeError:
+        return None
+    return sum((n - b + spec.total - 1) // spec.total for b in spec.bins if b < n)

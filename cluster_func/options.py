@@ -1,0 +1,301 @@
+"""Option definitions, validation and merging.
+
+Precedence, lowest first: built-in defaults < ``~/.clufrc`` (cluf only) <
+``clum_options`` (cluf reads the keys it shares with clum) < ``cluf_options``
+< the command line.  Keys may be written ``jobs-dir`` or ``jobs_dir``.
+"""
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from . import bins
+from .errors import UserError
+
+
+# --- value parsers: each takes a CLI string or a Python value from a dict -------
+
+def _int(minimum=None):
+    def parse(value, name):
+        if isinstance(value, bool):
+            raise UserError(f"--{name} must be an integer, not {value!r}.")
+        try:
+            n = int(value)
+            if isinstance(value, float) and value != n:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise UserError(f"--{name} must be an integer, not {value!r}.") from None
+        if minimum is not None and n < minimum:
+            raise UserError(f"--{name} must be at least {minimum}, not {n}.")
+        return n
+    return parse
+
+
+def _float_positive(value, name):
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"--{name} must be a number of seconds, not {value!r}.") from None
+    if not x > 0:
+        raise UserError(f"--{name} must be more than 0 seconds, not {value!r}.")
+    return x
+
+
+def _bool(value, name):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise UserError(f"Option {name!r} must be true or false, not {value!r}.")
+
+
+def _str(value, name):
+    if not isinstance(value, str) or not value:
+        raise UserError(f"Option {name!r} must be a non-empty string, not {value!r}.")
+    return value
+
+
+def _identifier(value, name):
+    value = _str(value, name)
+    if not value.isidentifier():
+        raise UserError(f"--{name} must be a Python name (like my_func), not {value!r}.")
+    return value
+
+
+def _bin_spec(value, name):
+    return bins.parse_bin_spec(value if isinstance(value, str) else str(value))
+
+
+def _positions(value, name):
+    return bins.parse_positions(value, f"--{name} position list")
+
+
+def _position(value, name):
+    p = bins.parse_positions(value, f"--{name} position")
+    if len(p) != 1:
+        raise UserError(f"--{name} takes one argument position (a non-negative integer), not {value!r}.")
+    return p[0]
+
+
+def _walltime(value, name):
+    """HH:MM:SS (also MM:SS, SS, D-HH:MM:SS); returns seconds."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    text = str(value).strip()
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+(?::\d+){0,2})", text)
+    if not m:
+        raise UserError(f"--{name} {value!r} does not parse: write HH:MM:SS, e.g. 12:00:00 (or 1-00:00:00 for a day).")
+    fields = [int(x) for x in m.group(2).split(":")]
+    if any(f >= 60 for f in fields[1:]):
+        raise UserError(f"--{name} {value!r}: minutes and seconds must be below 60 (write HH:MM:SS).")
+    while len(fields) < 3:
+        fields.insert(0, 0)
+    h, mi, s = fields
+    total = int(m.group(1) or 0) * 86400 + h * 3600 + mi * 60 + s
+    if total <= 0:
+        raise UserError(f"--{name} {value!r} must be more than zero.")
+    return total
+
+
+def format_walltime(seconds: int) -> str:
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?$", re.I)
+
+
+def _memory(value, name):
+    """4G, 500M, 2GB, 1024 (MB); returns megabytes (an int)."""
+    m = _MEMORY.match(str(value).strip())
+    if not m:
+        raise UserError(f"--{name} {value!r} does not parse: write a size such as 4G, 500M or 16GB.")
+    number = float(m.group(1))
+    unit = (m.group(2) or "M").upper()
+    mb = number * {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}[unit]
+    if mb < 1:
+        raise UserError(f"--{name} {value!r} is below one megabyte.")
+    return int(round(mb))
+
+
+def _key_values(value, name):
+    """'a=1,b=2' or a dict -> dict of str to str (a value may be None for a bare flag)."""
+    if isinstance(value, dict):
+        return {str(k): (None if v is None else str(v)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        out = {}
+        for item in value:
+            out.update(_key_values(item, name))
+        return out
+    if not isinstance(value, str):
+        raise UserError(f"--{name} must be key=value pairs separated by commas, not {value!r}.")
+    out = {}
+    for part in value.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        k, sep, v = part.partition("=")
+        if not k.strip():
+            raise UserError(f"--{name} {value!r}: {part!r} has no name before '='.")
+        out[k.strip()] = v.strip() if sep else None
+    return out
+
+
+def _env(value, name):
+    """NAME=VALUE or NAME (copy from the submitting shell); repeatable; returns a dict."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    if isinstance(value, dict):
+        items = [f"{k}={v}" for k, v in value.items()]
+    out = {}
+    for item in items:
+        if not isinstance(item, str):
+            raise UserError(f"--env takes NAME=VALUE or NAME, not {item!r}.")
+        k, sep, v = item.partition("=")
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k):
+            raise UserError(f"--env {item!r}: {k!r} is not a valid environment variable name.")
+        if not sep:
+            if k not in os.environ:
+                raise UserError(
+                    f"--env {k}: {k} is not set in this shell, so there is no value to copy. "
+                    f"Set it, or give the value with --env {k}=VALUE."
+                )
+            v = os.environ[k]
+        out[k] = v
+    return out
+
+
+def _file_list(value, name):
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    out = []
+    for item in items:
+        item = str(item).strip()
+        if not item:
+            continue
+        path = os.path.abspath(os.path.expanduser(item))
+        if not os.path.isfile(path):
+            raise UserError(f"--{name}: the file {item!r} does not exist (looked for {path}).")
+        out.append(path)
+    return out
+
+
+def _choice(*choices):
+    def parse(value, name):
+        if value not in choices:
+            raise UserError(f"--{name} must be one of {', '.join(choices)}, not {value!r}.")
+        return value
+    return parse
+
+
+def _path(value, name):
+    return os.path.abspath(os.path.expanduser(_str(value, name)))
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # long name, with dashes
+    parse: Callable[[Any, str], Any]
+    default: Any = None
+    commands: str = "clum cluf"  # which commands accept it (on the CLI and in *_options)
+    in_script: bool = True  # may be set in *_options
+
+
+OPTIONS = [
+    Option("target", _identifier, "target"),
+    Option("args", _identifier, "args"),
+    Option("processes", _int(1), None),
+    Option("bins", _bin_spec, None),
+    Option("hash", _positions, None),
+    Option("key", _position, None),
+    Option("quiet", _bool, False, "clum"),
+    Option("journal", _path, None, "clum"),
+    Option("resume", _bool, False),
+    Option("retries", _int(0), 0),
+    Option("timeout", _float_positive, None),
+    # cluf only
+    Option("nodes", _int(1), None, "cluf"),
+    Option("iterations", _int(1), None, "cluf"),
+    Option("jobs-dir", _path, None, "cluf"),
+    Option("no-q", _bool, False, "cluf"),
+    Option("scheduler", _choice("auto", "pbs", "slurm", "sge"), "auto", "cluf"),
+    Option("env", _env, None, "cluf"),
+    Option("prepend-script", _file_list, None, "cluf"),
+    Option("append-script", _file_list, None, "cluf"),
+    Option("walltime", _walltime, None, "cluf"),
+    Option("memory", _memory, None, "cluf"),
+    Option("queue", _str, None, "cluf"),
+    Option("account", _str, None, "cluf"),
+    Option("cpus", _int(1), None, "cluf"),
+    Option("pbs-options", _key_values, None, "cluf"),
+    Option("slurm-options", _key_values, None, "cluf"),
+    Option("sge-options", _key_values, None, "cluf"),
+    Option("array", _bool, False, "cluf"),
+    Option("max-running", _int(1), None, "cluf"),
+]
+
+BY_NAME = {o.name: o for o in OPTIONS}
+
+
+def canonical(key: str) -> str:
+    return key.strip().replace("_", "-").lstrip("-")
+
+
+def attr(name: str) -> str:
+    return name.replace("-", "_")
+
+
+def valid_keys(command: str):
+    return [o.name for o in OPTIONS if command in o.commands.split() and o.in_script]
+
+
+def from_dict(d: dict, command: str, source: str, ignore_foreign=False) -> dict:
+    """Validate a ``*_options`` dict; return {canonical name: parsed value}.
+
+    ``ignore_foreign``: skip keys that are valid for some command but not this one
+    (cluf reading a script's ``clum_options``).
+    """
+    out = {}
+    allowed = set(valid_keys(command))
+    for key, value in d.items():
+        if not isinstance(key, str):
+            raise UserError(f"{source} has a key {key!r} that is not a string.")
+        name = canonical(key)
+        if name not in allowed:
+            if ignore_foreign and name in BY_NAME:
+                continue
+            raise UserError(
+                f"{source} has an unknown option {key!r}. Valid keys are: "
+                f"{', '.join(sorted(allowed))} (dashes or underscores both work)."
+            )
+        try:
+            out[name] = BY_NAME[name].parse(value, name)
+        except UserError as e:
+            raise UserError(f"In {source}, option {key!r}: {e}") from None
+    return out
+
+
+def load_rc(path: Optional[str] = None) -> dict:
+    """The user-wide defaults file ``~/.clufrc`` (JSON, the same keys as cluf_options)."""
+    path = path or os.environ.get("CLUFRC") or os.path.expanduser("~/.clufrc")
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f"Could not read the defaults file {path}: {e}. It must be a JSON object.") from None
+    if not isinstance(data, dict):
+        raise UserError(f"The defaults file {path} must hold a JSON object of option names to values.")
+    return from_dict(data, "cluf", f"the defaults file {path}")
+
+
+def merge(command: str, *layers: dict) -> dict:
+    """Defaults, then each layer over the last; returns {attr_name: value}."""
+    merged = {o.name: o.default for o in OPTIONS if command in o.commands.split()}
+    for layer in layers:
+        for k, v in layer.items():
+            if v is not None:
+                merged[k] = v
+    return {attr(k): v for k, v in merged.items()}

@@ -1,0 +1,569 @@
+"""The local pool behind ``clum``: workers, adaptive batches, failures, signals, progress.
+
+Nothing here knows about clusters.  The runner pulls ``(position, element)``
+pairs from an iterator (already filtered to the chosen bins), deals them out to
+worker processes in batches whose size adapts to the measured cost of a call,
+and keeps, for every batch it has sent, enough to know what to do if the worker
+running it dies.  Sending never blocks (non-blocking pipes and a selector), so
+a worker that is busy reporting failures can never deadlock the runner.
+"""
+
+import collections
+import itertools
+import multiprocessing
+import os
+import pickle
+import selectors
+import signal
+import struct
+import sys
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Iterator, List, Optional, Tuple
+
+from . import worker as worker_module
+from .script import short_repr
+
+# Adaptive batching.  A batch should keep a worker busy for about TARGET seconds:
+# long enough that the runner's per-batch cost is small, short enough that the
+# last batches spread evenly.  A worker hands back the rest of a batch that runs
+# past SPLIT x TARGET (only asked for when calls are slow enough that checking
+# the clock costs nothing measurable).
+TARGET_BATCH_SECONDS = 0.004
+SPLIT_FACTOR = 3.0
+MAX_BATCH = 20000
+PREFETCH = 2  # batches outstanding per worker
+CLOCK_CHECK_MIN_CALL = 20e-6  # check the clock per call only for calls slower than this
+
+
+class BatchSizer:
+    """Chooses the next batch size from the measured seconds per call.
+
+    Starts at one call, grows at most 4x per batch, and follows the most recent
+    measurements closely (an exponential average weighted by calls), so a run
+    whose calls turn expensive shrinks its batches at once.
+    """
+
+    def __init__(self, target=TARGET_BATCH_SECONDS, max_batch=MAX_BATCH):
+        self.target = target
+        self.max_batch = max_batch
+        self.per_call: Optional[float] = None
+        self.last_size = 0
+
+    def observe(self, n_calls: int, seconds: float):
+        if n_calls <= 0:
+            return
+        x = max(seconds, 1e-9) / n_calls
+        if self.per_call is None:
+            self.per_call = x
+        elif x > self.per_call:
+            self.per_call = x  # calls got dearer: react immediately
+        else:
+            w = min(1.0, n_calls / max(self.last_size, 1))
+            self.per_call = (1 - 0.5 * w) * self.per_call + 0.5 * w * x
+
+    def next_size(self) -> int:
+        if self.per_call is None:
+            size = 1 if self.last_size == 0 else self.last_size
+        else:
+            size = int(self.target / self.per_call)
+            size = min(size, max(1, self.last_size) * 4)
+        size = max(1, min(self.max_batch, size))
+        self.last_size = size
+        return size
+
+    @property
+    def split_after(self) -> float:
+        """Deadline to give a batch, or 0 for none."""
+        if self.per_call is not None and self.per_call >= CLOCK_CHECK_MIN_CALL:
+            return self.target * SPLIT_FACTOR
+        return 0.0
+
+
+@dataclass
+class Batch:
+    id: int
+    positions: object  # range or list of positions in the args iterable
+    elements: list
+    attempts: Optional[list] = None  # per element, None means all first attempts
+    failed: set = field(default_factory=set)  # indices k reported failed (this attempt)
+    worker: Optional["Worker"] = None
+    digest: Optional[str] = None  # of the pickled elements, for the journal
+
+    def attempt(self, k):
+        return self.attempts[k] if self.attempts else 0
+
+    def tail(self, start, new_id):
+        return Batch(new_id, self.positions[start:], self.elements[start:],
+                     self.attempts[start:] if self.attempts else None)
+
+
+class Worker:
+    def __init__(self, slot):
+        self.slot = slot
+        self.proc = None
+        self.task_w = None
+        self.result_r = None
+        self.outbuf = bytearray()
+        self.outstanding = collections.deque()
+        self.finished_calls = 0  # calls the runner has seen reported done by this worker
+        self.ready = False
+        self.watch_value = -1
+        self.watch_since = 0.0
+        self.gen = 0  # bumped at each (re)start: events of an earlier process are stale
+
+
+class Interrupted(Exception):
+    def __init__(self, signum):
+        self.signum = signum
+
+
+@dataclass
+class Outcome:
+    """What a run did; the command line turns it into messages and an exit status."""
+    done: int = 0
+    failed: int = 0
+    retried: int = 0
+    started: float = field(default_factory=time.monotonic)
+    interrupted_by: Optional[int] = None
+    fatal: Optional[str] = None
+
+    @property
+    def total(self):
+        return self.done + self.failed
+
+
+class Reporter:
+    """Prints failures and the progress line; the runner calls it, never the other way."""
+
+    def __init__(self, stream=None, progress=True, total=None, prog="clum"):
+        self.stream = stream or sys.stderr
+        self.progress = progress and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.total = total
+        self.prog = prog
+        self._last = 0.0
+        self._shown = False
+
+    def _clear(self):
+        if self._shown:
+            self.stream.write("\r\033[K")
+            self._shown = False
+
+    def failure(self, position, element, exc_type, message, tb, attempt=0, will_retry=False):
+        self._clear()
+        what = f"call at position {position} with args {short_repr(element)}"
+        if will_retry:
+            self.stream.write(f"{self.prog}: {what} failed ({exc_type}: {message}); trying again "
+                              f"(attempt {attempt + 2}).\n")
+        else:
+            tries = f" (after {attempt + 1} attempts)" if attempt else ""
+            self.stream.write(f"{self.prog}: {what} failed{tries}:\n{tb.rstrip()}\n")
+        self.stream.flush()
+
+    def message(self, text):
+        self._clear()
+        self.stream.write(f"{self.prog}: {text}\n")
+        self.stream.flush()
+
+    def tick(self, outcome: Outcome, force=False):
+        if not self.progress:
+            return
+        now = time.monotonic()
+        if not force and now - self._last < 0.2:
+            return
+        self._last = now
+        elapsed = now - outcome.started
+        n = outcome.total
+        rate = n / elapsed if elapsed > 0 else 0.0
+        line = f"{self.prog}: {outcome.done} done, {outcome.failed} failed"
+        if self.total is not None:
+            line += f" of {self.total}"
+        line += f", {rate:,.1f}/s, elapsed {_hms(elapsed)}"
+        if self.total and rate > 0 and n < self.total:
+            line += f", ETA {_hms((self.total - n) / rate)}"
+        self.stream.write("\r\033[K" + line)
+        self.stream.flush()
+        self._shown = True
+
+    def close(self):
+        self._clear()
+        self.stream.flush()
+
+
+def _hms(seconds):
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def describe_exit(exitcode) -> str:
+    if exitcode is None:
+        return "the worker vanished"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = " (out of memory? the OOM killer sends SIGKILL)" if -exitcode == signal.SIGKILL else ""
+        return f"its worker process was killed by {name}{hint}"
+    return f"its worker process exited with status {exitcode}"
+
+
+class Runner:
+    """Run ``target`` (found by name in the script) over ``work`` on ``processes`` workers.
+
+    ``work`` yields ``(position, element)``.  ``journal`` (optional) gets
+    ``completed(positions, elements)``, ``failed(position, element, ...)``.
+    """
+
+    def __init__(self, script_path, script_argv, target_name, processes, work: Iterator[Tuple[int, object]],
+                 reporter: Reporter, journal=None, retries=0, timeout=None, start_method=None):
+        self.script_path = script_path
+        self.script_argv = list(script_argv)
+        self.target_name = target_name
+        self.processes = processes
+        self.work = work
+        self.reporter = reporter
+        self.journal = journal
+        self.retries = retries
+        self.timeout = timeout
+        method = start_method or os.environ.get("CLUSTER_FUNC_START_METHOD") or None
+        self.ctx = multiprocessing.get_context(method)
+        self.sizer = BatchSizer()
+        self.outcome = Outcome()
+        self.pending: collections.deque = collections.deque()  # batches to send before new work
+        self.retry_queue: collections.deque = collections.deque()  # (position, element, attempt)
+        self.batches = {}
+        self.ids = itertools.count()
+        self.exhausted = False
+        self.workers: List[Worker] = []
+        self.sel = selectors.DefaultSelector()
+        self.shared = multiprocessing.RawArray("q", 2 * processes)
+        self.counters = memoryview(self.shared).cast("B").cast("q")
+        self.deaths_before_ready = 0
+        self.position_iter = None
+
+    # --- workers -------------------------------------------------------------
+    def _start_worker(self, w: Worker):
+        task_r, task_w = self.ctx.Pipe(duplex=False)
+        result_r, result_w = self.ctx.Pipe(duplex=False)
+        close_fds = []
+        if self.ctx.get_start_method() == "fork":
+            for other in self.workers:
+                if other is not w and other.proc is not None:
+                    close_fds += [other.task_w.fileno(), other.result_r.fileno()]
+        w.proc = self.ctx.Process(
+            target=worker_module.main,
+            args=(task_r, result_w, self.script_path, self.script_argv, self.target_name,
+                  self.shared, w.slot, close_fds, os.getpid()),
+            name=f"clum-worker-{w.slot}", daemon=True,
+        )
+        w.proc.start()
+        task_r.close()
+        result_w.close()
+        w.task_w, w.result_r = task_w, result_r
+        os.set_blocking(task_w.fileno(), False)
+        w.outbuf = bytearray()
+        w.outstanding = collections.deque()
+        w.finished_calls = self.counters[2 * w.slot]
+        self.counters[2 * w.slot + 1] = w.finished_calls
+        w.ready = False
+        w.watch_value, w.watch_since = -1, time.monotonic()
+        w.gen += 1
+        self.sel.register(result_r.fileno(), selectors.EVENT_READ, ("result", w, w.gen))
+        self.sel.register(w.proc.sentinel, selectors.EVENT_READ, ("exit", w, w.gen))
+
+    def _unregister(self, w: Worker):
+        for fd in (w.result_r.fileno(), w.proc.sentinel, w.task_w.fileno()):
+            try:
+                self.sel.unregister(fd)
+            except (KeyError, ValueError):
+                pass
+
+    def _send(self, w: Worker, payload: bytes):
+        n = len(payload)
+        w.outbuf += struct.pack("!i", n) + payload if n < 0x7FFFFFFF else struct.pack("!iQ", -1, n) + payload
+        self._flush(w)
+
+    def _flush(self, w: Worker):
+        if not w.outbuf:
+            return
+        try:
+            sent = os.write(w.task_w.fileno(), w.outbuf)
+            del w.outbuf[:sent]
+        except BlockingIOError:
+            pass
+        except (BrokenPipeError, OSError):
+            w.outbuf.clear()  # the worker is gone; its exit event will requeue the work
+            return
+        key = self.sel.get_map().get(w.task_w.fileno())
+        if w.outbuf and key is None:
+            self.sel.register(w.task_w.fileno(), selectors.EVENT_WRITE, ("write", w, w.gen))
+        elif not w.outbuf and key is not None:
+            self.sel.unregister(w.task_w.fileno())
+
+    # --- work ------------------------------------------------------------------
+    def _next_batch(self) -> Optional[Batch]:
+        if self.pending:
+            return self.pending.popleft()
+        if self.retry_queue:
+            items = [self.retry_queue.popleft() for _ in range(min(len(self.retry_queue), self.sizer.next_size()))]
+            return Batch(next(self.ids), [p for p, _, _ in items], [e for _, e, _ in items], [a for _, _, a in items])
+        if self.exhausted:
+            return None
+        size = self.sizer.next_size()
+        chunk = list(itertools.islice(self.work, size))
+        if len(chunk) < size:
+            self.exhausted = True
+        if not chunk:
+            return None
+        positions = [p for p, _ in chunk]
+        if positions[-1] - positions[0] == len(positions) - 1:
+            positions = range(positions[0], positions[-1] + 1)
+        return Batch(next(self.ids), positions, [e for _, e in chunk])
+
+    def _feed(self, w: Worker):
+        while len(w.outstanding) < PREFETCH:
+            b = self._next_batch()
+            if b is None:
+                return
+            b.worker = w
+            b.failed = set()
+            self.batches[b.id] = b
+            w.outstanding.append(b)
+            data = pickle.dumps(b.elements, 4)
+            if self.journal is not None:
+                b.digest = f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}{len(data):x}"
+            self._send(w, pickle.dumps((b.id, data, self.sizer.split_after), pickle.HIGHEST_PROTOCOL))
+
+    def _has_work(self):
+        return bool(self.pending or self.retry_queue or not self.exhausted)
+
+    # --- results -------------------------------------------------------------------
+    def _on_fail(self, b: Batch, k: int, exc_type, message, tb):
+        b.failed.add(k)
+        position, element, attempt = b.positions[k], b.elements[k], b.attempt(k)
+        self._fail_call(position, element, attempt, exc_type, message, tb)
+
+    def _fail_call(self, position, element, attempt, exc_type, message, tb):
+        will_retry = attempt < self.retries
+        if self.journal:
+            self.journal.failed(position, element, attempt, exc_type, message, final=not will_retry)
+        self.reporter.failure(position, element, exc_type, message, tb, attempt, will_retry)
+        if will_retry:
+            self.outcome.retried += 1
+            self.retry_queue.append((position, element, attempt + 1))
+        else:
+            self.outcome.failed += 1
+
+    def _complete(self, b: Batch, n_done: int, seconds=None):
+        """The first n_done calls of b are over; those not failed are complete."""
+        if n_done <= 0:
+            return
+        whole = n_done == len(b.elements) and not b.failed
+        if b.failed:
+            idx = [k for k in range(n_done) if k not in b.failed]
+            positions = [b.positions[k] for k in idx]
+            elements = [b.elements[k] for k in idx]
+        elif n_done == len(b.elements):
+            positions, elements = b.positions, b.elements
+        else:
+            positions, elements = b.positions[:n_done], b.elements[:n_done]
+        self.outcome.done += len(elements)
+        if self.journal and elements:
+            spc = seconds / n_done if seconds is not None else None
+            self.journal.completed(positions, elements, spc, b.digest if whole and spc is not None else None)
+
+    def _on_done(self, w: Worker, batch_id, n_done, seconds):
+        b = w.outstanding.popleft()
+        assert b.id == batch_id, (b.id, batch_id)
+        del self.batches[b.id]
+        w.finished_calls += n_done
+        self.sizer.observe(n_done, seconds)
+        self._complete(b, n_done, seconds)
+        if n_done < len(b.elements):
+            self.pending.appendleft(b.tail(n_done, next(self.ids)))
+
+    def _on_message(self, w: Worker, msg):
+        kind = msg[0]
+        if kind == "done":
+            self._on_done(w, *msg[1:])
+        elif kind == "fail":
+            b = self.batches.get(msg[1])
+            if b is not None:
+                self._on_fail(b, *msg[2:])
+        elif kind == "ready":
+            w.ready = True
+            self.deaths_before_ready = 0
+        elif kind == "fatal":
+            self.outcome.fatal = msg[1]
+
+    def _drain(self, w: Worker):
+        try:
+            while w.result_r.poll():
+                self._on_message(w, w.result_r.recv())
+        except (EOFError, OSError):
+            pass
+
+    def _on_exit(self, w: Worker, reason: Optional[str] = None):
+        """Worker w is gone (or is being replaced): settle its batches, start another."""
+        self._drain(w)
+        self._unregister(w)
+        w.proc.join(1)
+        exitcode = w.proc.exitcode
+        started = self.counters[2 * w.slot]
+        finished = self.counters[2 * w.slot + 1]
+        if not w.ready and self.outcome.fatal is None:
+            self.deaths_before_ready += 1
+        if w.outstanding:
+            b = w.outstanding.popleft()
+            del self.batches[b.id]
+            in_batch = started - w.finished_calls  # calls of b started, the last maybe running
+            in_flight = started > finished and in_batch > 0
+            if in_flight:
+                k = in_batch - 1
+                self._complete(b, k)
+                if k not in b.failed:
+                    why = reason or describe_exit(exitcode)
+                    self._fail_call(b.positions[k], b.elements[k], b.attempt(k),
+                                    "WorkerDied" if reason is None else "TimedOut", why,
+                                    f"{'TimedOut' if reason else 'WorkerDied'}: {why}")
+                rest = k + 1
+            else:
+                self._complete(b, max(in_batch, 0))
+                rest = max(in_batch, 0)
+            requeue = []
+            if rest < len(b.elements):
+                requeue.append(b.tail(rest, next(self.ids)))
+            while w.outstanding:
+                o = w.outstanding.popleft()
+                del self.batches[o.id]
+                requeue.append(o.tail(0, next(self.ids)))
+            for o in reversed(requeue):
+                self.pending.appendleft(o)
+        for c in (w.task_w, w.result_r):
+            try:
+                c.close()
+            except OSError:
+                pass
+        if self.outcome.fatal is None and self.deaths_before_ready < 3:
+            self._start_worker(w)
+            self._feed(w)
+        elif self.outcome.fatal is None:
+            self.outcome.fatal = (f"worker processes keep dying before loading the script "
+                                  f"({describe_exit(exitcode)})")
+
+    def _check_timeouts(self, now):
+        for w in list(self.workers):
+            if not w.outstanding:
+                w.watch_value = -1
+                continue
+            started = self.counters[2 * w.slot]
+            finished = self.counters[2 * w.slot + 1]
+            if started == finished:  # between calls
+                w.watch_value = -1
+                continue
+            if started != w.watch_value:
+                w.watch_value, w.watch_since = started, now
+            elif now - w.watch_since > self.timeout:
+                w.proc.kill()
+                w.proc.join(5)
+                self._on_exit(w, reason=f"timed out after {self.timeout:g} s")
+
+    # --- the loop --------------------------------------------------------------------
+    def run(self) -> Outcome:
+        old_term = signal.getsignal(signal.SIGTERM)
+        old_int = signal.getsignal(signal.SIGINT)
+
+        def on_signal(signum, frame):
+            raise Interrupted(signum)
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        try:
+            self.workers = [Worker(i) for i in range(self.processes)]
+            for w in self.workers:
+                self._start_worker(w)
+            for w in self.workers:
+                self._feed(w)
+            self._loop()
+        except Interrupted as e:
+            self.outcome.interrupted_by = e.signum
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            self._shutdown(force=self.outcome.interrupted_by is not None or self.outcome.fatal is not None)
+            signal.signal(signal.SIGTERM, old_term)
+            signal.signal(signal.SIGINT, old_int)
+            self.reporter.close()
+        return self.outcome
+
+    def _loop(self):
+        poll = 0.2
+        if self.timeout:
+            poll = min(poll, max(0.01, self.timeout / 10))
+        while self.outcome.fatal is None:
+            if not any(w.outstanding for w in self.workers) and not self._has_work():
+                break
+            for key, _ in self.sel.select(poll):
+                kind, w, gen = key.data
+                if gen != w.gen:
+                    continue  # that process has been replaced since select() returned
+                if kind == "result":
+                    try:
+                        msg = w.result_r.recv()
+                    except (EOFError, OSError):
+                        continue  # the exit event follows
+                    self._on_message(w, msg)
+                    if msg[0] in ("done", "ready"):
+                        self._feed(w)
+                elif kind == "write":
+                    self._flush(w)
+                elif kind == "exit":
+                    self._on_exit(w)
+            now = time.monotonic()
+            if self.timeout:
+                self._check_timeouts(now)
+            # idle workers (after a requeue) get work
+            if self._has_work():
+                for w in self.workers:
+                    if len(w.outstanding) < PREFETCH and w.proc.is_alive():
+                        self._feed(w)
+            if self.journal:
+                self.journal.maybe_flush(now)
+            self.reporter.tick(self.outcome)
+
+    def _shutdown(self, force=False):
+        procs = [w.proc for w in self.workers if w.proc is not None]
+        if not force:
+            for w in self.workers:
+                try:
+                    w.task_w.close()  # EOF: the worker returns
+                except OSError:
+                    pass
+            deadline = time.monotonic() + 5
+            for p in procs:
+                p.join(max(0.0, deadline - time.monotonic()))
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        deadline = time.monotonic() + 1.0
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join(1)
+        for w in self.workers:
+            for c in (w.task_w, w.result_r):
+                try:
+                    if c is not None:
+                        c.close()
+                except OSError:
+                    pass
+        try:
+            self.sel.close()
+        except Exception:  # noqa: BLE001
+            pass

@@ -1,0 +1,134 @@
+"""Load the user's script by path and find its target, arguments and options."""
+
+import importlib.util
+import os
+import sys
+import traceback
+
+from .errors import ScriptError
+
+MODULE_NAME = "__cluster_func_target__"
+
+
+def resolve_path(path: str) -> str:
+    """Absolute path of the script; ``example`` finds ``example.py`` too."""
+    candidates = [path]
+    if not path.endswith(".py"):
+        candidates.append(path + ".py")
+    for c in candidates:
+        if os.path.isfile(c):
+            return os.path.abspath(c)
+    if os.path.isdir(path):
+        raise ScriptError(f"{path!r} is a directory, not a Python script. Give the path of a .py file.")
+    tried = " or ".join(repr(c) for c in candidates)
+    raise ScriptError(
+        f"No such script: {tried} does not exist (looked in {os.getcwd()}). "
+        f"Give the path of the Python file that defines your target function and its args."
+    )
+
+
+def load_script(path: str, argv=()):
+    """Import the script at ``path`` as a module not named ``__main__``.
+
+    The script's folder goes first on ``sys.path`` so its own imports work, and
+    ``sys.argv`` is ``[path, *argv]`` while it runs (and stays so afterwards,
+    since a target may read it at call time).
+    """
+    path = resolve_path(path)
+    folder = os.path.dirname(path)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    sys.argv = [path, *argv]
+    spec = importlib.util.spec_from_file_location(MODULE_NAME, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[MODULE_NAME] = module
+    try:
+        spec.loader.exec_module(module)
+    except SystemExit as e:
+        raise ScriptError(
+            f"The script {path} called sys.exit({e.code!r}) while being loaded. Put code that should "
+            f"only run as a program under `if __name__ == '__main__':`."
+        ) from None
+    except BaseException as e:  # noqa: BLE001 - we report the script's own error
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        tb = traceback.TracebackException.from_exception(e)
+        # Keep only the frames from the user's script and below: drop our loader.
+        frames = [f for f in tb.stack if not f.filename.startswith(os.path.dirname(__file__))]
+        tb.stack = traceback.StackSummary.from_list(frames)
+        detail = "".join(tb.format()).rstrip()
+        raise ScriptError(f"The script {path} failed while being imported:\n{detail}") from None
+    return module
+
+
+def get_target(module, name: str):
+    path = getattr(module, "__file__", "the script")
+    if not hasattr(module, name):
+        callables = sorted(
+            k for k, v in vars(module).items()
+            if callable(v) and not k.startswith("_") and getattr(v, "__module__", None) == MODULE_NAME
+        )
+        hint = f" Functions it defines: {', '.join(callables)}." if callables else ""
+        raise ScriptError(
+            f"The script {path} has no target {name!r}. Define a function called {name!r} or name "
+            f"yours with --target NAME.{hint}"
+        )
+    target = getattr(module, name)
+    if not callable(target):
+        raise ScriptError(
+            f"The target {name!r} in {path} is not callable (it is a {type(target).__name__}). "
+            f"--target must name a function."
+        )
+    return target
+
+
+def get_args(module, name: str):
+    """The arguments iterable; a zero-argument callable is called to get it."""
+    path = getattr(module, "__file__", "the script")
+    if not hasattr(module, name):
+        raise ScriptError(
+            f"The script {path} has no args {name!r}. Define an iterable (list, generator, ...) "
+            f"called {name!r}, or name yours with --args NAME."
+        )
+    args = getattr(module, name)
+    if callable(args) and not hasattr(args, "__iter__"):
+        try:
+            args = args()
+        except Exception as e:  # noqa: BLE001
+            detail = "".join(traceback.format_exception_only(type(e), e)).strip()
+            raise ScriptError(f"Calling {name}() in {path} to get the arguments failed: {detail}") from None
+    if isinstance(args, (str, bytes)):
+        raise ScriptError(
+            f"The args {name!r} in {path} is a string; clum would call the target once per "
+            f"character. Make it a list or another iterable of arguments."
+        )
+    try:
+        iter(args)
+    except TypeError:
+        raise ScriptError(
+            f"The args {name!r} in {path} is not iterable (it is a {type(args).__name__}). It must be "
+            f"an iterable of arguments, e.g. a list or a generator, or a function that returns one."
+        ) from None
+    return args
+
+
+def get_options(module, name: str) -> dict:
+    opts = getattr(module, name, None)
+    if opts is None:
+        return {}
+    if not isinstance(opts, dict):
+        raise ScriptError(f"{name} in {module.__file__} must be a dict, not a {type(opts).__name__}.")
+    return dict(opts)
+
+
+def as_args(element) -> tuple:
+    """A tuple element is the positional arguments; anything else is the single argument."""
+    return element if isinstance(element, tuple) else (element,)
+
+
+def short_repr(obj, limit=120) -> str:
+    try:
+        r = repr(obj)
+    except Exception as e:  # noqa: BLE001
+        r = f"<unrepresentable {type(obj).__name__}: {e}>"
+    return r if len(r) <= limit else r[: limit - 3] + "..."
