@@ -171,11 +171,47 @@ def select(args, spec: BinSpec, hash_positions=None, key_position=None, counts=N
     total, chosen = spec.total, frozenset(spec.bins)
     if hash_positions is None and key_position is None:
         if spec.is_everything:
-            return enumerate(args)
+            return Work(iter(args), 0, 1)
         if len(chosen) == 1:
-            return itertools.islice(enumerate(args), spec.bins[0], None, total)
-        return ((i, e) for i, e in enumerate(args) if i % total in chosen)
-    return _select_by_content(args, total, chosen, hash_positions, key_position, counts)
+            return Work(itertools.islice(args, spec.bins[0], None, total), spec.bins[0], total)
+        return Work(((i, e) for i, e in enumerate(args) if i % total in chosen))
+    return Work(_select_by_content(args, total, chosen, hash_positions, key_position, counts))
+
+
+class Work:
+    """The selected elements, for the runner to take in batches.
+
+    Either an iterator of elements at evenly spaced positions (``start``, ``step``),
+    which costs nothing per element to track, or one of ``(position, element)`` pairs.
+    """
+
+    def __init__(self, iterator, start=None, step=None):
+        self.iterator = iterator
+        self.next_position = start
+        self.step = step
+
+    @property
+    def spaced(self):
+        return self.step is not None
+
+    def take(self, n):
+        """Up to n elements as (positions, elements); positions is a range or a list."""
+        if self.step is not None:
+            elements = list(itertools.islice(self.iterator, n))
+            first = self.next_position
+            self.next_position = first + len(elements) * self.step
+            return range(first, self.next_position, self.step), elements
+        chunk = list(itertools.islice(self.iterator, n))
+        if not chunk:
+            return range(0), []
+        positions, elements = map(list, zip(*chunk))
+        return positions, elements
+
+    def pairs(self):
+        """All that is left as (position, element) pairs (for filters such as --resume)."""
+        if self.step is None:
+            return self.iterator
+        return zip(itertools.count(self.next_position, self.step), self.iterator)
 
 
 def _select_by_content(args, total, chosen, hash_positions, key_position, counts):

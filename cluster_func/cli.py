@@ -160,7 +160,7 @@ def run_clum(argv):
                                   _warn("clum"))
     skipped = [0]
     if opts["resume"] and journal.previous is not None:
-        work = journal_mod.resume_filter(work, journal.previous, skipped)
+        work = bins.Work(journal_mod.resume_filter(work.pairs(), journal.previous, skipped))
     elif opts["resume"]:
         reporter.message(f"--resume: no journal at {journal_path}, so nothing to skip; running everything.")
     processes = opts["processes"] or len(os.sched_getaffinity(0))

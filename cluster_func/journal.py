@@ -95,7 +95,7 @@ def default_path(script_path: str, bins_text: str) -> str:
 class JournalState:
     """What reading a journal found."""
     digests: set = field(default_factory=set)  # completed calls, per-call digests
-    batches: dict = field(default_factory=dict)  # first position -> (positions, batch digest)
+    batches: dict = field(default_factory=dict)  # first position -> (position runs, batch digest)
     runs: int = 0
     last_done: int = 0
     last_failed: list = field(default_factory=list)  # final failures of the last run (records)
@@ -104,7 +104,8 @@ class JournalState:
     completed_total: int = 0
 
 
-def read(path: str) -> JournalState:
+def read(path: str, for_resume=False) -> JournalState:
+    """Read a journal; digests and batches only ``for_resume`` (the rest is counts)."""
     st = JournalState()
     try:
         f = open(path, "rb")
@@ -122,14 +123,17 @@ def read(path: str) -> JournalState:
                 st.runs += 1
                 st.last_done, st.last_failed, st.last_status = 0, [], None
             elif t == "ok":
-                positions = decode_positions(rec["pos"])
-                st.last_done += len(positions)
-                st.completed_total += len(positions)
+                runs = rec["pos"]
+                n = sum(run[1] for run in runs)
+                st.last_done += n
+                st.completed_total += n
+                if not for_resume:
+                    continue
                 if "d" in rec:
                     d = bytes.fromhex(rec["d"])
                     st.digests.update(d[i:i + 8] for i in range(0, len(d), 8))
-                elif "bd" in rec and positions:
-                    st.batches[positions[0]] = (positions, rec["bd"])
+                elif "bd" in rec and runs:
+                    st.batches[runs[0][0]] = (runs, rec["bd"])
             elif t == "fail":
                 if rec.get("final", True):
                     st.last_failed.append(rec)
@@ -149,7 +153,7 @@ class Journal:
         except OSError as e:
             raise UserError(f"Cannot create the journal folder {folder}: {e.strerror}. "
                             f"Choose another place with --journal PATH.") from None
-        self.previous = read(path) if os.path.exists(path) else None
+        self.previous = read(path, for_resume=resume) if os.path.exists(path) else None
         if not resume and self.previous is not None:
             prev = self.previous
             if prev.last_status is None or prev.last_failed:
@@ -222,7 +226,7 @@ def resume_filter(work, state: JournalState, skipped: list):
     for pos, elem in work:
         rec = batches.get(pos)
         if rec is not None:
-            positions, bd = rec
+            positions, bd = decode_positions(rec[0]), rec[1]
             buf = [(pos, elem)]
             for item in work:
                 buf.append(item)

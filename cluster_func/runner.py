@@ -214,11 +214,11 @@ def describe_exit(exitcode) -> str:
 class Runner:
     """Run ``target`` (found by name in the script) over ``work`` on ``processes`` workers.
 
-    ``work`` yields ``(position, element)``.  ``journal`` (optional) gets
+    ``work`` is a :class:`cluster_func.bins.Work`.  ``journal`` (optional) gets
     ``completed(positions, elements)``, ``failed(position, element, ...)``.
     """
 
-    def __init__(self, script_path, script_argv, target_name, processes, work: Iterator[Tuple[int, object]],
+    def __init__(self, script_path, script_argv, target_name, processes, work,
                  reporter: Reporter, journal=None, retries=0, timeout=None, start_method=None):
         self.script_path = script_path
         self.script_argv = list(script_argv)
@@ -250,14 +250,16 @@ class Runner:
         task_r, task_w = self.ctx.Pipe(duplex=False)
         result_r, result_w = self.ctx.Pipe(duplex=False)
         close_fds = []
-        if self.ctx.get_start_method() == "fork":
+        if self.ctx.get_start_method() == "fork":  # the child inherits every runner-side end
+            close_fds = [task_w.fileno(), result_r.fileno()]
             for other in self.workers:
-                if other is not w and other.proc is not None:
+                if other is not w and other.proc is not None and other.task_w is not None:
                     close_fds += [other.task_w.fileno(), other.result_r.fileno()]
         w.proc = self.ctx.Process(
             target=worker_module.main,
             args=(task_r, result_w, self.script_path, self.script_argv, self.target_name,
-                  self.shared, w.slot, close_fds, os.getpid()),
+                  self.shared, w.slot, close_fds,
+                  None if self.ctx.get_start_method() == "forkserver" else os.getpid()),
             name=f"clum-worker-{w.slot}", daemon=True,
         )
         w.proc.start()
@@ -267,8 +269,8 @@ class Runner:
         os.set_blocking(task_w.fileno(), False)
         w.outbuf = bytearray()
         w.outstanding = collections.deque()
-        w.finished_calls = self.counters[2 * w.slot]
-        self.counters[2 * w.slot + 1] = w.finished_calls
+        self.counters[2 * w.slot] = 0
+        w.finished_calls = self.counters[2 * w.slot + 1]
         w.ready = False
         w.watch_value, w.watch_since = -1, time.monotonic()
         w.gen += 1
@@ -314,15 +316,12 @@ class Runner:
         if self.exhausted:
             return None
         size = self.sizer.next_size()
-        chunk = list(itertools.islice(self.work, size))
-        if len(chunk) < size:
+        positions, elements = self.work.take(size)
+        if len(elements) < size:
             self.exhausted = True
-        if not chunk:
+        if not elements:
             return None
-        positions = [p for p, _ in chunk]
-        if positions[-1] - positions[0] == len(positions) - 1:
-            positions = range(positions[0], positions[-1] + 1)
-        return Batch(next(self.ids), positions, [e for _, e in chunk])
+        return Batch(next(self.ids), positions, elements)
 
     def _feed(self, w: Worker):
         while len(w.outstanding) < PREFETCH:
@@ -413,27 +412,26 @@ class Runner:
         self._unregister(w)
         w.proc.join(1)
         exitcode = w.proc.exitcode
-        started = self.counters[2 * w.slot]
-        finished = self.counters[2 * w.slot + 1]
+        current = self.counters[2 * w.slot]  # calls of its first outstanding batch started
+        finished = self.counters[2 * w.slot + 1]  # calls finished in all, at batch ends
         if not w.ready and self.outcome.fatal is None:
             self.deaths_before_ready += 1
         if w.outstanding:
             b = w.outstanding.popleft()
             del self.batches[b.id]
-            in_batch = started - w.finished_calls  # calls of b started, the last maybe running
-            in_flight = started > finished and in_batch > 0
-            if in_flight:
-                k = in_batch - 1
+            if finished > w.finished_calls:  # it finished b but its report was lost with it
+                rest = finished - w.finished_calls
+                self._complete(b, rest)
+            elif current > 0:  # call current-1 of b was running
+                k = current - 1
                 self._complete(b, k)
                 if k not in b.failed:
                     why = reason or describe_exit(exitcode)
-                    self._fail_call(b.positions[k], b.elements[k], b.attempt(k),
-                                    "WorkerDied" if reason is None else "TimedOut", why,
-                                    f"{'TimedOut' if reason else 'WorkerDied'}: {why}")
+                    kind = "TimedOut" if reason else "WorkerDied"
+                    self._fail_call(b.positions[k], b.elements[k], b.attempt(k), kind, why, f"{kind}: {why}")
                 rest = k + 1
             else:
-                self._complete(b, max(in_batch, 0))
-                rest = max(in_batch, 0)
+                rest = 0
             requeue = []
             if rest < len(b.elements):
                 requeue.append(b.tail(rest, next(self.ids)))
@@ -457,16 +455,13 @@ class Runner:
 
     def _check_timeouts(self, now):
         for w in list(self.workers):
-            if not w.outstanding:
+            current = self.counters[2 * w.slot]
+            if not w.outstanding or current == 0:  # idle, or between batches
                 w.watch_value = -1
                 continue
-            started = self.counters[2 * w.slot]
-            finished = self.counters[2 * w.slot + 1]
-            if started == finished:  # between calls
-                w.watch_value = -1
-                continue
-            if started != w.watch_value:
-                w.watch_value, w.watch_since = started, now
+            value = (current, self.counters[2 * w.slot + 1])
+            if value != w.watch_value:
+                w.watch_value, w.watch_since = value, now
             elif now - w.watch_since > self.timeout:
                 w.proc.kill()
                 w.proc.join(5)

@@ -9,7 +9,8 @@ Protocol (all messages pickled):
     ``("fatal", text)`` when the script cannot be loaded here (then it exits);
     ``("fail", batch_id, k, exc_type, exc_message, traceback_text)`` as soon as call k raises;
     ``("done", batch_id, n_done, seconds)`` when the batch (or its first n_done calls) is over.
-  Shared memory, two int64 per worker: [calls started so far, calls finished at batch ends].
+  Shared memory, two int64 per worker: [calls of the current batch started (0 between
+  batches), calls finished in all, written at each batch's end].
   The runner reads it only when a worker dies or overruns ``--timeout``, to know
   which call was running.
 """
@@ -72,9 +73,8 @@ def main(task_conn, result_conn, script_path, script_argv, target_name, shared, 
     send(("ready", os.getpid()))
 
     counters = memoryview(shared).cast("B").cast("q")
-    started_slot = 2 * slot
-    finished_slot = started_slot + 1
-    started = counters[started_slot]
+    started_slot, finished_slot = 2 * slot, 2 * slot + 1
+    started = counters[finished_slot]
     recv_bytes = task_conn.recv_bytes
     while True:
         try:
@@ -87,28 +87,23 @@ def main(task_conn, result_conn, script_path, script_argv, target_name, shared, 
         elements = loads(elements)
         n = len(elements)
         base = started
-        i = 0
+        i = 0  # calls of this batch started so far
         t0 = perf_counter()
         while i < n:
             try:
                 if deadline_s:
                     stop = t0 + deadline_s
-                    while i < n:
-                        a = elements[i]
-                        i += 1
-                        counters[started_slot] = base + i
-                        if a.__class__ is tuple:
-                            target(*a)
-                        elif isinstance(a, tuple):
+                    for i, a in enumerate(elements[i:] if i else elements, i + 1):
+                        counters[started_slot] = i
+                        if a.__class__ is tuple or isinstance(a, tuple):
                             target(*a)
                         else:
                             target(a)
                         if perf_counter() > stop:
                             break
                     break
-                for a in elements[i:] if i else elements:
-                    i += 1
-                    counters[started_slot] = base + i
+                for i, a in enumerate(elements[i:] if i else elements, i + 1):
+                    counters[started_slot] = i
                     if a.__class__ is tuple:
                         target(*a)
                     elif isinstance(a, tuple):
@@ -122,6 +117,9 @@ def main(task_conn, result_conn, script_path, script_argv, target_name, shared, 
                 except Exception:  # noqa: BLE001 - e.g. an unpicklable message
                     send(("fail", batch_id, i - 1, name, repr(text), tb))
                 del e
+            else:
+                break
         started = base + i
-        counters[finished_slot] = started
+        counters[finished_slot] = started  # first: the runner then knows the batch is over
+        counters[started_slot] = 0
         send(("done", batch_id, i, perf_counter() - t0))

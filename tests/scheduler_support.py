@@ -1,0 +1,410 @@
+"""Helpers for tests that use the real batch schedulers (Slurm, Grid Engine).
+
+The schedulers are brought up by ``tests/schedulers/up.sh`` (root, Debian 12):
+a single-node Slurm cluster (partition ``debug``, system-wide
+``/etc/slurm/slurm.conf``) and a single-host Grid Engine 8.1.9 cell (queue
+``all.q``).  This module only *uses* them; it never starts or stops anything.
+
+Functions
+---------
+``require_slurm()`` / ``require_sge()``
+    Call at the top of a test (or in a fixture).  If the scheduler is not
+    usable, the test is skipped with the reason - or *failed* when the
+    environment variable ``CLUSTER_FUNC_REQUIRE_SCHEDULERS=1`` is set (CI sets
+    it after running up.sh, so a broken set-up cannot pass as "skipped").
+    The health check takes well under 5 s and is done once per session.
+``wait_slurm_jobs(ids)`` / ``wait_sge_jobs(ids)``
+    Block until the jobs have finished; return ``{id: JobOutcome(state,
+    exit_code)}``.
+``submit_slurm(args)`` / ``submit_sge(args)``
+    Run ``sbatch --parsable ARGS`` / ``qsub -terse ARGS`` and return the id.
+
+Environment these functions need
+--------------------------------
+Slurm: ``sbatch``, ``squeue``, ``scontrol``, ``sinfo`` on ``PATH``
+(``/usr/bin``).  No variable is needed: the configuration is the system-wide
+``/etc/slurm/slurm.conf`` (a ``SLURM_CONF`` in the environment would override
+it - leave it unset).
+
+Grid Engine: ``qsub``, ``qstat``, ``qacct`` on ``PATH``; the ``/usr/bin/q*``
+commands are Debian wrappers that set ``SGE_ROOT``/``SGE_CELL``/``SGE_ARCH``
+themselves (from the environment, else ``/etc/default/gridengine``, else
+``/var/lib/gridengine`` and ``default``).  The real binaries in
+``/usr/lib/gridengine/`` and job-side tools need ``SGE_ROOT`` (and
+``SGE_CELL``) exported: ``sge_env()`` returns ``os.environ`` plus those, and
+every command run here uses it.  Note ``/usr/bin/qsub`` must be Grid Engine's
+(``qsub -help`` starts with ``SGE``), not a PBS/Torque ``qsub``.
+
+What a job sees (checked on this machine kind)
+----------------------------------------------
+* Slurm ``--export=NONE``: no variable of the submitting shell; a login-like
+  environment built by ``su - <user>`` on the node (HOME, USER, LOGNAME,
+  SHELL, MAIL, PATH and whatever the user's profile/.bashrc exports) plus
+  ``SLURM_*`` and ``ENVIRONMENT=BATCH``.  ``--export=NONE,FOO=bar`` or
+  ``--export=FOO=bar`` adds exactly FOO.
+* Grid Engine without ``-V``: no variable of the submitting shell (only as
+  ``SGE_O_*``, e.g. ``SGE_O_PATH``, ``SGE_O_WORKDIR``); the queue's shell is
+  started as a login shell (bash is in ``login_shells``) so the user's profile
+  runs; plus ``JOB_ID``, ``SGE_*``, ``NSLOTS``, ``TMP``/``TMPDIR`` ... and the
+  *environment of sge_execd itself* (which is why up.sh starts the daemons
+  with ``env -i``).  ``-v FOO=bar`` adds exactly FOO.  The working directory
+  is ``$HOME`` unless ``-cwd``/``-wd`` is given.
+
+How failure shows
+-----------------
+* Slurm (``scontrol show job -o ID``): ``exit 3`` -> ``JobState=FAILED
+  Reason=NonZeroExitCode ExitCode=3:0``; killed by signal 9 -> ``JobState=FAILED
+  ExitCode=0:9``; a missing ``-o`` directory -> ``FAILED``
+  ``Reason=JobLaunchFailure``.  Here ``exit_code`` is the exit status, or
+  128 + signal when a signal ended the job (so 137 for SIGKILL).
+* Grid Engine (``qacct -j ID``): ``exit 3`` -> ``failed 0``, ``exit_status 3``;
+  SIGKILL -> ``failed 100 : assumedly after job``, ``exit_status 137``.
+  A missing ``-o`` directory leaves the job in state ``Eqw`` for ever:
+  ``wait_sge_jobs`` reports it as ``JobOutcome("ERROR", None)`` at once
+  (the job is left in the queue; ``qdel`` it).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import subprocess
+import time
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+
+import pytest
+
+REQUIRE_ENV = "CLUSTER_FUNC_REQUIRE_SCHEDULERS"
+SLURM_ACTIVE_STATES = frozenset(
+    {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED",
+     "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SIGNALING",
+     "STAGE_OUT", "STOPPED"}
+)
+_CHECK_TIMEOUT = 4.0  # seconds per health-check command
+
+
+class JobOutcome(NamedTuple):
+    """How a finished job ended.
+
+    state: Slurm's JobState (COMPLETED, FAILED, CANCELLED, TIMEOUT, ...), or
+        for Grid Engine COMPLETED / FAILED (from qacct) or ERROR (job held in
+        an error state, e.g. Eqw); UNKNOWN if the scheduler forgot the job.
+    exit_code: the job script's exit status (128 + signal if killed by a
+        signal), or None when unknown.
+    """
+
+    state: str
+    exit_code: Optional[int]
+
+
+class SchedulerTimeout(AssertionError):
+    """Jobs did not finish within the timeout."""
+
+
+# --------------------------------------------------------------------------
+# common
+
+
+def _run(cmd: Sequence[str], timeout: float = _CHECK_TIMEOUT,
+         env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+    return subprocess.run(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+
+
+def _probe(cmd: Sequence[str], env: Optional[Dict[str, str]] = None
+           ) -> Tuple[Optional[subprocess.CompletedProcess], str]:
+    """Run a health-check command; (result, "") or (None, why it failed)."""
+    try:
+        res = _run(cmd, env=env)
+    except FileNotFoundError:
+        return None, f"command {cmd[0]!r} not found"
+    except subprocess.TimeoutExpired:
+        return None, f"`{' '.join(cmd)}` did not answer within {_CHECK_TIMEOUT:.0f} s"
+    if res.returncode != 0:
+        out = (res.stderr or res.stdout).strip()
+        return None, f"`{' '.join(cmd)}` exited {res.returncode}: {out[-300:]}"
+    return res, ""
+
+
+def _require(ok_reason: Tuple[bool, str], name: str) -> None:
+    ok, reason = ok_reason
+    if ok:
+        return
+    msg = f"{name} not usable: {reason} (set it up with tests/schedulers/up.sh)"
+    if os.environ.get(REQUIRE_ENV) == "1":
+        pytest.fail(f"{msg}; {REQUIRE_ENV}=1 makes this a failure", pytrace=False)
+    pytest.skip(msg)
+
+
+# --------------------------------------------------------------------------
+# Slurm
+
+
+@functools.lru_cache(maxsize=None)
+def slurm_status() -> Tuple[bool, str]:
+    """(usable, reason). Cached for the session."""
+    for cmd in ("sbatch", "squeue", "scontrol", "sinfo"):
+        if shutil.which(cmd) is None:
+            return False, f"command {cmd!r} not on PATH"
+    # `scontrol ping` first: it answers at once when slurmctld is down,
+    # where `sinfo` retries for ~10 s.
+    res, why = _probe(["scontrol", "ping"])
+    if res is None:
+        return False, why.splitlines()[0]
+    if not re.search(r"\bUP\b", res.stdout):
+        return False, f"`scontrol ping`: {res.stdout.strip()}"
+    res, why = _probe(["sinfo", "-h"])
+    if res is None:
+        return False, why
+    return True, ""
+
+
+def require_slurm() -> None:
+    """Skip (or fail, with CLUSTER_FUNC_REQUIRE_SCHEDULERS=1) without Slurm."""
+    _require(slurm_status(), "Slurm")
+
+
+def submit_slurm(args: Sequence[str], cwd: Optional[str] = None,
+                 env: Optional[Dict[str, str]] = None) -> str:
+    """`sbatch --parsable ARGS` (in `cwd`, with `env`, default os.environ);
+    returns the job id (without ';cluster')."""
+    res = subprocess.run(["sbatch", "--parsable", *args], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, timeout=60, cwd=cwd,
+                         env=env, stdin=subprocess.DEVNULL)
+    if res.returncode != 0:
+        raise RuntimeError(f"sbatch {' '.join(args)} failed ({res.returncode}): {res.stderr.strip()}")
+    return res.stdout.strip().split(";")[0]
+
+
+def _slurm_fields(line: str) -> Dict[str, str]:
+    fields = {}
+    for tok in line.split():
+        key, sep, val = tok.partition("=")
+        if sep and key not in fields:
+            fields[key] = val
+    return fields
+
+
+def _slurm_exit(exit_code: str) -> Optional[int]:
+    m = re.fullmatch(r"(\d+):(\d+)", exit_code or "")
+    if not m:
+        return None
+    status, sig = int(m.group(1)), int(m.group(2))
+    return 128 + sig if sig else status
+
+
+def slurm_job_records(job_id) -> Optional[List[Dict[str, str]]]:
+    """Parsed `scontrol show job -o ID` lines (several for an array job);
+    None if Slurm does not know the job (any more)."""
+    res = _run(["scontrol", "show", "job", "-o", str(job_id)], timeout=30)
+    if res.returncode != 0:
+        if "Invalid job id" in res.stderr:
+            return None
+        raise RuntimeError(f"scontrol show job {job_id}: {res.stderr.strip()}")
+    return [_slurm_fields(line) for line in res.stdout.splitlines() if line.strip()]
+
+
+def wait_slurm_jobs(job_ids: Iterable, timeout: float = 120, poll: float = 0.2
+                    ) -> Dict[object, JobOutcome]:
+    """Wait until none of the jobs is PENDING/RUNNING/CONFIGURING/COMPLETING
+    (etc.); return {job_id: JobOutcome(JobState, exit code)}.
+
+    For an array job given by its base id, the outcome is COMPLETED only if
+    every task completed, else the first other state; exit_code is the
+    largest. Raises SchedulerTimeout (listing the states) after `timeout` s.
+    """
+    ids = list(job_ids)
+    results: Dict[object, JobOutcome] = {}
+    deadline = time.monotonic() + timeout
+    while True:
+        pending = {}
+        for jid in ids:
+            if jid in results:
+                continue
+            recs = slurm_job_records(jid)
+            if not recs:
+                results[jid] = JobOutcome("UNKNOWN", None)
+                continue
+            states = [r.get("JobState", "UNKNOWN") for r in recs]
+            active = [s for s in states if s in SLURM_ACTIVE_STATES]
+            if active:
+                pending[jid] = active[0]
+                continue
+            bad = [s for s in states if s != "COMPLETED"]
+            codes = [c for c in (_slurm_exit(r.get("ExitCode", "")) for r in recs) if c is not None]
+            results[jid] = JobOutcome(bad[0] if bad else "COMPLETED", max(codes) if codes else None)
+        if not pending:
+            return {jid: results[jid] for jid in ids}
+        if time.monotonic() >= deadline:
+            raise SchedulerTimeout(f"Slurm jobs not finished after {timeout} s: {pending}")
+        time.sleep(poll)
+
+
+# --------------------------------------------------------------------------
+# Grid Engine
+
+
+@functools.lru_cache(maxsize=None)
+def sge_root() -> Optional[Tuple[str, str]]:
+    """(SGE_ROOT, SGE_CELL) as the /usr/bin/q* wrappers resolve them, or None
+    if no cell is found."""
+    root = os.environ.get("SGE_ROOT")
+    cell = os.environ.get("SGE_CELL")
+    if not root or not cell:
+        try:
+            with open("/etc/default/gridengine") as fh:
+                for line in fh:
+                    m = re.match(r"\s*(SGE_ROOT|SGE_CELL)=([^\s`$]+)\s*$", line)
+                    if m and m.group(1) == "SGE_ROOT":
+                        root = root or m.group(2).strip("\"'")
+                    elif m:
+                        cell = cell or m.group(2).strip("\"'")
+        except OSError:
+            pass
+    root = root or "/var/lib/gridengine"
+    cell = cell or "default"
+    if not os.path.isfile(os.path.join(root, cell, "common", "act_qmaster")):
+        return None
+    return root, cell
+
+
+def sge_env(base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """`base` (default os.environ) with SGE_ROOT and SGE_CELL set."""
+    env = dict(os.environ if base is None else base)
+    rc = sge_root()
+    if rc:
+        env.setdefault("SGE_ROOT", rc[0])
+        env.setdefault("SGE_CELL", rc[1])
+    return env
+
+
+@functools.lru_cache(maxsize=None)
+def sge_status() -> Tuple[bool, str]:
+    """(usable, reason). Cached for the session."""
+    for cmd in ("qsub", "qstat", "qacct", "qdel"):
+        if shutil.which(cmd) is None:
+            return False, f"command {cmd!r} not on PATH"
+    rc = sge_root()
+    if rc is None:
+        return False, "SGE_ROOT not resolvable (no <SGE_ROOT>/<cell>/common/act_qmaster)"
+    env = sge_env()
+    res, why = _probe(["qstat", "-help"], env=env)
+    # qstat -help exits 0 on SGE; its first line names the product.
+    if res is None or not res.stdout.startswith(("SGE", "GE", "OGS", "UGE")):
+        return False, why or f"`qstat` is not Grid Engine's: {res.stdout.splitlines()[:1]}"
+    res, why = _probe(["qstat", "-f"], env=env)
+    if res is None:
+        return False, why
+    ready = []
+    for line in res.stdout.splitlines():
+        parts = line.split()
+        # queue instance lines: name@host qtype used/tot load arch [states]
+        if parts and "@" in parts[0] and len(parts) >= 5:
+            if len(parts) == 5:
+                ready.append(parts[0])
+    if not ready:
+        return False, f"no queue instance ready in `qstat -f`:\n{res.stdout.strip()}"
+    return True, ""
+
+
+def require_sge() -> None:
+    """Skip (or fail, with CLUSTER_FUNC_REQUIRE_SCHEDULERS=1) without Grid Engine."""
+    _require(sge_status(), "Grid Engine")
+
+
+def submit_sge(args: Sequence[str], cwd: Optional[str] = None,
+               env: Optional[Dict[str, str]] = None) -> str:
+    """`qsub -terse ARGS` (in `cwd`, with sge_env(env)); returns the job id
+    (arrays: the base id)."""
+    res = subprocess.run(["qsub", "-terse", *args], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, timeout=60, cwd=cwd,
+                         env=sge_env(env), stdin=subprocess.DEVNULL)
+    if res.returncode != 0:
+        raise RuntimeError(f"qsub {' '.join(args)} failed ({res.returncode}): {res.stderr.strip()}")
+    return res.stdout.strip().split(".")[0]
+
+
+def _sge_queued() -> Dict[str, str]:
+    """{job id: state} of every job qstat knows (all users)."""
+    res = _run(["qstat", "-u", "*"], timeout=30, env=sge_env())
+    if res.returncode != 0:
+        raise RuntimeError(f"qstat failed: {res.stderr.strip()}")
+    jobs: Dict[str, str] = {}
+    for line in res.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 5 and parts[0].isdigit():
+            st = parts[4]
+            prev = jobs.get(parts[0])
+            # array tasks: keep an error state if any task has one
+            jobs[parts[0]] = st if prev is None or "E" in st else prev
+    return jobs
+
+
+def sge_qacct(job_id) -> Optional[List[Dict[str, str]]]:
+    """Records of `qacct -j ID` (one per task) as dicts, or None if absent."""
+    res = _run(["qacct", "-j", str(job_id)], timeout=30, env=sge_env())
+    if res.returncode != 0:
+        return None
+    records: List[Dict[str, str]] = []
+    for line in res.stdout.splitlines():
+        if line.startswith("====="):
+            records.append({})
+            continue
+        key, _, val = line.partition(" ")
+        if key and records:
+            records[-1][key] = val.strip()
+    return records or None
+
+
+def _sge_outcome(records: List[Dict[str, str]]) -> JobOutcome:
+    state, codes = "COMPLETED", []
+    for rec in records:
+        failed = int((rec.get("failed", "0").split() or ["0"])[0])
+        m = re.match(r"-?\d+", rec.get("exit_status", ""))
+        code = int(m.group(0)) if m else None
+        if code is not None:
+            codes.append(code)
+        if failed != 0 or code != 0:
+            state = "FAILED"
+    return JobOutcome(state, max(codes) if codes else None)
+
+
+def wait_sge_jobs(job_ids: Iterable, timeout: float = 120, poll: float = 0.25
+                  ) -> Dict[object, JobOutcome]:
+    """Wait until `qstat` no longer lists the jobs, then read `qacct -j ID`;
+    return {job_id: JobOutcome(COMPLETED|FAILED|ERROR, exit_status)}.
+
+    FAILED means qacct's `failed` is non-zero or `exit_status` is non-zero
+    (an array job: any task). A job in an error state (Eqw: e.g. its -o
+    directory is missing) would wait for ever: it is reported at once as
+    ("ERROR", None) and left in the queue. Raises SchedulerTimeout after
+    `timeout` s.
+    """
+    ids = list(job_ids)
+    results: Dict[object, JobOutcome] = {}
+    deadline = time.monotonic() + timeout
+    while True:
+        queued = _sge_queued()
+        waiting = {}
+        for jid in ids:
+            if jid in results:
+                continue
+            key = str(jid).split(".")[0]
+            if key in queued:
+                if "E" in queued[key]:
+                    results[jid] = JobOutcome("ERROR", None)
+                else:
+                    waiting[jid] = queued[key]
+                continue
+            recs = sge_qacct(key)
+            if recs is None:  # gone from qstat, not yet in the accounting file
+                waiting[jid] = "(accounting)"
+                continue
+            results[jid] = _sge_outcome(recs)
+        if not waiting:
+            return {jid: results[jid] for jid in ids}
+        if time.monotonic() >= deadline:
+            raise SchedulerTimeout(f"Grid Engine jobs not finished after {timeout} s: {waiting}")
+        time.sleep(poll)
