@@ -1,7 +1,8 @@
 """The run journal: what completed and what failed, so a run can be resumed.
 
-A journal is a text file of JSON lines, append-only, written in batches about
-once a second (and fsync'ed), never rewritten in place.  A line that does not
+A journal is a text file of JSON lines, append-only, never rewritten in place.
+Records are written as results arrive (one write per round of results, so a
+killed run loses none it had received) and fsync'ed about once a second.  A line that does not
 parse (a record torn by a kill or a power loss) is ignored when reading.
 
 Records (``t`` is the type):
@@ -146,7 +147,7 @@ class Journal:
     def __init__(self, path: str, script_path: str, bins_text: str, mode: str, resume: bool, warn):
         self.path = path
         self.lines = []
-        self.last_flush = time.monotonic()
+        self.last_sync = time.monotonic()
         folder = os.path.dirname(path)
         try:
             os.makedirs(folder, exist_ok=True)
@@ -194,21 +195,23 @@ class Journal:
                    "args": short_repr(element, 300)})
 
     def maybe_flush(self, now):
-        if self.lines and now - self.last_flush >= FLUSH_SECONDS:
-            self.flush()
+        """Write what is pending (one write: it survives the process being killed);
+        fsync at most once every FLUSH_SECONDS (so a power loss loses at most that)."""
+        if self.lines:
+            self.flush(sync=now - self.last_sync >= FLUSH_SECONDS)
 
-    def flush(self):
-        self.last_flush = time.monotonic()
-        if not self.lines:
-            return
-        data = ("\n".join(self.lines) + "\n").encode("utf-8", "surrogatepass")
-        self.lines = []
-        self.f.write(data)
-        self.f.flush()
-        try:
-            os.fsync(self.f.fileno())
-        except OSError:
-            pass
+    def flush(self, sync=True):
+        if self.lines:
+            data = ("\n".join(self.lines) + "\n").encode("utf-8", "surrogatepass")
+            self.lines = []
+            self.f.write(data)
+            self.f.flush()
+        if sync:
+            self.last_sync = time.monotonic()
+            try:
+                os.fsync(self.f.fileno())
+            except OSError:
+                pass
 
     def close(self, done, failed, status):
         self._add({"t": "end", "done": done, "failed": failed, "status": status})
