@@ -6,6 +6,7 @@ Exit statuses: 0 all calls done; 1 some calls failed (or a submission failed);
 
 import argparse
 import os
+import shlex
 import signal
 import sys
 
@@ -80,6 +81,72 @@ exit status: 0 all calls done, 1 some failed, 2 bad input, 130/143 interrupted."
                         "one per script and bin spec)")
     p.add_argument("--failed", action="store_true",
                    help="print the failed calls of the last run from the journal, run nothing")
+    return p
+
+
+def cluf_parser():
+    p = _Parser(
+        prog="cluf",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Split the calls of target(*a) for every a in the script's args into one job "
+                    "script per node and submit them to the cluster's scheduler (PBS, Slurm or Grid "
+                    "Engine). Each job runs clum on its bin.",
+        epilog="""Everything after '--' becomes the script's sys.argv[1:] (in every job).
+Options may also be set in a dict called cluf_options in the script, and user-wide
+in ~/.clufrc (JSON); the command line wins over the script, the script over ~/.clufrc.
+
+examples:
+  cluf process_files.py -n 12                       12 jobs, bin i of 12 each
+  cluf process_files.py -i 200                      as many jobs as make ~200 calls each
+  cluf process_files.py -n 4 -q -j jobs             write jobs/*.pbs, submit nothing
+  cluf sweep.py -n 12 -b 3,7/12                     (re)submit two of the twelve
+  cluf sweep.py -n 8 --walltime 12:00:00 --memory 4G --cpus 4 -e OMP_NUM_THREADS=4
+  cluf sweep.py -n 8 -P modules.sh --slurm-options qos=long,constraint=avx2
+
+exit status: 0 all written (and submitted), 1 a submission failed, 2 bad input.""",
+        allow_abbrev=False,
+    )
+    _common(p, "cluf")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-n", "--nodes", metavar="N", help="number of jobs (nodes): bin i of N each. Example: -n 12")
+    g.add_argument("-i", "--iterations", metavar="K",
+                   help="about K calls per job: cluf counts the calls (which may take a while) "
+                        "and makes ceil(count/K) jobs. Example: -i 200")
+    p.add_argument("-j", "--jobs-dir", metavar="DIR",
+                   help="where job scripts, their stdout/stderr, journals and the manifest go "
+                        "(default: the current directory; created if missing). Example: -j jobs")
+    p.add_argument("-q", "--no-q", action="store_const", const=True, default=None,
+                   help="write the job scripts but submit nothing (default: submit them)")
+    p.add_argument("--scheduler", metavar="NAME",
+                   help="pbs, slurm, sge or auto (default: auto: sbatch on PATH means slurm; qsub "
+                        "with SGE_ROOT set means sge; otherwise pbs)")
+    p.add_argument("-e", "--env", metavar="NAME[=VALUE]", action="append",
+                   help="set a variable in every job; NAME alone copies this shell's value. "
+                        "Repeatable. Nothing else of this environment reaches the jobs "
+                        "(default: none). Example: -e OMP_NUM_THREADS=1 -e HOME")
+    p.add_argument("-P", "--prepend-script", metavar="FILES",
+                   help="shell files (comma-separated) whose text goes before the command in "
+                        "each job script (default: none). Example: -P modules.sh")
+    p.add_argument("-A", "--append-script", metavar="FILES",
+                   help="shell files (comma-separated) whose text goes after the command "
+                        "(default: none). Example: -A cleanup.sh")
+    p.add_argument("--walltime", metavar="HH:MM:SS", help="time limit per job (default: the "
+                   "scheduler's). Example: --walltime 12:00:00")
+    p.add_argument("--memory", metavar="SIZE", help="memory per job (default: the scheduler's). "
+                   "Example: --memory 4G")
+    p.add_argument("--queue", metavar="NAME", help="PBS queue, Slurm partition or SGE queue "
+                   "(default: the scheduler's). Example: --queue long")
+    p.add_argument("--account", metavar="NAME", help="account to charge (default: the "
+                   "scheduler's). Example: --account proj42")
+    p.add_argument("--cpus", metavar="N", help="cores per job (default: --processes if given, else "
+                   "the scheduler's). Example: --cpus 8")
+    p.add_argument("-o", "--pbs-options", metavar="K=V,...",
+                   help="raw PBS directives: each becomes '#PBS -l K=V', except name, stdout, "
+                        "stderr, queue, ppn (-N, -o, -e, -q, -l nodes=1:ppn=N). Example: -o mem=4gb,ppn=8")
+    p.add_argument("--slurm-options", metavar="K=V,...",
+                   help="raw Slurm directives: each becomes '#SBATCH --K=V'. Example: --slurm-options qos=long")
+    p.add_argument("--sge-options", metavar="K=V,...",
+                   help="raw Grid Engine directives: each becomes '#$ -l K=V'. Example: --sge-options h_vmem=4G")
     return p
 
 
@@ -196,6 +263,130 @@ def run_clum(argv):
     return EXIT_OK
 
 
+def count_elements(args):
+    """len() where it exists, else by iterating (nothing is kept)."""
+    try:
+        return len(args)
+    except TypeError:
+        n = 0
+        for n, _ in enumerate(args, 1):
+            pass
+        return n
+
+
+def replace_bins(argv, new_spec):
+    """argv (before '--') with any -b/--bins/--bin replaced by ``--bins new_spec``."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in ("-b", "--bins", "--bin"):
+            skip = True
+            continue
+        if a.startswith(("--bins=", "--bin=")) or (a.startswith("-b") and not a.startswith("--")):
+            continue
+        out.append(a)
+    return out[:-1] + ["--bins", new_spec, out[-1]] if out else ["--bins", new_spec]
+
+
+def run_cluf(argv):
+    from . import jobs, schedulers
+
+    argv_all = list(argv)
+    argv, passthrough = split_passthrough(argv)
+    ns = cluf_parser().parse_args(argv)
+    module, opts = load(ns, "cluf", passthrough)
+    get_target(module, opts["target"])
+    args = get_args(module, opts["args"])
+    if opts["nodes"] is not None and opts["iterations"] is not None:
+        raise UserError("Give either -n/--nodes (how many jobs) or -i/--iterations (calls per job), "
+                        "not both (check cluf_options and ~/.clufrc too).")
+    if opts["nodes"] is None and opts["iterations"] is None:
+        raise UserError("Say how to split the work: -n/--nodes N for N jobs, or -i/--iterations K for "
+                        "about K calls per job. Example: cluf script.py -n 12")
+    if opts["iterations"] is not None:
+        count = count_elements(args)
+        nodes = max(1, -(-count // opts["iterations"]))
+        print(f"cluf: {count} calls, {opts['iterations']} per job: {nodes} job{'s' * (nodes != 1)}.")
+    else:
+        nodes = opts["nodes"]
+    submitting = not opts["no_q"]
+    sched = schedulers.get(opts["scheduler"], submitting)
+    if submitting and not __import__("shutil").which(sched.submit_command):
+        raise UserError(f"Cannot submit to {sched.name}: its command {sched.submit_command!r} is not on "
+                        f"PATH. Run cluf where the scheduler is installed, or write the scripts "
+                        f"without submitting them with -q/--no-q.")
+    spec = opts["bins"]
+    if spec is not None and spec.total != nodes:
+        raise UserError(f"--bins {spec} names {spec.total} bins, but there are {nodes} jobs: with cluf, "
+                        f"--bins x/N selects which of the N jobs to write and submit, so N must equal "
+                        f"the number of nodes (e.g. -n {nodes} -b 0,2/{nodes}).")
+    chosen = list(spec.bins) if spec is not None else list(range(nodes))
+
+    clum_args = ["--target", opts["target"], "--args", opts["args"]]
+    if opts["hash"] is not None:
+        clum_args += ["--hash", bins.format_positions(opts["hash"])]
+    if opts["key"] is not None:
+        clum_args += ["--key", str(opts["key"])]
+    if opts["processes"]:
+        clum_args += ["--processes", str(opts["processes"])]
+    if opts["retries"]:
+        clum_args += ["--retries", str(opts["retries"])]
+    if opts["timeout"]:
+        clum_args += ["--timeout", f"{opts['timeout']:g}"]
+    raw = opts[f"{sched.name}_options"] or {}
+    plan = jobs.RunPlan(
+        script=opts["script"], nodes=nodes, jobs_dir=opts["jobs_dir"] or os.getcwd(),
+        submit_dir=os.getcwd(), scheduler=sched, clum_args=clum_args, passthrough=opts["passthrough"],
+        env=opts["env"] or {}, prepend=opts["prepend_script"] or [], append=opts["append_script"] or [],
+        resources={"walltime": opts["walltime"], "memory": opts["memory"], "queue": opts["queue"],
+                   "account": opts["account"], "cpus": opts["cpus"] or opts["processes"]},
+        raw=raw)
+    for other in ("pbs", "slurm", "sge"):
+        if other != sched.name and opts[f"{other}_options"]:
+            _warn("cluf")(f"--{other}-options are ignored: the jobs are for {sched.name}.")
+    try:
+        paths = jobs.write(plan, chosen)
+    except OSError as e:
+        raise UserError(f"Cannot write the job scripts in {plan.jobs_dir}: {e.strerror}.") from None
+    if not submitting:
+        print(f"cluf: wrote {len(paths)} {sched.name} job script{'s' * (len(paths) != 1)} in "
+              f"{plan.jobs_dir} (not submitted: -q). Run one by hand with: bash {paths[0]}")
+        return EXIT_OK
+    return submit(plan, chosen, paths, argv_all, resume=bool(opts["resume"]))
+
+
+def submit(plan, chosen, paths, argv_all, resume=False):
+    from . import jobs
+
+    manifest_path = plan.manifest_path()
+    manifest = jobs.load_manifest(manifest_path) or jobs.new_manifest(plan)
+    done = []
+    for i, path in zip(chosen, paths):
+        try:
+            job_id = plan.scheduler.submit(path, plan.submit_dir)
+        except RuntimeError as e:
+            jobs.save_manifest(manifest_path, manifest)
+            rest = chosen[len(done):]
+            cmd_argv, passthrough = split_passthrough(argv_all)
+            cmd = ["cluf", *replace_bins(cmd_argv, f"{bins.format_positions(rest)}/{plan.nodes}")]
+            if passthrough:
+                cmd += ["--", *passthrough]
+            submitted = ", ".join(f"bin {b} as job {j}" for b, j in done) or "none"
+            raise SubmitError(
+                f"submitting bin {i} failed: {e}.\n  submitted: {submitted}\n  not submitted: bins "
+                f"{bins.format_positions(rest)} of {plan.nodes}\n  to submit the rest once the problem is "
+                f"fixed, run:\n    {' '.join(shlex.quote(w) for w in cmd)}") from None
+        jobs.record(manifest, i, path, job_id, resume)
+        done.append((i, job_id))
+        print(f"submitted {path} as job {job_id}")
+        jobs.save_manifest(manifest_path, manifest)
+    print(f"cluf: submitted {len(done)} job{'s' * (len(done) != 1)} to {plan.scheduler.name}; "
+          f"manifest: {manifest_path}")
+    return EXIT_OK
+
+
 def print_failed(journal_path):
     from . import journal as journal_mod
 
@@ -234,6 +425,4 @@ def clum_main(argv=None):
 
 
 def cluf_main(argv=None):
-    from .cluf import run_cluf
-
     sys.exit(guarded(run_cluf, "cluf", sys.argv[1:] if argv is None else argv))

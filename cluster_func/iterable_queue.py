@@ -106,8 +106,6 @@ _KIND_NAME = {_PRODUCER: "producer", _CONSUMER: "consumer"}
 
 # Header of the shared table (int64 cells).
 _H_REG_CLOSED = 0     # IterableQueue.close() was called
-_H_PROD_OPEN = 1      # producer endpoints made and not closed
-_H_CONS_OPEN = 2      # consumer endpoints made and not closed
 _H_NSLOTS = 3         # endpoint slots in use
 _H_FINISHING = 4      # registry closed and no producer open: no new items
 _H_ABANDONED = 5      # registry closed and no consumer open: nobody reads
@@ -263,7 +261,7 @@ class _Shared(object):
         self.maxsize = int(maxsize)
         self.semmax = self.maxsize if self.maxsize > 0 else SEM_VALUE_MAX
         self.capacity = int(max_endpoints)
-        self.lock = ctx.Lock()       # guards the table
+        self.lock = ctx.RLock()      # guards the table (recursive: see below)
         self.rlock = ctx.Lock()      # one reader takes one message at a time
         self.wlock = ctx.Lock()      # one writer writes one message at a time
         self.sem = ctx.BoundedSemaphore(self.semmax)   # counts items
@@ -292,7 +290,13 @@ class _Shared(object):
         self.done_rfd = self.done_r.fileno()
         self.done_wfd = self.done_w.fileno()
 
-    # -- table operations (all take self.lock) ------------------------------
+    # -- table operations ---------------------------------------------------
+    #
+    # self.lock is a recursive lock, and the numbers of open producers and
+    # consumers are counted from the slots rather than kept in counters, so
+    # that an endpoint closed by a garbage-collection finalizer that happens
+    # to run while this thread holds the lock can neither deadlock nor
+    # corrupt anything.
 
     def new_slot(self, kind):
         t = self.table
@@ -306,16 +310,12 @@ class _Shared(object):
                 raise IterableQueueException(
                     "too many endpoints for this IterableQueue "
                     "(max_endpoints=%d)" % self.capacity)
-            t[_H_NSLOTS] = i + 1
             base = _H_SIZE + _S_SIZE * i
-            t[base + _S_KIND] = kind
             t[base + _S_CLOSED] = 0
             t[base + _S_PID] = 0
             t[base + _S_START] = 0
-            if kind == _PRODUCER:
-                t[_H_PROD_OPEN] += 1
-            else:
-                t[_H_CONS_OPEN] += 1
+            t[base + _S_KIND] = kind
+            t[_H_NSLOTS] = i + 1
         return i
 
     def claim(self, i):
@@ -344,36 +344,42 @@ class _Shared(object):
                 return
             if only_if_owner is not None and t[base + _S_PID] != only_if_owner:
                 return
-            self._close_slot_locked(i)
-
-    def _close_slot_locked(self, i):
-        t = self.table
-        base = _H_SIZE + _S_SIZE * i
-        t[base + _S_CLOSED] = 1
-        if t[base + _S_KIND] == _PRODUCER:
-            t[_H_PROD_OPEN] -= 1
-        else:
-            t[_H_CONS_OPEN] -= 1
-        self._update_locked()
+            t[base + _S_CLOSED] = 1
+            self._update_locked()
 
     def close_registry(self):
         with self.lock:
-            if not self.table[_H_REG_CLOSED]:
-                self.table[_H_REG_CLOSED] = 1
-                self._update_locked()
+            self.table[_H_REG_CLOSED] = 1
+            self._update_locked()
+
+    def counts(self):
+        """(open producer endpoints, open consumer endpoints)."""
+        t = self.table
+        producers = consumers = 0
+        for i in range(t[_H_NSLOTS]):
+            base = _H_SIZE + _S_SIZE * i
+            if not t[base + _S_CLOSED]:
+                if t[base + _S_KIND] == _PRODUCER:
+                    producers += 1
+                else:
+                    consumers += 1
+        return producers, consumers
 
     def _update_locked(self):
         t = self.table
         if not t[_H_REG_CLOSED]:
             return
-        if t[_H_PROD_OPEN] <= 0 and not t[_H_FINISHING]:
+        if t[_H_FINISHING] and t[_H_ABANDONED]:
+            return
+        producers, consumers = self.counts()
+        if producers == 0 and not t[_H_FINISHING]:
             t[_H_FINISHING] = 1
             # Wake every waiting consumer; this byte is never read.
             try:
                 os.write(self.done_wfd, b"x")
-            except (BlockingIOError, OSError):
+            except OSError:
                 pass
-        if t[_H_CONS_OPEN] <= 0 and not t[_H_ABANDONED]:
+        if consumers == 0 and not t[_H_ABANDONED]:
             t[_H_ABANDONED] = 1
 
     def reap(self, kind):
@@ -381,9 +387,8 @@ class _Shared(object):
         without closing them.  Only meaningful once the registry is closed.
         """
         t = self.table
-        n = t[_H_NSLOTS]
         me = os.getpid()
-        for i in range(n):
+        for i in range(t[_H_NSLOTS]):
             base = _H_SIZE + _S_SIZE * i
             if t[base + _S_KIND] != kind or t[base + _S_CLOSED]:
                 continue
@@ -396,7 +401,8 @@ class _Shared(object):
             with self.lock:
                 if (not t[base + _S_CLOSED] and t[base + _S_PID] == pid
                         and t[base + _S_START] == start):
-                    self._close_slot_locked(i)
+                    t[base + _S_CLOSED] = 1
+                    self._update_locked()
 
     # -- cheap reads (no lock: aligned int64 cells) ---------------------------
 
@@ -411,10 +417,6 @@ class _Shared(object):
     @property
     def abandoned(self):
         return bool(self.table[_H_ABANDONED])
-
-    def counts(self):
-        t = self.table
-        return t[_H_PROD_OPEN], t[_H_CONS_OPEN]
 
     # -- queue-wide read-only information ------------------------------------
 
@@ -431,7 +433,8 @@ class _Shared(object):
 
 
 def _exit_close(shared, slot, pid):
-    """Finalizer run when an owning process exits normally."""
+    """Finalizer run when the owning process drops the endpoint or exits
+    normally."""
     if os.getpid() != pid:
         return
     try:
@@ -502,7 +505,8 @@ class _Endpoint(object):
             self._closed = True
             return
         self._claimed_pid = pid
-        _mp_util.Finalize(None, _exit_close,
+        # Close the endpoint when this process drops it or exits normally.
+        _mp_util.Finalize(self, _exit_close,
                           args=(self._shared, self._slot, pid),
                           exitpriority=_EXIT_PRIORITY)
 
@@ -932,14 +936,15 @@ class IterableQueue(object):
     ``max_endpoints`` is the size of the shared table of endpoints.
     """
 
-    def __init__(self, maxsize=0, max_endpoints=4096):
+    def __init__(self, maxsize=0, max_endpoints=1024):
         if max_endpoints < 1:
             raise ValueError("max_endpoints must be at least 1")
         self._shared = _Shared(maxsize, max_endpoints)
         self._creator = os.getpid()
-        # If the creating process exits without calling close(), close the
-        # queue for it, before multiprocessing joins its children at exit.
-        _mp_util.Finalize(None, _exit_close_registry,
+        # If the creating process drops this object, or exits, without
+        # calling close(), close the queue for it (at exit, this happens
+        # before multiprocessing joins the children).
+        _mp_util.Finalize(self, _exit_close_registry,
                           args=(self._shared, self._creator),
                           exitpriority=_EXIT_PRIORITY + 10)
 

@@ -52,13 +52,16 @@ What a job sees (checked on this machine kind)
 
 How failure shows
 -----------------
-* Slurm (``scontrol show job -o ID``): ``exit 3`` -> ``JobState=FAILED
-  Reason=NonZeroExitCode ExitCode=3:0``; killed by signal 9 -> ``JobState=FAILED
-  ExitCode=0:9``; a missing ``-o`` directory -> ``FAILED``
-  ``Reason=JobLaunchFailure``.  Here ``exit_code`` is the exit status, or
-  128 + signal when a signal ended the job (so 137 for SIGKILL).
+* Slurm (``scontrol show job -o ID``, kept MinJobAge=300 s after the end):
+  ``exit 3`` -> ``JobState=FAILED Reason=NonZeroExitCode ExitCode=3:0``;
+  script killed by SIGKILL/SIGTERM -> ``JobState=FAILED ExitCode=0:9`` /
+  ``0:15`` (Reason shows ``JobLaunchFailure`` then too); a missing ``-o``
+  directory -> ``JobState=FAILED Reason=JobLaunchFailure ExitCode=0:53`` and
+  no output at all.  ``exit_code`` here is the exit status, or 128 + signal
+  when a signal is given (137 for SIGKILL, 181 for the missing directory).
 * Grid Engine (``qacct -j ID``): ``exit 3`` -> ``failed 0``, ``exit_status 3``;
   SIGKILL -> ``failed 100 : assumedly after job``, ``exit_status 137``.
+  An array job has one record per task (``taskid``).
   A missing ``-o`` directory leaves the job in state ``Eqw`` for ever:
   ``wait_sge_jobs`` reports it as ``JobOutcome("ERROR", None)`` at once
   (the job is left in the queue; ``qdel`` it).
@@ -359,8 +362,12 @@ def sge_qacct(job_id) -> Optional[List[Dict[str, str]]]:
 
 
 def _sge_outcome(records: List[Dict[str, str]]) -> JobOutcome:
+    # The accounting file is appended in order; should a job number have been
+    # used before (qmaster restarted without its jobseqnum file), keep only
+    # the newest record of each task.
+    latest = {rec.get("taskid", "undefined"): rec for rec in records}
     state, codes = "COMPLETED", []
-    for rec in records:
+    for rec in latest.values():
         failed = int((rec.get("failed", "0").split() or ["0"])[0])
         m = re.match(r"-?\d+", rec.get("exit_status", ""))
         code = int(m.group(0)) if m else None

@@ -4,6 +4,6 @@
 # (sge_qmaster takes ~10 s for its controlled shutdown.)
 set -euo pipefail
 LOG_TAG=sge_down
-. "$(dirname "$0")/stop_lib.sh"
+. "$(dirname "$0")/lib.sh"
 stop_marked sge_execd sge_execd /var/spool/gridengine/execd/*/execd.pid
 stop_marked sge_qmaster sge_qmaster /var/spool/gridengine/qmaster/qmaster.pid

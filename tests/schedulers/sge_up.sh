@@ -20,9 +20,10 @@ QMASTER_LOG="$SPOOL/qmaster/messages"
 # which here is "localhost" (127.0.0.1), not $HOST: look in every directory.
 EXECD_LOG="$SPOOL/execd/*/messages"
 COMMON="$SGE_ROOT/$SGE_CELL/common"
-# Marker files holding the pid of each daemon *this script* started (read by
-# sge_down.sh, which stops only those).
-MARK_DIR=/run/cluster-func-schedulers
+# lib.sh: pid_alive, wait_pidfile, wait_gone and MARK_DIR, where each daemon
+# this script starts gets its pid recorded (sge_down.sh stops only those).
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
 READY_TIMEOUT="${SGE_UP_READY_TIMEOUT:-60}"
 WORK="$(mktemp -d /tmp/sge_up.XXXXXX)"
 trap 'rm -rf "$WORK"' EXIT
@@ -46,16 +47,6 @@ fail() {
     exit 1
 }
 
-# pid_alive PIDFILE COMM: true if PIDFILE names a live process called COMM.
-pid_alive() {
-    local pidfile=$1 comm=$2 pid
-    [ -s "$pidfile" ] || return 1
-    pid="$(tr -dc '0-9' <"$pidfile")"
-    [ -n "$pid" ] || return 1
-    kill -0 "$pid" 2>/dev/null || return 1
-    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$comm" ]
-}
-
 # execd_alive: true (and prints the pid file) if an execd pid file names a
 # live sge_execd.
 execd_alive() {
@@ -66,14 +57,6 @@ execd_alive() {
     return 1
 }
 
-wait_pidfile() {  # wait_pidfile PIDFILE COMM SECONDS
-    local i
-    for ((i = 0; i < $3 * 10; i++)); do
-        pid_alive "$1" "$2" && return 0
-        sleep 0.1
-    done
-    return 1
-}
 
 # set_keys FILE KEY VALUE [KEY VALUE ...]: rewrite a qconf listing with the
 # given keys set. Backslash-continued lines are joined first, every line is
@@ -165,16 +148,17 @@ else
     cat "$QMASTER_PID" >"$MARK_DIR/sge_qmaster"
 fi
 # Wait until qmaster answers.
-for ((i = 0; ; i++)); do
-    qconf -sh >/dev/null 2>&1 && break
-    [ $i -lt 200 ] || fail "qmaster does not answer qconf -sh"
-    sleep 0.1
+deadline=$((SECONDS + 30))
+until timeout 10 qconf -sh >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || fail "qmaster does not answer qconf -sh within 30 s"
+    sleep 0.2
 done
 
 # --- configuration (files, never an editor) ---------------------------------
 cd "$WORK"
 
 # Global configuration: the file must be named after the configuration.
+# shellcheck disable=SC2094 # "global" is the configuration name, not the file
 qconf -sconf global >global
 set_keys global \
     min_uid 0 \
@@ -275,6 +259,11 @@ while :; do
         if [[ "$states" == *E* ]]; then
             log "clearing error state '$states' of all.q@$HOST"
             qmod -c "all.q@$HOST" >/dev/null 2>&1 || true
+        fi
+        # A queue disabled by hand (d) stays so across restarts.
+        if [[ "$states" == *d* ]]; then
+            log "enabling disabled all.q@$HOST"
+            qmod -e "all.q@$HOST" >/dev/null 2>&1 || true
         fi
     fi
     if [ $SECONDS -ge $deadline ]; then

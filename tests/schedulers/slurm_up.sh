@@ -20,14 +20,14 @@ MUNGE_PID=/run/munge/munged.pid
 MUNGE_LOG=/var/log/munge/munged.log
 STATE_DIR=/var/spool/slurmctld
 SLURMD_SPOOL=/var/spool/slurmd
-# Marker files holding the pid of each daemon *this script* started (read by
-# slurm_down.sh, which stops only those).
-MARK_DIR=/run/cluster-func-schedulers
+# lib.sh: pid_alive, wait_pidfile, wait_gone and MARK_DIR, where each daemon
+# this script starts gets its pid recorded (slurm_down.sh stops only those).
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
 READY_TIMEOUT="${SLURM_UP_READY_TIMEOUT:-90}"
 
-# Daemons start with a clean environment, as under an init system: sge_execd
-# hands its own environment to every job, so whatever the caller's shell had
-# would leak into jobs.
+# Daemons start with a clean environment, as under an init system, so that
+# nothing of the caller's shell can reach a job through them.
 CLEAN_ENV=(env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8)
 
 log() { echo "[slurm_up] $*"; }
@@ -40,26 +40,6 @@ fail() {
     done
     echo "[slurm_up] logs: $CTLD_LOG $SLURMD_LOG $MUNGE_LOG; config: $CONF" >&2
     exit 1
-}
-
-# pid_alive PIDFILE COMM: true if PIDFILE names a live process whose command
-# name is COMM (guards against a stale pid file whose pid was reused).
-pid_alive() {
-    local pidfile=$1 comm=$2 pid
-    [ -s "$pidfile" ] || return 1
-    pid="$(tr -dc '0-9' <"$pidfile")"
-    [ -n "$pid" ] || return 1
-    kill -0 "$pid" 2>/dev/null || return 1
-    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$comm" ]
-}
-
-wait_pidfile() {  # wait_pidfile PIDFILE COMM SECONDS
-    local i
-    for ((i = 0; i < $3 * 10; i++)); do
-        pid_alive "$1" "$2" && return 0
-        sleep 0.1
-    done
-    return 1
 }
 
 [ "$(id -u)" = 0 ] || { echo "[slurm_up] must run as root" >&2; exit 1; }
@@ -115,8 +95,6 @@ if pid_alive "$MUNGE_PID" munged; then
 else
     log "starting munged"
     rm -f "$MUNGE_PID"
-    # A stale socket/lock from a dead munged makes it refuse to start.
-    rm -f /run/munge/munge.socket.2 /run/munge/munge.socket.2.lock
     "${CLEAN_ENV[@]}" runuser -u munge -- /usr/sbin/munged --pid-file="$MUNGE_PID" \
         || fail "munged failed to start"
     wait_pidfile "$MUNGE_PID" munged 10 || fail "munged did not write $MUNGE_PID"
@@ -183,7 +161,7 @@ if [ $conf_changed = 1 ]; then
             pid="$(tr -dc '0-9' <"$f")"
             log "config changed: stopping $c (pid $pid)"
             kill -TERM "$pid" || true
-            for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            wait_gone "$pid" "$c" 20 || fail "$c (pid $pid) did not stop"
         fi
     done
 fi
@@ -212,7 +190,7 @@ fi
 
 # --- readiness --------------------------------------------------------------
 # A node left DOWN/DRAIN by an earlier run would never take jobs.
-node_state="$(sinfo -h -N -n "$HOST" -o '%T' 2>/dev/null | head -n1 || true)"
+node_state="$(timeout 15 sinfo -h -N -n "$HOST" -o '%T' 2>/dev/null | head -n1 || true)"
 case "$node_state" in
     down* | drain* | fail*)
         log "node $HOST is $node_state: resuming"
