@@ -147,6 +147,26 @@ exit status: 0 all written (and submitted), 1 a submission failed, 2 bad input."
                    help="raw Slurm directives: each becomes '#SBATCH --K=V'. Example: --slurm-options qos=long")
     p.add_argument("--sge-options", metavar="K=V,...",
                    help="raw Grid Engine directives: each becomes '#$ -l K=V'. Example: --sge-options h_vmem=4G")
+    p.add_argument("--array", action="store_const", const=True, default=None,
+                   help="submit one job array of N tasks instead of N jobs (default: N jobs)")
+    p.add_argument("--max-running", metavar="K",
+                   help="with --array: at most K tasks running at once, where the scheduler "
+                        "supports it (default: no limit). Example: --max-running 20")
+    return p
+
+
+def cluf_manage_parser():
+    p = _Parser(prog="cluf", allow_abbrev=False,
+                description="Check, finish or stop a submitted cluf run.")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--status", action="store_true",
+                   help="a table of every bin: job id, state (queued, running, done, failed, vanished), "
+                        "calls done/failed/total; exit 0 only when all is done with no failed call")
+    g.add_argument("--resubmit", action="store_true",
+                   help="submit again, with --resume, the bins that failed, vanished, or are done with "
+                        "failed calls; never one that is queued or running")
+    g.add_argument("--cancel", action="store_true", help="cancel every queued or running job of the run")
+    p.add_argument("jobs_dir", metavar="JOBS_DIR", nargs="?", help="the run's jobs dir (default: .)")
     return p
 
 
@@ -290,11 +310,23 @@ def replace_bins(argv, new_spec):
     return out[:-1] + ["--bins", new_spec, out[-1]] if out else ["--bins", new_spec]
 
 
+MANAGE = ("--status", "--resubmit", "--cancel")
+
+
 def run_cluf(argv):
     from . import jobs, schedulers
 
     argv_all = list(argv)
     argv, passthrough = split_passthrough(argv)
+    if any(a in MANAGE for a in argv):
+        from . import status
+
+        ns = cluf_manage_parser().parse_args(argv)
+        if ns.status:
+            return status.status(ns.jobs_dir)
+        if ns.resubmit:
+            return status.resubmit(ns.jobs_dir, submit)
+        return status.cancel(ns.jobs_dir)
     ns = cluf_parser().parse_args(argv)
     module, opts = load(ns, "cluf", passthrough)
     get_target(module, opts["target"])
@@ -346,6 +378,16 @@ def run_cluf(argv):
     for other in ("pbs", "slurm", "sge"):
         if other != sched.name and opts[f"{other}_options"]:
             _warn("cluf")(f"--{other}-options are ignored: the jobs are for {sched.name}.")
+    mode = "hash" if opts["hash"] is not None else "key" if opts["key"] is not None else "round-robin"
+    calls = {}
+    for i in chosen:
+        n = bins.expected_count(args, bins.BinSpec((i,), nodes), mode)
+        if n is not None:
+            calls[i] = n
+    if opts["array"] and len(chosen) > 1:
+        return submit_arrays(plan, chosen, submitting, opts["max_running"], calls)
+    if opts["max_running"]:
+        _warn("cluf")("--max-running only applies with --array; ignored.")
     try:
         paths = jobs.write(plan, chosen)
     except OSError as e:
@@ -354,14 +396,67 @@ def run_cluf(argv):
         print(f"cluf: wrote {len(paths)} {sched.name} job script{'s' * (len(paths) != 1)} in "
               f"{plan.jobs_dir} (not submitted: -q). Run one by hand with: bash {paths[0]}")
         return EXIT_OK
-    return submit(plan, chosen, paths, argv_all, resume=bool(opts["resume"]))
+    return submit(plan, chosen, paths, argv_all, resume=bool(opts["resume"]), calls=calls)
 
 
-def submit(plan, chosen, paths, argv_all, resume=False):
+def _contiguous_runs(items, limit):
+    """Split sorted ints into runs of consecutive values, each at most ``limit`` long."""
+    runs = []
+    for i in items:
+        if runs and i == runs[-1][0] + runs[-1][1] and runs[-1][1] < limit:
+            runs[-1][1] += 1
+        else:
+            runs.append([i, 1])
+    return runs
+
+
+def submit_arrays(plan, chosen, submitting, max_running, calls):
     from . import jobs
 
+    sched = plan.scheduler
+    say = _warn("cluf")
+    if max_running and sched.max_running_note:
+        say(f"--max-running is ignored: {sched.max_running_note}.")
+        max_running = None
+    limit = (sched.max_array_size() if submitting else None) or len(chosen)
+    runs = _contiguous_runs(sorted(chosen), limit)
+    if len(runs) > 1 and limit < len(chosen):
+        print(f"cluf: {sched.name} allows at most {limit} tasks per array here: splitting the "
+              f"{len(chosen)} bins into {len(runs)} arrays.")
+    try:
+        paths = [jobs.write_array(plan, first, count, max_running) for first, count in runs]
+    except OSError as e:
+        raise UserError(f"Cannot write the job scripts in {plan.jobs_dir}: {e.strerror}.") from None
+    if not submitting:
+        print(f"cluf: wrote {len(paths)} {sched.name} array job script{'s' * (len(paths) != 1)} in "
+              f"{plan.jobs_dir} (not submitted: -q). Run one bin by hand with: "
+              f"{jobs.ARRAY_BIN_VAR}={runs[0][0]} bash {paths[0]}")
+        return EXIT_OK
     manifest_path = plan.manifest_path()
     manifest = jobs.load_manifest(manifest_path) or jobs.new_manifest(plan)
+    for (first, count), path in zip(runs, paths):
+        try:
+            array_id = sched.submit(path, plan.submit_dir)
+        except RuntimeError as e:
+            jobs.save_manifest(manifest_path, manifest)
+            raise SubmitError(f"submitting the array {path} failed: {e}. Arrays submitted before it are "
+                              f"in {manifest_path}; 'cluf --resubmit {plan.jobs_dir}' submits the bins "
+                              f"that have no job yet.") from None
+        for i in range(first, first + count):
+            index = i - first + sched.array_first_index
+            jobs.record(manifest, i, path, sched.task_id(array_id, index), array_id=array_id,
+                        calls=calls.get(i))
+        jobs.save_manifest(manifest_path, manifest)
+        print(f"submitted {path} as job {array_id} (array of {count}: bins {first}-{first + count - 1})")
+    return EXIT_OK
+
+
+def submit(plan, chosen, paths, argv_all=None, resume=False, calls=None, manifest_path=None):
+    from . import jobs
+
+    manifest_path = manifest_path or plan.manifest_path()
+    manifest = jobs.load_manifest(manifest_path) or jobs.new_manifest(plan)
+    calls = calls or {}
     done = []
     for i, path in zip(chosen, paths):
         try:
@@ -369,16 +464,19 @@ def submit(plan, chosen, paths, argv_all, resume=False):
         except RuntimeError as e:
             jobs.save_manifest(manifest_path, manifest)
             rest = chosen[len(done):]
-            cmd_argv, passthrough = split_passthrough(argv_all)
-            cmd = ["cluf", *replace_bins(cmd_argv, f"{bins.format_positions(rest)}/{plan.nodes}")]
-            if passthrough:
-                cmd += ["--", *passthrough]
+            if argv_all is not None:
+                cmd_argv, passthrough = split_passthrough(argv_all)
+                cmd = ["cluf", *replace_bins(cmd_argv, f"{bins.format_positions(rest)}/{plan.nodes}")]
+                if passthrough:
+                    cmd += ["--", *passthrough]
+            else:
+                cmd = ["cluf", "--resubmit", plan.jobs_dir]
             submitted = ", ".join(f"bin {b} as job {j}" for b, j in done) or "none"
             raise SubmitError(
                 f"submitting bin {i} failed: {e}.\n  submitted: {submitted}\n  not submitted: bins "
                 f"{bins.format_positions(rest)} of {plan.nodes}\n  to submit the rest once the problem is "
                 f"fixed, run:\n    {' '.join(shlex.quote(w) for w in cmd)}") from None
-        jobs.record(manifest, i, path, job_id, resume)
+        jobs.record(manifest, i, path, job_id, resume, calls=calls.get(i))
         done.append((i, job_id))
         print(f"submitted {path} as job {job_id}")
         jobs.save_manifest(manifest_path, manifest)

@@ -52,6 +52,23 @@ class RunPlan:
         return os.path.join(self.jobs_dir, f"{self.stem}-{self.nodes}{MANIFEST_SUFFIX}")
 
 
+PLAN_FIELDS = ("script", "nodes", "jobs_dir", "submit_dir", "clum_args", "passthrough", "env",
+               "prepend", "append", "resources", "raw", "python")
+
+
+def plan_to_dict(plan: RunPlan) -> dict:
+    d = {k: getattr(plan, k) for k in PLAN_FIELDS}
+    d["scheduler"] = plan.scheduler.name
+    return d
+
+
+def plan_from_dict(d: dict) -> RunPlan:
+    from .schedulers import SCHEDULERS
+
+    kwargs = {k: d[k] for k in PLAN_FIELDS if k in d}
+    return RunPlan(scheduler=SCHEDULERS[d["scheduler"]](), **kwargs)
+
+
 def _read(path):
     with open(path, encoding="utf-8") as f:
         text = f.read()
@@ -63,23 +80,30 @@ def render(plan: RunPlan, i: int, resume=False) -> str:
     sched = plan.scheduler
     spec = JobSpec(name=sched.job_name(plan.base(i)), stdout=plan.path(i, ".stdout"),
                    stderr=plan.path(i, ".stderr"), raw=plan.raw, **plan.resources)
+    return _render(plan, spec, f"{i}/{plan.nodes}", plan.path(i, ".journal"),
+                   f"bin {i} of {plan.nodes}", f"bash {shlex.quote(plan.script_path(i))}", resume)
+
+
+def _render(plan, spec, bins_word, journal_word, what, by_hand, resume, preamble=()):
     q = shlex.quote
-    clum = [plan.python, "-m", "cluster_func", "--bins", f"{i}/{plan.nodes}",
-            "--journal", plan.path(i, ".journal"), *plan.clum_args]
+    clum = [plan.python, "-m", "cluster_func", "--bins", bins_word, "--journal", journal_word,
+            *plan.clum_args]
     if resume:
         clum.append("--resume")
     clum += [plan.script]
     if plan.passthrough:
         clum += ["--", *plan.passthrough]
-    out = ["#!/bin/bash", *sched.lines(spec), "",
-           f"# Written by cluf (cluster-func {__version__}): bin {i} of {plan.nodes} of {plan.script}.",
-           f"# Runs by hand too: bash {q(plan.script_path(i))}",
-           "", f"cd {q(plan.submit_dir)} || exit 1"]
+    # The words that hold shell variables ($bin) go in double quotes, not single.
+    words = [f'"{w}"' if "$bin" in w else q(w) for w in clum]
+    out = ["#!/bin/bash", *plan.scheduler.lines(spec), "",
+           f"# Written by cluf (cluster-func {__version__}): {what} of {plan.script}.",
+           f"# Runs by hand too: {by_hand}", "", *preamble,
+           f"cd {q(plan.submit_dir)} || exit 1"]
     for k, v in plan.env.items():
         out.append(f"export {k}={q(v)}")
     for path in plan.prepend:
         out += [f"# --- from {path} ---", _read(path).rstrip("\n"), "# ---"]
-    out.append(" ".join(q(w) for w in clum))
+    out.append(" ".join(words))
     out.append("status=$?")
     for path in plan.append:
         out += [f"# --- from {path} ---", _read(path).rstrip("\n"), "# ---"]
@@ -99,6 +123,55 @@ def write(plan: RunPlan, bins: List[int], resume=False) -> List[str]:
         os.replace(tmp, path)
         paths.append(path)
     return paths
+
+
+ARRAY_BIN_VAR = "CLUF_BIN"
+
+
+def array_script_path(plan: RunPlan, first: int, count: int) -> str:
+    tag = f"array-{first}" if count < plan.nodes else "array"
+    return os.path.join(plan.jobs_dir, f"{plan.stem}-{tag}-{plan.nodes}{plan.scheduler.extension}")
+
+
+def render_array(plan: RunPlan, first: int, count: int, max_running=None, resume=False) -> str:
+    """One job script for the array of tasks running bins first .. first+count-1.
+
+    The bin is the scheduler's task index (plus ``first``), or ``CLUF_BIN`` when set,
+    which is also how to run one bin of it by hand.
+    """
+    sched = plan.scheduler
+    base = f"{plan.stem}-array-{first}-{plan.nodes}" if count < plan.nodes else f"{plan.stem}-array-{plan.nodes}"
+    spec = JobSpec(name=sched.job_name(base), stdout=os.path.join(plan.jobs_dir, base + ".scheduler.stdout"),
+                   stderr=os.path.join(plan.jobs_dir, base + ".scheduler.stderr"), raw=plan.raw,
+                   array=count, max_running=max_running, **plan.resources)
+    index = sched.array_index_expr()
+    offset = first - sched.array_first_index
+    stem_dir = os.path.join(plan.jobs_dir, plan.stem)
+    preamble = [
+        f"# The bin: ${ARRAY_BIN_VAR} if set, else the task index ({sched.array_index_var}) "
+        f"{'+ ' + str(offset) if offset > 0 else '- ' + str(-offset) if offset < 0 else ''}".rstrip(),
+        f'if [ -n "${{{ARRAY_BIN_VAR}:-}}" ]; then bin=${ARRAY_BIN_VAR}; else',
+        f'  task={index}',
+        f'  if [ -z "$task" ]; then echo "not a job array task: set {ARRAY_BIN_VAR}=<bin> to run one bin by hand" >&2; exit 2; fi',
+        f"  bin=$((task + {offset}))",
+        "fi",
+        f'exec >>{shlex.quote(stem_dir)}"-$bin-{plan.nodes}.stdout" 2>>{shlex.quote(stem_dir)}"-$bin-{plan.nodes}.stderr"',
+        "",
+    ]
+    return _render(plan, spec, f"$bin/{plan.nodes}", os.path.join(stem_dir + "-$bin-" + f"{plan.nodes}.journal"),
+                   f"bins {first} to {first + count - 1} of {plan.nodes}, as a job array",
+                   f"{ARRAY_BIN_VAR}=<bin> bash {shlex.quote(array_script_path(plan, first, count))}",
+                   resume, preamble)
+
+
+def write_array(plan: RunPlan, first: int, count: int, max_running=None) -> str:
+    os.makedirs(plan.jobs_dir, exist_ok=True)
+    path = array_script_path(plan, first, count)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(render_array(plan, first, count, max_running))
+    os.chmod(path + ".tmp", 0o755)
+    os.replace(path + ".tmp", path)
+    return path
 
 
 # --- the manifest -----------------------------------------------------------------
@@ -121,13 +194,24 @@ def save_manifest(path, data):
 
 def new_manifest(plan: RunPlan) -> dict:
     return {"script": plan.script, "nodes": plan.nodes, "scheduler": plan.scheduler.name,
-            "jobs_dir": plan.jobs_dir, "submit_dir": plan.submit_dir, "jobs": {}}
+            "jobs_dir": plan.jobs_dir, "plan": plan_to_dict(plan), "jobs": {}}
 
 
-def record(manifest: dict, i: int, script_path: str, job_id: Optional[str], resume=False):
+def record(manifest: dict, i: int, script_path: str, job_id: Optional[str], resume=False,
+           array_id: Optional[str] = None, calls: Optional[int] = None):
     """Record bin i's job; earlier submissions of the bin stay in its history."""
     job = manifest["jobs"].setdefault(str(i), {"bin": i, "script": script_path, "history": []})
     if job.get("id"):
         job["history"].append({"id": job["id"], "submitted": job.get("submitted")})
-    job.update({"script": script_path, "id": job_id, "resume": resume,
+    job.update({"script": script_path, "id": job_id, "array_id": array_id, "resume": resume,
                 "submitted": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    if calls is not None:
+        job["calls"] = calls
+
+
+def find_manifests(jobs_dir: str) -> List[str]:
+    try:
+        names = sorted(os.listdir(jobs_dir))
+    except OSError:
+        return []
+    return [os.path.join(jobs_dir, n) for n in names if n.endswith(MANIFEST_SUFFIX)]

@@ -10,8 +10,9 @@ Functions
 ``require_slurm()`` / ``require_sge()``
     Call at the top of a test (or in a fixture).  If the scheduler is not
     usable, the test is skipped with the reason - or *failed* when the
-    environment variable ``CLUSTER_FUNC_REQUIRE_SCHEDULERS=1`` is set (CI sets
-    it after running up.sh, so a broken set-up cannot pass as "skipped").
+    environment variable ``CLUSTER_FUNC_REQUIRE_SCHEDULERS=1`` is set (set it
+    wherever up.sh has run, e.g. in CI, so that a broken set-up cannot pass
+    as "skipped").
     The health check takes well under 5 s and is done once per session.
 ``wait_slurm_jobs(ids)`` / ``wait_sge_jobs(ids)``
     Block until the jobs have finished; return ``{id: JobOutcome(state,
@@ -41,14 +42,18 @@ What a job sees (checked on this machine kind)
   environment built by ``su - <user>`` on the node (HOME, USER, LOGNAME,
   SHELL, MAIL, PATH and whatever the user's profile/.bashrc exports) plus
   ``SLURM_*`` and ``ENVIRONMENT=BATCH``.  ``--export=NONE,FOO=bar`` or
-  ``--export=FOO=bar`` adds exactly FOO.
+  ``--export=FOO=bar`` adds exactly FOO.  The working directory is the
+  submission directory (``SLURM_SUBMIT_DIR``).
 * Grid Engine without ``-V``: no variable of the submitting shell (only as
   ``SGE_O_*``, e.g. ``SGE_O_PATH``, ``SGE_O_WORKDIR``); the queue's shell is
   started as a login shell (bash is in ``login_shells``) so the user's profile
-  runs; plus ``JOB_ID``, ``SGE_*``, ``NSLOTS``, ``TMP``/``TMPDIR`` ... and the
+  runs; plus ``JOB_ID``, ``SGE_*``, ``NSLOTS``, ``TMP`` (no ``TMPDIR``)... and the
   *environment of sge_execd itself* (which is why up.sh starts the daemons
   with ``env -i``).  ``-v FOO=bar`` adds exactly FOO.  The working directory
-  is ``$HOME`` unless ``-cwd``/``-wd`` is given.
+  is ``$HOME`` unless ``-cwd``/``-wd`` is given (relative ``-o`` paths too).
+  A job name that SGE refuses (spaces, ``: @ /``, leading digit; with ``-b y``
+  and no ``-N`` the command line is the name) makes qsub fail with the
+  misleading "Unable to run job: Error reading answer list from qmaster".
 
 How failure shows
 -----------------

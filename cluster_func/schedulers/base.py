@@ -47,6 +47,21 @@ class Scheduler:
     array_index_var = ""
     array_first_index = 0
 
+    def array_index_expr(self) -> str:
+        """Shell expression for the task index of an array task ('' outside an array)."""
+        return f"${{{self.array_index_var}:-}}"
+
+    def task_id(self, array_id: str, index: int) -> str:
+        """The id of one task of an array job, as query() reports it."""
+        return f"{array_id}_{index}"
+
+    def max_array_size(self) -> Optional[int]:
+        """Most tasks one array may have here (None: no limit known)."""
+        return None
+
+    # What --max-running does here; None means it is supported.
+    max_running_note: Optional[str] = None
+
     def job_name(self, name: str) -> str:
         """A job name the scheduler accepts."""
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", name)

@@ -1,12 +1,30 @@
 """PBS Professional / OpenPBS and Torque: ``#PBS`` directives, ``qsub``."""
 
+import getpass
+import os
 import re
+import shutil
 import subprocess
 
 from .base import QUEUED, RUNNING, Scheduler, hms
 
 # pbs_options names that are not "-l" resources.
 _SPECIAL = {"name": "-N", "stdout": "-o", "stderr": "-e", "queue": "-q"}
+
+
+def _is_torque() -> bool:
+    """Torque's qstat says 'Version: 6.x'; PBS Professional's says 'pbs_version = ...'.
+    With neither (writing scripts away from the cluster), PBS Professional."""
+    if os.environ.get("CLUF_PBS_FLAVOUR"):
+        return os.environ["CLUF_PBS_FLAVOUR"].lower() == "torque"
+    if not shutil.which("qstat"):
+        return False
+    try:
+        out = subprocess.run(["qstat", "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             universal_newlines=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "pbs_version" not in out and "Version:" in out
 
 
 class PBS(Scheduler):
@@ -36,9 +54,9 @@ class PBS(Scheduler):
         if job.account:
             d.append(f"-A {job.account}")
         if job.array:
-            # PBS Professional: -J 0-N (a range of at least two); Torque: -t 0-N%K.
-            d.append(f"-J 0-{max(job.array - 1, 1)}" if self.flavour == "pro" else
-                     f"-t 0-{job.array - 1}" + (f"%{job.max_running}" if job.max_running else ""))
+            # PBS Professional: -J 0-N; Torque: -t 0-N%K.
+            d.append(f"-t 0-{job.array - 1}" + (f"%{job.max_running}" if job.max_running else "")
+                     if self.torque else f"-J 0-{job.array - 1}")
         for k, v in job.raw.items():
             if k in _SPECIAL:
                 d.append(f"{_SPECIAL[k]} {v}")
@@ -48,7 +66,23 @@ class PBS(Scheduler):
                 d.append(f"-l {k}" if v is None else f"-l {k}={v}")
         return d
 
-    flavour = "pro"
+    _torque = None
+
+    @property
+    def torque(self):
+        if self._torque is None:
+            self._torque = _is_torque()
+        return self._torque
+
+    @property
+    def max_running_note(self):
+        return None if self.torque else "PBS Professional has no limit on the running subjobs of one array"
+
+    def array_index_expr(self):
+        return "${PBS_ARRAY_INDEX:-${PBS_ARRAYID:-}}"
+
+    def task_id(self, array_id, index):
+        return array_id.replace("[]", f"[{index}]", 1)
 
     def parse_job_id(self, stdout):
         # "1234.server" (PBS Pro, Torque), "1234[].server" for an array.
@@ -56,17 +90,23 @@ class PBS(Scheduler):
         return m.group(1) if m else None
 
     def query(self, job_ids):
+        """One qstat call (-t: array subjobs one per line) for all of this user's jobs."""
         if not job_ids:
             return {}
-        p = subprocess.run(["qstat", *job_ids], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           universal_newlines=True)
+        p = subprocess.run(["qstat", "-t", "-u", getpass.getuser()], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, universal_newlines=True)
         states = {}
+        short = {j.split(".")[0]: j for j in job_ids}
         for line in p.stdout.splitlines():
             parts = line.split()
-            if len(parts) >= 5:
-                for job in job_ids:
-                    if parts[0] == job or job.startswith(parts[0].rstrip(".")):
-                        states[job] = RUNNING if parts[4] in ("R", "E", "B") else QUEUED
+            if not parts or not parts[0][:1].isdigit():
+                continue
+            job = short.get(parts[0].split(".")[0])
+            if job is None:
+                continue
+            # qstat -u: Job ID, Username, Queue, Jobname, SessID, NDS, TSK, Memory, Time, S, Time
+            state = parts[-2] if len(parts) >= 10 else parts[4] if len(parts) > 4 else "Q"
+            states[job] = RUNNING if state in ("R", "E", "B") else QUEUED
         return states
 
     def cancel_argv(self, job_ids):

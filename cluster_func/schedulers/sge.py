@@ -1,5 +1,6 @@
 """Grid Engine (SGE, Son of Grid Engine, OGS): ``#$`` directives, ``qsub -terse``."""
 
+import getpass
 import re
 import subprocess
 
@@ -13,6 +14,22 @@ class GridEngine(Scheduler):
     submit_command = "qsub"
     array_index_var = "SGE_TASK_ID"
     array_first_index = 1
+
+    def array_index_expr(self):
+        # SGE sets SGE_TASK_ID=undefined in a job that is not an array.
+        return '$( [ "${SGE_TASK_ID:-undefined}" != undefined ] && echo "$SGE_TASK_ID" )'
+
+    def task_id(self, array_id, index):
+        return f"{array_id}.{index}"
+
+    def max_array_size(self):
+        try:
+            out = subprocess.run(["qconf", "-sconf"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                 universal_newlines=True, timeout=30).stdout
+        except (OSError, subprocess.SubprocessError):
+            return None
+        m = re.search(r"^max_aj_tasks\s+(\d+)", out, re.M)
+        return int(m.group(1)) or None if m else None
 
     def job_name(self, name):
         # No ': @ /', no spaces, and it may not start with a digit.
@@ -49,16 +66,27 @@ class GridEngine(Scheduler):
         return m.group(1) if m else None
 
     def query(self, job_ids):
+        """One qstat call for all of this user's jobs, array tasks one per line (-g d)."""
         if not job_ids:
             return {}
-        p = subprocess.run(["qstat", "-u", "*"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           universal_newlines=True)
+        p = subprocess.run(["qstat", "-g", "d", "-u", getpass.getuser()], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, universal_newlines=True)
+        if p.returncode != 0:
+            raise RuntimeError(f"qstat failed: {p.stderr.strip()}")
         wanted, states = set(job_ids), {}
         for line in p.stdout.splitlines()[2:]:
             parts = line.split()
-            if len(parts) >= 5 and parts[0] in wanted:
-                state = parts[4]
-                states[parts[0]] = RUNNING if "r" in state or "t" in state else QUEUED
+            if len(parts) < 5 or not parts[0].isdigit():
+                continue
+            state = parts[4]
+            # The last column is the task id for array tasks (-g d: one per line).
+            ids = [parts[0]]
+            if parts[-1].isdigit() and len(parts) >= 9 - ("@" not in line):
+                ids.insert(0, f"{parts[0]}.{parts[-1]}")
+            s = RUNNING if any(c in state for c in "rtR") else QUEUED
+            for i in ids:
+                if i in wanted:
+                    states[i] = s
         return states
 
     def cancel_argv(self, job_ids):

@@ -1,9 +1,10 @@
 """Slurm: ``#SBATCH`` directives, ``sbatch --parsable``."""
 
+import getpass
 import re
 import subprocess
 
-from .base import DONE, FAILED, QUEUED, RUNNING, Scheduler, hms
+from .base import QUEUED, RUNNING, Scheduler, hms
 
 
 class Slurm(Scheduler):
@@ -13,6 +14,15 @@ class Slurm(Scheduler):
     submit_command = "sbatch"
     array_index_var = "SLURM_ARRAY_TASK_ID"
     array_first_index = 0
+
+    def max_array_size(self):
+        try:
+            out = subprocess.run(["scontrol", "show", "config"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL, universal_newlines=True, timeout=30).stdout
+        except (OSError, subprocess.SubprocessError):
+            return None
+        m = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.M)
+        return int(m.group(1)) if m else None  # indices must be below it
 
     def job_name(self, name):
         return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
@@ -47,18 +57,20 @@ class Slurm(Scheduler):
         return m.group(1) if m else None
 
     def query(self, job_ids):
+        """One squeue call for all of this user's jobs, array tasks one per line."""
         if not job_ids:
             return {}
-        p = subprocess.run(["squeue", "-h", "-o", "%i %T", "-j", ",".join(job_ids)],
+        p = subprocess.run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i %T"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
-        states = {}
+        if p.returncode != 0:
+            raise RuntimeError(f"squeue failed: {p.stderr.strip()}")
+        wanted, states = set(job_ids), {}
         for line in p.stdout.splitlines():
             parts = line.split()
-            if len(parts) == 2:
-                job, state = parts
-                states[job] = RUNNING if state in ("RUNNING", "COMPLETING", "CONFIGURING") else \
-                    QUEUED if state in ("PENDING", "REQUEUED", "SUSPENDED") else \
-                    DONE if state == "COMPLETED" else FAILED
+            if len(parts) == 2 and parts[0] in wanted:
+                state = parts[1]
+                states[parts[0]] = (QUEUED if state in ("PENDING", "REQUEUED", "SUSPENDED", "REQUEUE_HOLD")
+                                    else RUNNING)
         return states
 
     def cancel_argv(self, job_ids):

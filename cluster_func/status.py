@@ -1,0 +1,160 @@
+"""Where a submitted run stands, and what to do about it: ``cluf --status``,
+``--resubmit`` and ``--cancel``.
+
+The state of a bin comes from one scheduler query for all the run's jobs
+(queued, running) and, once the scheduler has forgotten the job, from the bin's
+journal in the jobs dir: ``done`` when its last run ended, ``failed`` when it
+was interrupted or aborted, ``vanished`` when it never wrote an end (killed,
+walltime, node lost) or never started.
+"""
+
+import os
+import subprocess
+import sys
+from typing import List
+
+from . import jobs
+from . import journal as journal_mod
+from .errors import UserError
+from .schedulers import SCHEDULERS
+from .schedulers.base import QUEUED, RUNNING
+
+DONE, FAILED, VANISHED = "done", "failed", "vanished"
+
+
+class BinState:
+    def __init__(self, i, job):
+        self.bin = i
+        self.job = job
+        self.id = job.get("id")
+        self.state = VANISHED
+        self.done = None
+        self.failed = None
+        self.total = job.get("calls")
+
+    @property
+    def needs_rerun(self):
+        return self.state in (FAILED, VANISHED) or (self.state == DONE and self.failed)
+
+    @property
+    def ok(self):
+        return self.state == DONE and not self.failed
+
+
+def load_run(manifest_path):
+    m = jobs.load_manifest(manifest_path)
+    if not m or "plan" not in m:
+        raise UserError(f"{manifest_path} is not a cluf manifest (or is from another version).")
+    return m
+
+
+def bin_states(manifest) -> List[BinState]:
+    plan = jobs.plan_from_dict(manifest["plan"])
+    states = [BinState(int(k), j) for k, j in sorted(manifest["jobs"].items(), key=lambda kv: int(kv[0]))]
+    ids = [s.id for s in states if s.id]
+    try:
+        live = plan.scheduler.query(ids)
+    except (OSError, RuntimeError) as e:
+        raise UserError(f"Could not ask {plan.scheduler.name} about the jobs: {e}") from None
+    for s in states:
+        jpath = plan.path(s.bin, ".journal")
+        st = journal_mod.read(jpath) if os.path.exists(jpath) else None
+        if st is not None and st.runs:
+            s.done, s.failed = st.completed_total, len(st.last_failed)
+        if s.id in live:
+            s.state = live[s.id]
+        elif st is None or not st.runs or st.last_status is None:
+            s.state = VANISHED
+        elif st.last_status == "complete":
+            s.state = DONE
+        else:
+            s.state = FAILED
+    return states
+
+
+def _fmt(v):
+    return "-" if v is None else str(v)
+
+
+def print_status(manifest, states, out=sys.stdout):
+    plan = manifest["plan"]
+    out.write(f"{plan['script']}: {manifest['nodes']} bins on {manifest['scheduler']} "
+              f"(jobs dir {plan['jobs_dir']})\n")
+    rows = [("bin", "job", "state", "done", "failed", "total")]
+    rows += [(str(s.bin), s.id or "-", s.state, _fmt(s.done), _fmt(s.failed), _fmt(s.total)) for s in states]
+    widths = [max(len(r[c]) for r in rows) for c in range(6)]
+    for r in rows:
+        out.write("  ".join(v.ljust(widths[c]) if c < 3 else v.rjust(widths[c]) for c, v in enumerate(r)).rstrip()
+                  + "\n")
+    counts = {}
+    for s in states:
+        counts[s.state] = counts.get(s.state, 0) + 1
+    done = sum(s.done or 0 for s in states)
+    failed = sum(s.failed or 0 for s in states)
+    totals = [s.total for s in states]
+    total = f" of {sum(totals)}" if totals and None not in totals else ""
+    missing = manifest["nodes"] - len(states)
+    by_state = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    out.write(f"total: {len(states)} bins: {by_state}; calls {done} done, {failed} failed{total}"
+              + (f"; {missing} bins never submitted" if missing else "") + "\n")
+
+
+def manifests_in(jobs_dir) -> List[str]:
+    jobs_dir = os.path.abspath(jobs_dir or os.getcwd())
+    found = jobs.find_manifests(jobs_dir)
+    if not found:
+        raise UserError(f"No cluf run in {jobs_dir}: there is no *{jobs.MANIFEST_SUFFIX} file there. "
+                        f"Give the jobs dir of a submitted run (the -j/--jobs-dir it was submitted with).")
+    return found
+
+
+def status(jobs_dir) -> int:
+    ok = True
+    for path in manifests_in(jobs_dir):
+        m = load_run(path)
+        states = bin_states(m)
+        print_status(m, states)
+        ok = ok and len(states) == m["nodes"] and all(s.ok for s in states)
+    return 0 if ok else 1
+
+
+def resubmit(jobs_dir, submit) -> int:
+    """Submit again, with --resume, the bins that are failed, vanished or done with failed calls."""
+    status_code = 0
+    for path in manifests_in(jobs_dir):
+        m = load_run(path)
+        states = bin_states(m)
+        redo = [s.bin for s in states if s.needs_rerun]
+        redo += [i for i in range(m["nodes"]) if str(i) not in m["jobs"]]
+        busy = [s for s in states if s.state in (QUEUED, RUNNING)]
+        if busy:
+            print(f"cluf: leaving {len(busy)} queued or running job(s) alone: bins "
+                  f"{', '.join(str(s.bin) for s in busy)}")
+        if not redo:
+            print(f"cluf: nothing to resubmit for {m['plan']['script']}: every bin is done or still queued/running.")
+            continue
+        plan = jobs.plan_from_dict(m["plan"])
+        redo.sort()
+        paths = jobs.write(plan, redo, resume=True)
+        print(f"cluf: resubmitting {len(redo)} bin(s) with --resume: {', '.join(map(str, redo))}")
+        status_code = max(status_code, submit(plan, redo, paths, resume=True, manifest_path=path))
+    return status_code
+
+
+def cancel(jobs_dir) -> int:
+    for path in manifests_in(jobs_dir):
+        m = load_run(path)
+        sched = SCHEDULERS[m["scheduler"]]()
+        states = bin_states(m)
+        live = [s for s in states if s.state in (QUEUED, RUNNING)]
+        if not live:
+            print(f"cluf: no queued or running job in the run of {m['plan']['script']}.")
+            continue
+        # Cancel whole arrays by their id, single jobs by theirs.
+        ids = sorted({s.job.get("array_id") or s.id for s in live})
+        argv = sched.cancel_argv(ids)
+        p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+        if p.returncode != 0:
+            raise UserError(f"{' '.join(argv)} failed: {p.stdout.strip()}")
+        print(f"cluf: cancelled {len(ids)} job(s): {' '.join(ids)}")
+    return 0
