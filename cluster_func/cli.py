@@ -57,7 +57,7 @@ def _common(p: argparse.ArgumentParser, prog: str):
 
 def clum_parser():
     p = _Parser(
-        prog="clum",
+        prog="clum", usage="clum [options] SCRIPT [-- ARGS FOR THE SCRIPT...]",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Call target(*a) for every a in the script's args, on all cores of this machine.",
         epilog="""Everything after '--' becomes the script's sys.argv[1:].
@@ -86,7 +86,8 @@ exit status: 0 all calls done, 1 some failed, 2 bad input, 130/143 interrupted."
 
 def cluf_parser():
     p = _Parser(
-        prog="cluf",
+        prog="cluf", usage="cluf [options] (-n NODES | -i ITERATIONS) SCRIPT [-- ARGS FOR THE SCRIPT...]\n"
+                           "       cluf (--status | --resubmit | --cancel) [JOBS_DIR]",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Split the calls of target(*a) for every a in the script's args into one job "
                     "script per node and submit them to the cluster's scheduler (PBS, Slurm or Grid "
@@ -260,6 +261,9 @@ def run_clum(argv):
     status = ("interrupted" if outcome.interrupted_by else "aborted" if outcome.fatal else "complete")
     journal.close(outcome.done, outcome.failed, status)
     say = reporter.message
+    again = " ".join(shlex.quote(w) for w in ["clum", ns.script]
+                     + (["--bins", str(spec)] if opts["bins"] else [])
+                     + (["--journal", journal_path] if opts["journal"] else []))
     if opts["resume"] and journal.previous is not None:
         say(f"--resume: skipped {skipped[0]} calls the journal records as completed.")
     if counts.bad_keys:
@@ -273,10 +277,10 @@ def run_clum(argv):
     if outcome.interrupted_by:
         name = signal.Signals(outcome.interrupted_by).name
         say(f"interrupted by {name}: {outcome.done} calls completed, {outcome.failed} failed; "
-            f"the rest did not run. 'clum {ns.script} --resume' skips the completed ones.")
+            f"the rest did not run. '{again} --resume' skips the completed ones.")
         return 128 + outcome.interrupted_by
     if outcome.failed:
-        say(f"{outcome.failed} of {total} calls failed (see above; 'clum {ns.script} --failed' lists them).")
+        say(f"{outcome.failed} of {total} calls failed (see above; '{again} --failed' lists them).")
         return EXIT_FAILED
     if not opts["quiet"]:
         say(f"{outcome.done} calls done.")
