@@ -393,7 +393,7 @@ def run_cluf(argv):
     if opts["max_running"]:
         _warn("cluf")("--max-running only applies with --array; ignored.")
     try:
-        paths = jobs.write(plan, chosen)
+        paths = jobs.write(plan, chosen, resume=bool(opts["resume"]))
     except OSError as e:
         raise UserError(f"Cannot write the job scripts in {plan.jobs_dir}: {e.strerror}.") from None
     if not submitting:

@@ -27,6 +27,7 @@ as a whole; if the elements there differ, they are run again.
 """
 
 import hashlib
+import itertools
 import json
 import os
 import pickle
@@ -230,11 +231,7 @@ def resume_filter(work, state: JournalState, skipped: list):
         rec = batches.get(pos)
         if rec is not None:
             positions, bd = decode_positions(rec[0]), rec[1]
-            buf = [(pos, elem)]
-            for item in work:
-                buf.append(item)
-                if len(buf) == len(positions):
-                    break
+            buf = [(pos, elem), *itertools.islice(work, len(positions) - 1)]
             if [p for p, _ in buf] == positions and batch_digest([e for _, e in buf]) == bd:
                 skipped[0] += len(buf)
                 continue

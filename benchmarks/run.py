@@ -1,0 +1,742 @@
+#!/usr/bin/env python3
+"""cluster-func benchmarks: clum against the usual alternatives, IterableQueue, cluf.
+
+    python benchmarks/run.py [--quick] [--reps N] [--only WORKLOAD,...]
+
+The first run makes a virtual environment at benchmarks/.venv with joblib,
+mpire, iterable-queue 1.2.2, psutil and this project (editable), then runs
+itself again inside it.  See benchmarks/README.md for what is measured and how.
+"""
+
+import argparse
+import datetime
+import hashlib
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+VENV = os.path.join(HERE, ".venv")
+RESULTS = os.path.join(HERE, "results")
+WORKLOADS = os.path.join(HERE, "workloads")
+REQUIREMENTS = ["joblib", "mpire", "iterable-queue==1.2.2", "psutil"]
+PROCESSES = 2
+
+MAIN_WORKLOADS = ["tiny", "skewed", "cpu", "stream", "files"]
+SECTIONS = MAIN_WORKLOADS + ["startup", "queue", "cluf"]
+POOL_CHUNKSIZES = [1, 10, 100, 1000, 10000]
+RUNNERS = (["serial"] + [f"pool-{c}" for c in POOL_CHUNKSIZES]
+           + ["joblib", "mpire", "parallel", "clum"])
+RUNNER_LABELS = {
+    "serial": "serial loop",
+    **{f"pool-{c}": f"Pool.imap_unordered chunksize {c}" for c in POOL_CHUNKSIZES},
+    "joblib": "joblib Parallel(n_jobs=2)",
+    "mpire": "mpire WorkerPool(2)",
+    "parallel": "GNU parallel + python -c per element",
+    "clum": "clum -p 2",
+}
+
+SIZES = {  # full, quick
+    "TINY_N": (2_000_000, 200_000),
+    "SKEWED_N": (4000, 800),
+    "CPU_N": (400, 80),
+    "STREAM_N": (2_000_000, 200_000),
+    "STREAM_SMALL_N": (200_000, 20_000),
+    "FILES_N": (10_000, 2000),
+    "COUNT_N": (10_000_000, 1_000_000),
+    "COUNT_SMALL_N": (1_000_000, 100_000),
+    "PARALLEL_K": (200, 40),
+    "STARTUP_SAMPLES": (5, 3),
+    "CLUF_NODES": (1000, 1000),
+}
+
+# The figures the issue asks for.
+FIG_BEST_POOL_FACTOR = 1.10
+FIG_STREAM_FLAT = 1.10
+FIG_STARTUP_S = 0.100
+FIG_CLUF_N_S = 2.0
+FIG_CLUF_I_FLAT = 1.10
+
+
+def log(text):
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+# --- the virtual environment ------------------------------------------------------------------
+def venv_python():
+    return os.path.join(VENV, "bin", "python")
+
+
+def in_venv():
+    return os.path.realpath(sys.prefix) == os.path.realpath(VENV)
+
+
+def venv_stamp():
+    h = hashlib.sha256()
+    h.update(json.dumps([REQUIREMENTS, sys.version_info[:2]]).encode())
+    for name in ("setup.py", "pyproject.toml", "setup.cfg"):
+        p = os.path.join(ROOT, name)
+        if os.path.exists(p):
+            with open(p, "rb") as f:
+                h.update(f.read())
+    return h.hexdigest()
+
+
+def ensure_venv_and_reexec(argv):
+    py = venv_python()
+    stamp_path = os.path.join(VENV, ".bench-stamp")
+    stamp = venv_stamp()
+    have = open(stamp_path).read().strip() if os.path.exists(stamp_path) else None
+    if not os.path.exists(py) or have != stamp:
+        log(f"benchmarks: setting up {os.path.relpath(VENV)} (joblib, mpire, iterable-queue 1.2.2, psutil, "
+            f"cluster-func editable) ...")
+        if not os.path.exists(py):
+            shutil.rmtree(VENV, ignore_errors=True)
+            subprocess.check_call([sys.executable, "-m", "venv", VENV])
+        pip = [py, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+        subprocess.check_call(pip + REQUIREMENTS)
+        subprocess.check_call(pip + ["-e", ROOT])
+        with open(stamp_path, "w") as f:
+            f.write(stamp + "\n")
+    env = dict(os.environ)
+    env["PATH"] = os.path.join(VENV, "bin") + os.pathsep + env.get("PATH", "")
+    env.pop("PYTHONHOME", None)
+    os.execve(py, [py, os.path.abspath(__file__), *argv], env)
+
+
+# --- measuring one command --------------------------------------------------------------------
+TIME_BIN = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
+
+
+class Sample:
+    def __init__(self, wall=None, peak_kb=None, ok=True, note=""):
+        self.wall, self.peak_kb, self.ok, self.note = wall, peak_kb, ok, note
+
+    def to_json(self):
+        return {"wall": self.wall, "peak_kb": self.peak_kb, "ok": self.ok, "note": self.note}
+
+
+def _psutil_sampler(pid, stop, out):
+    """Fallback when /usr/bin/time is missing: poll the process tree, keep the largest RSS."""
+    try:
+        import psutil
+    except ImportError:
+        return
+    try:
+        root = psutil.Process(pid)
+    except psutil.Error:
+        return
+    peak = 0
+    while not stop():
+        try:
+            procs = [root] + root.children(recursive=True)
+        except psutil.Error:
+            break
+        for p in procs:
+            try:
+                peak = max(peak, p.memory_info().rss)
+            except psutil.Error:
+                pass
+        time.sleep(0.02)
+    out.append(peak // 1024)
+
+
+def measure(cmd, env, tmp, timeout):
+    """Run cmd; return a Sample with whole-command wall seconds and the peak RSS (KiB)
+    of the largest process in its tree."""
+    mem_file = os.path.join(tmp, "time.out")
+    err_file = os.path.join(tmp, "stderr.out")
+    full = [TIME_BIN, "-f", "%M", "-o", mem_file, *cmd] if TIME_BIN else list(cmd)
+    sampled = []
+    with open(err_file, "wb") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(full, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=err, start_new_session=True)
+        sampler = None
+        if not TIME_BIN:
+            import threading
+            sampler = threading.Thread(target=_psutil_sampler, args=(proc.pid, lambda: proc.poll() is not None,
+                                                                      sampled), daemon=True)
+            sampler.start()
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+            return Sample(None, None, False, f"stopped after {timeout:g} s")
+        wall = time.perf_counter() - t0
+        if sampler:
+            sampler.join(2)
+    # a runner's own stray children (if any) go with it
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    peak = None
+    if TIME_BIN and os.path.exists(mem_file):
+        lines = [ln.strip() for ln in open(mem_file) if ln.strip()]
+        if lines and lines[-1].isdigit():
+            peak = int(lines[-1])
+        os.unlink(mem_file)
+    elif sampled:
+        peak = sampled[0]
+    if rc != 0:
+        tail = open(err_file, errors="replace").read().strip().splitlines()[-3:]
+        return Sample(wall, peak, False, f"exit {rc}: " + " | ".join(tail)[-300:])
+    return Sample(wall, peak)
+
+
+# --- the plan ---------------------------------------------------------------------------------
+class Bench:
+    def __init__(self, opts):
+        self.opts = opts
+        self.quick = opts.quick
+        self.size = {k: v[1] if self.quick else v[0] for k, v in SIZES.items()}
+        self.tmp = tempfile.mkdtemp(prefix="clum-bench-")
+        self.files_out = os.path.join(self.tmp, "files-out")
+        self.py = sys.executable
+        self.bin = os.path.dirname(sys.executable)
+        self.env = dict(os.environ)
+        self.env.update({
+            "BENCH_PROCESSES": str(PROCESSES),
+            "TINY_N": str(self.size["TINY_N"]),
+            "SKEWED_N": str(self.size["SKEWED_N"]),
+            "CPU_N": str(self.size["CPU_N"]),
+            "STREAM_N": str(self.size["STREAM_N"]),
+            "FILES_N": str(self.size["FILES_N"]),
+            "FILES_OUT": self.files_out,
+        })
+        self.env.pop("FILES_IN", None)
+        self.results = {}  # (workload, runner) -> [Sample]
+        self.expected = {
+            "tiny": self.size["TINY_N"], "skewed": self.size["SKEWED_N"], "cpu": self.size["CPU_N"],
+            "stream": self.size["STREAM_N"], "stream-small": self.size["STREAM_SMALL_N"],
+            "files": self.size["FILES_N"], "startup": 1,
+        }
+        self.parallel_bin = shutil.which("parallel")
+        self.parallel_slices = {}  # workload -> (slice file, n, k)
+        self.runs = 0
+        self.skip = {}  # (workload, runner) -> why it is not run again
+        self.problems = []  # wrong counts, crashes: things to report
+        self.sections = {}  # name -> extra results
+        self.started = time.monotonic()
+
+    # environment for a workload
+    def wenv(self, workload):
+        env = dict(self.env)
+        if workload == "stream-small":
+            env["STREAM_N"] = str(self.size["STREAM_SMALL_N"])
+        return env
+
+    @staticmethod
+    def script(workload):
+        return os.path.join(WORKLOADS, ("stream" if workload == "stream-small" else workload) + ".py")
+
+    def command(self, workload, runner):
+        script = self.script(workload)
+        if runner == "clum":
+            self.runs += 1
+            journal = os.path.join(self.tmp, f"journal-{self.runs}.journal")
+            return [os.path.join(self.bin, "clum"), script, "-p", str(PROCESSES), "--quiet",
+                    "--journal", journal], journal
+        if runner == "parallel":
+            slice_file, n, k = self.parallel_slice(workload)
+            sys.path.insert(0, HERE)
+            import runners
+            return runners.parallel_command(script, slice_file), None
+        return [self.py, os.path.join(HERE, "runners.py"), runner, script], None
+
+    def parallel_slice(self, workload):
+        if workload not in self.parallel_slices:
+            k = self.size["PARALLEL_K"]
+            path = os.path.join(self.tmp, f"slice-{workload}.txt")
+            out = subprocess.run([self.py, os.path.join(HERE, "runners.py"), "parallel-slice",
+                                  self.script(workload), str(k), path],
+                                 env=self.wenv(workload), check=True, capture_output=True, text=True)
+            info = json.loads(out.stdout.strip().splitlines()[-1])
+            self.parallel_slices[workload] = (path, info["n"], info["k"])
+        return self.parallel_slices[workload]
+
+    def prepare(self):
+        log(f"benchmarks: scratch folder {self.tmp}")
+        if "files" in self.opts.only:
+            log(f"benchmarks: making {self.size['FILES_N']} input files (once) ...")
+            subprocess.run([self.py, "-c", "import runpy,sys; runpy.run_path(sys.argv[1])", self.script("files")],
+                           env=self.env, check=True)
+        # compile once, so that no runner pays for writing .pyc files
+        subprocess.run([self.py, "-m", "compileall", "-q", HERE, os.path.join(ROOT, "cluster_func")],
+                       env=self.env, stdout=subprocess.DEVNULL, check=False)
+        subprocess.run([self.py, "-c", "import multiprocessing.pool, joblib, mpire, cluster_func.runner"],
+                       env=self.env, check=False)
+
+    # one run of one runner on one workload
+    def run_one(self, workload, runner, rep):
+        key = (workload, runner)
+        if key in self.skip:
+            return
+        if runner == "parallel" and not self.parallel_bin:
+            self.skip[key] = "GNU parallel not installed (apt-get install -y parallel)"
+            return
+        if workload == "files":
+            shutil.rmtree(self.files_out, ignore_errors=True)
+        cmd, journal = self.command(workload, runner)
+        sample = measure(cmd, self.wenv(workload), self.tmp, self.opts.timeout)
+        # correctness: the number of calls made
+        expected = self.expected[workload]
+        if runner == "parallel":
+            expected = self.parallel_slices[workload][2]
+        if sample.ok and workload == "files":
+            made = len(os.listdir(self.files_out)) if os.path.isdir(self.files_out) else 0
+            if made != expected:
+                sample.ok = False
+                sample.note = f"wrong count: {made} output files, expected {expected}"
+        if sample.ok and journal:
+            done = journal_done(journal)
+            if done != expected:
+                sample.ok = False
+                sample.note = f"wrong count: journal says {done} calls done, expected {expected}"
+        if journal and os.path.exists(journal):
+            os.unlink(journal)
+        if not sample.ok:
+            self.problems.append(f"{workload} / {runner} (rep {rep + 1}): {sample.note}\n    command: "
+                                 f"{' '.join(cmd)}\n    env: " + " ".join(
+                                     f"{k}={v}" for k, v in sorted(self.wenv(workload).items())
+                                     if k.endswith("_N") or k in ("FILES_OUT", "BENCH_PROCESSES")))
+            self.skip[key] = sample.note
+        elif sample.wall is not None and sample.wall > self.opts.repeat_limit and rep == 0 and self.opts.reps > 1:
+            self.skip[key] = f"1 rep: took over {self.opts.repeat_limit:g} s"
+        self.results.setdefault(key, []).append(sample)
+        peak = f"{sample.peak_kb / 1024:.0f} MiB" if sample.peak_kb else "?"
+        wall = f"{sample.wall:.3f} s" if sample.wall is not None else "-"
+        log(f"  rep {rep + 1} {workload:12s} {runner:10s} {wall:>10s} {peak:>8s}"
+            f"{'  ' + sample.note if sample.note else ''}")
+
+    def main_loop(self):
+        workloads = [w for w in MAIN_WORKLOADS if w in self.opts.only]
+        if "stream" in self.opts.only:
+            workloads.insert(workloads.index("stream") + 1, "stream-small")
+        startup = "startup" in self.opts.only
+        for rep in range(self.opts.reps):
+            log(f"benchmarks: repetition {rep + 1} of {self.opts.reps} "
+                f"({time.monotonic() - self.started:.0f} s so far)")
+            for workload in workloads:
+                for runner in RUNNERS:
+                    if workload == "stream-small" and runner == "parallel":
+                        continue
+                    self.run_one(workload, runner, rep)
+            if startup:
+                for _ in range(self.size["STARTUP_SAMPLES"]):
+                    for runner in ("serial", "clum"):
+                        self.run_one("startup", runner, rep)
+
+    # --- IterableQueue -------------------------------------------------------------------
+    def queue_section(self):
+        path = os.path.join(HERE, "queue_bench.py")
+        if not os.path.exists(path):
+            self.sections["queue"] = {"notice": "benchmarks/queue_bench.py is not there yet: no IterableQueue table."}
+            return
+        log("benchmarks: IterableQueue (queue_bench.run) ...")
+        t0 = time.monotonic()
+        try:
+            spec = importlib.util.spec_from_file_location("queue_bench", path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules["queue_bench"] = module
+            spec.loader.exec_module(module)
+            rows = module.run(quick=self.quick)
+            self.sections["queue"] = {"rows": [dict(r) for r in rows], "seconds": time.monotonic() - t0}
+        except Exception as e:  # noqa: BLE001 - the other tables still count
+            import traceback
+            self.sections["queue"] = {"notice": f"queue_bench.run failed: {type(e).__name__}: {e}",
+                                      "traceback": traceback.format_exc()}
+            self.problems.append(f"queue_bench.run(quick={self.quick}) raised:\n{traceback.format_exc()}")
+
+    # --- cluf ----------------------------------------------------------------------------
+    def cluf_section(self):
+        cluf = os.path.join(self.bin, "cluf")
+        probe = subprocess.run([cluf, "--help"], env=self.env, capture_output=True, text=True) \
+            if os.path.exists(cluf) else None
+        if probe is None or probe.returncode != 0:
+            why = (probe.stderr.strip().splitlines() or ["?"])[-1] if probe is not None else "no cluf command"
+            self.sections["cluf"] = {"notice": f"cluf not available ({why})"}
+            log("benchmarks: cluf not available")
+            return
+        log("benchmarks: cluf ...")
+        jobs = os.path.join(self.tmp, "jobs")
+        nodes = self.size["CLUF_NODES"]
+        rows = []
+
+        def one(label, cmd, env, reps):
+            samples, written = [], None
+            for _ in range(reps):
+                shutil.rmtree(jobs, ignore_errors=True)
+                os.makedirs(jobs)
+                s = measure(cmd, env, self.tmp, self.opts.timeout)
+                written = len(os.listdir(jobs))
+                samples.append(s)
+                log(f"  {label}: {s.wall if s.wall is None else round(s.wall, 3)} s, "
+                    f"{(s.peak_kb or 0) / 1024:.0f} MiB, {written} files{'  ' + s.note if s.note else ''}")
+                if not s.ok:
+                    self.problems.append(f"cluf: {label}: {s.note}\n    command: {' '.join(cmd)}")
+                    break
+            rows.append({"task": label, "samples": [s.to_json() for s in samples], "files": written,
+                         "command": " ".join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in cmd)})
+
+        reps = max(1, self.opts.reps)
+        one(f"-q -n {nodes}: write {nodes} job scripts",
+            [cluf, self.script("tiny"), "-n", str(nodes), "-q", "-j", jobs], self.env, reps)
+        for n_key in ("COUNT_N", "COUNT_SMALL_N"):
+            n = self.size[n_key]
+            env = dict(self.env, COUNT_N=str(n))
+            one(f"-q -i {n // 10}: count {n:,} generator elements (10 jobs)",
+                [cluf, self.script("count"), "-i", str(n // 10), "-q", "-j", jobs], env, reps)
+        self.sections["cluf"] = {"rows": rows}
+
+
+def journal_done(path):
+    """The 'done' count of the journal's last end record (None if there is none)."""
+    done = None
+    try:
+        with open(path, "rb") as f:
+            for raw in f:
+                try:
+                    rec = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(rec, dict) and rec.get("t") == "end":
+                    done = rec.get("done")
+    except FileNotFoundError:
+        return None
+    return done
+
+
+# --- reporting ---------------------------------------------------------------------------------
+def median(samples):
+    walls = [s.wall for s in samples if s.ok and s.wall is not None]
+    return statistics.median(walls) if walls else None
+
+
+def peak_mib(samples):
+    peaks = [s.peak_kb for s in samples if s.ok and s.peak_kb]
+    return max(peaks) / 1024 if peaks else None
+
+
+def fmt_s(x):
+    if x is None:
+        return "-"
+    return f"{x:.3f}" if x < 10 else f"{x:.1f}" if x < 1000 else f"{x:,.0f}"
+
+
+def fmt_x(x):
+    return "-" if x is None else f"{x:.2f}x"
+
+
+def fmt_mib(x):
+    return "-" if x is None else f"{x:.0f}"
+
+
+def table(headers, rows, align=None):
+    align = align or ["l"] + ["r"] * (len(headers) - 1)
+    out = ["| " + " | ".join(headers) + " |",
+           "|" + "|".join(":---" if a == "l" else "---:" for a in align) + "|"]
+    for r in rows:
+        out.append("| " + " | ".join(str(c) for c in r) + " |")
+    return "\n".join(out)
+
+
+def machine_header(bench):
+    model = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.0f} GiB"
+    except OSError:
+        pass
+    versions = []
+    from importlib import metadata
+    for dist in ("cluster-func", "joblib", "mpire", "iterable-queue"):
+        try:
+            versions.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{dist} (missing)")
+    commit = "?"
+    try:
+        commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True).stdout.strip() or "?"
+        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()
+        if dirty:
+            commit += " + uncommitted changes"
+    except OSError:
+        pass
+    nproc = len(os.sched_getaffinity(0))
+    parallel = bench.parallel_bin and subprocess.run([bench.parallel_bin, "--version"], capture_output=True,
+                                                      text=True).stdout.splitlines()[0]
+    return (f"Machine: {nproc} CPUs (nproc), {model}, {mem} RAM; Python {platform.python_version()}; "
+            f"{platform.system()} {platform.release()}; "
+            f"{datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}\n"
+            f"Versions: {', '.join(versions)}, {parallel or 'GNU parallel not installed'}; "
+            f"project commit {commit}")
+
+
+def report(bench, elapsed):
+    o = bench.opts
+    size = bench.size
+    res = bench.results
+    lines = [f"# cluster-func benchmarks{' (--quick)' if o.quick else ''}", "",
+             machine_header(bench), "",
+             f"Repetitions: {o.reps} (median shown); order: for rep, for workload, for runner. "
+             f"Every runner is a separate command, timed as a whole (interpreter start-up included) "
+             f"with {PROCESSES} processes. Peak memory: the largest single process's peak RSS "
+             + ("(GNU time %M: max RSS over the command and its waited-for children)."
+                if TIME_BIN else "(psutil, sampling the process tree every 20 ms)."),
+             f"Full run took {elapsed:.0f} s.", ""]
+    verdict = []
+
+    # ---- table 1
+    if any(w in o.only for w in MAIN_WORKLOADS):
+        lines += ["## 1. clum against the alternatives", ""]
+        sizes = {"tiny": f"{size['TINY_N']:,} calls of `return x`",
+                 "skewed": f"{size['SKEWED_N']:,} calls, last 1% 200x dearer",
+                 "cpu": f"{size['CPU_N']:,} calls of ~10 ms pure Python",
+                 "stream": f"generator of {size['STREAM_N']:,} (i, 64-char str) tuples",
+                 "files": f"{size['FILES_N']:,} small files read, counted, written"}
+        for w in MAIN_WORKLOADS:
+            if w not in o.only:
+                continue
+            serial = median(res.get((w, "serial"), []))
+            clum = median(res.get((w, "clum"), []))
+            rows = []
+            for r in RUNNERS:
+                samples = res.get((w, r), [])
+                note = bench.skip.get((w, r), "")
+                m = median(samples)
+                label = RUNNER_LABELS[r]
+                shown = m
+                if r == "parallel" and m is not None:
+                    path, n, k = bench.parallel_slices[w]
+                    shown = m * n / k
+                    label += f" (extrapolated from {k} of {n:,} elements, ≈)"
+                if not samples and not note:
+                    continue
+                if samples and not any(s.ok for s in samples):
+                    note = samples[-1].note
+                rows.append([label, ("≈" if r == "parallel" and shown is not None else "") + fmt_s(shown),
+                             f"{fmt_s(min_wall(samples))}–{fmt_s(max_wall(samples))}" if m is not None else "-",
+                             fmt_x(shown / serial if shown is not None and serial else None),
+                             fmt_x(shown / clum if shown is not None and clum else None),
+                             fmt_mib(peak_mib(samples)), len([s for s in samples if s.ok]), note])
+            lines += [f"### {w}: {sizes[w]}", "",
+                      table(["runner", "median s", "min–max s", "÷ serial", "÷ clum", "peak MiB", "reps", "note"],
+                            rows, ["l", "r", "r", "r", "r", "r", "r", "l"]), ""]
+            if w in ("tiny", "skewed", "cpu"):
+                pools = [(median(res.get((w, f"pool-{c}"), [])), c) for c in POOL_CHUNKSIZES]
+                pools = [(m, c) for m, c in pools if m is not None]
+                best = min(pools) if pools else None
+                if clum is not None and best:
+                    ok = clum <= FIG_BEST_POOL_FACTOR * best[0]
+                    verdict.append((ok, f"`{w}`: clum {clum:.3f} s ≤ {FIG_BEST_POOL_FACTOR}x best Pool "
+                                        f"(chunksize {best[1]}: {best[0]:.3f} s, limit "
+                                        f"{FIG_BEST_POOL_FACTOR * best[0]:.3f} s); ratio {clum / best[0]:.2f}x"))
+                else:
+                    verdict.append((None, f"`{w}`: clum vs best Pool: not measured"))
+                jl, mp = median(res.get((w, "joblib"), [])), median(res.get((w, "mpire"), []))
+                if clum is not None and jl is not None and mp is not None:
+                    verdict.append((clum < jl and clum < mp,
+                                    f"`{w}`: clum {clum:.3f} s beats joblib {jl:.3f} s and mpire {mp:.3f} s"))
+                else:
+                    verdict.append((None, f"`{w}`: clum vs joblib and mpire: not measured"))
+
+    # ---- stream memory
+    if "stream" in o.only:
+        rows = []
+        for r in RUNNERS:
+            small, big = peak_mib(res.get(("stream-small", r), [])), peak_mib(res.get(("stream", r), []))
+            if small is None and big is None:
+                continue
+            rows.append([RUNNER_LABELS[r], fmt_mib(small), fmt_mib(big),
+                         fmt_x(big / small if small and big else None)])
+        lines += [f"### stream memory: peak RSS of the largest process at {size['STREAM_SMALL_N']:,} and "
+                  f"{size['STREAM_N']:,} elements", "",
+                  table(["runner", f"peak MiB @ {size['STREAM_SMALL_N']:,}", f"peak MiB @ {size['STREAM_N']:,}",
+                         "ratio"], rows), ""]
+        small, big = peak_mib(res.get(("stream-small", "clum"), [])), peak_mib(res.get(("stream", "clum"), []))
+        if small and big:
+            verdict.append((big <= FIG_STREAM_FLAT * small,
+                            f"`stream`: clum peak {big:.1f} MiB at {size['STREAM_N']:,} within 10% of "
+                            f"{small:.1f} MiB at {size['STREAM_SMALL_N']:,} (ratio {big / small:.3f})"))
+        else:
+            verdict.append((None, "`stream`: clum memory: not measured"))
+
+    # ---- start-up
+    if "startup" in o.only:
+        s, c = res.get(("startup", "serial"), []), res.get(("startup", "clum"), [])
+        ms, mc = median(s), median(c)
+        rows = [["serial loop: python runners.py serial startup", fmt_s(ms), fmt_mib(peak_mib(s)), len(s)],
+                ["clum startup.py -p 2", fmt_s(mc), fmt_mib(peak_mib(c)), len(c)]]
+        lines += ["## Start-up: a one-call script", "",
+                  table(["command", "median s", "peak MiB", "samples"], rows), ""]
+        if ms is not None and mc is not None:
+            lines += [f"clum adds {1000 * (mc - ms):.0f} ms over the serial loop.", ""]
+            verdict.append((mc - ms <= FIG_STARTUP_S,
+                            f"start-up: clum adds {1000 * (mc - ms):.0f} ms over a serial loop "
+                            f"({mc:.3f} s vs {ms:.3f} s; limit {1000 * FIG_STARTUP_S:.0f} ms)"))
+        else:
+            verdict.append((None, "start-up: not measured"))
+
+    # ---- queue
+    if "queue" in o.only:
+        q = bench.sections.get("queue", {})
+        lines += ["## 2. IterableQueue: items a second, 2 producers and 2 consumers", ""]
+        if q.get("rows"):
+            rows = q["rows"]
+            keys = []
+            for r in rows:
+                for k in r:
+                    if k not in keys:
+                        keys.append(k)
+            lines += [table(keys, [[fmt_cell(r.get(k)) for k in keys] for r in rows]), "",
+                      f"(queue_bench.run took {q['seconds']:.0f} s)", ""]
+        else:
+            lines += [q.get("notice", "not run"), ""]
+
+    # ---- cluf
+    if "cluf" in o.only:
+        c = bench.sections.get("cluf", {})
+        lines += ["## 3. cluf: writing job scripts and counting elements", ""]
+        if c.get("rows"):
+            rows = []
+            for r in c["rows"]:
+                ss = [Sample(**s) for s in r["samples"]]
+                note = "; ".join(s.note for s in ss if s.note)
+                rows.append([r["task"], fmt_s(median(ss)), fmt_mib(peak_mib(ss)), r["files"],
+                             len([s for s in ss if s.ok]), f"`{r['command']}`" + (f" {note}" if note else "")])
+            lines += [table(["task", "median s", "peak MiB", "files in -j dir", "reps", "command"], rows,
+                            ["l", "r", "r", "r", "r", "l"]), ""]
+            write = c["rows"][0]
+            mw = median([Sample(**s) for s in write["samples"]])
+            verdict.append((mw is not None and mw < FIG_CLUF_N_S,
+                            f"cluf -q -n {size['CLUF_NODES']}: {fmt_s(mw)} s (limit {FIG_CLUF_N_S:g} s), "
+                            f"{write['files']} files written"))
+            big = peak_mib([Sample(**s) for s in c["rows"][1]["samples"]])
+            small = peak_mib([Sample(**s) for s in c["rows"][2]["samples"]])
+            if big and small:
+                verdict.append((big <= FIG_CLUF_I_FLAT * small,
+                                f"cluf -i: peak {big:.1f} MiB counting {size['COUNT_N']:,} vs {small:.1f} MiB "
+                                f"counting {size['COUNT_SMALL_N']:,} (ratio {big / small:.3f}; flat = not holding "
+                                f"the elements)"))
+            else:
+                verdict.append((False, "cluf -i: did not run (see the table)"))
+        else:
+            lines += [c.get("notice", "not run"), ""]
+            verdict.append((None, f"cluf: {c.get('notice', 'not run')}"))
+
+    # ---- verdict
+    lines += ["## Verdict: the issue's figures", ""]
+    for ok, text in verdict:
+        lines.append(f"- {'PASS' if ok else 'FAIL' if ok is False else 'n/a '}: {text}")
+    if o.quick:
+        lines += ["", "(--quick: small sizes and 1 repetition; the figures are for the full run.)"]
+    if bench.problems:
+        lines += ["", "## Problems seen", ""]
+        for p in bench.problems:
+            lines += ["```", p.rstrip(), "```"]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def min_wall(samples):
+    w = [s.wall for s in samples if s.ok and s.wall is not None]
+    return min(w) if w else None
+
+
+def max_wall(samples):
+    w = [s.wall for s in samples if s.ok and s.wall is not None]
+    return max(w) if w else None
+
+
+def fmt_cell(v):
+    if isinstance(v, float):
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        return f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10000:
+        return f"{v:,}"
+    return "-" if v is None else str(v)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python benchmarks/run.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small sizes, 1 repetition: a smoke run (under a minute)")
+    p.add_argument("--reps", type=int, help="repetitions of every run (default 3; 1 with --quick)")
+    p.add_argument("--only", metavar="NAME,...",
+                   help=f"only these sections (default all): {','.join(SECTIONS)}")
+    p.add_argument("--timeout", type=float, default=180.0,
+                   help="stop a single run after this many seconds (default 180)")
+    p.add_argument("--repeat-limit", type=float, default=10.0,
+                   help="a run slower than this (seconds) in the first repetition is not repeated (default 10)")
+    p.add_argument("--no-venv", action="store_true",
+                   help="run in this interpreter (it must have joblib, mpire, iterable-queue, cluster-func)")
+    o = p.parse_args(argv)
+    o.reps = o.reps or (1 if o.quick else 3)
+    o.only = SECTIONS if not o.only else [x.strip() for x in o.only.split(",") if x.strip()]
+    bad = [x for x in o.only if x not in SECTIONS]
+    if bad:
+        p.error(f"unknown section(s) {', '.join(bad)}; choose from {','.join(SECTIONS)}")
+    return o
+
+
+def main(argv):
+    opts = parse_args(argv)
+    if not opts.no_venv and not in_venv():
+        ensure_venv_and_reexec(argv)
+    bench = Bench(opts)
+    if not bench.parallel_bin:
+        log("benchmarks: GNU parallel is not installed, so its row is skipped "
+            "(Debian/Ubuntu: apt-get install -y parallel)")
+    t0 = time.monotonic()
+    try:
+        bench.prepare()
+        bench.main_loop()
+        if "queue" in opts.only:
+            bench.queue_section()
+        if "cluf" in opts.only:
+            bench.cluf_section()
+    finally:
+        shutil.rmtree(bench.tmp, ignore_errors=True)
+    elapsed = time.monotonic() - t0
+    text = report(bench, elapsed)
+    print(text)
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "latest.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(RESULTS, "latest.json"), "w") as f:
+        json.dump({"options": {k: v for k, v in vars(opts).items()}, "sizes": bench.size, "elapsed": elapsed,
+                   "results": {f"{w}/{r}": [s.to_json() for s in ss] for (w, r), ss in bench.results.items()},
+                   "sections": bench.sections, "problems": bench.problems}, f, indent=1, default=str)
+    log(f"benchmarks: done in {elapsed:.0f} s; written to {os.path.relpath(os.path.join(RESULTS, 'latest.md'))}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
