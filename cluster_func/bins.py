@@ -195,17 +195,25 @@ class Work:
         return self.step is not None
 
     def take(self, n):
-        """Up to n elements as (positions, elements); positions is a range or a list."""
+        """Up to n elements as (positions, elements, error); positions is a range or a list.
+
+        If the iterator raises, the elements it gave before are returned with the
+        exception (list.extend keeps what it had appended), and it is finished.
+        """
+        got, error = [], None
+        try:
+            got.extend(itertools.islice(self.iterator, n))
+        except Exception as e:  # noqa: BLE001 - the user's iterator failed: the runner reports it
+            error = e
+            self.iterator = iter(())
         if self.step is not None:
-            elements = list(itertools.islice(self.iterator, n))
             first = self.next_position
-            self.next_position = first + len(elements) * self.step
-            return range(first, self.next_position, self.step), elements
-        chunk = list(itertools.islice(self.iterator, n))
-        if not chunk:
-            return range(0), []
-        positions, elements = map(list, zip(*chunk))
-        return positions, elements
+            self.next_position = first + len(got) * self.step
+            return range(first, self.next_position, self.step), got, error
+        if not got:
+            return range(0), [], error
+        positions, elements = map(list, zip(*got))
+        return positions, elements, error
 
     def pairs(self):
         """All that is left as (position, element) pairs (for filters such as --resume)."""

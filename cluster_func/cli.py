@@ -279,6 +279,10 @@ def run_clum(argv):
         say(f"interrupted by {name}: {outcome.done} calls completed, {outcome.failed} failed; "
             f"the rest did not run. '{again} --resume' skips the completed ones.")
         return 128 + outcome.interrupted_by
+    if outcome.args_error:
+        say(f"stopped early: {outcome.args_error} (see above). {outcome.done} calls completed, "
+            f"{outcome.failed} failed. Fix the iterable and run again with --resume.")
+        return EXIT_FAILED
     if outcome.failed:
         say(f"{outcome.failed} of {total} calls failed (see above; '{again} --failed' lists them).")
         return EXIT_FAILED
@@ -389,7 +393,7 @@ def run_cluf(argv):
         if n is not None:
             calls[i] = n
     if opts["array"] and len(chosen) > 1:
-        return submit_arrays(plan, chosen, submitting, opts["max_running"], calls)
+        return submit_arrays(plan, chosen, submitting, opts["max_running"], calls, bool(opts["resume"]))
     if opts["max_running"]:
         _warn("cluf")("--max-running only applies with --array; ignored.")
     try:
@@ -414,7 +418,7 @@ def _contiguous_runs(items, limit):
     return runs
 
 
-def submit_arrays(plan, chosen, submitting, max_running, calls):
+def submit_arrays(plan, chosen, submitting, max_running, calls, resume=False):
     from . import jobs
 
     sched = plan.scheduler
@@ -428,7 +432,7 @@ def submit_arrays(plan, chosen, submitting, max_running, calls):
         print(f"cluf: {sched.name} allows at most {limit} tasks per array here: splitting the "
               f"{len(chosen)} bins into {len(runs)} arrays.")
     try:
-        paths = [jobs.write_array(plan, first, count, max_running) for first, count in runs]
+        paths = [jobs.write_array(plan, first, count, max_running, resume) for first, count in runs]
     except OSError as e:
         raise UserError(f"Cannot write the job scripts in {plan.jobs_dir}: {e.strerror}.") from None
     if not submitting:

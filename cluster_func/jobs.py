@@ -164,11 +164,11 @@ def render_array(plan: RunPlan, first: int, count: int, max_running=None, resume
                    resume, preamble)
 
 
-def write_array(plan: RunPlan, first: int, count: int, max_running=None) -> str:
+def write_array(plan: RunPlan, first: int, count: int, max_running=None, resume=False) -> str:
     os.makedirs(plan.jobs_dir, exist_ok=True)
     path = array_script_path(plan, first, count)
     with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.write(render_array(plan, first, count, max_running))
+        f.write(render_array(plan, first, count, max_running, resume))
     os.chmod(path + ".tmp", 0o755)
     os.replace(path + ".tmp", path)
     return path

@@ -128,6 +128,7 @@ class Outcome:
     started: float = field(default_factory=time.monotonic)
     interrupted_by: Optional[int] = None
     fatal: Optional[str] = None
+    args_error: Optional[str] = None
 
     @property
     def total(self):
@@ -316,23 +317,58 @@ class Runner:
         if self.exhausted:
             return None
         size = self.sizer.next_size()
-        positions, elements = self.work.take(size)
+        positions, elements, error = self.work.take(size)
+        if error is not None:
+            self._args_failed(error, positions[-1] + 1 if len(positions) else None)
         if len(elements) < size:
             self.exhausted = True
         if not elements:
             return None
         return Batch(next(self.ids), positions, elements)
 
+    def _args_failed(self, error, after):
+        """The arguments iterable raised: no more work comes from it; say so loudly."""
+        import traceback
+
+        tb = error.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename.startswith(os.path.dirname(__file__)):
+            tb = tb.tb_next  # start at the user's code
+        tb = "".join(traceback.format_exception(type(error), error, tb))
+        where = f"after position {after - 1}" if after else "before its first element"
+        self.outcome.args_error = f"the arguments iterable raised {type(error).__name__} {where}"
+        self.reporter.message(f"the arguments iterable raised an exception {where}; no more calls will "
+                              f"be started (the calls already sent still run):\n{tb.rstrip()}")
+
+    def _pickled(self, b: Batch):
+        """The batch's elements pickled; elements that cannot be pickled fail here."""
+        try:
+            return pickle.dumps(b.elements, 4)
+        except Exception:  # noqa: BLE001 - find the culprits, send the rest
+            keep = []
+            for k, e in enumerate(b.elements):
+                try:
+                    pickle.dumps(e, 4)
+                    keep.append(k)
+                except Exception as err:  # noqa: BLE001
+                    msg = f"cannot be sent to a worker process: {type(err).__name__}: {err}"
+                    self._fail_call(b.positions[k], e, self.retries, "PicklingError", msg, f"PicklingError: {msg}")
+            b.positions = [b.positions[k] for k in keep]
+            b.elements = [b.elements[k] for k in keep]
+            b.attempts = [b.attempts[k] for k in keep] if b.attempts else None
+            return pickle.dumps(b.elements, 4) if keep else None
+
     def _feed(self, w: Worker):
         while len(w.outstanding) < PREFETCH:
             b = self._next_batch()
             if b is None:
                 return
+            data = self._pickled(b)
+            if data is None:
+                continue
             b.worker = w
             b.failed = set()
             self.batches[b.id] = b
             w.outstanding.append(b)
-            data = pickle.dumps(b.elements, 4)
             if self.journal is not None:
                 b.digest = f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}{len(data):x}"
             self._send(w, pickle.dumps((b.id, data, self.sizer.split_after), pickle.HIGHEST_PROTOCOL))
