@@ -258,7 +258,8 @@ def run_clum(argv):
     # Elements whose hash/key position is missing fail without being sent to a worker.
     for position, element, err in counts.bad_elements:
         runner._fail_call(position, element, runner.retries, "IndexError", err, f"IndexError: {err}")
-    status = ("interrupted" if outcome.interrupted_by else "aborted" if outcome.fatal else "complete")
+    status = ("interrupted" if outcome.interrupted_by else
+              "aborted" if outcome.fatal or outcome.args_error else "complete")
     journal.close(outcome.done, outcome.failed, status)
     say = reporter.message
     again = " ".join(shlex.quote(w) for w in ["clum", ns.script]
