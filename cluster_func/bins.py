@@ -90,7 +90,7 @@ def parse_bin_spec(text) -> BinSpec:
         raise UserError(f"Bin spec {text!r} does not parse. {hint}")
     left, right = text.split("/")
     right = right.strip()
-    if not right.isdigit():
+    if not (right.isascii() and right.isdigit()):
         raise UserError(f"Bin spec {text!r} does not parse: {right!r} is not a number of bins. {hint}")
     total = int(right)
     if total < 1:

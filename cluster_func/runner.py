@@ -114,7 +114,7 @@ class Worker:
         self.gen = 0  # bumped at each (re)start: events of an earlier process are stale
 
 
-class Interrupted(Exception):
+class Interrupted(BaseException):  # not Exception: user code must not swallow it
     def __init__(self, signum):
         self.signum = signum
 
