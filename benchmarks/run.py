@@ -41,7 +41,7 @@ RUNNER_LABELS = {
     **{f"pool-{c}": f"Pool.imap_unordered chunksize {c}" for c in POOL_CHUNKSIZES},
     "joblib": "joblib Parallel(n_jobs=2)",
     "mpire": "mpire WorkerPool(2)",
-    "parallel": "GNU parallel + python -c per element",
+    "parallel": "GNU parallel, python -c per element",
     "clum": "clum -p 2",
 }
 
@@ -270,6 +270,19 @@ class Bench:
             self.parallel_slices[workload] = (path, info["n"], info["k"])
         return self.parallel_slices[workload]
 
+    def clear_files_out(self):
+        """Move the last run's output aside (deleted once per repetition, see empty_trash) and
+        flush the file system, so that no run pays for the writeback or deletion of another's files."""
+        if os.path.isdir(self.files_out):
+            self.trash_count = getattr(self, "trash_count", 0) + 1
+            os.makedirs(os.path.join(self.tmp, "trash"), exist_ok=True)
+            os.rename(self.files_out, os.path.join(self.tmp, "trash", str(self.trash_count)))
+        os.sync()
+
+    def empty_trash(self):
+        shutil.rmtree(os.path.join(self.tmp, "trash"), ignore_errors=True)
+        os.sync()
+
     def prepare(self):
         log(f"benchmarks: scratch folder {self.tmp}")
         if "files" in self.opts.only:
@@ -291,7 +304,7 @@ class Bench:
             self.skip[key] = "GNU parallel not installed (apt-get install -y parallel)"
             return
         if workload == "files":
-            shutil.rmtree(self.files_out, ignore_errors=True)
+            self.clear_files_out()
         cmd, journal = self.command(workload, runner)
         sample = measure(cmd, self.wenv(workload), self.tmp, self.opts.timeout)
         # correctness: the number of calls made
@@ -333,6 +346,8 @@ class Bench:
             log(f"benchmarks: repetition {rep + 1} of {self.opts.reps} "
                 f"({time.monotonic() - self.started:.0f} s so far)")
             for workload in workloads:
+                if workload == "files":
+                    self.empty_trash()
                 for runner in RUNNERS:
                     if workload == "stream-small" and runner == "parallel":
                         continue
@@ -533,16 +548,19 @@ def report(bench, elapsed):
                 m = median(samples)
                 label = RUNNER_LABELS[r]
                 shown = m
+                lo, hi = min_wall(samples), max_wall(samples)
                 if r == "parallel" and m is not None:
                     path, n, k = bench.parallel_slices[w]
-                    shown = m * n / k
-                    label += f" (extrapolated from {k} of {n:,} elements, ≈)"
+                    shown, lo, hi = m * n / k, lo * n / k, hi * n / k
+                    label += " (extrapolated)"
+                    note = (f"measured {k} of {n:,} elements (spread evenly): {m:.3f} s; "
+                            f"time x {n / k:,.0f}" + (f"; {note}" if note else ""))
                 if not samples and not note:
                     continue
                 if samples and not any(s.ok for s in samples):
                     note = samples[-1].note
                 rows.append([label, ("≈" if r == "parallel" and shown is not None else "") + fmt_s(shown),
-                             f"{fmt_s(min_wall(samples))}–{fmt_s(max_wall(samples))}" if m is not None else "-",
+                             f"{fmt_s(lo)}–{fmt_s(hi)}" if m is not None else "-",
                              fmt_x(shown / serial if shown is not None and serial else None),
                              fmt_x(shown / clum if shown is not None and clum else None),
                              fmt_mib(peak_mib(samples)), len([s for s in samples if s.ok]), note])

@@ -38,6 +38,7 @@ Design (no manager process)
 POSIX only (non-blocking pipes and ``select.poll``).
 """
 
+import collections
 import io
 import os
 import pickle
@@ -130,6 +131,9 @@ _CONSUMER_SLICE = 0.2
 # How long get(block=False) waits for another consumer that is in the
 # middle of taking a message.
 _NOWAIT_LOCK_TIMEOUT = 0.1
+# How long put() waits for the write lock before handing the item to its
+# feeder thread instead.
+_FAST_LOCK_TIMEOUT = 0.05
 _EXIT_PRIORITY = 50
 
 _SIMPLE_TYPES = frozenset((int, float, str, bytes, bool, type(None), complex))
@@ -144,10 +148,22 @@ _POLLOUT = select.POLLOUT if hasattr(select, "poll") else 4
 # that it is being used in a new process.
 _fork_generation = 0
 
+# Endpoints pickled for a child that is being started (spawn/forkserver):
+# their shared state must stay alive in this process until the child has
+# opened it.  Otherwise a parent that drops the queue (or exits) right after
+# Process.start() unlinks the named semaphores before the child opens them.
+_spawn_pending = []           # [popen, shared, slot, owner pid at pickling]
+_spawn_lock = threading.Lock()
+_spawn_finalizer_pid = None
+_SPAWN_EXIT_WAIT = 60.0
+
 
 def _bump_fork_generation():
-    global _fork_generation
+    global _fork_generation, _spawn_lock, _spawn_pending
     _fork_generation += 1
+    # The parent's bookkeeping of the children it was starting is not ours.
+    _spawn_lock = threading.Lock()
+    _spawn_pending = []
 
 
 if hasattr(os, "register_at_fork"):
@@ -432,12 +448,20 @@ class _Shared(object):
         return not p.poll(0)
 
 
-def _exit_close(shared, slot, pid):
-    """Finalizer run when the owning process drops the endpoint or exits
-    normally."""
+def _exit_close(shared, slot, pid, local):
+    """Finalizer run when the owning process drops the endpoint, or exits
+    normally.  At exit, first write out the items still waiting in this
+    process (unless nobody can read them any more)."""
     if os.getpid() != pid:
         return
     try:
+        if local is not None and local.pending:
+            if getattr(_mp_util, "_exiting", False):
+                local.flush()
+            else:
+                # Dropped by the program: let the feeder close it later.
+                if local.close_when_flushed():
+                    return
         shared.close_slot(slot, only_if_owner=pid)
     except Exception:   # never let cleanup break interpreter exit
         pass
@@ -450,6 +474,64 @@ def _exit_close_registry(shared, pid):
         shared.close_registry()
     except Exception:
         pass
+
+
+def _note_spawning(shared, slot):
+    global _spawn_finalizer_pid
+    from multiprocessing import context
+    popen = context.get_spawning_popen()
+    if popen is None:
+        return
+    owner = shared.table[_H_SIZE + _S_SIZE * slot + _S_PID]
+    with _spawn_lock:
+        _sweep_spawn_pending_locked()
+        _spawn_pending.append((popen, shared, slot, owner))
+        if _spawn_finalizer_pid != os.getpid():
+            _spawn_finalizer_pid = os.getpid()
+            _mp_util.Finalize(None, _wait_spawned_children,
+                              exitpriority=_EXIT_PRIORITY + 20)
+
+
+def _spawn_entry_done(entry):
+    popen, shared, slot, owner = entry
+    base = _H_SIZE + _S_SIZE * slot
+    t = shared.table
+    if t[base + _S_CLOSED] or t[base + _S_PID] != owner:
+        return True           # the child took it over (or it is closed)
+    try:
+        return popen.poll() is not None   # the child is gone
+    except Exception:         # not launched yet (no pid) and the like
+        return False
+
+
+def _sweep_spawn_pending_locked():
+    if _spawn_pending:
+        _spawn_pending[:] = [e for e in _spawn_pending
+                             if not _spawn_entry_done(e)]
+
+
+def _wait_spawned_children():
+    """At exit: wait (bounded) until every child started with an endpoint
+    has opened it, before the semaphores are unlinked."""
+    deadline = time.monotonic() + _SPAWN_EXIT_WAIT
+    while True:
+        with _spawn_lock:
+            _sweep_spawn_pending_locked()
+            if not _spawn_pending or time.monotonic() > deadline:
+                del _spawn_pending[:]
+                return
+        time.sleep(0.01)
+
+
+def _nobody_reads(shared):
+    """True if the queue is closed and no consumer is left (none was made,
+    or all closed or died): then nothing put can ever be received."""
+    if shared.abandoned:
+        return True
+    if shared.registry_closed:
+        shared.reap(_CONSUMER)
+        return shared.abandoned
+    return False
 
 
 # ---------------------------------------------------------------------------
@@ -471,9 +553,14 @@ class _Endpoint(object):
         self._claimed_pid = None
         self._poller = None
         self._poller_pid = None
+        self._local = None
         _mp_util.register_after_fork(self, _Endpoint._after_fork_hook)
 
+    def _new_local(self):
+        return None
+
     def __getstate__(self):
+        _note_spawning(self._shared, self._slot)
         return (self._shared, self._slot)
 
     def __setstate__(self, state):
@@ -495,11 +582,14 @@ class _Endpoint(object):
 
     def _claim(self):
         """Make the current process the owner of this endpoint."""
-        self._gen = _fork_generation
-        if self._closed:
-            return
         pid = os.getpid()
-        if self._claimed_pid == pid:
+        if self._claimed_pid != pid:
+            # State local to a process (buffers, threads, locks) is never
+            # inherited from the parent.
+            self._local = self._new_local()
+            self._poller = None
+        self._gen = _fork_generation
+        if self._closed or self._claimed_pid == pid:
             return
         if not self._shared.claim(self._slot):
             self._closed = True
@@ -507,7 +597,7 @@ class _Endpoint(object):
         self._claimed_pid = pid
         # Close the endpoint when this process drops it or exits normally.
         _mp_util.Finalize(self, _exit_close,
-                          args=(self._shared, self._slot, pid),
+                          args=(self._shared, self._slot, pid, self._local),
                           exitpriority=_EXIT_PRIORITY)
 
     def _get_poller(self, fds):
@@ -559,6 +649,199 @@ class _Endpoint(object):
                                     "closed" if self.closed else "open")
 
 
+class _PutState(object):
+    """Per-process state of a producer endpoint: the pickler, and the
+    buffer and feeder thread used only while the pipe is full.
+
+    The feeder thread holds no reference to the endpoint, so the endpoint
+    can still be garbage collected while the feeder finishes its work."""
+
+    def __init__(self, shared, slot):
+        self.shared = shared
+        self.slot = slot
+        self.pickle_lock = threading.Lock()
+        self.pbuf = None
+        self.pickler = None
+        # Recursive: a garbage-collection finalizer may run in a thread that
+        # holds it (see _exit_close).
+        self.cond = threading.Condition(threading.RLock())
+        self.buffer = collections.deque()
+        self.pending = 0          # messages buffered or being written
+        self.thread = None
+        self.close_after = False  # close the slot once everything is out
+
+    def serialize(self, obj):
+        if type(obj) in _SIMPLE_TYPES:
+            return _dumps(obj, _PROTOCOL)
+        with self.pickle_lock:
+            buf = self.pbuf
+            if buf is None or buf.tell() > (1 << 20):
+                buf = self.pbuf = io.BytesIO()
+                self.pickler = ForkingPickler(buf, _PROTOCOL)
+            buf.seek(0)
+            buf.truncate()
+            self.pickler.clear_memo()
+            try:
+                self.pickler.dump(obj)
+            except BaseException:
+                self.pbuf = None
+                raise
+            return buf.getvalue()
+
+    # -- buffered path ------------------------------------------------------
+
+    def enqueue(self, msg, lock_held=False):
+        """Hand a message to the feeder thread.  ``msg`` is bytes (a whole
+        small message) or a memoryview (the rest of a big message whose
+        start is already in the pipe; then the write lock is held and the
+        feeder releases it)."""
+        with self.cond:
+            self.buffer.append((msg, lock_held))
+            self.pending += 1
+            if self.thread is None:
+                t = threading.Thread(target=self._feed,
+                                     name="IterableQueueFeeder")
+                t.daemon = True
+                self.thread = t
+                t.start()
+            else:
+                self.cond.notify()
+
+    def close_when_flushed(self):
+        """Ask the feeder to close the slot once it has written everything.
+        Return False if there is nothing left to write (caller closes)."""
+        with self.cond:
+            if not self.pending:
+                return False
+            self.close_after = True
+            self.cond.notify()
+            return True
+
+    def flush(self):
+        """Wait until everything buffered here is in the pipe (or dropped
+        because nobody can read it any more)."""
+        with self.cond:
+            while self.pending:
+                if self.thread is None or not self.thread.is_alive():
+                    break
+                self.cond.wait(_PRODUCER_SLICE)
+
+    def _feed(self):
+        shared = self.shared
+        cond = self.cond
+        buffer = self.buffer
+        try:
+            while True:
+                with cond:
+                    while not buffer:
+                        if self.close_after and not self.pending:
+                            self.thread = None
+                            shared.close_slot(self.slot)
+                            return
+                        if not cond.wait(5.0) and not buffer:
+                            # Idle: let the thread go; a new one is started
+                            # when the pipe is full again.
+                            if not self.pending and not self.close_after:
+                                self.thread = None
+                                return
+                    batch = [buffer.popleft()]
+                    msg, lock_held = batch[0]
+                    if not lock_held and len(msg) < _PIPE_BUF:
+                        # Several small messages in one atomic write.
+                        total = len(msg)
+                        while buffer:
+                            nxt = buffer[0]
+                            if nxt[1] or total + len(nxt[0]) > _PIPE_BUF:
+                                break
+                            total += len(nxt[0])
+                            batch.append(buffer.popleft())
+                if lock_held:
+                    ok = self._write_rest(msg)
+                elif len(batch) > 1:
+                    ok = self._write_small(b"".join(m for m, _ in batch))
+                elif len(msg) <= _PIPE_BUF:
+                    ok = self._write_small(msg)
+                else:
+                    ok = self._write_big(msg)
+                dropped = 0 if ok else len(batch)
+                with cond:
+                    if not ok:
+                        # Nobody can read any more: drop the rest too.
+                        dropped += len(buffer)
+                        buffer.clear()
+                    self.pending -= len(batch) if ok else dropped
+                    if not self.pending:
+                        cond.notify_all()
+                for _ in range(dropped):
+                    shared.sem.release()
+        except BaseException:
+            with cond:
+                self.thread = None
+                cond.notify_all()
+            raise
+
+    def _wait_writable(self, poller):
+        """Wait for room in the pipe; False if nobody reads any more."""
+        while True:
+            if poller.poll(_PRODUCER_SLICE * 1000.0):
+                return True
+            if _nobody_reads(self.shared):
+                return False
+
+    def _poller(self):
+        p = select.poll()
+        p.register(self.shared.wfd, _POLLOUT)
+        return p
+
+    def _write_small(self, msg):
+        shared = self.shared
+        wlock = shared.wlock
+        poller = None
+        while True:
+            wlock.acquire()
+            try:
+                os.write(shared.wfd, msg)   # atomic: all or nothing
+                return True
+            except BlockingIOError:
+                pass
+            finally:
+                wlock.release()
+            if poller is None:
+                poller = self._poller()
+            if not self._wait_writable(poller):
+                return False
+
+    def _write_big(self, framed):
+        """Write a whole message longer than PIPE_BUF (header included)."""
+        poller = self._poller()
+        if not self._wait_writable(poller):
+            return False
+        self.shared.wlock.acquire()
+        return self._write_rest(memoryview(framed), poller)
+
+    def _write_rest(self, view, poller=None):
+        """Write ``view`` while holding the write lock; release it."""
+        shared = self.shared
+        fd = shared.wfd
+        try:
+            while len(view):
+                try:
+                    n = os.write(fd, view)
+                except BlockingIOError:
+                    n = 0
+                if n:
+                    view = view[n:]
+                    continue
+                if poller is None:
+                    poller = self._poller()
+                if not poller.poll(_PRODUCER_SLICE * 1000.0):
+                    if _nobody_reads(shared):
+                        return False
+            return True
+        finally:
+            shared.wlock.release()
+
+
 class ProducerQueue(_Endpoint):
     """A producer endpoint: ``put`` items, then ``close()``.
 
@@ -568,40 +851,24 @@ class ProducerQueue(_Endpoint):
 
     _kind = _PRODUCER
 
-    def _setup(self):
-        _Endpoint._setup(self)
-        self._pbuf = None
-        self._pickler = None
-        self._plock = threading.Lock()
-
-    def _serialize(self, obj):
-        if type(obj) in _SIMPLE_TYPES:
-            return _dumps(obj, _PROTOCOL)
-        with self._plock:
-            buf = self._pbuf
-            if buf is None or buf.tell() > (1 << 20):
-                buf = self._pbuf = io.BytesIO()
-                self._pickler = ForkingPickler(buf, _PROTOCOL)
-            buf.seek(0)
-            buf.truncate()
-            self._pickler.clear_memo()
-            try:
-                self._pickler.dump(obj)
-            except BaseException:
-                self._pbuf = None
-                raise
-            return buf.getvalue()
+    def _new_local(self):
+        return _PutState(self._shared, self._slot)
 
     def put(self, item, block=True, timeout=None):
         """Put ``item`` on the queue.
 
-        When ``put`` returns, the item is in the underlying OS pipe, so it
-        cannot be lost when this process exits.  ``put`` blocks while the
-        queue holds ``maxsize`` items or while the pipe buffer is full; with
-        ``block=False``, or when ``timeout`` seconds pass, it raises
-        :class:`queue.Full` instead.  If the queue is closed and no consumer
-        is left (none was ever made, or all closed or died), the item is
-        discarded silently, because nobody could ever receive it.
+        Like :meth:`multiprocessing.Queue.put`: with ``maxsize`` > 0, ``put``
+        waits while the queue holds ``maxsize`` items, and raises
+        :class:`queue.Full` at once with ``block=False``, or after
+        ``timeout`` seconds.  With ``maxsize=0`` it never waits.
+
+        The item is written straight into the underlying OS pipe when there
+        is room; otherwise it waits in this process and a background thread
+        writes it as soon as consumers make room.  Items still waiting are
+        written before this process exits normally (the exit waits for
+        that), and before the endpoint counts as closed.  If the queue is
+        closed and no consumer is left (none was made, or all closed or
+        died), items are discarded silently: nobody could receive them.
 
         Raises :class:`ProducerQueueClosedException` after :meth:`close`.
         """
@@ -614,127 +881,102 @@ class ProducerQueue(_Endpoint):
                 raise ProducerQueueClosedException(
                     "put() called on a closed ProducerQueue")
         shared = self._shared
-        deadline = None
-        if block and timeout is not None:
-            if timeout < 0:
-                raise ValueError("'timeout' must be a non-negative number")
-            deadline = time.monotonic() + timeout
         if not shared.sem.acquire(False):
-            if not self._wait_for_slot(block, deadline):
+            if not self._wait_for_slot(block, timeout):
                 return
+        local = self._local
         try:
-            data = self._serialize(item)
-            size = len(data)
-            if size + 4 <= _PIPE_BUF:
-                msg = _pack_header(size) + data
-                wlock = shared.wlock
-                wlock.acquire()
-                try:
-                    os.write(shared.wfd, msg)   # all or nothing (PIPE_BUF)
-                    return
-                except BlockingIOError:
-                    pass
-                finally:
-                    wlock.release()
-                written = self._write_small_slow(msg, block, deadline)
-            else:
-                written = self._write_big(data, block, deadline)
+            data = local.serialize(item)
         except BaseException:
             shared.sem.release()
             raise
-        if not written:
-            shared.sem.release()
+        # Write straight into the pipe when nothing of ours is waiting (to
+        # keep our items in order) and the write lock comes quickly.  The
+        # lock is held for long only while a big message waits for room;
+        # then hand the item to the feeder thread rather than wait (the
+        # reader that would make room may be this very thread).
+        size = len(data)
+        if size + 4 <= _PIPE_BUF:
+            msg = _pack_header(size) + data
+            if not local.pending:
+                wlock = shared.wlock
+                if wlock.acquire(True, _FAST_LOCK_TIMEOUT):
+                    try:
+                        os.write(shared.wfd, msg)   # all or nothing
+                        return
+                    except BlockingIOError:
+                        pass
+                    finally:
+                        wlock.release()
+            local.enqueue(msg)
+            return
+        msg = memoryview(_pack_header(size) + data)
+        if not local.pending:
+            # Write as much as fits now; a partly written message keeps the
+            # write lock, which the feeder releases when it has written the
+            # rest.
+            wlock = shared.wlock
+            if wlock.acquire(True, _FAST_LOCK_TIMEOUT):
+                try:
+                    n = os.write(shared.wfd, msg)
+                except BlockingIOError:
+                    n = 0
+                except BaseException:
+                    wlock.release()
+                    raise
+                if n == len(msg):
+                    wlock.release()
+                    return
+                if n:
+                    local.enqueue(msg[n:], lock_held=True)
+                    return
+                wlock.release()
+        local.enqueue(msg)
 
     def put_nowait(self, item):
         """Same as ``put(item, block=False)``."""
         return self.put(item, False)
 
-    # -- slow paths ---------------------------------------------------------
-
-    def _nobody_reads(self):
-        shared = self._shared
-        if shared.abandoned:
-            return True
-        if shared.registry_closed:
-            shared.reap(_CONSUMER)
-            return shared.abandoned
-        return False
-
-    def _slice(self, block, deadline):
-        """Seconds to wait next; raise Full if time is up."""
-        if not block:
-            raise Full
-        if deadline is None:
-            return _PRODUCER_SLICE
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise Full
-        return min(remaining, _PRODUCER_SLICE)
-
-    def _wait_for_slot(self, block, deadline):
+    def _wait_for_slot(self, block, timeout):
+        """Wait for room under ``maxsize``: True once a slot is taken, False
+        if nobody reads any more (the item is then dropped); raise Full."""
         sem = self._shared.sem
-        while True:
-            if self._nobody_reads():
+        if not block:
+            if _nobody_reads(self._shared):
                 return False
-            if sem.acquire(True, self._slice(block, deadline)):
+            raise Full
+        deadline = None
+        if timeout is not None:
+            if timeout < 0:
+                raise ValueError("'timeout' must be a non-negative number")
+            deadline = time.monotonic() + timeout
+        while True:
+            if _nobody_reads(self._shared):
+                return False
+            wait = _PRODUCER_SLICE
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise Full
+                wait = min(wait, remaining)
+            if sem.acquire(True, wait):
                 return True
 
-    def _wait_writable(self, block, deadline):
-        poller = self._get_poller(((self._shared.wfd, _POLLOUT),))
-        while True:
-            if self._nobody_reads():
-                return False
-            timeout = self._slice(block, deadline)
-            if poller.poll(timeout * 1000.0):
-                return True
+    def close(self):
+        """Say that this producer will put nothing more (idempotent).
 
-    def _write_small_slow(self, msg, block, deadline):
-        shared = self._shared
-        wlock = shared.wlock
-        while True:
-            if not self._wait_writable(block, deadline):
-                return False
-            wlock.acquire()
-            try:
-                os.write(shared.wfd, msg)
-                return True
-            except BlockingIOError:
-                pass
-            finally:
-                wlock.release()
-
-    def _write_big(self, data, block, deadline):
-        # A message longer than PIPE_BUF cannot be written atomically, so the
-        # write lock is held until the whole message is in the pipe (the
-        # timeout only applies to waiting for the first byte of room).
-        shared = self._shared
-        fd = shared.wfd
-        poller = self._get_poller(((fd, _POLLOUT),))
-        if not self._wait_writable(block, deadline):
-            return False
-        view = memoryview(data)
-        parts = [_pack_header(len(view)), view]
-        wlock = shared.wlock
-        wlock.acquire()
-        try:
-            for part in parts:
-                part = memoryview(part)
-                while len(part):
-                    try:
-                        n = os.write(fd, part)
-                    except BlockingIOError:
-                        n = 0
-                    if n:
-                        part = part[n:]
-                        continue
-                    if shared.abandoned:
-                        return False
-                    if not poller.poll(_PRODUCER_SLICE * 1000.0):
-                        if self._nobody_reads():
-                            return False
-            return True
-        finally:
-            wlock.release()
+        Items that are still waiting in this process to be written are
+        written first, by the background thread; the endpoint counts as
+        closed once they are all in the pipe.  ``close`` itself does not
+        wait."""
+        if self._closed and self._shared.slot_closed(self._slot):
+            return
+        self._closed = True
+        local = self._local
+        if (local is not None and self._claimed_pid == os.getpid()
+                and local.close_when_flushed()):
+            return
+        self._shared.close_slot(self._slot)
 
     def get(self, *args, **kwargs):
         raise NotImplementedError(

@@ -93,8 +93,16 @@ def _render(plan, spec, bins_word, journal_word, what, by_hand, resume, preamble
     clum += [plan.script]
     if plan.passthrough:
         clum += ["--", *plan.passthrough]
-    # The words that hold shell variables ($bin) go in double quotes, not single.
-    words = [f'"{w}"' if "$bin" in w else q(w) for w in clum]
+    # In an array script the --bins and --journal words (clum[4], clum[6]) hold the
+    # shell variable $bin: quote the text around it and leave "$bin" to the shell.
+    # No other word is expanded (a pass-through '$bin' stays literal).
+    def quote(i, w):
+        if i in (4, 6) and "$bin" in w:
+            head, _, tail = w.rpartition("$bin")
+            return (q(head) if head else "") + '"$bin"' + (q(tail) if tail else "")
+        return q(w)
+
+    words = [quote(i, w) for i, w in enumerate(clum)]
     out = ["#!/bin/bash", *plan.scheduler.lines(spec), "",
            f"# Written by cluf (cluster-func {__version__}): {what} of {plan.script}.",
            f"# Runs by hand too: {by_hand}", "", *preamble,

@@ -33,6 +33,7 @@ from .script import short_repr
 TARGET_BATCH_SECONDS = 0.004
 SPLIT_FACTOR = 3.0
 MAX_BATCH = 20000
+MAX_BATCH_BYTES = 1 << 20  # pickled; keeps memory flat when elements are large
 PREFETCH = 2  # batches outstanding per worker
 CLOCK_CHECK_MIN_CALL = 20e-6  # check the clock per call only for calls slower than this
 
@@ -365,6 +366,9 @@ class Runner:
             data = self._pickled(b)
             if data is None:
                 continue
+            if len(data) > MAX_BATCH_BYTES // 2:  # shrink batches of large elements
+                per = len(data) / len(b.elements)
+                self.sizer.max_batch = max(1, min(MAX_BATCH, int(MAX_BATCH_BYTES / per)))
             b.worker = w
             b.failed = set()
             self.batches[b.id] = b

@@ -3,6 +3,7 @@ scripts into ``tmp_path``, read the evidence files those scripts append to, and
 check that no process of a run outlives it."""
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -25,7 +26,7 @@ def _find_clum():
 
 # Every test script starts with this: ``rec(...)`` appends one line per call to
 # the file named by $CLUM_TEST_OUT (O_APPEND, so lines from several processes
-# never interleave).
+# never interleave); the parts of a line are separated by tabs.
 EVIDENCE_PREAMBLE = '''\
 import os as _os
 _OUT = _os.environ.get("CLUM_TEST_OUT", _os.devnull)
@@ -33,7 +34,7 @@ _OUT = _os.environ.get("CLUM_TEST_OUT", _os.devnull)
 def rec(*parts):
     fd = _os.open(_OUT, _os.O_WRONLY | _os.O_APPEND | _os.O_CREAT, 0o644)
     try:
-        _os.write(fd, (" ".join(str(p) for p in parts) + "\\n").encode())
+        _os.write(fd, ("\\t".join(str(p) for p in parts) + "\\n").encode())
     finally:
         _os.close(fd)
 
@@ -129,12 +130,12 @@ class Clum:
                                 text=True, start_new_session=True, **kw)
 
     def evidence(self, path=None):
-        """The evidence lines, each split into words."""
+        """The evidence lines, each split into its parts (tab-separated)."""
         path = path or self.out
         if not os.path.exists(path):
             return []
         with open(path) as f:
-            return [line.split() for line in f.read().splitlines() if line]
+            return [line.split("\t") for line in f.read().splitlines() if line]
 
     def count_lines(self, path=None, prefix=None):
         path = path or self.out
@@ -157,7 +158,7 @@ def assert_clean_error(result, *words, status=2):
     low = err.lower()
     for w in words:
         assert w.lower() in low, f"{w!r} not in stderr:\n{err}"
-    assert "cluster_func/" not in err and "cluster_func\\" not in err, f"a frame from inside the tool:\n{err}"
+    assert not re.search(r'File "[^"]*cluster_func[/\\]', err), f"a frame from inside the tool:\n{err}"
     return err
 
 

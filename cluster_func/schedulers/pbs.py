@@ -58,10 +58,15 @@ class PBS(Scheduler):
             d.append(f"-t 0-{job.array - 1}" + (f"%{job.max_running}" if job.max_running else "")
                      if self.torque else f"-J 0-{job.array - 1}")
         for k, v in job.raw.items():
-            if k in _SPECIAL:
-                d.append(f"{_SPECIAL[k]} {v}")
-            elif k == "ppn":
-                d.append(f"-l nodes=1:ppn={v}")
+            if k in _SPECIAL or k == "ppn":
+                # These replace the line cluf writes itself: one -N, -o, -e, -q, nodes=1:ppn.
+                head, line = (("-l nodes=", f"-l nodes=1:ppn={v}") if k == "ppn"
+                              else (_SPECIAL[k] + " ", f"{_SPECIAL[k]} {v}"))
+                at = next((n for n, x in enumerate(d) if x.startswith(head)), None)
+                if at is None:
+                    d.append(line)
+                else:
+                    d[at] = line
             else:
                 d.append(f"-l {k}" if v is None else f"-l {k}={v}")
         return d
@@ -106,6 +111,10 @@ class PBS(Scheduler):
                 continue
             # qstat -u: Job ID, Username, Queue, Jobname, SessID, NDS, TSK, Memory, Time, S, Time
             state = parts[-2] if len(parts) >= 10 else parts[4] if len(parts) > 4 else "Q"
+            if state in ("C", "F", "X"):
+                # Finished: Torque lists completed jobs (C) for a while, PBS Pro's -t lists
+                # finished subjobs (X) while the array runs, -x finished jobs (F).
+                continue
             states[job] = RUNNING if state in ("R", "E", "B") else QUEUED
         return states
 

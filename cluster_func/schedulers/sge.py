@@ -2,6 +2,7 @@
 
 import getpass
 import re
+import shlex
 import subprocess
 
 from .base import QUEUED, RUNNING, Scheduler, hms
@@ -38,7 +39,8 @@ class GridEngine(Scheduler):
 
     def directives(self, job):
         # No -V: the submitting environment is not exported.  -S: the queue's shell may be csh.
-        d = [f"-N {job.name}", f"-o {job.stdout}", f"-e {job.stderr}", "-S /bin/bash"]
+        # Paths are shell-quoted: qsub reads quoted directive words (a path with a space).
+        d = [f"-N {job.name}", f"-o {shlex.quote(job.stdout)}", f"-e {shlex.quote(job.stderr)}", "-S /bin/bash"]
         if job.walltime:
             d.append(f"-l h_rt={hms(job.walltime)}")
         if job.memory:

@@ -2,6 +2,7 @@
 
 import getpass
 import re
+import shlex
 import subprocess
 
 from .base import QUEUED, RUNNING, Scheduler, hms
@@ -28,7 +29,9 @@ class Slurm(Scheduler):
         return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
     def directives(self, job):
-        d = [f"--job-name={job.name}", f"--output={job.stdout}", f"--error={job.stderr}",
+        # Paths are shell-quoted: sbatch reads quoted directive words (a path with a space).
+        d = [f"--job-name={job.name}", f"--output={shlex.quote(job.stdout)}",
+             f"--error={shlex.quote(job.stderr)}",
              "--export=NONE", "--nodes=1", "--ntasks=1"]
         if job.walltime:
             d.append(f"--time={hms(job.walltime)}")
