@@ -103,6 +103,14 @@ examples:
   cluf sweep.py -n 12 -b 3,7/12                     (re)submit two of the twelve
   cluf sweep.py -n 8 --walltime 12:00:00 --memory 4G --cpus 4 -e OMP_NUM_THREADS=4
   cluf sweep.py -n 8 -P modules.sh --slurm-options qos=long,constraint=avx2
+  cluf sweep.py -n 200 --array --max-running 20     one job array of 200 tasks
+
+after submitting (JOBS_DIR defaults to the current directory):
+  cluf --status [JOBS_DIR]     a table of every bin: job, state, calls done/failed/total;
+                               exit 0 only when all is done with no failed call
+  cluf --resubmit [JOBS_DIR]   submit again, with --resume, the bins that failed, vanished
+                               or have failed calls (never one queued or running)
+  cluf --cancel [JOBS_DIR]     cancel every queued or running job of the run
 
 exit status: 0 all written (and submitted), 1 a submission failed, 2 bad input.""",
         allow_abbrev=False,
@@ -168,6 +176,7 @@ def cluf_manage_parser():
                         "failed calls; never one that is queued or running")
     g.add_argument("--cancel", action="store_true", help="cancel every queued or running job of the run")
     p.add_argument("jobs_dir", metavar="JOBS_DIR", nargs="?", help="the run's jobs dir (default: .)")
+    p.add_argument("-j", "--jobs-dir", dest="jobs_dir_opt", metavar="DIR", help="the same as JOBS_DIR")
     return p
 
 
@@ -304,7 +313,7 @@ def count_elements(args):
 
 
 def replace_bins(argv, new_spec):
-    """argv (before '--') with any -b/--bins/--bin replaced by ``--bins new_spec``."""
+    """argv (before '--') with any -b/--bins/--bin replaced by ``--bins new_spec`` at the end."""
     out, skip = [], False
     for a in argv:
         if skip:
@@ -316,7 +325,7 @@ def replace_bins(argv, new_spec):
         if a.startswith(("--bins=", "--bin=")) or (a.startswith("-b") and not a.startswith("--")):
             continue
         out.append(a)
-    return out[:-1] + ["--bins", new_spec, out[-1]] if out else ["--bins", new_spec]
+    return out + ["--bins", new_spec]
 
 
 MANAGE = ("--status", "--resubmit", "--cancel")
@@ -331,6 +340,7 @@ def run_cluf(argv):
         from . import status
 
         ns = cluf_manage_parser().parse_args(argv)
+        ns.jobs_dir = ns.jobs_dir or ns.jobs_dir_opt
         if ns.status:
             return status.status(ns.jobs_dir)
         if ns.resubmit:
@@ -340,6 +350,10 @@ def run_cluf(argv):
     module, opts = load(ns, "cluf", passthrough)
     get_target(module, opts["target"])
     args = get_args(module, opts["args"])
+    if ns.nodes is not None:
+        opts["iterations"] = None  # the command line wins over cluf_options / ~/.clufrc
+    elif ns.iterations is not None:
+        opts["nodes"] = None
     if opts["nodes"] is not None and opts["iterations"] is not None:
         raise UserError("Give either -n/--nodes (how many jobs) or -i/--iterations (calls per job), "
                         "not both (check cluf_options and ~/.clufrc too).")
@@ -362,7 +376,7 @@ def run_cluf(argv):
     if spec is not None and spec.total != nodes:
         raise UserError(f"--bins {spec} names {spec.total} bins, but there are {nodes} jobs: with cluf, "
                         f"--bins x/N selects which of the N jobs to write and submit, so N must equal "
-                        f"the number of nodes (e.g. -n {nodes} -b 0,2/{nodes}).")
+                        f"the number of nodes (e.g. -n {nodes} -b 0/{nodes}).")
     chosen = list(spec.bins) if spec is not None else list(range(nodes))
 
     clum_args = ["--target", opts["target"], "--args", opts["args"]]
@@ -375,7 +389,7 @@ def run_cluf(argv):
     if opts["retries"]:
         clum_args += ["--retries", str(opts["retries"])]
     if opts["timeout"]:
-        clum_args += ["--timeout", f"{opts['timeout']:g}"]
+        clum_args += ["--timeout", f"{opts['timeout']:.15g}"]
     raw = opts[f"{sched.name}_options"] or {}
     plan = jobs.RunPlan(
         script=opts["script"], nodes=nodes, jobs_dir=opts["jobs_dir"] or os.getcwd(),
@@ -387,6 +401,17 @@ def run_cluf(argv):
     for other in ("pbs", "slurm", "sge"):
         if other != sched.name and opts[f"{other}_options"]:
             _warn("cluf")(f"--{other}-options are ignored: the jobs are for {sched.name}.")
+    if submitting:
+        from .status import live_bins
+
+        busy = live_bins(plan.manifest_path(), chosen, sched)
+        if busy:
+            listed = ", ".join(f"bin {i} (job {j}, {st})" for i, j, st in busy[:10])
+            raise UserError(
+                f"{len(busy)} of these bins are already queued or running: {listed}"
+                f"{', ...' if len(busy) > 10 else ''}. Submitting them again would run their calls twice. "
+                f"Wait for them, cancel them first (cluf --cancel {plan.jobs_dir}), or choose the other "
+                f"bins with -b.")
     mode = "hash" if opts["hash"] is not None else "key" if opts["key"] is not None else "round-robin"
     calls = {}
     for i in chosen:
@@ -432,6 +457,13 @@ def submit_arrays(plan, chosen, submitting, max_running, calls, resume=False):
     if len(runs) > 1 and limit < len(chosen):
         print(f"cluf: {sched.name} allows at most {limit} tasks per array here: splitting the "
               f"{len(chosen)} bins into {len(runs)} arrays.")
+        if max_running:
+            share = max(1, max_running // len(runs))
+            note = "" if share * len(runs) <= max_running else \
+                f" (at least 1 each, so up to {share * len(runs)} may run at once)"
+            (say if note else print)(f"--max-running {max_running} is shared out between the "
+                                     f"{len(runs)} arrays: at most {share} running tasks per array{note}.")
+            max_running = share
     try:
         paths = [jobs.write_array(plan, first, count, max_running, resume) for first, count in runs]
     except OSError as e:
@@ -443,14 +475,18 @@ def submit_arrays(plan, chosen, submitting, max_running, calls, resume=False):
         return EXIT_OK
     manifest_path = plan.manifest_path()
     manifest = jobs.load_manifest(manifest_path) or jobs.new_manifest(plan)
+    jobs.plan_bins(manifest, chosen)
     for (first, count), path in zip(runs, paths):
         try:
             array_id = sched.submit(path, plan.submit_dir)
         except RuntimeError as e:
             jobs.save_manifest(manifest_path, manifest)
-            raise SubmitError(f"submitting the array {path} failed: {e}. Arrays submitted before it are "
-                              f"in {manifest_path}; 'cluf --resubmit {plan.jobs_dir}' submits the bins "
-                              f"that have no job yet.") from None
+            rest = [i for f, c in runs[runs.index([first, count]):] for i in range(f, f + c)]
+            raise SubmitError(
+                f"submitting the array {path} failed: {e}. Arrays submitted before it are recorded in "
+                f"{manifest_path}. Not submitted: bins {bins.format_positions(rest)} of {plan.nodes}; "
+                f"to submit them (as single jobs) once the problem is fixed, run:\n    "
+                f"cluf --resubmit {shlex.quote(plan.jobs_dir)}") from None
         for i in range(first, first + count):
             index = i - first + sched.array_first_index
             jobs.record(manifest, i, path, sched.task_id(array_id, index), array_id=array_id,
@@ -465,6 +501,7 @@ def submit(plan, chosen, paths, argv_all=None, resume=False, calls=None, manifes
 
     manifest_path = manifest_path or plan.manifest_path()
     manifest = jobs.load_manifest(manifest_path) or jobs.new_manifest(plan)
+    jobs.plan_bins(manifest, chosen)
     calls = calls or {}
     done = []
     for i, path in zip(chosen, paths):

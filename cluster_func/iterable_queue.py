@@ -551,6 +551,7 @@ class _Endpoint(object):
         self._closed = False
         self._gen = -1            # not claimed in this process yet
         self._claimed_pid = None
+        self._finalizer = None
         self._poller = None
         self._poller_pid = None
         self._local = None
@@ -564,15 +565,23 @@ class _Endpoint(object):
         return (self._shared, self._slot)
 
     def __setstate__(self, state):
+        # Unpickled only in a child being started (spawn, forkserver): the
+        # endpoint was handed to this process, which now owns it.
         self._shared, self._slot = state
         self._unpickled_in = os.getpid()
         self._setup()
+        try:
+            self._claim()
+        except Exception:
+            pass
 
     @staticmethod
     def _after_fork_hook(self):
-        # Runs in every child started by multiprocessing, after the child's
-        # finalizer registry has been cleared.  Take ownership of the
-        # endpoints that were handed to this child.
+        # Runs in children started by multiprocessing with fork or
+        # forkserver, after the child's finalizer registry was cleared (a
+        # spawned child runs no such hooks).  Take ownership of the
+        # endpoints that were handed to this child, and register again the
+        # exit finalizers of those claimed while unpickling.
         try:
             if (self._unpickled_in == os.getpid()
                     or _handed_to_current_process(self)):
@@ -588,17 +597,22 @@ class _Endpoint(object):
             # inherited from the parent.
             self._local = self._new_local()
             self._poller = None
+            self._finalizer = None
         self._gen = _fork_generation
-        if self._closed or self._claimed_pid == pid:
+        if self._closed:
+            return
+        if (self._claimed_pid == pid and self._finalizer is not None
+                and self._finalizer.still_active()):
             return
         if not self._shared.claim(self._slot):
             self._closed = True
             return
         self._claimed_pid = pid
         # Close the endpoint when this process drops it or exits normally.
-        _mp_util.Finalize(self, _exit_close,
-                          args=(self._shared, self._slot, pid, self._local),
-                          exitpriority=_EXIT_PRIORITY)
+        self._finalizer = _mp_util.Finalize(
+            self, _exit_close,
+            args=(self._shared, self._slot, pid, self._local),
+            exitpriority=_EXIT_PRIORITY)
 
     def _get_poller(self, fds):
         pid = os.getpid()

@@ -94,12 +94,12 @@ def _render(plan, spec, bins_word, journal_word, what, by_hand, resume, preamble
     if plan.passthrough:
         clum += ["--", *plan.passthrough]
     # In an array script the --bins and --journal words (clum[4], clum[6]) hold the
-    # shell variable $bin: quote the text around it and leave "$bin" to the shell.
-    # No other word is expanded (a pass-through '$bin' stays literal).
+    # shell variable $cluf_bin: quote the text around it and leave "$cluf_bin" to the shell.
+    # No other word is expanded (a pass-through '$cluf_bin' stays literal).
     def quote(i, w):
-        if i in (4, 6) and "$bin" in w:
-            head, _, tail = w.rpartition("$bin")
-            return (q(head) if head else "") + '"$bin"' + (q(tail) if tail else "")
+        if i in (4, 6) and "$cluf_bin" in w:
+            head, _, tail = w.rpartition("$cluf_bin")
+            return (q(head) if head else "") + '"$cluf_bin"' + (q(tail) if tail else "")
         return q(w)
 
     words = [quote(i, w) for i, w in enumerate(clum)]
@@ -112,10 +112,10 @@ def _render(plan, spec, bins_word, journal_word, what, by_hand, resume, preamble
     for path in plan.prepend:
         out += [f"# --- from {path} ---", _read(path).rstrip("\n"), "# ---"]
     out.append(" ".join(words))
-    out.append("status=$?")
+    out.append("cluf_status=$?")
     for path in plan.append:
         out += [f"# --- from {path} ---", _read(path).rstrip("\n"), "# ---"]
-    out.append("exit $status")
+    out.append("exit $cluf_status")
     return "\n".join(out) + "\n"
 
 
@@ -158,15 +158,15 @@ def render_array(plan: RunPlan, first: int, count: int, max_running=None, resume
     preamble = [
         f"# The bin: ${ARRAY_BIN_VAR} if set, else the task index ({sched.array_index_var}) "
         f"{'+ ' + str(offset) if offset > 0 else '- ' + str(-offset) if offset < 0 else ''}".rstrip(),
-        f'if [ -n "${{{ARRAY_BIN_VAR}:-}}" ]; then bin=${ARRAY_BIN_VAR}; else',
-        f'  task={index}',
-        f'  if [ -z "$task" ]; then echo "not a job array task: set {ARRAY_BIN_VAR}=<bin> to run one bin by hand" >&2; exit 2; fi',
-        f"  bin=$((task + {offset}))",
+        f'if [ -n "${{{ARRAY_BIN_VAR}:-}}" ]; then cluf_bin=${ARRAY_BIN_VAR}; else',
+        f'  cluf_task={index}',
+        f'  if [ -z "$cluf_task" ]; then echo "not a job array task: set {ARRAY_BIN_VAR}=<bin> to run one bin by hand" >&2; exit 2; fi',
+        f"  cluf_bin=$((cluf_task + {offset}))",
         "fi",
-        f'exec >>{shlex.quote(stem_dir)}"-$bin-{plan.nodes}.stdout" 2>>{shlex.quote(stem_dir)}"-$bin-{plan.nodes}.stderr"',
+        f'exec >>{shlex.quote(stem_dir)}"-$cluf_bin-{plan.nodes}.stdout" 2>>{shlex.quote(stem_dir)}"-$cluf_bin-{plan.nodes}.stderr"',
         "",
     ]
-    return _render(plan, spec, f"$bin/{plan.nodes}", os.path.join(stem_dir + "-$bin-" + f"{plan.nodes}.journal"),
+    return _render(plan, spec, f"$cluf_bin/{plan.nodes}", stem_dir + "-$cluf_bin-" + f"{plan.nodes}.journal",
                    f"bins {first} to {first + count - 1} of {plan.nodes}, as a job array",
                    f"{ARRAY_BIN_VAR}=<bin> bash {shlex.quote(array_script_path(plan, first, count))}",
                    resume, preamble)
@@ -215,6 +215,12 @@ def record(manifest: dict, i: int, script_path: str, job_id: Optional[str], resu
                 "submitted": time.strftime("%Y-%m-%dT%H:%M:%S")})
     if calls is not None:
         job["calls"] = calls
+
+
+def plan_bins(manifest: dict, chosen):
+    """Remember which bins a run meant to submit (so --resubmit finishes a submission that failed
+    part way, but leaves alone the bins a '-b' run never meant to submit)."""
+    manifest["planned"] = sorted(set(manifest.get("planned", [])) | set(chosen))
 
 
 def find_manifests(jobs_dir: str) -> List[str]:

@@ -296,6 +296,10 @@ def merge(command: str, *layers: dict) -> dict:
     merged = {o.name: o.default for o in OPTIONS if command in o.commands.split()}
     for layer in layers:
         for k, v in layer.items():
-            if v is not None:
+            if v is None:
+                continue
+            if k == "env" and isinstance(merged.get(k), dict):
+                merged[k] = {**merged[k], **v}  # variables add up across layers
+            else:
                 merged[k] = v
     return {attr(k): v for k, v in merged.items()}

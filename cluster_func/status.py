@@ -17,7 +17,7 @@ from . import jobs
 from . import journal as journal_mod
 from .errors import UserError
 from .schedulers import SCHEDULERS
-from .schedulers.base import QUEUED, RUNNING
+from .schedulers.base import ERROR, QUEUED, RUNNING
 
 DONE, FAILED, VANISHED = "done", "failed", "vanished"
 
@@ -31,6 +31,7 @@ class BinState:
         self.done = None
         self.failed = None
         self.total = job.get("calls")
+        self.stuck = False  # still in the scheduler's queue, in an error state
 
     @property
     def needs_rerun(self):
@@ -61,7 +62,9 @@ def bin_states(manifest) -> List[BinState]:
         st = journal_mod.read(jpath) if os.path.exists(jpath) else None
         if st is not None and st.runs:
             s.done, s.failed = st.completed_total, len(st.last_failed)
-        if s.id in live:
+        if live.get(s.id) == ERROR:  # e.g. Grid Engine's Eqw: it will never run by itself
+            s.state, s.stuck = FAILED, True
+        elif s.id in live:
             s.state = live[s.id]
         elif st is None or not st.runs or st.last_status is None:
             s.state = VANISHED
@@ -70,6 +73,28 @@ def bin_states(manifest) -> List[BinState]:
         else:
             s.state = FAILED
     return states
+
+
+def bins_text(items):
+    from .bins import format_positions
+
+    return format_positions(items)
+
+
+def live_bins(manifest_path, chosen, scheduler):
+    """Bins among ``chosen`` whose recorded job is still queued or running: [(bin, id, state)]."""
+    m = jobs.load_manifest(manifest_path)
+    if not m or not m.get("jobs"):
+        return []
+    ids = {i: m["jobs"][str(i)].get("id") for i in chosen if str(i) in m["jobs"]}
+    ids = {i: j for i, j in ids.items() if j}
+    if not ids:
+        return []
+    try:
+        live = scheduler.query(sorted(set(ids.values())))
+    except (OSError, RuntimeError):
+        return []
+    return [(i, j, live[j]) for i, j in sorted(ids.items()) if live.get(j) in (QUEUED, RUNNING)]
 
 
 def _fmt(v):
@@ -81,7 +106,8 @@ def print_status(manifest, states, out=sys.stdout):
     out.write(f"{plan['script']}: {manifest['nodes']} bins on {manifest['scheduler']} "
               f"(jobs dir {plan['jobs_dir']})\n")
     rows = [("bin", "job", "state", "done", "failed", "total")]
-    rows += [(str(s.bin), s.id or "-", s.state, _fmt(s.done), _fmt(s.failed), _fmt(s.total)) for s in states]
+    rows += [(str(s.bin), s.id or "-", s.state + (" (held: error)" if s.stuck else ""), _fmt(s.done),
+              _fmt(s.failed), _fmt(s.total)) for s in states]
     widths = [max(len(r[c]) for r in rows) for c in range(6)]
     for r in rows:
         out.write("  ".join(v.ljust(widths[c]) if c < 3 else v.rjust(widths[c]) for c, v in enumerate(r)).rstrip()
@@ -125,7 +151,19 @@ def resubmit(jobs_dir, submit) -> int:
         m = load_run(path)
         states = bin_states(m)
         redo = [s.bin for s in states if s.needs_rerun]
-        redo += [i for i in range(m["nodes"]) if str(i) not in m["jobs"]]
+        planned = set(m.get("planned", range(m["nodes"])))
+        redo += [i for i in sorted(planned) if str(i) not in m["jobs"]]  # their submission failed
+        never = [i for i in range(m["nodes"]) if str(i) not in m["jobs"] and i not in planned]
+        if never:
+            print(f"cluf: bins {bins_text(never)} of {m['nodes']} were never submitted, so they are not "
+                  f"resubmitted; 'cluf {m['plan']['script']} -n {m['nodes']} -b {bins_text(never)}/{m['nodes']}' "
+                  f"(with your other options) submits them.")
+        stuck = [s for s in states if s.stuck]
+        if stuck:
+            sched = SCHEDULERS[m["scheduler"]]()
+            ids = sorted({s.id for s in stuck})
+            subprocess.run(sched.cancel_argv(ids), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            print(f"cluf: deleted {len(ids)} job(s) held in an error state: {' '.join(ids)}")
         busy = [s for s in states if s.state in (QUEUED, RUNNING)]
         if busy:
             print(f"cluf: leaving {len(busy)} queued or running job(s) alone: bins "

@@ -35,7 +35,7 @@ def hms(seconds: int) -> str:
 
 
 # States a query reports, shared by all schedulers.
-QUEUED, RUNNING, DONE, FAILED, UNKNOWN = "queued", "running", "done", "failed", "unknown"
+QUEUED, RUNNING, ERROR = "queued", "running", "error"  # ERROR: held by the scheduler in an error state
 
 
 class Scheduler:

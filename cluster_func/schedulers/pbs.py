@@ -100,6 +100,9 @@ class PBS(Scheduler):
             return {}
         p = subprocess.run(["qstat", "-t", "-u", getpass.getuser()], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, universal_newlines=True)
+        if p.returncode != 0:
+            # Not "no jobs" (that is status 0): every queued job would look vanished and be resubmitted.
+            raise RuntimeError(f"qstat failed: {(p.stderr or p.stdout).strip()}")
         states = {}
         short = {j.split(".")[0]: j for j in job_ids}
         for line in p.stdout.splitlines():

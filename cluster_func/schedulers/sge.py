@@ -5,7 +5,7 @@ import re
 import shlex
 import subprocess
 
-from .base import QUEUED, RUNNING, Scheduler, hms
+from .base import ERROR, QUEUED, RUNNING, Scheduler, hms
 
 
 class GridEngine(Scheduler):
@@ -46,7 +46,9 @@ class GridEngine(Scheduler):
         if job.memory:
             d.append(f"-l h_vmem={job.memory}M")
         if job.cpus and job.cpus > 1:
-            d.append(f"-pe smp {job.cpus}")
+            # Slots on one host need a parallel environment; its name is site-specific
+            # (sge_options pe=NAME), "smp" is the common one.
+            d.append(f"-pe {job.raw.get('pe') or 'smp'} {job.cpus}")
         if job.queue:
             d.append(f"-q {job.queue}")
         if job.account:
@@ -56,7 +58,8 @@ class GridEngine(Scheduler):
             if job.max_running:
                 d.append(f"-tc {job.max_running}")
         for k, v in job.raw.items():
-            d.append(f"-l {k}" if v is None else f"-l {k}={v}")
+            if k != "pe":
+                d.append(f"-l {k}" if v is None else f"-l {k}={v}")
         return d
 
     def submit_argv(self, script_path):
@@ -85,7 +88,7 @@ class GridEngine(Scheduler):
             ids = [parts[0]]
             if parts[-1].isdigit() and len(parts) >= 9 - ("@" not in line):
                 ids.insert(0, f"{parts[0]}.{parts[-1]}")
-            s = RUNNING if any(c in state for c in "rtR") else QUEUED
+            s = ERROR if "E" in state else RUNNING if any(c in state for c in "rtR") else QUEUED
             for i in ids:
                 if i in wanted:
                     states[i] = s
