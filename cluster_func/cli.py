@@ -46,9 +46,11 @@ def _common(p: argparse.ArgumentParser, prog: str):
                    help="the argument at this position is the bin number (default: round-robin). "
                         "Example: -k 2")
     p.add_argument("--resume", action="store_const", const=True, default=None,
-                   help="skip the calls the journal records as completed (default: start over)")
+                   help="skip the calls the journal records as completed (default: start over). "
+                        "Example: clum sweep.py --resume")
     p.add_argument("--retries", metavar="N",
-                   help="run a failing call again up to N times before it counts as failed (default: 0)")
+                   help="run a failing call again up to N times before it counts as failed (default: 0). "
+                        "Example: --retries 2")
     p.add_argument("--timeout", metavar="SECONDS",
                    help="stop a call that runs longer, count it failed, go on (default: none). "
                         "Example: --timeout 600")
@@ -75,12 +77,14 @@ exit status: 0 all calls done, 1 some failed, 2 bad input, 130/143 interrupted."
     )
     _common(p, "clum")
     p.add_argument("--quiet", action="store_const", const=True, default=None,
-                   help="no progress line (default: a progress line when stderr is a terminal)")
+                   help="no progress line (default: a progress line when stderr is a terminal). "
+                        "Example: clum sweep.py --quiet")
     p.add_argument("--journal", metavar="PATH",
                    help="where to keep the run's journal (default: .cluster_func/ next to the script, "
-                        "one per script and bin spec)")
+                        "one per script and bin spec). Example: --journal runs/sweep.journal")
     p.add_argument("--failed", action="store_true",
-                   help="print the failed calls of the last run from the journal, run nothing")
+                   help="print the failed calls of the last run from the journal, run nothing "
+                        "(default: off). Example: clum sweep.py --failed")
     return p
 
 
@@ -213,7 +217,8 @@ def load(ns, command, passthrough):
                                         ignore_foreign=True))
         layers.append(options.from_dict(get_options(module, "cluf_options"), "cluf", "cluf_options"))
     else:
-        layers.append(options.from_dict(get_options(module, "clum_options"), "clum", "clum_options"))
+        layers.append(options.from_dict(get_options(module, "clum_options"), "clum", "clum_options",
+                                        ignore_foreign=True))
     opts = options.merge(command, *layers, given)
     # --hash and --key exclude each other; the command line replaces what the script set.
     if "hash" in given:

@@ -457,7 +457,7 @@ def _exit_close(shared, slot, pid, local):
     try:
         if local is not None and local.pending:
             if getattr(_mp_util, "_exiting", False):
-                local.flush()
+                pass
             else:
                 # Dropped by the program: let the feeder close it later.
                 if local.close_when_flushed():

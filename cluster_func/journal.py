@@ -20,7 +20,8 @@ Records (``t`` is the type):
 ``{"t": "end", "done": N, "failed": M, "status": "complete" | "interrupted" | "aborted"}``
     the run finished (``complete`` even when some calls failed).
 
-A call's digest is the first 8 bytes of BLAKE2b over ``pickle.dumps(element, 4)``:
+A call's digest is the first 8 bytes of BLAKE2b over ``pickle.dumps(element, 4)`` (with sets
+pickled in a sorted order, so that it does not depend on PYTHONHASHSEED):
 resuming matches calls by digest, so a change of order does not matter.  A batch
 digest (``bd``) is checked against the same positions on resume, then skipped
 as a whole; if the elements there differ, they are run again.
@@ -43,9 +44,28 @@ PER_CALL_DIGEST_MIN_SECONDS = 10e-6
 FLUSH_SECONDS = 1.0
 
 
+_SET_TAG = "\x00cluster_func:set"
+
+
+def _canonical(obj):
+    """``obj`` with every set replaced by a tagged tuple in a fixed order: a set of strings
+    iterates in an order that depends on PYTHONHASHSEED, and a call's digest must not."""
+    t = type(obj)
+    if t is tuple:
+        return tuple(_canonical(x) for x in obj)
+    if t is list:
+        return [_canonical(x) for x in obj]
+    if t is dict:
+        return {k: _canonical(v) for k, v in obj.items()}
+    if t is set or t is frozenset:
+        items = sorted((_canonical(x) for x in obj), key=lambda x: pickle.dumps(x, 4))
+        return (_SET_TAG, t.__name__, tuple(items))
+    return obj
+
+
 def call_digest(element) -> bytes:
     try:
-        data = pickle.dumps(element, 4)
+        data = pickle.dumps(_canonical(element), 4)
     except Exception:  # noqa: BLE001 - fall back to repr for the odd unpicklable element
         data = repr(element).encode("utf-8", "surrogatepass")
     return hashlib.blake2b(data, digest_size=8).digest()
@@ -221,27 +241,54 @@ class Journal:
 
 
 def resume_filter(work, state: JournalState, skipped: list):
-    """Drop from ``work`` the calls ``state`` records as completed; count them in skipped[0]."""
-    digests, batches = state.digests, state.batches
-    if not digests and not batches:
+    """Drop from ``work`` the calls ``state`` records as completed; count them in skipped[0].
+
+    Per-call records match by digest, wherever the call now is.  A batch record
+    (``bd``) matches when the elements now at its positions have its digest: the
+    elements at those positions are held back until all have been seen, then
+    skipped together, or run if they differ (or some position no longer exists).
+    """
+    digests = state.digests
+    records = sorted(state.batches.items())  # [(first position, (runs, digest))]
+    if not digests and not records:
         yield from work
         return
-    work = iter(work)
+
+    def loose(items):
+        for p, e in items:
+            if digests and call_digest(e) in digests:
+                skipped[0] += 1
+            else:
+                yield p, e
+
+    nxt = 0  # next record to open
+    open_records = []  # [last position, positions set, digest, {position: element}]
     for pos, elem in work:
-        rec = batches.get(pos)
-        if rec is not None:
-            positions, bd = decode_positions(rec[0]), rec[1]
-            buf = [(pos, elem), *itertools.islice(work, len(positions) - 1)]
-            if [p for p, _ in buf] == positions and batch_digest([e for _, e in buf]) == bd:
-                skipped[0] += len(buf)
-                continue
-            for p, e in buf:
-                if digests and call_digest(e) in digests:
-                    skipped[0] += 1
+        while nxt < len(records) and records[nxt][0] <= pos:
+            positions = decode_positions(records[nxt][1][0])
+            open_records.append([positions[-1], set(positions), records[nxt][1][1], {}])
+            nxt += 1
+        held = False
+        for rec in open_records:
+            if pos in rec[1]:
+                rec[3][pos] = elem
+                held = True
+                break
+        if not held:
+            yield from loose(((pos, elem),))
+        still_open = []
+        for rec in open_records:
+            last, positions, bd, seen = rec
+            if len(seen) == len(positions):
+                elements = [seen[p] for p in sorted(seen)]
+                if batch_digest(elements) == bd:
+                    skipped[0] += len(elements)
                 else:
-                    yield p, e
-            continue
-        if digests and call_digest(elem) in digests:
-            skipped[0] += 1
-            continue
-        yield pos, elem
+                    yield from loose(sorted(seen.items()))
+            elif pos >= last:  # some of its positions are gone: run what was held
+                yield from loose(sorted(seen.items()))
+            else:
+                still_open.append(rec)
+        open_records = still_open
+    for rec in open_records:
+        yield from loose(sorted(rec[3].items()))

@@ -253,8 +253,9 @@ def valid_keys(command: str):
 def from_dict(d: dict, command: str, source: str, ignore_foreign=False) -> dict:
     """Validate a ``*_options`` dict; return {canonical name: parsed value}.
 
-    ``ignore_foreign``: skip keys that are valid for some command but not this one
-    (cluf reading a script's ``clum_options``).
+    ``ignore_foreign``: accept and skip keys that are valid for the other command
+    (cluf reading ``clum_options``; clum reading a ``clum_options`` shared with cluf,
+    e.g. ``jobs-dir``).
     """
     out = {}
     allowed = set(valid_keys(command))

@@ -313,7 +313,7 @@ class Runner:
         if self.pending:
             return self.pending.popleft()
         if self.retry_queue:
-            items = [self.retry_queue.popleft() for _ in range(min(len(self.retry_queue), self.sizer.next_size()))]
+            items = sorted(self.retry_queue.popleft() for _ in range(min(len(self.retry_queue), self.sizer.next_size())))
             return Batch(next(self.ids), [p for p, _, _ in items], [e for _, e, _ in items], [a for _, _, a in items])
         if self.exhausted:
             return None
@@ -529,7 +529,16 @@ class Runner:
         finally:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            self._shutdown(force=self.outcome.interrupted_by is not None or self.outcome.fatal is not None)
+            stopped = self.outcome.interrupted_by is not None or self.outcome.fatal is not None
+            self._shutdown(force=stopped)
+            if stopped:
+                self._settle_stopped()
+            for w in self.workers:
+                try:
+                    if w.result_r is not None:
+                        w.result_r.close()
+                except OSError:
+                    pass
             signal.signal(signal.SIGTERM, old_term)
             signal.signal(signal.SIGINT, old_int)
             self.reporter.close()
@@ -570,6 +579,24 @@ class Runner:
                 self.journal.maybe_flush(now)
             self.reporter.tick(self.outcome)
 
+    def _settle_stopped(self):
+        """After stopping the workers early: count (and journal) the calls they had finished,
+        including those inside a batch whose later calls never ran."""
+        for w in self.workers:
+            if w.result_r is None or w.result_r.closed:
+                continue
+            self._drain(w)
+            if not w.outstanding:
+                continue
+            b = w.outstanding.popleft()
+            current = self.counters[2 * w.slot]
+            finished = self.counters[2 * w.slot + 1]
+            if finished > w.finished_calls:
+                self._complete(b, finished - w.finished_calls)
+            elif current > 1:
+                self._complete(b, current - 1)  # the last one started was cut short
+            w.outstanding.clear()
+
     def _shutdown(self, force=False):
         procs = [w.proc for w in self.workers if w.proc is not None]
         if not force:
@@ -592,12 +619,11 @@ class Runner:
                 p.kill()
                 p.join(1)
         for w in self.workers:
-            for c in (w.task_w, w.result_r):
-                try:
-                    if c is not None:
-                        c.close()
-                except OSError:
-                    pass
+            try:
+                if w.task_w is not None:
+                    w.task_w.close()
+            except OSError:
+                pass
         try:
             self.sel.close()
         except Exception:  # noqa: BLE001

@@ -63,9 +63,9 @@ def main(task_conn, result_conn, script_path, script_argv, target_name, shared, 
     try:
         from .script import MODULE_NAME, get_target, load_script
 
-        module = sys.modules.get(MODULE_NAME)
-        if module is None or getattr(module, "__file__", None) != script_path:
-            module = load_script(script_path, script_argv)
+        # Always load it afresh, even under fork: module-level state (open files, connections,
+        # random seeds) is then the worker's own, the same under every start method.
+        module = load_script(script_path, script_argv)
         target = get_target(module, target_name)
     except BaseException as e:  # noqa: BLE001
         send(("fatal", f"{type(e).__name__}: {e}"))

@@ -1,0 +1,106 @@
+"""The adaptive BatchSizer as a unit: behaviour only (no clocks are read here)."""
+
+import pytest
+
+from cluster_func import runner
+from cluster_func.runner import BatchSizer
+
+T = runner.TARGET_BATCH_SECONDS
+
+
+def feed(sizer, per_call, rounds):
+    """Run ``rounds`` batches whose calls each cost ``per_call`` seconds; return the sizes chosen."""
+    sizes = []
+    for _ in range(rounds):
+        n = sizer.next_size()
+        sizes.append(n)
+        sizer.observe(n, n * per_call)
+    return sizes
+
+
+def test_starts_with_one_call():
+    assert BatchSizer().next_size() == 1
+
+
+def test_stays_at_one_until_it_has_measured_something():
+    s = BatchSizer()
+    assert [s.next_size() for _ in range(5)] == [1, 1, 1, 1, 1]  # prefetching before any result
+
+
+def test_grows_at_most_four_times_per_batch():
+    sizes = feed(BatchSizer(), 1e-9, 12)
+    assert sizes[0] == 1
+    for a, b in zip(sizes, sizes[1:]):
+        assert b <= 4 * a
+    assert sizes[:5] == [1, 4, 16, 64, 256]
+
+
+def test_caps_at_max_batch():
+    sizes = feed(BatchSizer(), 1e-12, 30)
+    assert max(sizes) == runner.MAX_BATCH
+    assert sizes[-1] == runner.MAX_BATCH
+    small = feed(BatchSizer(max_batch=10), 1e-12, 10)
+    assert max(small) == 10
+
+
+def test_settles_where_a_batch_takes_about_the_target_time():
+    per_call = T / 50
+    sizes = feed(BatchSizer(), per_call, 20)
+    assert sizes[-1] == pytest.approx(50, rel=0.05)
+
+
+def test_slow_calls_get_batches_of_one():
+    assert feed(BatchSizer(), 10 * T, 10) == [1] * 10
+
+
+def test_shrinks_at_once_when_calls_get_dearer():
+    s = BatchSizer()
+    feed(s, 1e-7, 15)
+    big = s.next_size()
+    assert big >= 1000
+    s.observe(big, big * T)  # one batch in which every call cost a whole batch's worth
+    assert s.next_size() == 1
+    s2 = BatchSizer()
+    feed(s2, T / 1000, 15)
+    s2.observe(10, 10 * T / 10)
+    assert s2.next_size() == 10  # follows the dearer cost in one step
+
+
+def test_grows_back_gradually_when_calls_get_cheaper():
+    s = BatchSizer()
+    feed(s, T, 5)
+    assert s.next_size() == 1
+    sizes = feed(s, 1e-9, 8)
+    assert sizes[0] <= 4
+    for a, b in zip(sizes, sizes[1:]):
+        assert b <= 4 * a
+
+
+def test_ignores_empty_observations():
+    s = BatchSizer()
+    s.observe(0, 1.0)
+    assert s.per_call is None and s.next_size() == 1
+
+
+def test_zero_duration_does_not_divide_by_zero():
+    s = BatchSizer()
+    s.observe(5, 0.0)
+    assert 1 <= s.next_size() <= 4
+
+
+def test_split_after_only_for_slow_calls():
+    s = BatchSizer()
+    assert s.split_after == 0  # nothing measured yet
+    s.observe(1000, 1000 * runner.CLOCK_CHECK_MIN_CALL / 10)
+    assert s.split_after == 0  # cheap calls: the worker never checks the clock
+    s.observe(10, 10 * runner.CLOCK_CHECK_MIN_CALL * 10)
+    assert s.split_after == pytest.approx(T * runner.SPLIT_FACTOR)
+    assert s.split_after > 0
+
+
+def test_split_after_turns_off_again_when_calls_get_cheap():
+    s = BatchSizer()
+    s.observe(1, 1.0)
+    assert s.split_after > 0
+    feed(s, 1e-9, 30)
+    assert s.split_after == 0

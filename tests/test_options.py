@@ -1,0 +1,91 @@
+"""Option parsing, clum_options validation and merging (the clum side)."""
+
+import pytest
+
+from cluster_func import options
+from cluster_func.bins import BinSpec
+from cluster_func.errors import UserError
+
+
+def test_canonical_accepts_dashes_underscores_and_leading_dashes():
+    assert options.canonical("jobs_dir") == "jobs-dir"
+    assert options.canonical("jobs-dir") == "jobs-dir"
+    assert options.canonical("--processes") == "processes"
+    assert options.attr("jobs-dir") == "jobs_dir"
+
+
+def test_clum_keys():
+    keys = set(options.valid_keys("clum"))
+    assert {"target", "args", "processes", "bins", "hash", "key", "quiet", "journal", "resume", "retries",
+            "timeout"} <= keys
+    assert "nodes" not in keys
+
+
+def test_from_dict_parses_every_clum_option():
+    got = options.from_dict({"target": "run_one", "args": "settings", "processes": 3, "bins": "0,1/3",
+                             "hash": [0, 2], "retries": 2, "timeout": 1.5, "quiet": True, "resume": False},
+                            "clum", "clum_options")
+    assert got == {"target": "run_one", "args": "settings", "processes": 3, "bins": BinSpec((0, 1), 3),
+                   "hash": (0, 2), "retries": 2, "timeout": 1.5, "quiet": True, "resume": False}
+
+
+def test_from_dict_key_and_hash_forms():
+    assert options.from_dict({"key": 2}, "clum", "x") == {"key": 2}
+    assert options.from_dict({"key": "2"}, "clum", "x") == {"key": 2}
+    assert options.from_dict({"hash": "0-2,7"}, "clum", "x") == {"hash": (0, 1, 2, 7)}
+    assert options.from_dict({"hash": 1}, "clum", "x") == {"hash": (1,)}
+
+
+def test_unknown_key_names_the_key_and_lists_the_valid_ones():
+    with pytest.raises(UserError) as e:
+        options.from_dict({"proceses": 2}, "clum", "clum_options")
+    msg = str(e.value)
+    assert "'proceses'" in msg and "clum_options" in msg
+    for k in options.valid_keys("clum"):
+        assert k in msg
+
+
+def test_non_string_key_is_an_error():
+    with pytest.raises(UserError):
+        options.from_dict({1: 2}, "clum", "clum_options")
+
+
+@pytest.mark.parametrize("key, value", [
+    ("processes", 0), ("processes", -1), ("processes", "many"), ("processes", 1.5), ("processes", True),
+    ("bins", "3/3"), ("bins", "0/0"), ("bins", "a/b"), ("bins", "1"), ("bins", "-1/3"), ("bins", "0-/2"),
+    ("hash", "-1"), ("hash", "a"), ("hash", -1), ("hash", [0, -1]), ("hash", True),
+    ("key", "0,1"), ("key", -1), ("key", "x"), ("key", 1.5), ("key", False),
+    ("retries", -1), ("timeout", 0), ("timeout", -2), ("timeout", "soon"),
+    ("target", ""), ("target", "not a name"), ("target", 3), ("args", "a-b"),
+    ("quiet", "maybe"),
+])
+def test_bad_values_are_user_errors_naming_the_option(key, value):
+    with pytest.raises(UserError) as e:
+        options.from_dict({key: value}, "clum", "clum_options")
+    assert key in str(e.value)
+
+
+def test_processes_accepts_integral_values():
+    assert options.from_dict({"processes": "4"}, "clum", "x") == {"processes": 4}
+    assert options.from_dict({"processes": 4.0}, "clum", "x") == {"processes": 4}
+
+
+def test_merge_precedence_and_defaults():
+    merged = options.merge("clum", {"processes": 2, "target": "a"}, {"target": "b", "bins": None})
+    assert merged["processes"] == 2
+    assert merged["target"] == "b"  # a later layer (the command line) wins
+    assert merged["args"] == "args" and merged["retries"] == 0
+    assert merged["bins"] is None and merged["hash"] is None and merged["key"] is None
+    assert merged["timeout"] is None and merged["quiet"] is False and merged["resume"] is False
+
+
+def test_merge_returns_attribute_names():
+    merged = options.merge("clum")
+    assert all("-" not in k for k in merged)
+    assert merged["target"] == "target" and merged["args"] == "args" and merged["processes"] is None
+
+
+@pytest.mark.parametrize("key", ["jobs-dir", "jobs_dir"])
+def test_clum_options_accepts_jobs_dir(key, tmp_path):
+    # clum reads clum_options with cluf's keys allowed (a dict shared by both commands)
+    options.from_dict({key: str(tmp_path)}, "clum", "clum_options", ignore_foreign=True)
