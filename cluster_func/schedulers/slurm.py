@@ -32,7 +32,7 @@ class Slurm(Scheduler):
         # Paths are shell-quoted: sbatch reads quoted directive words (a path with a space).
         d = [f"--job-name={job.name}", f"--output={shlex.quote(job.stdout)}",
              f"--error={shlex.quote(job.stderr)}",
-             "--export=NONE", "--nodes=1", "--ntasks=1"]
+             "--open-mode=append", "--export=NONE", "--nodes=1", "--ntasks=1"]
         if job.walltime:
             d.append(f"--time={hms(job.walltime)}")
         if job.memory:
