@@ -66,6 +66,8 @@ FIG_STARTUP_S = 0.100
 FIG_CLUF_N_S = 2.0
 FIG_CLUF_I_FLAT = 1.10
 
+OTHER_LOAD_BUSY = 0.25  # cores' worth of CPU used outside the timed command: a contended run
+
 
 def log(text):
     sys.stderr.write(text + "\n")
@@ -119,11 +121,43 @@ TIME_BIN = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 
 
 class Sample:
-    def __init__(self, wall=None, peak_kb=None, ok=True, note=""):
+    def __init__(self, wall=None, peak_kb=None, ok=True, note="", other=None):
         self.wall, self.peak_kb, self.ok, self.note = wall, peak_kb, ok, note
+        self.other = other  # cores' worth of CPU that other processes used during the run
 
     def to_json(self):
-        return {"wall": self.wall, "peak_kb": self.peak_kb, "ok": self.ok, "note": self.note}
+        return {"wall": self.wall, "peak_kb": self.peak_kb, "ok": self.ok, "note": self.note, "other": self.other}
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def machine_busy_seconds():
+    """CPU seconds the whole machine has spent busy since boot (all CPUs), or None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    v = [int(x) for x in fields[1:]]
+    busy = v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)
+    return busy / CLK_TCK
+
+
+def children_cpu_seconds():
+    import resource
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def other_load_now(window=0.5):
+    """Cores' worth of CPU used by the rest of the machine over a short window."""
+    b0, c0 = machine_busy_seconds(), children_cpu_seconds()
+    if b0 is None:
+        return None
+    time.sleep(window)
+    return max(0.0, (machine_busy_seconds() - b0 - (children_cpu_seconds() - c0)) / window)
 
 
 def _psutil_sampler(pid, stop, out):
@@ -158,6 +192,7 @@ def measure(cmd, env, tmp, timeout):
     err_file = os.path.join(tmp, "stderr.out")
     full = [TIME_BIN, "-f", "%M", "-o", mem_file, *cmd] if TIME_BIN else list(cmd)
     sampled = []
+    busy0, cpu0 = machine_busy_seconds(), children_cpu_seconds()
     with open(err_file, "wb") as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(full, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -178,8 +213,14 @@ def measure(cmd, env, tmp, timeout):
             proc.wait()
             return Sample(None, None, False, f"stopped after {timeout:g} s")
         wall = time.perf_counter() - t0
+        busy1, cpu1 = machine_busy_seconds(), children_cpu_seconds()
         if sampler:
             sampler.join(2)
+    # CPU the machine spent that this command (and its waited-for children) did not:
+    # other processes, e.g. tests running at the same time, skew the timing.
+    other = None
+    if busy0 is not None and busy1 is not None and wall > 0:
+        other = max(0.0, (busy1 - busy0) - (cpu1 - cpu0)) / wall
     # a runner's own stray children (if any) go with it
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -195,8 +236,8 @@ def measure(cmd, env, tmp, timeout):
         peak = sampled[0]
     if rc != 0:
         tail = open(err_file, errors="replace").read().strip().splitlines()[-3:]
-        return Sample(wall, peak, False, f"exit {rc}: " + " | ".join(tail)[-300:])
-    return Sample(wall, peak)
+        return Sample(wall, peak, False, f"exit {rc}: " + " | ".join(tail)[-300:], other)
+    return Sample(wall, peak, other=other)
 
 
 # --- the plan ---------------------------------------------------------------------------------
@@ -233,6 +274,7 @@ class Bench:
         self.problems = []  # wrong counts, crashes: things to report
         self.sections = {}  # name -> extra results
         self.started = time.monotonic()
+        self.load_start = loadavg()
 
     # environment for a workload
     def wenv(self, workload):
@@ -270,6 +312,16 @@ class Bench:
             self.parallel_slices[workload] = (path, info["n"], info["k"])
         return self.parallel_slices[workload]
 
+    def settle(self):
+        """With --settle S: wait (at most S seconds) for the rest of the machine to go quiet."""
+        if self.opts.settle <= 0:
+            return
+        deadline = time.monotonic() + self.opts.settle
+        while time.monotonic() < deadline:
+            load = other_load_now(0.3)
+            if load is None or load < OTHER_LOAD_BUSY:
+                return
+
     def clear_files_out(self):
         """Move the last run's output aside (deleted once per repetition, see empty_trash) and
         flush the file system, so that no run pays for the writeback or deletion of another's files."""
@@ -306,6 +358,7 @@ class Bench:
         if workload == "files":
             self.clear_files_out()
         cmd, journal = self.command(workload, runner)
+        self.settle()
         sample = measure(cmd, self.wenv(workload), self.tmp, self.opts.timeout)
         # correctness: the number of calls made
         expected = self.expected[workload]
@@ -331,10 +384,13 @@ class Bench:
             self.skip[key] = sample.note
         elif sample.wall is not None and sample.wall > self.opts.repeat_limit and rep == 0 and self.opts.reps > 1:
             self.skip[key] = f"1 rep: took over {self.opts.repeat_limit:g} s"
+        elif runner == "parallel" and self.opts.reps > 1:
+            self.skip[key] = "1 rep (an extrapolation)"
         self.results.setdefault(key, []).append(sample)
         peak = f"{sample.peak_kb / 1024:.0f} MiB" if sample.peak_kb else "?"
         wall = f"{sample.wall:.3f} s" if sample.wall is not None else "-"
-        log(f"  rep {rep + 1} {workload:12s} {runner:10s} {wall:>10s} {peak:>8s}"
+        other = f"other load {sample.other:.2f}" if sample.other is not None else ""
+        log(f"  rep {rep + 1} {workload:12s} {runner:10s} {wall:>10s} {peak:>8s}  {other}"
             f"{'  ' + sample.note if sample.note else ''}")
 
     def main_loop(self):
@@ -344,7 +400,7 @@ class Bench:
         startup = "startup" in self.opts.only
         for rep in range(self.opts.reps):
             log(f"benchmarks: repetition {rep + 1} of {self.opts.reps} "
-                f"({time.monotonic() - self.started:.0f} s so far)")
+                f"({time.monotonic() - self.started:.0f} s so far; load average {loadavg()})")
             for workload in workloads:
                 if workload == "files":
                     self.empty_trash()
@@ -370,7 +426,11 @@ class Bench:
             module = importlib.util.module_from_spec(spec)
             sys.modules["queue_bench"] = module
             spec.loader.exec_module(module)
-            rows = module.run(quick=self.quick)
+            import inspect
+            kwargs = {"quick": self.quick}
+            if "log" in inspect.signature(module.run).parameters:
+                kwargs["log"] = lambda text: log("  queue: " + text)
+            rows = module.run(**kwargs)
             self.sections["queue"] = {"rows": [dict(r) for r in rows], "seconds": time.monotonic() - t0}
         except Exception as e:  # noqa: BLE001 - the other tables still count
             import traceback
@@ -418,6 +478,13 @@ class Bench:
             one(f"-q -i {n // 10}: count {n:,} generator elements (10 jobs)",
                 [cluf, self.script("count"), "-i", str(n // 10), "-q", "-j", jobs], env, reps)
         self.sections["cluf"] = {"rows": rows}
+
+
+def loadavg():
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "?"
 
 
 def journal_done(path):
@@ -525,7 +592,8 @@ def report(bench, elapsed):
              f"with {PROCESSES} processes. Peak memory: the largest single process's peak RSS "
              + ("(GNU time %M: max RSS over the command and its waited-for children)."
                 if TIME_BIN else "(psutil, sampling the process tree every 20 ms)."),
-             f"Full run took {elapsed:.0f} s.", ""]
+             f"Full run took {elapsed:.0f} s.", "", contention_summary(bench),
+             "The 'other load' column is the largest over a row's runs.", ""]
     verdict = []
 
     # ---- table 1
@@ -563,10 +631,12 @@ def report(bench, elapsed):
                              f"{fmt_s(lo)}–{fmt_s(hi)}" if m is not None else "-",
                              fmt_x(shown / serial if shown is not None and serial else None),
                              fmt_x(shown / clum if shown is not None and clum else None),
-                             fmt_mib(peak_mib(samples)), len([s for s in samples if s.ok]), note])
+                             fmt_mib(peak_mib(samples)), len([s for s in samples if s.ok]),
+                             fmt_other(samples), note])
             lines += [f"### {w}: {sizes[w]}", "",
-                      table(["runner", "median s", "min–max s", "÷ serial", "÷ clum", "peak MiB", "reps", "note"],
-                            rows, ["l", "r", "r", "r", "r", "r", "r", "l"]), ""]
+                      table(["runner", "median s", "min–max s", "÷ serial", "÷ clum", "peak MiB", "reps",
+                             "other load", "note"],
+                            rows, ["l", "r", "r", "r", "r", "r", "r", "r", "l"]), ""]
             if w in ("tiny", "skewed", "cpu"):
                 pools = [(median(res.get((w, f"pool-{c}"), [])), c) for c in POOL_CHUNKSIZES]
                 pools = [(m, c) for m, c in pools if m is not None]
@@ -683,6 +753,26 @@ def report(bench, elapsed):
     return "\n".join(lines)
 
 
+def fmt_other(samples):
+    o = [s.other for s in samples if s.other is not None]
+    return f"{max(o):.2f}" if o else "-"
+
+
+def contention_summary(bench):
+    o = [s.other for ss in bench.results.values() for s in ss if s.other is not None]
+    if not o:
+        return "Other load: not measured (no /proc/stat)."
+    busy = sum(1 for x in o if x > OTHER_LOAD_BUSY)
+    text = (f"Other load (CPU used on this machine outside the timed command, in cores, from /proc/stat less "
+            f"the command's own rusage): median {statistics.median(o):.2f}, max {max(o):.2f}; "
+            f"{busy} of {len(o)} runs above {OTHER_LOAD_BUSY} cores. Load average at the start "
+            f"{bench.load_start}, at the end {loadavg()}.")
+    if busy > len(o) * 0.1:
+        text += (" **The machine was shared with other work during this run: timings are noisy; "
+                 "run again on a quiet machine (or with --settle 10).**")
+    return text
+
+
 def min_wall(samples):
     w = [s.wall for s in samples if s.ok and s.wall is not None]
     return min(w) if w else None
@@ -697,7 +787,7 @@ def fmt_cell(v):
     if isinstance(v, float):
         if abs(v) >= 1000:
             return f"{v:,.0f}"
-        return f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
+        return f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}"
     if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10000:
         return f"{v:,}"
     return "-" if v is None else str(v)
@@ -714,6 +804,9 @@ def parse_args(argv):
                    help="stop a single run after this many seconds (default 180)")
     p.add_argument("--repeat-limit", type=float, default=10.0,
                    help="a run slower than this (seconds) in the first repetition is not repeated (default 10)")
+    p.add_argument("--settle", type=float, default=0.0, metavar="S",
+                   help="before each run, wait up to S seconds for other processes to leave the CPUs "
+                        f"idle (under {OTHER_LOAD_BUSY} cores busy); default 0: do not wait")
     p.add_argument("--no-venv", action="store_true",
                    help="run in this interpreter (it must have joblib, mpire, iterable-queue, cluster-func)")
     o = p.parse_args(argv)

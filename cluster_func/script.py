@@ -54,7 +54,8 @@ def load_script(path: str, argv=()):
             raise
         tb = traceback.TracebackException.from_exception(e)
         # Keep only the frames from the user's script and below: drop our loader.
-        frames = [f for f in tb.stack if not f.filename.startswith(os.path.dirname(__file__))]
+        frames = [f for f in tb.stack
+                  if not f.filename.startswith((os.path.dirname(__file__), "<frozen"))]
         tb.stack = traceback.StackSummary.from_list(frames)
         detail = "".join(tb.format()).rstrip()
         raise ScriptError(f"The script {path} failed while being imported:\n{detail}") from None

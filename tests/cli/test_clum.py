@@ -286,6 +286,19 @@ def test_clum_options_keys_with_dashes_or_underscores(clum):
     assert len(clum.evidence()) == 3
 
 
+@pytest.mark.parametrize("key", ["jobs-dir", "jobs_dir"])
+def test_clum_options_shared_with_cluf_are_accepted(clum, key):
+    clum.script("shared.py", f"""\
+        clum_options = {{"{key}": "jobs", "processes": 1}}
+        def target(x):
+            rec(x)
+        args = range(3)
+        """)
+    r = clum.run("shared.py")
+    assert r.returncode == 0, r.stderr
+    assert len(clum.evidence()) == 3
+
+
 def test_processes_defaults_to_the_cpus_this_process_may_use(clum):
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs two CPUs")

@@ -594,3 +594,45 @@ def test_resume_twice_runs_nothing_the_first_resume_completed(clum, tmp_path):
     r = clum.run("rr.py", "-p", "1", "--journal", j, "--resume", env={"RECORD": 1})
     assert r.returncode == 0
     assert clum.evidence() == [] and "skipped 2000" in r.stderr
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_resume_filter_against_a_model(tmp_path, seed):
+    """Random journals of non-overlapping records (batches by one digest or per call, positions
+    consecutive or not, elements since changed or gone): exactly the calls recorded with the
+    same elements are skipped, every other call is yielded once."""
+    import random
+
+    rnd = random.Random(seed)
+    n_then = rnd.randint(1, 80)
+    then = [f"e{i}" for i in range(n_then)]
+    n_now = n_then if rnd.random() < 0.7 else rnd.randint(0, n_then)  # the args may have got shorter
+    now = list(then[:n_now])
+    for i in rnd.sample(range(n_now), k=min(n_now, rnd.randint(0, 3))):
+        now[i] = f"changed{i}"
+    done = [p for p in range(n_then) if rnd.random() < 0.8]
+    if rnd.random() < 0.5:
+        rnd.shuffle(done)  # batches of retries and of resumed runs hold scattered positions
+    records, expected_skip = [], set()
+    i = 0
+    while i < len(done):
+        k = rnd.randint(1, 9)
+        positions = sorted(done[i:i + k])
+        i += k
+        elements = [then[p] for p in positions]
+        cheap = rnd.random() < 0.6
+        records.append((positions, elements, 1e-7 if cheap else 1.0))
+        if cheap:
+            if all(p < n_now and now[p] == then[p] for p in positions):
+                expected_skip.update(positions)
+        else:
+            expected_skip.update(p for p in positions if p < n_now and now[p] == then[p])
+    path = tmp_path / "unit.journal"
+    if path.exists():
+        path.unlink()
+    st = _journal_with(tmp_path, records)
+    skipped = [0]
+    left = [p for p, _ in jmod.resume_filter(enumerate(now), st, skipped)]
+    assert len(left) == len(set(left))
+    assert set(left) == set(range(n_now)) - expected_skip
+    assert skipped[0] == len(expected_skip)
