@@ -139,7 +139,9 @@ def hash_bin(args: tuple, positions: Sequence[int], total: int) -> int:
 def key_bin(args: tuple, position: int, total: int) -> Optional[int]:
     """The argument at ``position`` is the bin; None when it is not an int in [0, total)."""
     value = args[position]
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool):
+        return None  # True/False are not bin numbers
+    if not isinstance(value, int):
         try:
             value = operator.index(value)  # numpy integers and the like
         except TypeError:
@@ -154,10 +156,13 @@ def key_bin(args: tuple, position: int, total: int) -> Optional[int]:
 class SelectionCounts:
     """What selection passed over: elements no bin runs, elements too short to bin."""
 
+    MAX_KEPT = 1000
+
     def __init__(self):
         self.bad_keys = 0
         self.first_bad_key = None
         self.bad_elements = []  # (position, element, message): failed calls, reported by the runner
+        self.more_bad_elements = 0  # beyond the first MAX_KEPT, only counted
 
 
 def select(args, spec: BinSpec, hash_positions=None, key_position=None, counts=None):
@@ -233,6 +238,9 @@ def _select_by_content(args, total, chosen, hash_positions, key_position, counts
         except IndexError:
             if i % total in chosen:
                 pos = max(hash_positions) if hash_positions is not None else key_position
+                if len(counts.bad_elements) >= SelectionCounts.MAX_KEPT:
+                    counts.more_bad_elements += 1
+                    continue
                 counts.bad_elements.append(
                     (i, element, f"argument position {pos} does not exist: this call has {len(a)} argument(s) "
                                  f"(positions count from 0)"))

@@ -263,6 +263,7 @@ def run_clum(argv):
     skipped = [0]
     if opts["resume"] and journal.previous is not None:
         work = bins.Work(journal_mod.resume_filter(work.pairs(), journal.previous, skipped))
+        reporter.total = None  # how many will be skipped is only known at the end
     elif opts["resume"]:
         reporter.message(f"--resume: no journal at {journal_path}, so nothing to skip; running everything.")
     processes = opts["processes"] or len(os.sched_getaffinity(0))
@@ -272,6 +273,10 @@ def run_clum(argv):
     # Elements whose hash/key position is missing fail without being sent to a worker.
     for position, element, err in counts.bad_elements:
         runner._fail_call(position, element, runner.retries, "IndexError", err, f"IndexError: {err}")
+    if counts.more_bad_elements:
+        outcome.failed += counts.more_bad_elements
+        reporter.message(f"... and {counts.more_bad_elements} more calls failed the same way (too few "
+                         f"arguments for the --hash/--key position); not listed one by one.")
     status = ("interrupted" if outcome.interrupted_by else
               "aborted" if outcome.fatal or outcome.args_error else "complete")
     journal.close(outcome.done, outcome.failed, status)

@@ -591,9 +591,10 @@ class Runner:
             b = w.outstanding.popleft()
             current = self.counters[2 * w.slot]
             finished = self.counters[2 * w.slot + 1]
-            if finished > w.finished_calls:
+            if finished > w.finished_calls:  # it finished b, but its report never came
                 self._complete(b, finished - w.finished_calls)
-            elif current > 1:
+                b = w.outstanding.popleft() if w.outstanding else None
+            if b is not None and current > 1:
                 self._complete(b, current - 1)  # the last one started was cut short
             w.outstanding.clear()
 

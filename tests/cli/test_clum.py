@@ -164,6 +164,32 @@ def test_workers_load_the_script_themselves(clum, method):
     assert [line[1] for line in clum.evidence()] == ["True"] * 4
 
 
+@pytest.mark.parametrize("method", START_METHODS)
+def test_worker_deaths_inside_big_batches_of_cheap_calls(clum, method):
+    """Cheap calls travel in batches of thousands: a death in the middle of one settles it exactly."""
+    clum.script("cheapdeath.py", """\
+        import os, signal
+        _fd = os.open(os.environ["CLUM_TEST_OUT"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        def target(x):
+            os.write(_fd, b"S\\t%d\\n" % x)
+            if x in (1234, 3000):
+                os._exit(5)
+            if x == 4000:
+                os.kill(os.getpid(), signal.SIGKILL)
+            if x % 997 == 0:
+                raise ValueError(x)
+            os.write(_fd, b"E\\t%d\\n" % x)
+        args = range(20000)
+        """)
+    r = clum.run("cheapdeath.py", "-p", "2", env={"CLUSTER_FUNC_START_METHOD": method})
+    assert r.returncode == 1
+    failed = {1234, 3000, 4000} | set(range(0, 20000, 997))
+    assert f"{len(failed)} of 20000 calls failed" in r.stderr
+    s, e = started_and_ended(clum.evidence())
+    assert s == collections.Counter(str(i) for i in range(20000))
+    assert e == collections.Counter(str(i) for i in range(20000) if i not in failed)
+
+
 def test_a_call_that_raises_names_its_position_and_a_short_repr(clum):
     clum.script("long.py", """\
         def target(s):

@@ -636,3 +636,36 @@ def test_resume_filter_against_a_model(tmp_path, seed):
     assert len(left) == len(set(left))
     assert set(left) == set(range(n_now)) - expected_skip
     assert skipped[0] == len(expected_skip)
+
+
+def test_ctrl_c_then_resume_runs_only_what_had_not_finished(clum, tmp_path, procs):
+    # One worker: batches [0], [1], then (calls being quick) [2, 3, 4, 5], in which 4 hangs.
+    clum.script("mixed.py", """\
+        import os, time
+        HANG = os.environ.get("HANG") == "1"
+        def target(x):
+            rec("S", x)
+            if HANG and x >= 4:
+                time.sleep(60)
+            rec("E", x)
+        args = range(100)
+        """)
+    j = tmp_path / "m.journal"
+    p = clum.popen("mixed.py", "-p", "1", "--journal", j, env={"HANG": 1})
+    try:
+        procs.wait_for(lambda: clum.count_lines(prefix="E") >= 4 and clum.count_lines(prefix="S") >= 5,
+                       what="calls to start")
+        os.kill(p.pid, signal.SIGINT)
+        err = p.communicate(timeout=30)[1]
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    assert p.returncode == 130, err
+    assert re.search(r"\b4 calls completed", err), err
+    assert jmod.read(str(j)).last_status == "interrupted"
+    clum.out.unlink()
+    r = clum.run("mixed.py", "-p", "1", "--journal", j, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert "skipped 4 calls" in r.stderr
+    assert starts(clum.evidence()) == collections.Counter(range(4, 100))
