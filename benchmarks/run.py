@@ -121,12 +121,14 @@ TIME_BIN = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 
 
 class Sample:
-    def __init__(self, wall=None, peak_kb=None, ok=True, note="", other=None):
+    def __init__(self, wall=None, peak_kb=None, ok=True, note="", other=None, timed_out=None):
         self.wall, self.peak_kb, self.ok, self.note = wall, peak_kb, ok, note
         self.other = other  # cores' worth of CPU that other processes used during the run
+        self.timed_out = timed_out  # the limit (s) at which the run was stopped, if it was
 
     def to_json(self):
-        return {"wall": self.wall, "peak_kb": self.peak_kb, "ok": self.ok, "note": self.note, "other": self.other}
+        return {"wall": self.wall, "peak_kb": self.peak_kb, "ok": self.ok, "note": self.note, "other": self.other,
+                "timed_out": self.timed_out}
 
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -203,16 +205,27 @@ def measure(cmd, env, tmp, timeout):
             sampler = threading.Thread(target=_psutil_sampler, args=(proc.pid, lambda: proc.poll() is not None,
                                                                       sampled), daemon=True)
             sampler.start()
-        try:
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        # A blocking wait (waitpid) returns the moment the command ends; Popen.wait(timeout=...)
+        # would poll with sleeps of up to 50 ms and round every time up to that grain.
+        # The time limit is a timer that kills the process group.
+        import threading
+        stopped = []
+
+        def stop():
+            stopped.append(True)
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            proc.wait()
-            return Sample(None, None, False, f"stopped after {timeout:g} s")
+
+        timer = threading.Timer(timeout, stop)
+        timer.daemon = True
+        timer.start()
+        rc = proc.wait()
         wall = time.perf_counter() - t0
+        timer.cancel()
+        if stopped:
+            return Sample(None, None, False, f"stopped at the {timeout:g} s limit", timed_out=timeout)
         busy1, cpu1 = machine_busy_seconds(), children_cpu_seconds()
         if sampler:
             sampler.join(2)
@@ -376,7 +389,9 @@ class Bench:
                 sample.note = f"wrong count: journal says {done} calls done, expected {expected}"
         if journal and os.path.exists(journal):
             os.unlink(journal)
-        if not sample.ok:
+        if sample.timed_out and runner not in ("clum", "serial"):
+            self.skip[key] = f"stopped at the {sample.timed_out:g} s limit (--timeout)"
+        elif not sample.ok:
             self.problems.append(f"{workload} / {runner} (rep {rep + 1}): {sample.note}\n    command: "
                                  f"{' '.join(cmd)}\n    env: " + " ".join(
                                      f"{k}={v}" for k, v in sorted(self.wenv(workload).items())
@@ -627,6 +642,12 @@ def report(bench, elapsed):
                     continue
                 if samples and not any(s.ok for s in samples):
                     note = samples[-1].note
+                limit = next((s.timed_out for s in samples if s.timed_out), None)
+                if m is None and limit:
+                    rows.append([label, f"> {limit:g}", "-",
+                                 f"> {limit / serial:.0f}x" if serial else "-",
+                                 f"> {limit / clum:.0f}x" if clum else "-", "-", 0, fmt_other(samples), note])
+                    continue
                 rows.append([label, ("≈" if r == "parallel" and shown is not None else "") + fmt_s(shown),
                              f"{fmt_s(lo)}–{fmt_s(hi)}" if m is not None else "-",
                              fmt_x(shown / serial if shown is not None and serial else None),
@@ -800,8 +821,9 @@ def parse_args(argv):
     p.add_argument("--reps", type=int, help="repetitions of every run (default 3; 1 with --quick)")
     p.add_argument("--only", metavar="NAME,...",
                    help=f"only these sections (default all): {','.join(SECTIONS)}")
-    p.add_argument("--timeout", type=float, default=180.0,
-                   help="stop a single run after this many seconds (default 180)")
+    p.add_argument("--timeout", type=float, default=20.0,
+                   help="stop a single run after this many seconds and show it as '> S' (default 20: "
+                        "only hopeless runners reach it, e.g. Pool chunksize 1 on 2,000,000 calls)")
     p.add_argument("--repeat-limit", type=float, default=10.0,
                    help="a run slower than this (seconds) in the first repetition is not repeated (default 10)")
     p.add_argument("--settle", type=float, default=0.0, metavar="S",

@@ -423,7 +423,14 @@ class Runner:
         self.sizer.observe(n_done, seconds)
         self._complete(b, n_done, seconds)
         if n_done < len(b.elements):
-            self.pending.appendleft(b.tail(n_done, next(self.ids)))
+            # The worker handed back the rest (its calls got dear): re-deal it in batches sized
+            # for the new cost, so that every worker gets a share, not the one that returned it.
+            rest = b.tail(n_done, 0)
+            size = self.sizer.next_size()
+            pieces = [Batch(next(self.ids), rest.positions[k:k + size], rest.elements[k:k + size],
+                            rest.attempts[k:k + size] if rest.attempts else None)
+                      for k in range(0, len(rest.elements), size)]
+            self.pending.extendleft(reversed(pieces))
 
     def _on_message(self, w: Worker, msg):
         kind = msg[0]
