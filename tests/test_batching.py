@@ -104,3 +104,22 @@ def test_split_after_turns_off_again_when_calls_get_cheap():
     assert s.split_after > 0
     feed(s, 1e-9, 30)
     assert s.split_after == 0
+
+
+def test_a_batch_handed_back_part_way_is_re_dealt_in_batches_sized_for_the_new_cost():
+    """A worker that hands back the rest of a batch (its calls got dear) must not get the whole
+    rest again: it is re-dealt in small batches so that every worker gets a share."""
+    from cluster_func.bins import Work
+    from cluster_func.runner import Batch, Reporter, Runner, Worker
+
+    r = Runner("script.py", [], "target", 2, Work(iter(()), 0, 1), Reporter(progress=False))
+    r.sizer.observe(40, 40 * 0.0001)  # cheap calls so far: 0.1 ms each
+    w = Worker(0)
+    b = Batch(next(r.ids), range(100, 140), list(range(100, 140)))
+    r.batches[b.id] = b
+    w.outstanding.append(b)
+    r._on_done(w, b.id, 1, 0.02)  # the first call took 20 ms, then the worker gave the rest back
+    assert r.outcome.done == 1
+    sizes = [len(p.elements) for p in r.pending]
+    assert sum(sizes) == 39 and max(sizes) == 1, sizes
+    assert [p.positions[0] for p in r.pending] == list(range(101, 140))  # in order
