@@ -2,11 +2,8 @@
 
 __version__ = "0.1.0"
 
-try:  # TEMP until iterable_queue lands
-    from .iterable_queue import (  # noqa: E402,F401
-        ConsumerQueueClosedException,
-        IterableQueue,
-        ProducerQueueClosedException,
-    )
-except ImportError:
-    pass
+from .iterable_queue import (  # noqa: E402,F401
+    ConsumerQueueClosedException,
+    IterableQueue,
+    ProducerQueueClosedException,
+)

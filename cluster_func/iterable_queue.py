@@ -44,7 +44,6 @@ import os
 import pickle
 import select
 import struct
-import sys
 import threading
 import time
 from queue import Empty, Full
@@ -457,7 +456,7 @@ def _exit_close(shared, slot, pid, local):
     try:
         if local is not None and local.pending:
             if getattr(_mp_util, "_exiting", False):
-                pass
+                local.flush()
             else:
                 # Dropped by the program: let the feeder close it later.
                 if local.close_when_flushed():

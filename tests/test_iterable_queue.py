@@ -369,7 +369,7 @@ def test_blocking_get_waits_for_items_then_raises_closed():
         time.sleep(0.2)
         p.close()
 
-    t = threading.Thread(target=later)
+    t = threading.Thread(target=later, daemon=True)
     t.start()
     try:
         assert c.get() == "late"        # blocked until the item came
@@ -385,6 +385,7 @@ def test_get_timeout_returns_item_that_arrives_in_time():
     p, c = iq.get_producer(), iq.get_consumer()
     iq.close()
     t = threading.Timer(0.1, p.put, args=("x",))
+    t.daemon = True
     t.start()
     try:
         assert c.get(timeout=TIMEOUT) == "x"
@@ -484,7 +485,8 @@ def test_consumer_threads_share_the_work():
     iq.close()
     procs = [start(ctx, produce, q, i, 5000) for i, q in enumerate(producers)]
     results = [[] for _ in consumers]
-    threads = [threading.Thread(target=lambda c=c, r=r: r.extend(c))
+    threads = [threading.Thread(target=lambda c=c, r=r: r.extend(c),
+                                daemon=True)
                for c, r in zip(consumers, results)]
     for t in threads:
         t.start()
@@ -528,7 +530,7 @@ def test_seed_example_delivers_every_item_exactly_once(method):
 def test_example_script_runs_as_is():
     proc = subprocess.run(
         [sys.executable, os.path.join("examples", "iterable_queue_example.py")],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+        cwd=ROOT, capture_output=True, text=True, timeout=4 * TIMEOUT)
     assert proc.returncode == 0, proc.stderr
     # (Lines printed by different processes may interleave.)
     assert re.search(r"OK: consumers saw 170 items, expected 170, each "
@@ -569,7 +571,7 @@ def test_creator_exit_closes_a_forgotten_queue(method, tmp_path):
     script = tmp_path / "forgot_close.py"    # a file: spawn re-imports it
     script.write_text(FORGOT_CLOSE_SCRIPT % {"root": ROOT, "method": method})
     proc = subprocess.run([sys.executable, str(script)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=4 * TIMEOUT)
     assert proc.returncode == 0, proc.stderr
     counts = [int(n) for n in re.findall(r"count (\d+)", proc.stdout)]
     assert len(counts) == 2 and sum(counts) == 3000, proc.stdout
