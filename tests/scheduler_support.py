@@ -136,7 +136,26 @@ def _probe(cmd: Sequence[str], env: Optional[Dict[str, str]] = None
     return res, ""
 
 
+def clear_stale_pyenv_lock(max_age: float = 10.0) -> None:
+    """Remove a pyenv rehash lock left behind by a killed login shell.
+
+    Jobs start login shells (Slurm's --export=NONE runs ``su - user``; Grid Engine
+    starts bash as a login shell). Where the user's profile runs ``pyenv init``, a
+    job killed (``scancel``/``qdel``) during its ``pyenv rehash`` leaves the lock
+    ``~/.pyenv/shims/.pyenv-shim`` behind, and every later login shell then waits
+    60 s for it, which delays every job's start by a minute. A rehash holds the
+    lock for milliseconds, so one older than ``max_age`` seconds is stale.
+    """
+    lock = os.path.join(os.path.expanduser("~"), ".pyenv", "shims", ".pyenv-shim")
+    try:
+        if time.time() - os.path.getmtime(lock) > max_age:
+            os.remove(lock)
+    except OSError:
+        pass
+
+
 def _require(ok_reason: Tuple[bool, str], name: str) -> None:
+    clear_stale_pyenv_lock()
     ok, reason = ok_reason
     if ok:
         return
