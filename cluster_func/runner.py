@@ -453,41 +453,49 @@ class Runner:
         except (EOFError, OSError):
             pass
 
+    def _account(self, w: Worker, blame: Optional[str]):
+        """Worker w's process is gone: complete the calls its counters say it finished.
+
+        ``blame``: why the call it was running failed (it died, it timed out); None when it
+        was stopped on purpose (that call is then neither complete nor failed).  Returns the
+        batches, or parts of batches, that still have to run, in order.
+        """
+        current = self.counters[2 * w.slot]  # calls of the batch it was on, 0 between batches
+        finished = self.counters[2 * w.slot + 1]  # calls finished in all, at batch ends
+        leftovers = []
+        if w.outstanding and finished > w.finished_calls:  # it finished a batch, report lost
+            b = w.outstanding.popleft()
+            self.batches.pop(b.id, None)
+            n = finished - w.finished_calls
+            self._complete(b, n)
+            w.finished_calls = finished
+            if n < len(b.elements):
+                leftovers.append(b.tail(n, next(self.ids)))
+        if w.outstanding and current > 0:  # call current-1 of the next batch was running
+            b = w.outstanding.popleft()
+            self.batches.pop(b.id, None)
+            k = current - 1
+            self._complete(b, k)
+            if blame is not None and k not in b.failed:
+                kind = "TimedOut" if blame.startswith("timed out") else "WorkerDied"
+                self._fail_call(b.positions[k], b.elements[k], b.attempt(k), kind, blame, f"{kind}: {blame}")
+            if k + 1 < len(b.elements):
+                leftovers.append(b.tail(k + 1, next(self.ids)))
+        while w.outstanding:
+            o = w.outstanding.popleft()
+            self.batches.pop(o.id, None)
+            leftovers.append(o.tail(0, next(self.ids)))
+        return leftovers
+
     def _on_exit(self, w: Worker, reason: Optional[str] = None):
         """Worker w is gone (or is being replaced): settle its batches, start another."""
         self._drain(w)
         self._unregister(w)
         w.proc.join(1)
         exitcode = w.proc.exitcode
-        current = self.counters[2 * w.slot]  # calls of its first outstanding batch started
-        finished = self.counters[2 * w.slot + 1]  # calls finished in all, at batch ends
         if not w.ready and self.outcome.fatal is None:
             self.deaths_before_ready += 1
-        if w.outstanding:
-            b = w.outstanding.popleft()
-            del self.batches[b.id]
-            if finished > w.finished_calls:  # it finished b but its report was lost with it
-                rest = finished - w.finished_calls
-                self._complete(b, rest)
-            elif current > 0:  # call current-1 of b was running
-                k = current - 1
-                self._complete(b, k)
-                if k not in b.failed:
-                    why = reason or describe_exit(exitcode)
-                    kind = "TimedOut" if reason else "WorkerDied"
-                    self._fail_call(b.positions[k], b.elements[k], b.attempt(k), kind, why, f"{kind}: {why}")
-                rest = k + 1
-            else:
-                rest = 0
-            requeue = []
-            if rest < len(b.elements):
-                requeue.append(b.tail(rest, next(self.ids)))
-            while w.outstanding:
-                o = w.outstanding.popleft()
-                del self.batches[o.id]
-                requeue.append(o.tail(0, next(self.ids)))
-            for o in reversed(requeue):
-                self.pending.appendleft(o)
+        self.pending.extendleft(reversed(self._account(w, reason or describe_exit(exitcode))))
         for c in (w.task_w, w.result_r):
             try:
                 c.close()
@@ -593,17 +601,7 @@ class Runner:
             if w.result_r is None or w.result_r.closed:
                 continue
             self._drain(w)
-            if not w.outstanding:
-                continue
-            b = w.outstanding.popleft()
-            current = self.counters[2 * w.slot]
-            finished = self.counters[2 * w.slot + 1]
-            if finished > w.finished_calls:  # it finished b, but its report never came
-                self._complete(b, finished - w.finished_calls)
-                b = w.outstanding.popleft() if w.outstanding else None
-            if b is not None and current > 1:
-                self._complete(b, current - 1)  # the last one started was cut short
-            w.outstanding.clear()
+            self._account(w, blame=None)
 
     def _shutdown(self, force=False):
         procs = [w.proc for w in self.workers if w.proc is not None]

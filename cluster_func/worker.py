@@ -120,6 +120,9 @@ def main(task_conn, result_conn, script_path, script_argv, target_name, shared, 
             else:
                 break
         started = base + i
-        counters[finished_slot] = started  # first: the runner then knows the batch is over
+        # This order matters: once `finished` has moved on, `current` is known to be about the
+        # next batch. (Killed between the two stores, the batch looks unfinished: it runs again,
+        # rather than being counted as done.)
         counters[started_slot] = 0
+        counters[finished_slot] = started
         send(("done", batch_id, i, perf_counter() - t0))
