@@ -39,10 +39,10 @@ def _common(p: argparse.ArgumentParser, prog: str):
                    help="do only these bins of the work: 'x/y' with x a comma list of bins and "
                         "ranges (default: all the work). Example: -b 0,1/3 or -b 0-2,7/8")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("-x", "--hash", metavar="POSITIONS",
+    g.add_argument("-x", "--hash", "-hash", metavar="POSITIONS",
                    help="bin by a stable hash of str() of the arguments at these positions, for "
                         "unstable iterators (default: round-robin by position). Example: -x 0 or -x 0-2,7")
-    g.add_argument("-k", "--key", metavar="POSITION",
+    g.add_argument("-k", "--key", "-key", metavar="POSITION",
                    help="the argument at this position is the bin number (default: round-robin). "
                         "Example: -k 2")
     p.add_argument("--resume", action="store_const", const=True, default=None,
@@ -128,8 +128,9 @@ exit status: 0 all written (and submitted), 1 a submission failed, 2 bad input."
     p.add_argument("-j", "--jobs-dir", metavar="DIR",
                    help="where job scripts, their stdout/stderr, journals and the manifest go "
                         "(default: the current directory; created if missing). Example: -j jobs")
-    p.add_argument("-q", "--no-q", action="store_const", const=True, default=None,
-                   help="write the job scripts but submit nothing (default: submit them)")
+    p.add_argument("-q", "--no-q", "-no-q", action="store_const", const=True, default=None,
+                   help="write the job scripts but submit nothing (default: submit them). "
+                        "Example: -q (the seed's spelling -no-q works too)")
     p.add_argument("--scheduler", metavar="NAME",
                    help="pbs, slurm, sge or auto (default: auto: sbatch on PATH means slurm; qsub "
                         "with SGE_ROOT set means sge; otherwise pbs)")
