@@ -734,3 +734,20 @@ def test_a_failing_scheduler_query_resubmits_nothing(tmp_path, env, bindir, sche
         cs.assert_clean_error(r, sched)
     assert len(cs.stand_in_log(bindir, submit)) == 3, "nothing was submitted again"
     assert cs.stand_in_log(bindir, "qdel") == cs.stand_in_log(bindir, "scancel") == []
+
+
+@pytest.mark.parametrize("spelling, expected", [
+    (["-no-q"], None),
+    (["-no-q", "-hash=0"], "--hash 0"),
+    (["-no-q", "-key=0"], "--key 0"),
+])
+def test_the_seeds_single_dash_spellings_work(tmp_path, env, bindir, spelling, expected):
+    """The seed writes `cluf example -n4 -no-q`, `-hash=0-3,7` and `-key=0`."""
+    cs.write_target(tmp_path, n=6)
+    r = cs.ok(cs.run_cluf("example.py", "-n4", *spelling, "-j", "jobs", "--scheduler", "pbs",
+                          cwd=tmp_path, env=env))
+    scripts = sorted(p.name for p in (tmp_path / "jobs").glob("*.pbs"))
+    assert scripts == [f"example-{i}-4.pbs" for i in range(4)], (r.stdout, r.stderr)
+    assert not cs.stand_in_log(bindir, "qsub")  # -no-q: nothing submitted
+    if expected:
+        assert expected in (tmp_path / "jobs" / "example-0-4.pbs").read_text()
