@@ -28,7 +28,6 @@ as a whole; if the elements there differ, they are run again.
 """
 
 import hashlib
-import itertools
 import json
 import os
 import pickle

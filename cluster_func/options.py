@@ -101,10 +101,6 @@ def _walltime(value, name):
     return total
 
 
-def format_walltime(seconds: int) -> str:
-    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?$", re.I)
 
 

@@ -20,7 +20,7 @@ import sys
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Iterator, List, Optional, Tuple
+from typing import List, Optional
 
 from . import worker as worker_module
 from .script import short_repr

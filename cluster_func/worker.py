@@ -17,7 +17,6 @@ Protocol (all messages pickled):
 
 import os
 import signal
-import sys
 import traceback
 from pickle import loads
 from time import perf_counter
@@ -61,7 +60,7 @@ def main(task_conn, result_conn, script_path, script_argv, target_name, shared, 
         return
     send = result_conn.send
     try:
-        from .script import MODULE_NAME, get_target, load_script
+        from .script import get_target, load_script
 
         # Always load it afresh, even under fork: module-level state (open files, connections,
         # random seeds) is then the worker's own, the same under every start method.

@@ -12,7 +12,6 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from ..errors import UserError
 
 
 @dataclass
@@ -105,7 +104,3 @@ class Scheduler:
     def cancel_argv(self, job_ids: List[str]) -> List[str]:
         raise NotImplementedError
 
-
-def require_positive(value, what):
-    if value is not None and value <= 0:
-        raise UserError(f"{what} must be more than zero.")
