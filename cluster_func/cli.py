@@ -7,6 +7,7 @@ Exit statuses: 0 all calls done; 1 some calls failed (or a submission failed);
 import argparse
 import os
 import shlex
+import shutil
 import signal
 import sys
 
@@ -379,7 +380,7 @@ def run_cluf(argv):
         nodes = opts["nodes"]
     submitting = not opts["no_q"]
     sched = schedulers.get(opts["scheduler"], submitting)
-    if submitting and not __import__("shutil").which(sched.submit_command):
+    if submitting and not shutil.which(sched.submit_command):
         raise UserError(f"Cannot submit to {sched.name}: its command {sched.submit_command!r} is not on "
                         f"PATH. Run cluf where the scheduler is installed, or write the scripts "
                         f"without submitting them with -q/--no-q.")

@@ -84,25 +84,26 @@ def render(plan: RunPlan, i: int, resume=False) -> str:
                    f"bin {i} of {plan.nodes}", f"bash {shlex.quote(plan.script_path(i))}", resume)
 
 
+BIN_VAR = "$cluf_bin"  # the shell variable holding an array task's bin
+
+
+def _quote(word: str, expand=False) -> str:
+    """Shell-quote a word; with ``expand``, leave ``$cluf_bin`` in it to the shell."""
+    if not expand or BIN_VAR not in word:
+        return shlex.quote(word)
+    head, _, tail = word.rpartition(BIN_VAR)
+    return (shlex.quote(head) if head else "") + f'"{BIN_VAR}"' + (shlex.quote(tail) if tail else "")
+
+
 def _render(plan, spec, bins_word, journal_word, what, by_hand, resume, preamble=()):
     q = shlex.quote
-    clum = [plan.python, "-m", "cluster_func", "--bins", bins_word, "--journal", journal_word,
-            *plan.clum_args]
-    if resume:
-        clum.append("--resume")
-    clum += [plan.script]
+    # Only the --bins and --journal words of an array script hold $cluf_bin; every other word
+    # (a pass-through '$cluf_bin' included) stays literal.
+    rest = [*plan.clum_args, *(["--resume"] if resume else []), plan.script]
     if plan.passthrough:
-        clum += ["--", *plan.passthrough]
-    # In an array script the --bins and --journal words (clum[4], clum[6]) hold the
-    # shell variable $cluf_bin: quote the text around it and leave "$cluf_bin" to the shell.
-    # No other word is expanded (a pass-through '$cluf_bin' stays literal).
-    def quote(i, w):
-        if i in (4, 6) and "$cluf_bin" in w:
-            head, _, tail = w.rpartition("$cluf_bin")
-            return (q(head) if head else "") + '"$cluf_bin"' + (q(tail) if tail else "")
-        return q(w)
-
-    words = [quote(i, w) for i, w in enumerate(clum)]
+        rest += ["--", *plan.passthrough]
+    words = [q(plan.python), "-m", "cluster_func", "--bins", _quote(bins_word, expand=True),
+             "--journal", _quote(journal_word, expand=True), *map(q, rest)]
     out = ["#!/bin/bash", *plan.scheduler.lines(spec), "",
            f"# Written by cluf (cluster-func {__version__}): {what} of {plan.script}.",
            f"# Runs by hand too: {by_hand}", "", *preamble,
@@ -166,7 +167,7 @@ def render_array(plan: RunPlan, first: int, count: int, max_running=None, resume
         f'exec >>{shlex.quote(stem_dir)}"-$cluf_bin-{plan.nodes}.stdout" 2>>{shlex.quote(stem_dir)}"-$cluf_bin-{plan.nodes}.stderr"',
         "",
     ]
-    return _render(plan, spec, f"$cluf_bin/{plan.nodes}", stem_dir + "-$cluf_bin-" + f"{plan.nodes}.journal",
+    return _render(plan, spec, f"{BIN_VAR}/{plan.nodes}", f"{stem_dir}-{BIN_VAR}-{plan.nodes}.journal",
                    f"bins {first} to {first + count - 1} of {plan.nodes}, as a job array",
                    f"{ARRAY_BIN_VAR}=<bin> bash {shlex.quote(array_script_path(plan, first, count))}",
                    resume, preamble)

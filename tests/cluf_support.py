@@ -16,12 +16,14 @@
   files in tests/pbs/expected/ (``CLUF_UPDATE_GOLDEN=1`` rewrites them).
 """
 
+import collections
 import json
 import os
 import re
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 from cluster_func import __version__
@@ -244,3 +246,57 @@ def assert_golden(name, text):
     assert path.exists(), f"no expected file {path}: run with CLUF_UPDATE_GOLDEN=1 and review it"
     expected = path.read_text()
     assert text == expected, f"{name} differs from {path}:\n--- got ---\n{text}\n--- expected ---\n{expected}"
+
+
+def wait_for(predicate, timeout, what):
+    """Poll until predicate() is true; an AssertionError naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def cancel_mid_run_then_resubmit(tmp_path, env, scheduler, cancel, wait):
+    """Issue 7 on a real scheduler: an array of 2 bins; bin 0's task is cancelled mid-run
+    (``cancel(job_id)``); --status says it is not done; --resubmit finishes the run with
+    every call done, at most the one in flight at the cancel twice.
+    ``wait(ids) -> {id: JobOutcome}`` waits for jobs to leave the queue."""
+    from scheduler_support import JobOutcome
+
+    n = 16
+    script = write_target(tmp_path, n=n, sleep=0.4)
+    ok(run_cluf("example.py", "-n", 2, "--array", "-j", "jobs", "--scheduler", scheduler, "-p", 1,
+                cwd=tmp_path, env=env))
+    jobs = tmp_path / "jobs"
+    manifest = read_manifest(jobs, nodes=2)["jobs"]
+    array_id, victim = manifest["0"]["array_id"], manifest["0"]["id"]
+    bin0 = round_robin(n, 2, 0)
+
+    wait_for(lambda: len([x for x in calls(script) if x in bin0]) >= 2, 60, "bin 0 to be mid-run")
+    cancel(victim)
+    wait([array_id])
+    done_before = collections.Counter(calls(script))
+    assert not set(bin0) <= set(done_before), "bin 0 finished before it was cancelled: the test proves nothing"
+
+    st = run_cluf("--status", "jobs", cwd=tmp_path, env=env)
+    assert st.returncode == 1, st.stdout + st.stderr
+    rows = status_table(st.stdout)
+    assert rows[0]["state"] in ("failed", "vanished"), st.stdout
+    assert rows[1]["state"] == "done", st.stdout
+
+    r = ok(run_cluf("--resubmit", "jobs", cwd=tmp_path, env=env))
+    after = read_manifest(jobs, nodes=2)["jobs"]
+    assert after["1"]["id"] == manifest["1"]["id"] and after["1"]["history"] == [], "bin 1 was done"
+    new_id = after["0"]["id"]
+    assert new_id != victim and [h["id"] for h in after["0"]["history"]] == [victim], r.stdout
+    assert wait([new_id])[new_id] == JobOutcome("COMPLETED", 0)
+
+    st = run_cluf("--status", "jobs", cwd=tmp_path, env=env)
+    assert st.returncode == 0, st.stdout + st.stderr
+    counts = collections.Counter(calls(script))
+    assert sorted(counts) == list(range(n)), "every call completed"
+    repeats = {x: c for x, c in counts.items() if c > 1}
+    # with -p 1 at most the one call in flight at the cancel runs twice
+    assert len(repeats) <= 1 and set(repeats.values()) <= {2}, repeats
+    assert all(x in bin0 for x in repeats), repeats

@@ -129,6 +129,20 @@ class Clum:
         return subprocess.Popen([self.exe, *map(str, args)], cwd=cwd or self.dir, env=self.env(env, out),
                                 text=True, start_new_session=True, **kw)
 
+    def signal_when(self, p, ready, sig, group=False, what="calls to start"):
+        """Wait until ready(), send sig to the clum process `p` (or to its whole process group,
+        as a terminal's Ctrl-C does), and return (exit status, stderr). Whatever happens, the
+        session is killed before returning, so a hang fails instead of leaking processes."""
+        try:
+            wait_for(ready, what=what)
+            (os.killpg if group else os.kill)(p.pid, sig)
+            err = p.communicate(timeout=30)[1]
+        finally:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        return p.returncode, err
+
     def evidence(self, path=None):
         """The evidence lines, each split into its parts (tab-separated)."""
         path = path or self.out

@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -610,23 +609,19 @@ SLOW = """\
 def _signal_run(clum, procs, sig, group, method="fork"):
     clum.script("slow.py", SLOW)
     p = clum.popen("slow.py", "-p", "2", env={"CLUSTER_FUNC_START_METHOD": method})
-    try:
-        # six quick calls end, then both workers sit in a slow call
-        procs.wait_for(lambda: clum.count_lines(prefix="E") >= 6
-                       and len({line[2] for line in clum.evidence() if line[0] == "S" and int(line[1]) >= 6}) >= 2,
-                       what="calls to start")
-        # let the runner take in the results of the six: wait until its journal has them
-        journal = clum.dir / ".cluster_func" / "slow.all.journal"
-        procs.wait_for(lambda: jmod.read(str(journal)).last_done >= 6, what="the journal to record six calls")
-        workers = {int(line[2]) for line in clum.evidence() if line[0] == "S"}
-        (os.killpg if group else os.kill)(p.pid, sig)
-        out, err = p.communicate(timeout=30)
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+    journal = clum.dir / ".cluster_func" / "slow.all.journal"
+
+    def ready():
+        # six quick calls end, then both workers sit in a slow call, and the runner has taken
+        # in the results of the six (its journal has them)
+        return (clum.count_lines(prefix="E") >= 6
+                and len({line[2] for line in clum.evidence() if line[0] == "S" and int(line[1]) >= 6}) >= 2
+                and jmod.read(str(journal)).last_done >= 6)
+
+    code, err = clum.signal_when(p, ready, sig, group)
+    workers = {int(line[2]) for line in clum.evidence() if line[0] == "S"}
     procs.all_gone(workers, grace=2.0, sid=p.pid)
-    return p.returncode, err
+    return code, err
 
 
 @pytest.mark.parametrize("sig, group, status", [
@@ -655,17 +650,9 @@ def test_interrupt_counts_calls_finished_inside_an_unfinished_batch(clum, procs)
         args = range(100)
         """)
     p = clum.popen("mixed.py", "-p", "1")
-    try:
-        procs.wait_for(lambda: clum.count_lines(prefix="E") >= 4 and clum.count_lines(prefix="S") >= 5,
-                       what="calls to start")
-        time.sleep(0.3)
-        os.kill(p.pid, signal.SIGINT)
-        err = p.communicate(timeout=30)[1]
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-    assert p.returncode == 130, err
+    code, err = clum.signal_when(
+        p, lambda: clum.count_lines(prefix="E") >= 4 and clum.count_lines(prefix="S") >= 5, signal.SIGINT)
+    assert code == 130, err
     assert re.search(r"\b4 calls completed", err), err
 
 
@@ -686,16 +673,9 @@ def test_ctrl_c_stops_workers_that_ignore_sigterm(clum, procs):
         args = range(10)
         """)
     p = clum.popen("stubborn.py", "-p", "2")
-    try:
-        procs.wait_for(lambda: clum.count_lines(prefix="S") >= 2, what="calls to start")
-        workers = {int(line[2]) for line in clum.evidence()}
-        os.killpg(p.pid, signal.SIGINT)
-        err = p.communicate(timeout=30)[1]
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-    assert p.returncode == 130, err
+    code, err = clum.signal_when(p, lambda: clum.count_lines(prefix="S") >= 2, signal.SIGINT, group=True)
+    workers = {int(line[2]) for line in clum.evidence()}
+    assert code == 130, err
     procs.all_gone(workers, grace=2.0, sid=p.pid)
 
 

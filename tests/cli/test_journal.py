@@ -652,16 +652,9 @@ def test_ctrl_c_then_resume_runs_only_what_had_not_finished(clum, tmp_path, proc
         """)
     j = tmp_path / "m.journal"
     p = clum.popen("mixed.py", "-p", "1", "--journal", j, env={"HANG": 1})
-    try:
-        procs.wait_for(lambda: clum.count_lines(prefix="E") >= 4 and clum.count_lines(prefix="S") >= 5,
-                       what="calls to start")
-        os.kill(p.pid, signal.SIGINT)
-        err = p.communicate(timeout=30)[1]
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-    assert p.returncode == 130, err
+    code, err = clum.signal_when(
+        p, lambda: clum.count_lines(prefix="E") >= 4 and clum.count_lines(prefix="S") >= 5, signal.SIGINT)
+    assert code == 130, err
     assert re.search(r"\b4 calls completed", err), err
     assert jmod.read(str(j)).last_status == "interrupted"
     clum.out.unlink()

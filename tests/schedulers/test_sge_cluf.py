@@ -5,11 +5,9 @@ Skips without Grid Engine (fails with CLUSTER_FUNC_REQUIRE_SCHEDULERS=1).  The q
 here has no parallel environment, so the runs use -p 1 (--cpus > 1 asks for -pe smp).
 """
 
-import collections
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -45,14 +43,6 @@ def _cancel_leftovers(tmp_path):
 
 def _env(tmp_path, **extra):
     return ss.sge_env(cs.base_env(tmp_path, **extra))
-
-
-def _wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def _qstat_states(job_id):
@@ -127,43 +117,11 @@ def test_sge_array_run_completes_every_call_once(tmp_path):
 
 
 def test_sge_task_cancelled_mid_run_is_not_done_and_resubmit_finishes_the_run(tmp_path):
-    n = 16
-    script = cs.write_target(tmp_path, n=n, sleep=0.4)
-    env = _env(tmp_path)
-    cs.ok(cs.run_cluf("example.py", "-n", 2, "--array", "-j", "jobs", "--scheduler", "sge", "-p", 1,
-                      cwd=tmp_path, env=env))
-    jobs = tmp_path / "jobs"
-    manifest = cs.read_manifest(jobs, nodes=2)["jobs"]
-    array_id, victim = manifest["0"]["array_id"], manifest["0"]["id"]
-    bin0 = cs.round_robin(n, 2, 0)
-
-    _wait_for(lambda: len([x for x in cs.calls(script) if x in bin0]) >= 2, 60, "bin 0 to be mid-run")
-    subprocess.run(["qdel", victim], check=True, timeout=30, env=ss.sge_env(), capture_output=True)
-    ss.wait_sge_jobs([array_id], timeout=120)
-    done_before = collections.Counter(cs.calls(script))
-    assert not set(bin0) <= set(done_before), "bin 0 finished before it was cancelled: the test proves nothing"
-
-    st = cs.run_cluf("--status", "jobs", cwd=tmp_path, env=env)
-    assert st.returncode == 1, st.stdout + st.stderr
-    rows = cs.status_table(st.stdout)
-    assert rows[0]["state"] in ("failed", "vanished"), st.stdout
-    assert rows[1]["state"] == "done", st.stdout
-
-    r = cs.ok(cs.run_cluf("--resubmit", "jobs", cwd=tmp_path, env=env))
-    after = cs.read_manifest(jobs, nodes=2)["jobs"]
-    assert after["1"]["id"] == manifest["1"]["id"] and after["1"]["history"] == [], "bin 1 was done"
-    new_id = after["0"]["id"]
-    assert new_id != victim and [h["id"] for h in after["0"]["history"]] == [victim], r.stdout
-    assert ss.wait_sge_jobs([new_id], timeout=120)[new_id] == ss.JobOutcome("COMPLETED", 0)
-
-    st = cs.run_cluf("--status", "jobs", cwd=tmp_path, env=env)
-    assert st.returncode == 0, st.stdout + st.stderr
-    counts = collections.Counter(cs.calls(script))
-    assert sorted(counts) == list(range(n)), "every call completed"
-    repeats = {x: c for x, c in counts.items() if c > 1}
-    # with -p 1 at most the one call in flight at the cancel runs twice
-    assert len(repeats) <= 1 and set(repeats.values()) <= {2}, repeats
-    assert all(x in bin0 for x in repeats), repeats
+    cs.cancel_mid_run_then_resubmit(
+        tmp_path, _env(tmp_path), "sge",
+        cancel=lambda job: subprocess.run(["qdel", job], check=True, timeout=30, env=ss.sge_env(),
+                                   capture_output=True),
+        wait=lambda ids: ss.wait_sge_jobs(ids, timeout=120))
 
 
 def test_sge_cancel_leaves_nothing_queued(tmp_path):
@@ -173,11 +131,11 @@ def test_sge_cancel_leaves_nothing_queued(tmp_path):
                       cwd=tmp_path, env=env))
     jobs = tmp_path / "jobs"
     ids = [j["id"] for j in cs.read_manifest(jobs)["jobs"].values()]
-    _wait_for(lambda: any("r" in s for i in ids for s in _qstat_states(i)), 60, "a job to run")
+    cs.wait_for(lambda: any("r" in s for i in ids for s in _qstat_states(i)), 60, "a job to run")
     r = cs.ok(cs.run_cluf("--cancel", "jobs", cwd=tmp_path, env=env))
     for i in ids:
         assert i in r.stdout
-    _wait_for(lambda: not any(_qstat_states(i) for i in ids), 60, "the jobs to leave the queue")
+    cs.wait_for(lambda: not any(_qstat_states(i) for i in ids), 60, "the jobs to leave the queue")
     st = cs.run_cluf("--status", "jobs", cwd=tmp_path, env=env)
     assert st.returncode == 1
     assert not any(row["state"] in ("queued", "running", "done") for row in cs.status_table(st.stdout).values()), st.stdout
