@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# Bring up both real batch schedulers for the tests: Slurm (slurm_up.sh) and
-# Grid Engine (sge_up.sh), one after the other (both use apt/dpkg).
+# Bring up the real batch schedulers for the tests: Slurm (slurm_up.sh), Grid
+# Engine (sge_up.sh) and OpenPBS (pbs_up.sh, built from source the first time:
+# ~5 min), one after the other (all use apt/dpkg).
 # Each script's output goes to a log file; on failure its tail is printed.
-# Exits non-zero if either fails. Idempotent, like the scripts it runs.
-#   usage: tests/schedulers/up.sh            # both
-#          tests/schedulers/up.sh slurm      # only one (slurm | sge)
+# Exits non-zero if any fails. Idempotent, like the scripts it runs.
+#   usage: tests/schedulers/up.sh            # all three
+#          tests/schedulers/up.sh slurm      # only some (slurm | sge | pbs)
 set -uo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
 LOG_DIR="${SCHEDULERS_LOG_DIR:-/tmp/cluster-func-schedulers}"
 mkdir -p "$LOG_DIR"
 which=("$@")
-[ ${#which[@]} -gt 0 ] || which=(slurm sge)
+[ ${#which[@]} -gt 0 ] || which=(slurm sge pbs)
 
 status=0
 total_start=$(date +%s.%N)
