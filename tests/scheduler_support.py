@@ -1,24 +1,29 @@
-"""Helpers for tests that use the real batch schedulers (Slurm, Grid Engine).
+"""Helpers for tests that use the real batch schedulers (Slurm, Grid Engine, PBS).
 
 The schedulers are brought up by ``tests/schedulers/up.sh`` (root, Debian 12):
 a single-node Slurm cluster (partition ``debug``, system-wide
-``/etc/slurm/slurm.conf``) and a single-host Grid Engine 8.1.9 cell (queue
-``all.q``).  This module only *uses* them; it never starts or stops anything.
+``/etc/slurm/slurm.conf``), a single-host Grid Engine 8.1.9 cell (queue
+``all.q``) and a single-host OpenPBS 23.06.06 server (queue ``workq``, installed
+in ``/opt/pbs``).  This module only *uses* them; it never starts or stops anything.
 
 Functions
 ---------
-``require_slurm()`` / ``require_sge()``
+``require_slurm()`` / ``require_sge()`` / ``require_pbs()``
     Call at the top of a test (or in a fixture).  If the scheduler is not
     usable, the test is skipped with the reason - or *failed* when the
     environment variable ``CLUSTER_FUNC_REQUIRE_SCHEDULERS=1`` is set (set it
     wherever up.sh has run, e.g. in CI, so that a broken set-up cannot pass
     as "skipped").
     The health check takes well under 5 s and is done once per session.
-``wait_slurm_jobs(ids)`` / ``wait_sge_jobs(ids)``
+``wait_slurm_jobs(ids)`` / ``wait_sge_jobs(ids)`` / ``wait_pbs_jobs(ids)``
     Block until the jobs have finished; return ``{id: JobOutcome(state,
     exit_code)}``.
-``submit_slurm(args)`` / ``submit_sge(args)``
-    Run ``sbatch --parsable ARGS`` / ``qsub -terse ARGS`` and return the id.
+``submit_slurm(args)`` / ``submit_sge(args)`` / ``submit_pbs(args)``
+    Run ``sbatch --parsable ARGS`` / ``qsub -terse ARGS`` / PBS's ``qsub ARGS``
+    and return the id.
+``pbs_env()`` / ``pbs_bin(cmd)``
+    The environment to run PBS commands (and cluf for PBS) with; the full path
+    of a PBS command.
 
 Environment these functions need
 --------------------------------
@@ -35,6 +40,20 @@ themselves (from the environment, else ``/etc/default/gridengine``, else
 ``SGE_CELL``) exported: ``sge_env()`` returns ``os.environ`` plus those, and
 every command run here uses it.  Note ``/usr/bin/qsub`` must be Grid Engine's
 (``qsub -help`` starts with ``SGE``), not a PBS/Torque ``qsub``.
+
+PBS: the commands are *not* on the default ``PATH`` (``/usr/bin/qsub`` is Grid
+Engine's): they are ``/opt/pbs/bin/{qsub,qstat,qdel,qmgr,pbsnodes}``, used here
+by full path (``pbs_bin("qstat")``).  The client reads ``/etc/pbs.conf``
+(server ``<hostname>-pbs``: PBS refuses a host name that resolves to
+127.0.0.1, so pbs_up.sh gives the machine's real address that alias in
+/etc/hosts).  To run ``cluf`` (which calls plain ``qsub``/``qstat``/``qdel``)
+against PBS, give it ``pbs_env()``: ``os.environ`` with ``/opt/pbs/bin`` first
+on ``PATH`` and without ``SGE_ROOT``/``SGE_CELL``; ``--scheduler pbs`` then
+works.  For ``--scheduler auto`` to pick PBS, ``sbatch`` must not be on PATH
+either: ``pbs_env(only_pbs=True)`` also drops every PATH entry holding an
+``sbatch`` or ``qsub`` (that is ``/usr/bin`` and ``/bin``, so run Python by
+its full path, ``sys.executable``).  ``qstat --version`` says
+``pbs_version = 23.06.06`` (cluf tells PBS Professional from Torque by it).
 
 What a job sees (checked on this machine kind)
 ----------------------------------------------
@@ -54,6 +73,31 @@ What a job sees (checked on this machine kind)
   A job name that SGE refuses (spaces, ``: @ /``, leading digit; with ``-b y``
   and no ``-N`` the command line is the name) makes qsub fail with the
   misleading "Unable to run job: Error reading answer list from qmaster".
+* PBS (with or without ``-V``): no variable of the submitting shell; in
+  OpenPBS 23.06.06 ``-V`` exports nothing at all (a known bug, openpbs issue
+  2611), ``-v FOO=bar`` (or ``-v FOO``: the submitting shell's value) adds
+  exactly FOO.  The job gets ``PBS_O_*`` (``PBS_O_WORKDIR`` = submission
+  directory, ``PBS_O_PATH``, ``PBS_O_HOME``, ``PBS_O_HOST``...), ``PBS_JOBID``,
+  ``PBS_JOBNAME``, ``PBS_ARRAY_INDEX``/``PBS_ARRAY_ID`` in a subjob,
+  ``PBS_NODEFILE``, ``NCPUS``, ``OMP_NUM_THREADS``, ``TMPDIR=/var/tmp/pbs.<id>``,
+  ``ENVIRONMENT=BATCH``, HOME, USER, LOGNAME, SHELL.  pbs_mom runs the user's
+  login shell (``-bash``), which reads /etc/profile (with
+  /etc/profile.d/pbs.sh: ``/opt/pbs/bin`` and, for root, ``/opt/pbs/sbin``
+  *appended* to PATH) and ~/.profile -> ~/.bashrc (``pyenv init``), and that
+  shell runs the script with the ``-S`` shell (``/bin/bash SCRIPT``).  So PATH
+  is the login PATH: pyenv's shims first (``python`` is pyenv's global
+  version, /root/.pyenv/versions/3.11.7/bin/python here, as in Slurm and Grid
+  Engine jobs; cluf's job scripts call ``sys.executable`` by full path
+  anyway), ``/usr/bin`` (Grid Engine's ``qsub``!) before ``/opt/pbs/bin``.
+  The daemon's own environment does not reach jobs: pbs_mom replaces it with
+  ``/var/spool/pbs/pbs_environment`` (``PATH=/bin:/usr/bin``).  The working
+  directory is ``$HOME`` (relative ``-o``/``-e`` paths are made absolute by
+  qsub, relative to the submission directory).  umask 077: output files are
+  mode 0600 (``-W umask=022``).  stdout/stderr are spooled and copied to the
+  ``-o``/``-e`` paths when the job ends (with ``cp``: ``$usecp``), before
+  ``job_state`` becomes F; ``qsub -W block=true`` returns before that.  The
+  login shell runs ``pyenv init`` too, so the stale pyenv lock (see
+  ``clear_stale_pyenv_lock``) delays PBS jobs as well.
 
 How failure shows
 -----------------
@@ -70,11 +114,25 @@ How failure shows
   A missing ``-o`` directory leaves the job in state ``Eqw`` for ever:
   ``wait_sge_jobs`` reports it as ``JobOutcome("ERROR", None)`` at once
   (the job is left in the queue; ``qdel`` it).
+* PBS (``qstat -x -f -F json -t ID``; finished jobs stay, job_history_enable):
+  ``job_state`` F, ``Exit_status``: ``exit 3`` -> 3 (``substate`` 93, comment
+  "... and failed") -> ``FAILED``; walltime exceeded -> -29 (SIGTERM, SIGKILL
+  ``kill_delay`` = 10 s later; comment "... exceeded resource walltime") ->
+  ``TIMEOUT``; ``qdel`` of a running job -> substate 91 and, on this machine,
+  ``Exit_status`` 0 (PBS elsewhere: 271 = 256 + SIGTERM; comment "...
+  terminated by root@...") -> ``CANCELLED``; ``qdel`` of a queued/held job ->
+  substate 91, no ``Exit_status`` -> ``CANCELLED`` (exit_code None, or 143
+  for 271).  An array parent
+  (``12[].host``) says ``Exit_status`` 0 even when a subjob failed: the
+  subjobs (``12[2].host``, listed with ``-t``) have the codes.  ``exit_code``
+  is ``Exit_status`` (256 + N -> 128 + N), None when absent or negative.
+  Recorded output: tests/data/schedulers/pbs/.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import shutil
@@ -98,7 +156,9 @@ class JobOutcome(NamedTuple):
 
     state: Slurm's JobState (COMPLETED, FAILED, CANCELLED, TIMEOUT, ...), or
         for Grid Engine COMPLETED / FAILED (from qacct) or ERROR (job held in
-        an error state, e.g. Eqw); UNKNOWN if the scheduler forgot the job.
+        an error state, e.g. Eqw), for PBS COMPLETED / FAILED / TIMEOUT /
+        CANCELLED / ERROR (another negative Exit_status: PBS could not run
+        it); UNKNOWN if the scheduler forgot the job.
     exit_code: the job script's exit status (128 + signal if killed by a
         signal), or None when unknown.
     """
@@ -438,4 +498,155 @@ def wait_sge_jobs(job_ids: Iterable, timeout: float = 120, poll: float = 0.25
             return {jid: results[jid] for jid in ids}
         if time.monotonic() >= deadline:
             raise SchedulerTimeout(f"Grid Engine jobs not finished after {timeout} s: {waiting}")
+        time.sleep(poll)
+
+
+# --------------------------------------------------------------------------
+# PBS (OpenPBS)
+
+PBS_EXEC = "/opt/pbs"  # where pbs_up.sh installs it (tests may point it elsewhere)
+PBS_FINISHED_STATES = frozenset({"F", "X"})  # X: a finished subjob of an unfinished array
+_PBS_DELETED = 91  # substate JOB_SUBSTATE_TERMINATED (qdel); 92 finished, 93 failed
+_PBS_WALLTIME = -29  # Exit_status JOB_EXEC_KILL_WALLTIME
+
+
+def pbs_bin(cmd: str) -> str:
+    """Full path of a PBS command (``/opt/pbs/bin/CMD``)."""
+    return os.path.join(PBS_EXEC, "bin", cmd)
+
+
+def pbs_env(base: Optional[Dict[str, str]] = None, only_pbs: bool = False) -> Dict[str, str]:
+    """`base` (default os.environ) with PBS's bin directory first on PATH and
+    without SGE_ROOT/SGE_CELL, so that plain ``qsub``/``qstat``/``qdel`` (as
+    cluf runs them) are PBS's.
+
+    only_pbs: also drop every other PATH entry that holds an ``sbatch`` or a
+    ``qsub`` (here /usr/bin and /bin), so that ``cluf --scheduler auto`` finds
+    PBS; run Python by its full path then.
+    """
+    env = dict(os.environ if base is None else base)
+    for k in ("SGE_ROOT", "SGE_CELL"):
+        env.pop(k, None)
+    pbs_dir = os.path.join(PBS_EXEC, "bin")
+    rest = [d for d in env.get("PATH", "").split(os.pathsep)
+            if d and os.path.realpath(d) != os.path.realpath(pbs_dir)]
+    if only_pbs:
+        rest = [d for d in rest
+                if not any(os.access(os.path.join(d, c), os.X_OK) for c in ("sbatch", "qsub"))]
+    env["PATH"] = os.pathsep.join([pbs_dir, *rest])
+    return env
+
+
+@functools.lru_cache(maxsize=None)
+def pbs_status() -> Tuple[bool, str]:
+    """(usable, reason). Cached for the session."""
+    for cmd in ("qsub", "qstat", "qdel", "pbsnodes"):
+        path = pbs_bin(cmd)
+        if not os.access(path, os.X_OK):
+            return False, f"command {path!r} not found (PBS is used from {PBS_EXEC}/bin, not PATH)"
+    res, why = _probe([pbs_bin("qstat"), "--version"])
+    if res is None or "pbs_version" not in res.stdout:
+        return False, why or f"`qstat --version` is not PBS's: {res.stdout.strip()[:100]}"
+    # qstat -B answers at once ("Connection refused") when pbs_server is down.
+    res, why = _probe([pbs_bin("qstat"), "-B"])
+    if res is None:
+        return False, why
+    res, why = _probe([pbs_bin("pbsnodes"), "-a"])
+    if res is None:
+        return False, why
+    states = re.findall(r"^\s*state = (.*)$", res.stdout, re.M)
+    if not any(not re.search(r"down|offline|unknown|stale", s) for s in states):
+        return False, f"no PBS node is up (`pbsnodes -a` states: {states})"
+    return True, ""
+
+
+def require_pbs() -> None:
+    """Skip (or fail, with CLUSTER_FUNC_REQUIRE_SCHEDULERS=1) without PBS."""
+    _require(pbs_status(), "PBS")
+
+
+def submit_pbs(args: Sequence[str], cwd: Optional[str] = None,
+               env: Optional[Dict[str, str]] = None) -> str:
+    """PBS's `qsub ARGS` (in `cwd`, with pbs_env(env)); returns the job id as
+    qsub prints it: ``12.<server>``, ``13[].<server>`` for an array."""
+    res = subprocess.run([pbs_bin("qsub"), *args], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, timeout=60, cwd=cwd,
+                         env=pbs_env(env), stdin=subprocess.DEVNULL)
+    if res.returncode != 0:
+        raise RuntimeError(f"qsub {' '.join(args)} failed ({res.returncode}): {res.stderr.strip()}")
+    return res.stdout.strip()
+
+
+def _pbs_short(job_id) -> str:
+    """'12[].vm-pbs' -> '12[]' (the id without the server name)."""
+    return str(job_id).split(".")[0]
+
+
+def pbs_job_records(job_id) -> Optional[Dict[str, dict]]:
+    """`qstat -x -f -F json -t ID` as {full id: attributes}: the job, or an
+    array parent and its subjobs; None if PBS does not know the job."""
+    res = _run([pbs_bin("qstat"), "-x", "-f", "-F", "json", "-t", str(job_id)], timeout=30)
+    if res.returncode != 0:
+        if "Unknown Job Id" in res.stderr:
+            return None
+        raise RuntimeError(f"qstat -x -f {job_id}: {res.stderr.strip()}")
+    return json.loads(res.stdout, strict=False).get("Jobs", {})
+
+
+def pbs_outcome(rec: dict) -> JobOutcome:
+    """JobOutcome of one finished PBS job (or subjob) record."""
+    code = rec.get("Exit_status")
+    exit_code = None
+    if isinstance(code, int) and code >= 0:
+        exit_code = 128 + code - 256 if code > 256 else code
+    if rec.get("substate") == _PBS_DELETED:
+        # Exit_status is 271 (256 + SIGTERM) for a running job, or 0 here
+        # (the mom logs "task force exited"), absent for a queued one.
+        return JobOutcome("CANCELLED", exit_code if isinstance(code, int) and code > 256 else None)
+    if code == _PBS_WALLTIME:
+        return JobOutcome("TIMEOUT", None)
+    if not isinstance(code, int) or code < 0:
+        return JobOutcome("ERROR", None)
+    return JobOutcome("COMPLETED" if code == 0 else "FAILED", exit_code)
+
+
+def wait_pbs_jobs(job_ids: Iterable, timeout: float = 120, poll: float = 0.25
+                  ) -> Dict[object, JobOutcome]:
+    """Wait until the jobs are finished (``job_state`` F in ``qstat -x``);
+    return {job_id: JobOutcome(COMPLETED|FAILED|TIMEOUT|CANCELLED|ERROR,
+    exit code)} (see pbs_outcome).
+
+    For an array job (``13[].host``) the outcome comes from its subjobs, as
+    for Slurm: COMPLETED only if every subjob completed, else the first other
+    state; exit_code is the largest. The output files are in place once a job
+    is F. Raises SchedulerTimeout (listing the states) after `timeout` s.
+    """
+    ids = list(job_ids)
+    results: Dict[object, JobOutcome] = {}
+    deadline = time.monotonic() + timeout
+    while True:
+        pending = {}
+        for jid in ids:
+            if jid in results:
+                continue
+            recs = pbs_job_records(jid)
+            if not recs:
+                results[jid] = JobOutcome("UNKNOWN", None)
+                continue
+            short = _pbs_short(jid)
+            parent = next((r for k, r in recs.items() if _pbs_short(k) == short), None)
+            state = (parent or {}).get("job_state", "?")
+            if state != "F":
+                pending[jid] = state
+                continue
+            subjobs = [r for k, r in recs.items() if _pbs_short(k) != short]
+            outcomes = [pbs_outcome(r) for r in subjobs
+                        if r.get("job_state") in PBS_FINISHED_STATES] or [pbs_outcome(parent)]
+            bad = [o.state for o in outcomes if o.state != "COMPLETED"]
+            codes = [o.exit_code for o in outcomes if o.exit_code is not None]
+            results[jid] = JobOutcome(bad[0] if bad else "COMPLETED", max(codes) if codes else None)
+        if not pending:
+            return {jid: results[jid] for jid in ids}
+        if time.monotonic() >= deadline:
+            raise SchedulerTimeout(f"PBS jobs not finished after {timeout} s: {pending}")
         time.sleep(poll)
