@@ -99,23 +99,74 @@ def test_sge_nonzero_exit_is_reported(tmp_path):
     assert acct and acct[0]["failed"].split()[0] == "0" and acct[0]["exit_status"].split()[0] == "3"
 
 
+# ---------------------------------------------------------------------- PBS
+
+
+def test_pbs_job_runs_and_exports_only_chosen_variables(tmp_path):
+    ss.require_pbs()
+    script = _write(tmp_path / "job.sh", JOB_SCRIPT)
+    out = tmp_path / "job.out"
+    res = subprocess.run(
+        [ss.pbs_bin("qsub"), "-N", "cf_harness_ok", "-S", "/bin/bash", "-o", str(out), "-j", "oe",
+         "-v", "CF_HARNESS_VAR=xyz", str(script)],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env=ss.pbs_env(_submit_env()), check=True)
+    job_id = res.stdout.strip()
+    outcome = ss.wait_pbs_jobs([job_id], timeout=60)[job_id]
+    assert outcome == ss.JobOutcome("COMPLETED", 0), outcome
+    assert out.read_text() == "hello xyz unset\n"
+
+
+def test_pbs_nonzero_exit_is_reported(tmp_path):
+    ss.require_pbs()
+    script = _write(tmp_path / "fail.sh", FAIL_SCRIPT)
+    out = tmp_path / "fail.out"
+    job_id = ss.submit_pbs(["-N", "cf_harness_fail", "-S", "/bin/bash", "-o", str(out), "-j", "oe",
+                            str(script)], cwd=str(tmp_path))
+    state, code = ss.wait_pbs_jobs([job_id], timeout=60)[job_id]
+    assert (state, code) == ("FAILED", 3)
+    assert out.read_text() == "about to fail\n"
+    recs = ss.pbs_job_records(job_id)
+    assert recs and recs[job_id]["job_state"] == "F" and recs[job_id]["Exit_status"] == 3
+
+
+def test_pbs_array_outcome_comes_from_the_subjobs(tmp_path):
+    """The array parent says Exit_status 0 even when a subjob failed."""
+    ss.require_pbs()
+    script = _write(tmp_path / "arr.sh", '#!/bin/bash\n[ "$PBS_ARRAY_INDEX" = 1 ] && exit 3\nexit 0\n')
+    job_id = ss.submit_pbs(["-N", "cf_harness_arr", "-S", "/bin/bash", "-j", "oe", "-o", str(tmp_path),
+                            "-J", "0-2", str(script)], cwd=str(tmp_path))
+    assert job_id.split(".")[0].endswith("[]"), job_id
+    assert ss.wait_pbs_jobs([job_id], timeout=60)[job_id] == ("FAILED", 3)
+
+
+def test_pbs_env_makes_auto_detection_pick_pbs(tmp_path):
+    ss.require_pbs()
+    code = "from cluster_func.schedulers import detect; s = detect(True); print(s.name, s.torque)"
+    root = str(Path(__file__).resolve().parents[2])
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=root, env=ss.pbs_env(only_pbs=True))
+    assert res.stdout.split() == ["pbs", "False"], res
+
+
 # ----------------------------------------------- skip / fail without a scheduler
 
 
-@pytest.mark.parametrize("require", ["require_slurm", "require_sge"])
+@pytest.mark.parametrize("require", ["require_slurm", "require_sge", "require_pbs"])
 @pytest.mark.parametrize("strict", [False, True])
 def test_require_skips_or_fails_without_scheduler(tmp_path, monkeypatch, require, strict):
     monkeypatch.setenv("PATH", str(tmp_path))  # no scheduler command found
+    monkeypatch.setattr(ss, "PBS_EXEC", str(tmp_path))  # PBS is used by full path
     if strict:
         monkeypatch.setenv(ss.REQUIRE_ENV, "1")
     else:
         monkeypatch.delenv(ss.REQUIRE_ENV, raising=False)
-    caches = [ss.slurm_status, ss.sge_status]
+    caches = [ss.slurm_status, ss.sge_status, ss.pbs_status]
     for c in caches:
         c.cache_clear()
     try:
         expected = pytest.fail.Exception if strict else pytest.skip.Exception
-        with pytest.raises(expected, match="not on PATH"):
+        with pytest.raises(expected, match="not on PATH|not found"):
             getattr(ss, require)()
     finally:
         for c in caches:
