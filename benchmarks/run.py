@@ -32,8 +32,10 @@ REQUIREMENTS = ["joblib", "mpire", "iterable-queue==1.2.2", "psutil"]
 PROCESSES = 2
 
 MAIN_WORKLOADS = ["tiny", "skewed", "cpu", "stream", "files"]
-SECTIONS = MAIN_WORKLOADS + ["startup", "queue", "cluf"]
+SECTIONS = MAIN_WORKLOADS + ["startup", "large", "resume", "import", "startup64", "results", "queue", "cluf"]
 POOL_CHUNKSIZES = [1, 10, 100, 1000, 10000]
+# 2,000 elements: larger chunks than 100 leave a worker idle for most of the run
+LARGE_RUNNERS = ["serial", "pool-1", "pool-10", "pool-100", "clum"]
 RUNNERS = (["serial"] + [f"pool-{c}" for c in POOL_CHUNKSIZES]
            + ["joblib", "mpire", "parallel", "clum"])
 RUNNER_LABELS = {
@@ -44,6 +46,7 @@ RUNNER_LABELS = {
     "parallel": "GNU parallel, python -c per element",
     "clum": "clum -p 2",
 }
+GIB = 1 << 30
 
 SIZES = {  # full, quick
     "TINY_N": (2_000_000, 200_000),
@@ -57,6 +60,15 @@ SIZES = {  # full, quick
     "PARALLEL_K": (200, 40),
     "STARTUP_SAMPLES": (5, 3),
     "CLUF_NODES": (1000, 1000),
+    "LARGE_N": (2000, 400),
+    "LARGE_BYTES": (1_000_000, 1_000_000),
+    "RESUME_SAMPLES": (3, 1),  # per repetition, of each of the three runs
+    "IMPORT_BYTES": (GIB, GIB // 4),
+    "IMPORT_N": (200, 200),
+    "FIRST_N": (200, 200),
+    "STARTUP64_SAMPLES": (3, 2),
+    "MS_N": (2000, 400),
+    "RESULTS_SAMPLES": (3, 1),
 }
 
 # The figures the issue asks for.
@@ -65,8 +77,14 @@ FIG_STREAM_FLAT = 1.10
 FIG_STARTUP_S = 0.100
 FIG_CLUF_N_S = 2.0
 FIG_CLUF_I_FLAT = 1.10
+FIG_RESUME_ALL = 0.5  # resuming a complete journal: at most this times a fresh run
+FIG_RESUME_HALF = 1.0  # resuming a half-done journal: at most this times a fresh run
+FIG_IMPORT_EXTRA = 1.2e9 - GIB  # summed PSS at most the data + this (1.2 GB for 1 GiB)
+FIG_FIRST_CALL_S = 0.5  # -p 64: the first call within this many seconds of the start
+FIG_RESULTS_COST = 1.05  # --results on 1 ms calls: at most this times the run without
 
 OTHER_LOAD_BUSY = 0.25  # cores' worth of CPU used outside the timed command: a contended run
+SHOWN_INFO = ("this_run_ran", "toplevel", "pss_kb", "rss_sum_kb", "procs", "first_call", "results_lines")
 
 
 def log(text):
@@ -121,14 +139,18 @@ TIME_BIN = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 
 
 class Sample:
-    def __init__(self, wall=None, peak_kb=None, ok=True, note="", other=None, timed_out=None):
+    def __init__(self, wall=None, peak_kb=None, ok=True, note="", other=None, timed_out=None, start=None,
+                 info=None, stderr=None):
         self.wall, self.peak_kb, self.ok, self.note = wall, peak_kb, ok, note
         self.other = other  # cores' worth of CPU that other processes used during the run
         self.timed_out = timed_out  # the limit (s) at which the run was stopped, if it was
+        self.start = start  # time.time() just before the command was started
+        self.info = info if info is not None else {}  # what a section measured besides the time
+        self.stderr = stderr  # the command's standard error (tail), when asked for
 
     def to_json(self):
         return {"wall": self.wall, "peak_kb": self.peak_kb, "ok": self.ok, "note": self.note, "other": self.other,
-                "timed_out": self.timed_out}
+                "timed_out": self.timed_out, "start": self.start, "info": self.info, "stderr": self.stderr}
 
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -187,15 +209,16 @@ def _psutil_sampler(pid, stop, out):
     out.append(peak // 1024)
 
 
-def measure(cmd, env, tmp, timeout):
+def measure(cmd, env, tmp, timeout, keep_stderr=False):
     """Run cmd; return a Sample with whole-command wall seconds and the peak RSS (KiB)
-    of the largest process in its tree."""
+    of the largest process in its tree (and, with keep_stderr, the tail of its stderr)."""
     mem_file = os.path.join(tmp, "time.out")
     err_file = os.path.join(tmp, "stderr.out")
     full = [TIME_BIN, "-f", "%M", "-o", mem_file, *cmd] if TIME_BIN else list(cmd)
     sampled = []
     busy0, cpu0 = machine_busy_seconds(), children_cpu_seconds()
     with open(err_file, "wb") as err:
+        start = time.time()
         t0 = time.perf_counter()
         proc = subprocess.Popen(full, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=err, start_new_session=True)
@@ -225,7 +248,7 @@ def measure(cmd, env, tmp, timeout):
         wall = time.perf_counter() - t0
         timer.cancel()
         if stopped:
-            return Sample(None, None, False, f"stopped at the {timeout:g} s limit", timed_out=timeout)
+            return Sample(None, None, False, f"stopped at the {timeout:g} s limit", timed_out=timeout, start=start)
         busy1, cpu1 = machine_busy_seconds(), children_cpu_seconds()
         if sampler:
             sampler.join(2)
@@ -247,10 +270,106 @@ def measure(cmd, env, tmp, timeout):
         os.unlink(mem_file)
     elif sampled:
         peak = sampled[0]
+    stderr = read_tail(err_file) if keep_stderr else None
     if rc != 0:
-        tail = open(err_file, errors="replace").read().strip().splitlines()[-3:]
-        return Sample(wall, peak, False, f"exit {rc}: " + " | ".join(tail)[-300:], other)
-    return Sample(wall, peak, other=other)
+        tail = [ln.strip() for ln in open(err_file, errors="replace").read().strip().splitlines()[-3:]]
+        return Sample(wall, peak, False, f"exit {rc}: " + " | ".join(tail)[-300:], other, start=start,
+                      stderr=stderr)
+    return Sample(wall, peak, other=other, start=start, stderr=stderr)
+
+
+def read_tail(path, limit=2000):
+    try:
+        with open(path, errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return None
+    return text[-limit:]
+
+
+def measure_tree_pss(cmd, env, tmp, timeout, interval=0.02):
+    """Run cmd (not under /usr/bin/time, so the tree is only the command's); a thread samples
+    the whole process tree every `interval` seconds and keeps the peak of the SUMMED PSS
+    (proportional set size: a page shared by k processes counts 1/k in each, so the sum is the
+    memory the tree really holds) and, for comparison, of the summed RSS.  Returns a Sample whose
+    info has pss_kb, rss_sum_kb and procs (the number of processes at the PSS peak)."""
+    import threading
+
+    import psutil
+
+    err_file = os.path.join(tmp, "stderr.out")
+    peak = {"pss": 0, "rss": 0, "procs": 0, "samples": 0}
+    halt = threading.Event()
+
+    def sample_tree(pid):
+        try:
+            root = psutil.Process(pid)
+        except psutil.Error:
+            return
+        while not halt.is_set():
+            try:
+                procs = [root] + root.children(recursive=True)
+            except psutil.Error:
+                break
+            pss = rss = n = 0
+            for p in procs:
+                try:
+                    m = p.memory_full_info()
+                except psutil.Error:
+                    continue
+                pss += m.pss
+                rss += m.rss
+                n += 1
+            peak["samples"] += 1
+            if pss > peak["pss"]:
+                peak["pss"], peak["procs"] = pss, n
+            peak["rss"] = max(peak["rss"], rss)
+            halt.wait(interval)
+
+    busy0, cpu0 = machine_busy_seconds(), children_cpu_seconds()
+    self0 = sum(os.times()[:2])
+    with open(err_file, "wb") as err:
+        start = time.time()
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=err, start_new_session=True)
+        sampler = threading.Thread(target=sample_tree, args=(proc.pid,), daemon=True)
+        sampler.start()
+        stopped = []
+
+        def stop():
+            stopped.append(True)
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+        timer = threading.Timer(timeout, stop)
+        timer.daemon = True
+        timer.start()
+        rc = proc.wait()
+        wall = time.perf_counter() - t0
+        timer.cancel()
+        halt.set()
+        sampler.join(5)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    info = {"pss_kb": peak["pss"] // 1024, "rss_sum_kb": peak["rss"] // 1024, "procs": peak["procs"],
+            "pss_samples": peak["samples"]}
+    if stopped:
+        return Sample(None, None, False, f"stopped at the {timeout:g} s limit", timed_out=timeout, start=start,
+                      info=info)
+    busy1, cpu1 = machine_busy_seconds(), children_cpu_seconds()
+    other = None
+    if busy0 is not None and busy1 is not None and wall > 0:
+        # less the command's CPU and this process's (the sampler thread)
+        other = max(0.0, (busy1 - busy0) - (cpu1 - cpu0) - (sum(os.times()[:2]) - self0)) / wall
+    if rc != 0:
+        tail = [ln.strip() for ln in open(err_file, errors="replace").read().strip().splitlines()[-3:]]
+        return Sample(wall, None, False, f"exit {rc}: " + " | ".join(tail)[-300:], other, start=start, info=info)
+    return Sample(wall, None, other=other, start=start, info=info)
 
 
 # --- the plan ---------------------------------------------------------------------------------
@@ -272,13 +391,20 @@ class Bench:
             "STREAM_N": str(self.size["STREAM_N"]),
             "FILES_N": str(self.size["FILES_N"]),
             "FILES_OUT": self.files_out,
+            "LARGE_N": str(self.size["LARGE_N"]),
+            "LARGE_BYTES": str(self.size["LARGE_BYTES"]),
+            "IMPORT_BYTES": str(self.size["IMPORT_BYTES"]),
+            "IMPORT_N": str(self.size["IMPORT_N"]),
+            "FIRST_N": str(self.size["FIRST_N"]),
+            "MS_N": str(self.size["MS_N"]),
         })
-        self.env.pop("FILES_IN", None)
+        for name in ("FILES_IN", "IMPORT_COUNT_FILE", "FIRST_CALL_FILE", "CLUSTER_FUNC_START_METHOD"):
+            self.env.pop(name, None)
         self.results = {}  # (workload, runner) -> [Sample]
         self.expected = {
             "tiny": self.size["TINY_N"], "skewed": self.size["SKEWED_N"], "cpu": self.size["CPU_N"],
             "stream": self.size["STREAM_N"], "stream-small": self.size["STREAM_SMALL_N"],
-            "files": self.size["FILES_N"], "startup": 1,
+            "files": self.size["FILES_N"], "startup": 1, "large": self.size["LARGE_N"],
         }
         self.parallel_bin = shutil.which("parallel")
         self.parallel_slices = {}  # workload -> (slice file, n, k)
@@ -286,6 +412,8 @@ class Bench:
         self.skip = {}  # (workload, runner) -> why it is not run again
         self.problems = []  # wrong counts, crashes: things to report
         self.sections = {}  # name -> extra results
+        self.notes = {}  # section -> [text shown under its table]
+        self._clum_help = None
         self.started = time.monotonic()
         self.load_start = loadavg()
 
@@ -423,10 +551,229 @@ class Bench:
                     if workload == "stream-small" and runner == "parallel":
                         continue
                     self.run_one(workload, runner, rep)
+            if "large" in self.opts.only:
+                for runner in LARGE_RUNNERS:
+                    self.run_one("large", runner, rep)
             if startup:
                 for _ in range(self.size["STARTUP_SAMPLES"]):
                     for runner in ("serial", "clum"):
                         self.run_one("startup", runner, rep)
+            if "resume" in self.opts.only:
+                self.resume_rep(rep)
+            if "import" in self.opts.only:
+                self.import_rep(rep)
+            if "startup64" in self.opts.only:
+                self.startup64_rep(rep)
+            if "results" in self.opts.only:
+                self.results_rep(rep)
+
+    # --- the sections that time clum against itself ----------------------------------------
+    def clum_bin(self):
+        return os.path.join(self.bin, "clum")
+
+    def clum_help(self):
+        """`clum --help`'s text ('' if it fails): which options this clum has."""
+        if self._clum_help is None:
+            try:
+                out = subprocess.run([self.clum_bin(), "--help"], env=self.env, capture_output=True, text=True,
+                                     timeout=60)
+                self._clum_help = out.stdout + out.stderr if out.returncode == 0 else ""
+            except (OSError, subprocess.TimeoutExpired):
+                self._clum_help = ""
+        return self._clum_help
+
+    def clum_has(self, option):
+        return option in self.clum_help()
+
+    def clum_cmd(self, workload, *extra, processes=PROCESSES, journal=None):
+        """clum WORKLOAD -p P --quiet --journal J EXTRA...; a fresh journal path unless one is given."""
+        if journal is None:
+            self.runs += 1
+            journal = os.path.join(self.tmp, f"journal-{self.runs}.journal")
+        return [self.clum_bin(), self.script(workload), "-p", str(processes), "--quiet",
+                "--journal", journal, *extra], journal
+
+    def fresh_path(self, stem):
+        self.runs += 1
+        return os.path.join(self.tmp, f"{stem}-{self.runs}")
+
+    def run_variant(self, section, variant, cmd, env, rep, check=None, measure_fn=measure, **kwargs):
+        """Time one run of one of a section's variants; `check(sample)` returns an error text or None
+        (and may add to sample.info).  Failures go to "Problems seen" and the variant is not run again;
+        one slower than --repeat-limit in the first repetition is not repeated either."""
+        key = (section, variant)
+        if key in self.skip:
+            return None
+        self.settle()
+        sample = measure_fn(cmd, env, self.tmp, self.opts.timeout, **kwargs)
+        if sample.ok and check is not None:
+            try:
+                bad = check(sample)
+            except Exception as e:  # noqa: BLE001 - a broken check is a problem to report, not a crash
+                bad = f"check failed: {type(e).__name__}: {e}"
+            if bad:
+                sample.ok, sample.note = False, bad
+        if not sample.ok:
+            if not sample.timed_out:
+                self.problems.append(f"{section} / {variant} (rep {rep + 1}): {sample.note}\n    command: "
+                                     f"{' '.join(cmd)}")
+            self.skip[key] = sample.note
+        elif sample.wall is not None and sample.wall > self.opts.repeat_limit and rep == 0 and self.opts.reps > 1:
+            self.skip[key] = f"1 rep: took over {self.opts.repeat_limit:g} s"
+        self.results.setdefault(key, []).append(sample)
+        wall = f"{sample.wall:.3f} s" if sample.wall is not None else "-"
+        other = f"other load {sample.other:.2f}" if sample.other is not None else ""
+        extra = " ".join(f"{k}={v}" for k, v in sample.info.items() if k in SHOWN_INFO)
+        log(f"  rep {rep + 1} {section:10s} {variant:18s} {wall:>10s}  {other}  {extra}"
+            f"{'  ' + sample.note if sample.note else ''}")
+        return sample
+
+    def journal_check(self, journal, n, remove=True):
+        """A check: the journal accounts for positions 0..n-1 (info: what the journal says)."""
+        def check(sample):
+            counts = journal_counts(journal, n)
+            if remove:
+                for path in (journal, journal + ".lock", journal + ".prev"):
+                    if os.path.exists(path):
+                        os.unlink(path)
+            if counts is None:
+                return "no journal written"
+            sample.info.update({"journal_calls": counts["in_range"], "journal_ok_sum": counts["ok_sum"],
+                                "this_run_ran": counts["last_run"]})
+            if counts["in_range"] != n or counts["outside"]:
+                return (f"wrong count: the journal accounts for {counts['in_range']:,} of positions 0..{n - 1:,}"
+                        + (f" and {counts['outside']:,} positions outside them" if counts["outside"] else ""))
+            return None
+        return check
+
+    # resume: what the journal costs when resuming
+    def resume_rep(self, rep):
+        n = self.size["TINY_N"]
+        half = n // 2
+        env = dict(self.env, TINY_N=str(n))
+        if rep == 0:
+            # the half-done journal: a complete run over the first half of the args
+            cmd, journal = self.clum_cmd("tiny", journal=os.path.join(self.tmp, "resume-half.journal"))
+            self.run_variant("resume", "setup-half", cmd, dict(env, TINY_N=str(half)), rep,
+                             check=self.journal_check(journal, half, remove=False))
+        half_journal = os.path.join(self.tmp, "resume-half.journal")
+        for _ in range(self.size["RESUME_SAMPLES"]):
+            # (a) a fresh run; its journal, complete, is then resumed by (b)
+            cmd, journal = self.clum_cmd("tiny")
+            a = self.run_variant("resume", "fresh", cmd, env, rep, check=self.journal_check(journal, n, remove=False))
+            full_journal = os.path.join(self.tmp, "resume-full.journal")
+            if a is not None and a.ok:
+                shutil.copyfile(journal, full_journal)
+            for path in (journal, journal + ".lock"):
+                if os.path.exists(path):
+                    os.unlink(path)
+            if os.path.exists(full_journal):
+                cmd, journal = self.clum_cmd("tiny", "--resume")
+                shutil.copyfile(full_journal, journal)
+                self.run_variant("resume", "resume-all", cmd, env, rep, check=self.journal_check(journal, n),
+                                 keep_stderr=True)
+            elif ("resume", "resume-all") not in self.skip:
+                self.skip[("resume", "resume-all")] = "no complete journal to resume (the fresh run failed)"
+            # (c) the first half done
+            if ("resume", "setup-half") in self.results and self.results[("resume", "setup-half")][0].ok:
+                cmd, journal = self.clum_cmd("tiny", "--resume")
+                shutil.copyfile(half_journal, journal)
+                self.run_variant("resume", "resume-half", cmd, env, rep, check=self.journal_check(journal, n),
+                                 keep_stderr=True)
+            elif ("resume", "resume-half") not in self.skip:
+                self.skip[("resume", "resume-half")] = "no half-done journal (its run failed)"
+
+    # import: a script that loads 1 GiB at its top level
+    IMPORT_VARIANTS = ["clum", "clum-spawn", "pool-10"]
+
+    def import_rep(self, rep):
+        for variant in self.IMPORT_VARIANTS:
+            count_file = self.fresh_path("import-count")
+            env = dict(self.env, IMPORT_COUNT_FILE=count_file)
+            journal = None
+            if variant == "clum":
+                cmd, journal = self.clum_cmd("import_heavy")
+            elif variant == "clum-spawn":
+                if not self.clum_has("--start-method"):
+                    self.skip[("import", variant)] = "n/a: this clum has no --start-method (clum --help)"
+                    continue
+                cmd, journal = self.clum_cmd("import_heavy", "--start-method", "spawn")
+            else:
+                cmd = [self.py, os.path.join(HERE, "runners.py"), variant, self.script("import_heavy")]
+            n = self.size["IMPORT_N"]
+            journal_check = self.journal_check(journal, n) if journal else None
+
+            def check(sample, count_file=count_file, journal_check=journal_check):
+                try:
+                    with open(count_file) as f:
+                        sample.info["toplevel"] = sum(1 for line in f if line.strip())
+                    os.unlink(count_file)
+                except FileNotFoundError:
+                    sample.info["toplevel"] = 0
+                return journal_check(sample) if journal_check else None
+
+            self.run_variant("import", variant, cmd, env, rep, check=check, measure_fn=measure_tree_pss)
+
+    # startup64: from the start of the command to the first call, with 64 workers
+    STARTUP64_VARIANTS = ["clum-64", "clum-2", "pool-64", "serial"]
+
+    def startup64_rep(self, rep):
+        n = self.size["FIRST_N"]
+        for _ in range(self.size["STARTUP64_SAMPLES"]):
+            for variant in self.STARTUP64_VARIANTS:
+                first_file = self.fresh_path("first-call")
+                env = dict(self.env, FIRST_CALL_FILE=first_file)
+                journal = None
+                if variant.startswith("clum-"):
+                    cmd, journal = self.clum_cmd("first_call", processes=int(variant[len("clum-"):]))
+                elif variant == "pool-64":
+                    env["BENCH_PROCESSES"] = "64"
+                    cmd = [self.py, os.path.join(HERE, "runners.py"), "pool-1", self.script("first_call")]
+                else:
+                    cmd = [self.py, os.path.join(HERE, "runners.py"), "serial", self.script("first_call")]
+                journal_check = self.journal_check(journal, n) if journal else None
+
+                def check(sample, first_file=first_file, journal_check=journal_check):
+                    try:
+                        with open(first_file) as f:
+                            sample.info["first_call"] = round(float(f.read()) - sample.start, 4)
+                        os.unlink(first_file)
+                    except (FileNotFoundError, ValueError):
+                        return "no first call recorded in FIRST_CALL_FILE"
+                    return journal_check(sample) if journal_check else None
+
+                self.run_variant("startup64", variant, cmd, env, rep, check=check)
+
+    # results: what --results OUT.jsonl costs
+    RESULTS_VARIANTS = [("tiny", False), ("tiny", True), ("ms", False), ("ms", True)]
+
+    def results_rep(self, rep):
+        if not self.clum_has("--results"):
+            for workload, with_results in self.RESULTS_VARIANTS:
+                self.skip[("results", results_variant(workload, with_results))] = \
+                    "n/a: this clum has no --results (clum --help)"
+            return
+        sizes = {"tiny": self.size["TINY_N"], "ms": self.size["MS_N"]}
+        for _ in range(self.size["RESULTS_SAMPLES"]):
+            for workload, with_results in self.RESULTS_VARIANTS:
+                out = self.fresh_path("results") + ".jsonl"
+                extra = ["--results", out] if with_results else []
+                cmd, journal = self.clum_cmd(workload, *extra)
+                journal_check = self.journal_check(journal, sizes[workload])
+
+                def check(sample, out=out, with_results=with_results, journal_check=journal_check):
+                    if with_results:
+                        try:
+                            with open(out, "rb") as f:
+                                sample.info["results_lines"] = sum(1 for line in f if line.strip())
+                            sample.info["results_mib"] = round(os.path.getsize(out) / 2**20, 1)
+                            os.unlink(out)
+                        except FileNotFoundError:
+                            return f"--results wrote no file {out}"
+                    return journal_check(sample)
+
+                self.run_variant("results", results_variant(workload, with_results), cmd, self.env, rep,
+                                 check=check)
 
     # --- IterableQueue -------------------------------------------------------------------
     def queue_section(self):
@@ -495,6 +842,10 @@ class Bench:
         self.sections["cluf"] = {"rows": rows}
 
 
+def results_variant(workload, with_results):
+    return f"{workload}{' --results' if with_results else ''}"
+
+
 def loadavg():
     try:
         return " ".join(open("/proc/loadavg").read().split()[:3])
@@ -503,20 +854,83 @@ def loadavg():
 
 
 def journal_done(path):
-    """The 'done' count of the journal's last end record (None if there is none)."""
-    done = None
+    """How many calls the journal records as completed: the sum of the counts of the positions of
+    its "ok" records (other lines ignored); the last "end" record's 'done' if it has no "ok" record
+    at all; None if there is no journal."""
+    counts = journal_counts(path)
+    if counts is None:
+        return None
+    return counts["ok_sum"] if counts["ok_records"] else counts["end_done"]
+
+
+def _position_runs(pos):
+    """An "ok" record's pos as (first, count, step) runs: [[first, count, step], ...], tolerating a
+    bare position or [first, count] runs."""
+    if isinstance(pos, int) and not isinstance(pos, bool):
+        return [(pos, 1, 1)]
+    runs = []
+    if isinstance(pos, list):
+        for run in pos:
+            if isinstance(run, int) and not isinstance(run, bool):
+                runs.append((run, 1, 1))
+            elif isinstance(run, (list, tuple)) and len(run) >= 2 and all(isinstance(x, int) for x in run[:3]):
+                runs.append((run[0], run[1], run[2] if len(run) > 2 else 1))
+    return runs
+
+
+def journal_counts(path, n=None):
+    """What a journal (format 1 or 2, or anything with {"t": "ok", "pos": [[first, count, step], ...]}
+    lines) says was completed, in all the runs it holds; None if there is no journal.
+
+    ok_sum: the sum of the counts over all "ok" records; covered: distinct positions among them
+    (ok_sum - covered were recorded twice); with n, in_range: distinct positions in 0..n-1 and
+    outside: the others; last_run: the count recorded after the last "start" (what the last run,
+    e.g. a resumed one, ran itself); end_done: the last "end" record's done."""
+    ok_sum = ok_records = last_run = runs = 0
+    end_done = None
+    intervals = []
     try:
-        with open(path, "rb") as f:
-            for raw in f:
-                try:
-                    rec = json.loads(raw)
-                except ValueError:
-                    continue
-                if isinstance(rec, dict) and rec.get("t") == "end":
-                    done = rec.get("done")
+        f = open(path, "rb")
     except FileNotFoundError:
         return None
-    return done
+    with f:
+        for raw in f:
+            try:
+                rec = json.loads(raw)
+            except ValueError:
+                continue
+            if not isinstance(rec, dict):
+                continue
+            t = rec.get("t")
+            if t == "start":
+                runs += 1
+                last_run = 0
+            elif t == "end":
+                end_done = rec.get("done")
+            elif t == "ok":
+                ok_records += 1
+                for first, count, step in _position_runs(rec.get("pos")):
+                    if count <= 0:
+                        continue
+                    ok_sum += count
+                    last_run += count
+                    if step == 1:
+                        intervals.append((first, first + count))
+                    else:
+                        intervals.extend((p, p + 1) for p in range(first, first + count * step, step))
+    merged = []  # disjoint [lo, hi) intervals
+    for lo, hi in sorted(intervals):
+        if merged and lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    covered = sum(hi - lo for lo, hi in merged)
+    out = {"ok_sum": ok_sum, "ok_records": ok_records, "covered": covered, "last_run": last_run, "runs": runs,
+           "end_done": end_done}
+    if n is not None:
+        out["in_range"] = sum(max(0, min(hi, n) - max(lo, 0)) for lo, hi in merged)
+        out["outside"] = covered - out["in_range"]
+    return out
 
 
 # --- reporting ---------------------------------------------------------------------------------
@@ -549,7 +963,7 @@ def table(headers, rows, align=None):
     out = ["| " + " | ".join(headers) + " |",
            "|" + "|".join(":---" if a == "l" else "---:" for a in align) + "|"]
     for r in rows:
-        out.append("| " + " | ".join(str(c) for c in r) + " |")
+        out.append("| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |")
     return "\n".join(out)
 
 
@@ -713,6 +1127,26 @@ def report(bench, elapsed):
         else:
             verdict.append((None, "start-up: not measured"))
 
+    # ---- large arguments
+    if "large" in o.only:
+        report_large(bench, lines, verdict)
+
+    # ---- resume
+    if "resume" in o.only:
+        report_resume(bench, lines, verdict)
+
+    # ---- import
+    if "import" in o.only:
+        report_import(bench, lines, verdict)
+
+    # ---- startup64
+    if "startup64" in o.only:
+        report_startup64(bench, lines, verdict)
+
+    # ---- results
+    if "results" in o.only:
+        report_results(bench, lines, verdict)
+
     # ---- queue
     if "queue" in o.only:
         q = bench.sections.get("queue", {})
@@ -772,6 +1206,236 @@ def report(bench, elapsed):
             lines += ["```", p.rstrip(), "```"]
     lines.append("")
     return "\n".join(lines)
+
+
+def info_values(samples, key):
+    return [s.info[key] for s in samples if s.ok and s.info.get(key) is not None]
+
+
+def median_info(samples, key):
+    v = info_values(samples, key)
+    return statistics.median(v) if v else None
+
+
+def fmt_range(lo, hi):
+    return "-" if lo is None else f"{fmt_s(lo)}–{fmt_s(hi)}"
+
+
+def row_note(bench, key, samples):
+    """Why a row has no (or fewer) numbers: a failure, a skip, n/a."""
+    note = bench.skip.get(key, "")
+    if samples and not any(s.ok for s in samples):
+        note = samples[-1].note
+    limit = next((s.timed_out for s in samples if s.timed_out), None)
+    if limit and not any(s.ok for s in samples):
+        note = f"stopped at the {limit:g} s limit (--timeout)"
+    return note
+
+
+def not_measured(bench, keys, text):
+    """A verdict line for a figure with no number: FAIL when one of its runs failed (a crash, a wrong
+    count, the time limit: see "Problems seen"), n/a when it was not run (e.g. an option clum lacks)."""
+    for key in keys:
+        samples = bench.results.get(key, [])
+        if samples and not any(s.ok for s in samples):
+            return (False, f"{text}: {key[1]} failed: {samples[-1].note}"[:400])
+    why = next((bench.skip[k] for k in keys if k in bench.skip), "not measured")
+    return (None, f"{text}: {why}")
+
+
+def na_or(text, note):
+    return "n/a" if note.startswith("n/a") else text
+
+
+def report_large(bench, lines, verdict):
+    size, res = bench.size, bench.results
+    pools = [(median(res.get(("large", f"pool-{c}"), [])), c) for c in (1, 10, 100)]
+    pools = [(m, c) for m, c in pools if m is not None]
+    best = min(pools) if pools else None
+    clum = median(res.get(("large", "clum"), []))
+    rows = []
+    for r in LARGE_RUNNERS:
+        samples = res.get(("large", r), [])
+        note = row_note(bench, ("large", r), samples)
+        if not samples and not note:
+            continue
+        m = median(samples)
+        rows.append([RUNNER_LABELS[r], fmt_s(m), fmt_range(min_wall(samples), max_wall(samples)),
+                     fmt_x(m / best[0] if m is not None and best else None),
+                     fmt_x(m / clum if m is not None and clum else None),
+                     fmt_mib(peak_mib(samples)), len([s for s in samples if s.ok]), fmt_other(samples), note])
+    lines += [f"## Large arguments: {size['LARGE_N']:,} distinct `bytes` of {size['LARGE_BYTES']:,} bytes "
+              f"(`large.py`, a generator), `target` takes the length", "",
+              table(["runner", "median s", "min–max s", "÷ best Pool", "÷ clum", "peak MiB", "reps", "other load",
+                     "note"], rows, ["l", "r", "r", "r", "r", "r", "r", "r", "l"]), "",
+              f"{size['LARGE_N'] * size['LARGE_BYTES'] / 1e9:.1f} GB cross to the workers; the serial loop "
+              f"shows what making the arguments costs. Chunksizes above 100 leave a worker idle on "
+              f"{size['LARGE_N']:,} elements.", ""]
+    if clum is not None and best:
+        verdict.append((clum <= FIG_BEST_POOL_FACTOR * best[0],
+                        f"`large`: clum {clum:.3f} s ≤ {FIG_BEST_POOL_FACTOR}x best Pool (chunksize {best[1]}: "
+                        f"{best[0]:.3f} s, limit {FIG_BEST_POOL_FACTOR * best[0]:.3f} s); ratio "
+                        f"{clum / best[0]:.2f}x"))
+    else:
+        verdict.append(not_measured(bench, [("large", "clum")], "`large`: clum vs best Pool"))
+
+
+def report_resume(bench, lines, verdict):
+    size, res = bench.size, bench.results
+    n = size["TINY_N"]
+    fresh = median(res.get(("resume", "fresh"), []))
+    labels = {
+        "setup-half": (f"(setup, once) complete run over the first half, TINY_N={n // 2:,}",
+                       "clum tiny.py -p 2 --quiet --journal J2"),
+        "fresh": ("(a) fresh run", "clum tiny.py -p 2 --quiet --journal J"),
+        "resume-all": ("(b) --resume, every call completed", "... --journal copy-of-(a)'s-J --resume"),
+        "resume-half": ("(c) --resume, first half completed", "... --journal copy-of-J2 --resume"),
+    }
+    rows = []
+    for v, (label, cmd) in labels.items():
+        samples = res.get(("resume", v), [])
+        note = row_note(bench, ("resume", v), samples)
+        m = median(samples)
+        rows.append([label, f"`{cmd}`", fmt_s(m), fmt_range(min_wall(samples), max_wall(samples)),
+                     fmt_x(m / fresh if m is not None and fresh else None),
+                     fmt_count(median_info(samples, "journal_calls")),
+                     fmt_count(median_info(samples, "this_run_ran")),
+                     len([s for s in samples if s.ok]), fmt_other(samples), note])
+    lines += [f"## Resume: the journal's cost on `tiny` ({n:,} calls of `return x`)", "",
+              table(["run", "command", "median s", "min–max s", "÷ (a)", "journal: calls accounted for",
+                     "calls the run itself ran", "samples", "other load", "note"], rows,
+                    ["l", "l", "r", "r", "r", "r", "r", "r", "r", "l"]), "",
+              "Interleaved: (a), (b), (c) in turn, "
+              f"{size['RESUME_SAMPLES']} times a repetition. 'Calls accounted for': distinct positions 0..N-1 "
+              "in the journal's `ok` records over all its runs (the check: all N); 'ran itself': those "
+              "recorded after the resumed run's `start`.", ""]
+    for v in ("resume-all", "resume-half"):
+        said = next((s.stderr for s in res.get(("resume", v), []) if s.stderr is not None), None)
+        if said is not None:
+            text = said.strip() or "(nothing)"
+            lines += [f"What {labels[v][0][:3]} says on stderr (first sample):", "", "```", text, "```", ""]
+    for v, limit in (("resume-all", FIG_RESUME_ALL), ("resume-half", FIG_RESUME_HALF)):
+        m = median(res.get(("resume", v), []))
+        label = labels[v][0]
+        if m is not None and fresh:
+            verdict.append((m <= limit * fresh, f"`resume` {label}: {m:.3f} s ≤ {limit}x the fresh run "
+                                                f"({fresh:.3f} s, limit {limit * fresh:.3f} s); ratio "
+                                                f"{m / fresh:.3f}x"))
+        else:
+            needs = ["fresh"] + (["setup-half"] if v == "resume-half" else []) + [v]
+            verdict.append(not_measured(bench, [("resume", k) for k in needs], f"`resume` {label}"))
+
+
+def report_import(bench, lines, verdict):
+    size, res = bench.size, bench.results
+    data = size["IMPORT_BYTES"]
+    limit_kb = (data + FIG_IMPORT_EXTRA) / 1024
+    labels = {"clum": "clum import_heavy.py -p 2", "clum-spawn": "clum import_heavy.py -p 2 --start-method spawn",
+              "pool-10": "multiprocessing.Pool(2) (fork), imap_unordered chunksize 10"}
+    rows = []
+    for v in Bench.IMPORT_VARIANTS:
+        samples = res.get(("import", v), [])
+        note = row_note(bench, ("import", v), samples)
+        pss = info_values(samples, "pss_kb")
+        rss = info_values(samples, "rss_sum_kb")
+        top = info_values(samples, "toplevel")
+        procs = info_values(samples, "procs")
+        na = note.startswith("n/a")
+        rows.append([labels[v], "n/a" if na else fmt_mib(max(pss) / 1024 if pss else None),
+                     "n/a" if na else fmt_mib(max(rss) / 1024 if rss else None),
+                     "n/a" if na else (max(procs) if procs else "-"),
+                     "n/a" if na else ("-" if not top else str(top[0]) if min(top) == max(top)
+                                       else f"{min(top)}–{max(top)}"),
+                     "n/a" if na else fmt_s(median(samples)), len([s for s in samples if s.ok]), note])
+    lines += [f"## Import: a script that allocates {data / GIB:g} GiB at its top level (`import_heavy.py`, "
+              f"{size['IMPORT_N']} calls)", "",
+              table(["runner", "peak summed PSS MiB", "peak summed RSS MiB", "processes at the PSS peak",
+                     "top level ran", "median s", "reps", "note"], rows, ["l", "r", "r", "r", "r", "r", "r", "l"]), "",
+              "PSS (psutil `memory_full_info().pss`) and RSS summed over the command's whole process tree, "
+              "sampled every 20 ms (largest sum over the reps); a page shared by k processes counts 1/k in "
+              "each one's PSS, so the summed PSS is the memory the tree really holds, while the summed RSS counts "
+              "a shared page once per process. 'Top level ran': lines the script appended to "
+              "IMPORT_COUNT_FILE. The time includes the sampling's load.", ""]
+    samples = res.get(("import", "clum"), [])
+    pss, top = info_values(samples, "pss_kb"), info_values(samples, "toplevel")
+    if pss and top:
+        peak = max(pss)
+        verdict.append((peak <= limit_kb and max(top) == 1,
+                        f"`import`: clum's summed PSS {peak / 1024 / 1024:.2f} GiB ({peak * 1024 / 1e9:.2f} GB) ≤ "
+                        f"{limit_kb * 1024 / 1e9:.2f} GB (the {data / GIB:g} GiB of data + "
+                        f"{FIG_IMPORT_EXTRA / 1e6:.0f} MB), and the top level ran once: it ran "
+                        f"{max(top)} time{'s' if max(top) != 1 else ''}"
+                        + (f" (data ratio {peak * 1024 / data:.2f}x)" if data else "")))
+    else:
+        verdict.append(not_measured(bench, [("import", "clum")], "`import`: clum's summed PSS"))
+
+
+def report_startup64(bench, lines, verdict):
+    size, res = bench.size, bench.results
+    labels = {"clum-64": "clum first_call.py -p 64", "clum-2": "clum first_call.py -p 2",
+              "pool-64": "multiprocessing.Pool(64) (fork), chunksize 1",
+              "serial": "serial loop (one process)"}
+    rows = []
+    for v in Bench.STARTUP64_VARIANTS:
+        samples = res.get(("startup64", v), [])
+        note = row_note(bench, ("startup64", v), samples)
+        first = info_values(samples, "first_call")
+        rows.append([labels[v], fmt_s(statistics.median(first) if first else None),
+                     fmt_range(min(first) if first else None, max(first) if first else None),
+                     fmt_s(median(samples)), fmt_range(min_wall(samples), max_wall(samples)),
+                     len([s for s in samples if s.ok]), fmt_other(samples), note])
+    lines += [f"## Start-up with 64 workers: time to the first call ({size['FIRST_N']} calls of ~1 ms, "
+              f"`first_call.py`)", "",
+              table(["command", "first call s (median)", "min–max s", "total s (median)", "min–max s",
+                     "samples", "other load", "note"], rows, ["l", "r", "r", "r", "r", "r", "r", "l"]), "",
+              "First call: the wall-clock time the first call overall wrote to FIRST_CALL_FILE (O_CREAT|O_EXCL) "
+              "less the time taken just before the command was started; both include the interpreter's "
+              f"start-up. {size['STARTUP64_SAMPLES']} samples of each a repetition, interleaved.", ""]
+    first = info_values(res.get(("startup64", "clum-64"), []), "first_call")
+    if first:
+        m = statistics.median(first)
+        verdict.append((m <= FIG_FIRST_CALL_S, f"`startup64`: clum -p 64 makes its first call {m:.3f} s after "
+                                               f"the start (limit {FIG_FIRST_CALL_S:g} s)"))
+    else:
+        verdict.append(not_measured(bench, [("startup64", "clum-64")], "`startup64`: clum -p 64"))
+
+
+def report_results(bench, lines, verdict):
+    size, res = bench.size, bench.results
+    sizes = {"tiny": f"`tiny`, {size['TINY_N']:,} calls of `return x`",
+             "ms": f"`ms`, {size['MS_N']:,} calls of ~1 ms returning a float"}
+    rows = []
+    ratios = {}
+    for w in ("tiny", "ms"):
+        without = res.get(("results", results_variant(w, False)), [])
+        with_ = res.get(("results", results_variant(w, True)), [])
+        note = row_note(bench, ("results", results_variant(w, True)), with_) or \
+            row_note(bench, ("results", results_variant(w, False)), without)
+        a, b = median(without), median(with_)
+        ratios[w] = b / a if a and b is not None else None
+        rows.append([sizes[w], na_or(fmt_s(a), note), na_or(fmt_s(b), note), na_or(fmt_x(ratios[w]), note),
+                     na_or(fmt_count(median_info(with_, "results_lines")), note),
+                     na_or(fmt_cell(median_info(with_, "results_mib")), note),
+                     f"{len([s for s in without if s.ok])} / {len([s for s in with_ if s.ok])}",
+                     fmt_other(without + with_), note])
+    lines += ["## Results: the cost of `--results OUT.jsonl`", "",
+              table(["workload", "without s (median)", "with --results s", "ratio", "lines in OUT",
+                     "OUT MiB", "samples (without / with)", "other load", "note"], rows,
+                    ["l", "r", "r", "r", "r", "r", "r", "r", "l"]), "",
+              f"`clum W -p 2 --quiet --journal J` against the same with `--results OUT.jsonl`; the four runs in "
+              f"turn, {size['RESULTS_SAMPLES']} times a repetition.", ""]
+    if ratios.get("ms") is not None:
+        verdict.append((ratios["ms"] <= FIG_RESULTS_COST,
+                        f"`results`: --results adds {100 * (ratios['ms'] - 1):.1f}% on the 1 ms workload "
+                        f"(ratio {ratios['ms']:.3f}, limit {FIG_RESULTS_COST})"))
+    else:
+        verdict.append(not_measured(bench, [("results", results_variant("ms", False)),
+                                            ("results", results_variant("ms", True))],
+                                    "`results` on the 1 ms workload"))
+
+
+def fmt_count(x):
+    return "-" if x is None else f"{x:,.0f}"
 
 
 def fmt_other(samples):

@@ -9,7 +9,7 @@ RUNNER is one of:
   mpire             mpire.WorkerPool(n_jobs=P).map_unordered(target, args)
   clum              exec: clum WORKLOAD -p P --quiet (for a manual run; run.py calls clum itself)
 WORKLOAD is a name from benchmarks/workloads/ (tiny, skewed, cpu, stream, files,
-startup, count) or the path of any clum-style script.  P is $BENCH_PROCESSES (default 2).
+startup, count, large, import_heavy, first_call, ms) or the path of any clum-style script.  P is $BENCH_PROCESSES (default 2).
 
 Each runner is written the way a person would hand-write it: the loop calls
 ``target(*a)`` when the elements are tuples and ``target(a)`` otherwise (decided
