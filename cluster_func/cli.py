@@ -55,6 +55,11 @@ def _common(p: argparse.ArgumentParser, prog: str):
     p.add_argument("--timeout", metavar="SECONDS",
                    help="stop a call that runs longer, count it failed, go on (default: none). "
                         "Example: --timeout 600")
+    p.add_argument("--start-method", metavar="METHOD",
+                   help="how workers start: fork (default on Linux: the script is loaded once and "
+                        "workers share its memory), spawn or forkserver (each worker loads the script "
+                        "itself: for scripts that open connections or start threads at import). "
+                        "Example: --start-method spawn")
     p.add_argument("--version", action="version", version=f"{prog} (cluster-func) {__version__}")
 
 
@@ -243,13 +248,16 @@ def _warn(prog):
 
 def run_clum(argv):
     from . import journal as journal_mod
+    from . import worker
     from .runner import Reporter, Runner
+    from .script import get_init_worker
 
     argv, passthrough = split_passthrough(argv)
     ns = clum_parser().parse_args(argv)
     module, opts = load(ns, "clum", passthrough)
     target_name, args_name = opts["target"], opts["args"]
-    get_target(module, target_name)
+    target = get_target(module, target_name)
+    init_worker = get_init_worker(module)
     args = get_args(module, args_name)
     spec = opts["bins"] or bins.BinSpec((0,), 1)
     mode = "hash" if opts["hash"] is not None else "key" if opts["key"] is not None else "round-robin"
@@ -262,19 +270,29 @@ def run_clum(argv):
     work = bins.select(args, spec, opts["hash"], opts["key"], counts)
     journal = journal_mod.Journal(journal_path, opts["script"], str(spec), mode, bool(opts["resume"]),
                                   _warn("clum"))
-    skipped = [0]
+    resumed = None
     if opts["resume"] and journal.previous is not None:
-        work = bins.Work(journal_mod.resume_filter(work.pairs(), journal.previous, skipped))
-        reporter.total = None  # how many will be skipped is only known at the end
+        resumed = work = journal_mod.ResumeWork(work, journal.previous, mode)
+        recorded = journal.previous.recorded
+        if reporter.total is not None:
+            reporter.total = max(0, reporter.total - recorded)
+        reporter.message(f"--resume: the journal records {recorded} calls as completed; they are skipped "
+                         f"unless their arguments changed"
+                         + (f" ({reporter.total} calls to run)." if reporter.total is not None else "."))
     elif opts["resume"]:
         reporter.message(f"--resume: no journal at {journal_path}, so nothing to skip; running everything.")
     processes = opts["processes"] or len(os.sched_getaffinity(0))
-    runner = Runner(opts["script"], opts["passthrough"], target_name, processes, work, reporter,
-                    journal=journal, retries=opts["retries"], timeout=opts["timeout"])
+    method = start_method(opts)
+    if method == "fork":
+        source = worker.Inherited(target, init_worker)
+    else:
+        source = worker.FromScript(opts["script"], opts["passthrough"], target_name)
+    runner = Runner(source, processes, work, reporter, journal=journal, retries=opts["retries"],
+                    timeout=opts["timeout"], start_method=method)
     outcome = runner.run()
     # Elements whose hash/key position is missing fail without being sent to a worker.
     for position, element, err in counts.bad_elements:
-        runner._fail_call(position, element, runner.retries, "IndexError", err, f"IndexError: {err}")
+        runner.fail_unsent(position, element, "IndexError", err)
     if counts.more_bad_elements:
         outcome.failed += counts.more_bad_elements
         reporter.message(f"... and {counts.more_bad_elements} more calls failed the same way (too few "
@@ -283,11 +301,18 @@ def run_clum(argv):
               "aborted" if outcome.fatal or outcome.args_error else "complete")
     journal.close(outcome.done, outcome.failed, status)
     say = reporter.message
-    again = " ".join(shlex.quote(w) for w in ["clum", ns.script]
-                     + (["--bins", str(spec)] if opts["bins"] else [])
-                     + (["--journal", journal_path] if opts["journal"] else []))
-    if opts["resume"] and journal.previous is not None:
-        say(f"--resume: skipped {skipped[0]} calls the journal records as completed.")
+    if journal.broken is not None:
+        lost = outcome.done - journal.written_calls
+        outcome.done = journal.written_calls
+        say(f"stopped: {journal.broken.err.strerror or journal.broken.err} while writing the journal "
+            f"{journal_path}. {outcome.done} calls completed and are recorded there, {outcome.failed} failed"
+            + (f"; {lost} more finished but could not be recorded and will run again" if lost > 0 else "")
+            + f". Free some space (or fix the file system), then run '{again_cmd(ns, opts, spec, journal_path)}"
+              f" --resume' to do the rest.")
+        return EXIT_FAILED
+    again = again_cmd(ns, opts, spec, journal_path)
+    if resumed is not None:
+        say(f"--resume: skipped {resumed.skipped} calls the journal records as completed.")
     if counts.bad_keys:
         say(f"warning: {counts.bad_keys} calls were run by no bin: their key (argument {opts['key']}) "
             f"is not an integer from 0 to {spec.total - 1}. Example: position {counts.first_bad_key[0]}, "
@@ -311,6 +336,26 @@ def run_clum(argv):
     if not opts["quiet"]:
         say(f"{outcome.done} calls done.")
     return EXIT_OK
+
+
+def again_cmd(ns, opts, spec, journal_path):
+    """The clum command that runs this again (for hints)."""
+    return " ".join(shlex.quote(w) for w in ["clum", ns.script]
+                    + (["--bins", str(spec)] if opts["bins"] else [])
+                    + (["--journal", journal_path] if opts["journal"] else []))
+
+
+def start_method(opts):
+    """--start-method, else $CLUSTER_FUNC_START_METHOD, else fork where there is fork."""
+    import multiprocessing
+
+    method = opts.get("start_method") or os.environ.get("CLUSTER_FUNC_START_METHOD")
+    if method:
+        if method not in multiprocessing.get_all_start_methods():
+            raise UserError(f"--start-method {method} is not available here; choose one of "
+                            f"{', '.join(multiprocessing.get_all_start_methods())}.")
+        return method
+    return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def count_elements(args):
@@ -402,6 +447,8 @@ def run_cluf(argv):
         clum_args += ["--retries", str(opts["retries"])]
     if opts["timeout"]:
         clum_args += ["--timeout", f"{opts['timeout']:.15g}"]
+    if opts["start_method"]:
+        clum_args += ["--start-method", opts["start_method"]]
     raw = opts[f"{sched.name}_options"] or {}
     plan = jobs.RunPlan(
         script=opts["script"], nodes=nodes, jobs_dir=opts["jobs_dir"] or os.getcwd(),
@@ -549,7 +596,19 @@ def print_failed(journal_path):
     if not os.path.exists(journal_path):
         raise UserError(f"No journal at {journal_path}: this script and bin spec have not been run "
                         f"(or use --journal PATH to name the journal).")
-    st = journal_mod.read(journal_path)
+    if os.path.isdir(journal_path):
+        raise UserError(f"The journal path {journal_path} is a directory, not a journal. Name the journal "
+                        f"file with --journal PATH.")
+    try:
+        st = journal_mod.read(journal_path)
+    except OSError as e:
+        raise UserError(f"Cannot read the journal {journal_path}: {e.strerror}.") from None
+    if st.format is None:
+        raise UserError(f"{journal_path} is not a clum journal or is unreadable (its first line is not a "
+                        f"journal header), so it cannot say which calls failed. Name the run's journal "
+                        f"with --journal PATH.")
+    if st.bad:
+        print(f"# skipped {st.bad} unreadable line(s) of the journal", file=sys.stderr)
     if st.last_status is None:
         print(f"# the last run did not finish ({st.last_done} calls completed)", file=sys.stderr)
     if not st.last_failed:

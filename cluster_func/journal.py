@@ -1,36 +1,59 @@
-"""The run journal: what completed and what failed, so a run can be resumed.
+"""The run journal: which calls completed and which failed, so that a run can be resumed.
 
-A journal is a text file of JSON lines, append-only, never rewritten in place.
-Records are written as results arrive (one write per round of results, so a
-killed run loses none it had received) and fsync'ed about once a second.  A line that does not
-parse (a record torn by a kill or a power loss) is ignored when reading.
+A call is a position in ``args``.  The journal is a text file of JSON lines, append-only,
+never rewritten in place.  Records are written as results arrive (one ``write`` per round of
+results, so a killed run loses none that it had received) and fsync'ed about once a second.
 
-Records (``t`` is the type):
+Format 2 (the current one).  The first line identifies the file as a journal; nothing is
+ever renamed or appended to unless its first line is this header (or a format-1 ``start``)::
 
-``{"t": "start", "v": 1, "script": PATH, "bins": "0/1", "mode": "round-robin", "time": EPOCH, "pid": N}``
-    a run began (a resumed run appends a new ``start`` to the same file).
-``{"t": "ok", "pos": [[first, count, step], ...], "d": "HEX..."}``
-    calls at these positions completed; ``d`` is their per-call digests, 16 hex
-    digits each, in position order.
-``{"t": "ok", "pos": [[first, count, step], ...], "bd": "HEX"}``
-    the same for a batch of cheap calls (below 10 µs a call, where digesting each
-    call would cost more than running it): ``bd`` is one digest of the whole batch.
-``{"t": "fail", "pos": N, "d": "HEX", "attempt": K, "final": BOOL, "type": "ValueError", "msg": "...", "args": "repr"}``
-    a call raised, died with its worker, or timed out; ``final`` is false when it will be retried.
-``{"t": "end", "done": N, "failed": M, "status": "complete" | "interrupted" | "aborted"}``
-    the run finished (``complete`` even when some calls failed).
+    {"cluster_func_journal": 2, "script": PATH, "bins": "0/1", "mode": "round-robin", "created": EPOCH}
 
-A call's digest is the first 8 bytes of BLAKE2b over ``pickle.dumps(element, 4)`` (with sets
-pickled in a sorted order, so that it does not depend on PYTHONHASHSEED):
-resuming matches calls by digest, so a change of order does not matter.  A batch
-digest (``bd``) is checked against the same positions on resume, then skipped
-as a whole; if the elements there differ, they are run again.
+then, in any number (``t`` is the record's type)::
+
+    {"t": "start", "time": EPOCH, "pid": N, "resume": BOOL}     a run began (a resumed run appends one)
+    {"t": "ok", "pos": [[first, count, step], ...], "c": "HEX", "d": "HEX"}  these calls completed
+    {"t": "fail", "pos": N, "attempt": K, "final": BOOL, "type": "ValueError", "msg": "...", "args": "repr"}
+    {"t": "end", "done": N, "failed": M, "status": "complete" | "interrupted" | "aborted"}
+
+``pos`` lists positions as runs (a range is one run), in the order in which the batch held
+them.  ``c`` is a content check of the elements at those positions, in that order: CRC-32 and
+Adler-32 (8 hex digits each) and the length (hex) of ``pickle.dumps(elements, 4)``; the worker
+computes it over the very bytes it received.  ``d`` is one 16-hex-digit BLAKE2b digest per
+call (the pickle of the element with sets in a fixed order): always under ``--hash``/``--key``
+(where there is no ``c``), and in round-robin for calls of 10 µs or more, where the workers
+compute it at no measurable cost.
+
+Resuming (see :class:`ResumeWork`): in round-robin binning a position recorded as completed
+is skipped when the elements now at the record's positions still have its check; otherwise,
+where the record has ``d``, each position whose element still has its digest is skipped (this
+also covers sets of strings, whose pickles depend on PYTHONHASHSEED), and the rest run again.
+A position never counts as done because of an equal element elsewhere.  Under
+``--hash``/``--key`` the iterator may yield elements in another order, so completed calls are
+matched by content, counting equal elements (a multiset of ``d`` digests).  Records of one run
+never overlap; where records of different runs do (a resumed run re-ran calls whose arguments
+had changed), the later record wins.
+
+A line that does not parse, or parses but is not a well-formed record, is skipped and counted
+(a record torn by a kill or a full disk is the usual cause).  Format 1 (no header; ``start``
+with ``"v": 1``) matched calls by digest alone, which loses replicates: it is recognised as a
+journal (so it may be moved aside) but refused for ``--resume``.
+
+Only one live run may use a journal: it holds an OS lock (``lockf``) on ``PATH.lock`` for as
+long as it runs; the lock ends however the process ends (a ``kill -9`` leaves the file, not the
+lock).  The file holds the holder's pid, for the message a second run gets; the holder removes
+it when it ends, and a run that locked a file that was removed meanwhile locks again.
 """
 
+import collections
+import errno
+import fcntl
 import hashlib
+import itertools
 import json
 import os
 import pickle
+import re
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -39,8 +62,32 @@ from typing import Optional
 from .errors import UserError
 from .script import short_repr
 
-PER_CALL_DIGEST_MIN_SECONDS = 10e-6
+FORMAT = 2
+HEADER_KEY = "cluster_func_journal"
 FLUSH_SECONDS = 1.0
+_CHECK_RE = re.compile(r"^[0-9a-f]{17,}$")
+_DIGESTS_RE = re.compile(r"^(?:[0-9a-f]{16})+$")
+_STATUSES = ("complete", "interrupted", "aborted")
+
+
+class JournalWriteError(Exception):
+    """Writing the journal failed (a full disk, a lost file server): the run must stop."""
+
+    def __init__(self, path, err: OSError):
+        self.path = path
+        self.err = err
+        super().__init__(f"cannot write the journal {path}: {err.strerror or err}")
+
+
+# --- content checks -------------------------------------------------------------------
+
+def content_check(data) -> str:
+    """The ``c`` check of a batch's pickled elements (bytes or a memoryview)."""
+    return f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}{len(data):x}"
+
+
+def elements_check(elements) -> str:
+    return content_check(pickle.dumps(list(elements), 4))
 
 
 _SET_TAG = "\x00cluster_func:set"
@@ -70,14 +117,10 @@ def call_digest(element) -> bytes:
     return hashlib.blake2b(data, digest_size=8).digest()
 
 
-def batch_digest(elements) -> str:
-    """Must match the runner's digest of the batch it sent (pickle protocol 4 of the list)."""
-    data = pickle.dumps(list(elements), 4)
-    return f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}{len(data):x}"
-
+# --- positions ------------------------------------------------------------------------------
 
 def encode_positions(positions):
-    """Positions as [first, count, step] runs (a range is one run)."""
+    """Positions as [first, count, step] runs, in their order (a range is one run)."""
     if isinstance(positions, range):
         return [[positions.start, len(positions), positions.step]] if len(positions) else []
     runs = []
@@ -99,10 +142,24 @@ def encode_positions(positions):
 
 
 def decode_positions(runs):
+    """The positions of ``runs``: a range for a single run, else a list."""
+    if len(runs) == 1:
+        first, count, step = runs[0]
+        return range(first, first + count * step, step)
     out = []
     for first, count, step in runs:
         out.extend(range(first, first + count * step, step))
     return out
+
+
+def _valid_runs(runs):
+    if not isinstance(runs, list) or not runs:
+        return False
+    for run in runs:
+        if not (isinstance(run, list) and len(run) == 3
+                and all(type(x) is int for x in run) and run[0] >= 0 and run[1] > 0 and run[2] > 0):
+            return False
+    return True
 
 
 def default_path(script_path: str, bins_text: str) -> str:
@@ -112,107 +169,364 @@ def default_path(script_path: str, bins_text: str) -> str:
     return os.path.join(folder, f"{stem}.{tag}.journal")
 
 
+# --- reading -----------------------------------------------------------------------------------
+
+@dataclass
+class Record:
+    """A completed-calls record, for resuming."""
+    seq: int  # its order in the file: where records overlap, the later wins
+    positions: object  # range or list, in the order the batch held them
+    check: Optional[str] = None  # "c"
+    digests: Optional[bytes] = None  # "d"
+
+    def __post_init__(self):
+        p = self.positions
+        self.lo, self.hi = (p[0], p[-1]) if isinstance(p, range) and p.step > 0 else (min(p), max(p))
+        self.members = p if isinstance(p, range) else frozenset(p)
+
+
 @dataclass
 class JournalState:
     """What reading a journal found."""
-    digests: set = field(default_factory=set)  # completed calls, per-call digests
-    batches: dict = field(default_factory=dict)  # first position -> (position runs, batch digest)
+    format: Optional[int] = None  # None: not a journal
+    header: dict = field(default_factory=dict)
+    records: list = field(default_factory=list)  # Record, only when read for resuming
     runs: int = 0
     last_done: int = 0
     last_failed: list = field(default_factory=list)  # final failures of the last run (records)
     last_status: Optional[str] = None  # None: the last run did not write its end
-    torn: int = 0
-    completed_total: int = 0
+    bad: int = 0  # lines skipped: torn or malformed
+    completed_total: int = 0  # calls recorded as completed, over every run
+    size: int = 0  # bytes read (reading on from here sees only what was added)
+
+    @property
+    def recorded(self):
+        """Calls the resumable records cover."""
+        return sum(len(r.positions) for r in self.records)
 
 
-def read(path: str, for_resume=False) -> JournalState:
-    """Read a journal; digests and batches only ``for_resume`` (the rest is counts)."""
-    st = JournalState()
+def _header(line: bytes):
+    """The format of a journal whose first line is ``line``, or None."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None, {}
+    if not isinstance(rec, dict):
+        return None, {}
+    v = rec.get(HEADER_KEY)
+    if type(v) is int and v >= 2:
+        return v, rec
+    if rec.get("t") == "start" and rec.get("v") == 1 and "bins" in rec:
+        return 1, rec
+    return None, {}
+
+
+def identify(path: str):
+    """(format, header) of the file at ``path``: format None when it is not a journal."""
+    with open(path, "rb") as f:
+        first = f.readline(1 << 16)
+    return _header(first)
+
+
+def read(path: str, for_resume=False, state: Optional[JournalState] = None, incremental=False) -> JournalState:
+    """Read a journal; resumable records are kept only ``for_resume``, otherwise the counts.
+
+    ``incremental``: continue from ``state.size`` later, so that a last line still being
+    written is left for then rather than counted as bad.
+    """
+    st = state or JournalState()
     try:
         f = open(path, "rb")
     except FileNotFoundError:
         return st
     with f:
+        if st.size:
+            f.seek(st.size)
+        else:
+            first = f.readline()
+            st.size = len(first)
+            st.format, st.header = _header(first)
+            if st.format is None:
+                return st
+            if st.format == 1:
+                _apply(st, st.header, False)
+        seq = len(st.records)
         for raw in f:
-            try:
-                rec = json.loads(raw)
-                t = rec["t"]
-            except (ValueError, KeyError, TypeError):
-                st.torn += 1
+            if not raw.endswith(b"\n"):  # torn, or still being written
+                if not incremental:
+                    st.bad += 1
+                break  # (read incrementally, it is read again next time)
+            st.size += len(raw)
+            rec = _parse(raw)
+            if rec is None:
+                st.bad += 1
                 continue
-            if t == "start":
-                st.runs += 1
-                st.last_done, st.last_failed, st.last_status = 0, [], None
-            elif t == "ok":
-                runs = rec["pos"]
-                n = sum(run[1] for run in runs)
-                st.last_done += n
-                st.completed_total += n
-                if not for_resume:
-                    continue
-                if "d" in rec:
-                    d = bytes.fromhex(rec["d"])
-                    st.digests.update(d[i:i + 8] for i in range(0, len(d), 8))
-                elif "bd" in rec and runs:
-                    st.batches[runs[0][0]] = (runs, rec["bd"])
-            elif t == "fail":
-                if rec.get("final", True):
-                    st.last_failed.append(rec)
-            elif t == "end":
-                st.last_status = rec.get("status", "complete")
+            if _apply(st, rec, for_resume, seq):
+                seq += 1
     return st
 
 
+def _parse(raw):
+    try:
+        rec = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(rec, dict):
+        return None
+    t = rec.get("t")
+    if t == "ok":
+        if not _valid_runs(rec.get("pos")):
+            return None
+        c, d = rec.get("c"), rec.get("d")
+        if c is not None and not (isinstance(c, str) and _CHECK_RE.match(c)):
+            return None
+        if d is not None and not (isinstance(d, str) and _DIGESTS_RE.match(d)
+                                  and len(d) == 16 * sum(run[1] for run in rec["pos"])):
+            return None
+        return rec
+    if t == "fail":
+        return rec if type(rec.get("pos")) is int and rec["pos"] >= 0 else None
+    if t == "start":
+        return rec
+    if t == "end":
+        return rec if rec.get("status", "complete") in _STATUSES else None
+    return None
+
+
+def _apply(st: JournalState, rec, for_resume, seq=0) -> bool:
+    t = rec["t"]
+    if t == "start":
+        st.runs += 1
+        st.last_done, st.last_failed, st.last_status = 0, [], None
+    elif t == "ok":
+        runs = rec["pos"]
+        n = sum(run[1] for run in runs)
+        st.last_done += n
+        st.completed_total += n
+        if for_resume and st.format >= 2:
+            d = rec.get("d")
+            st.records.append(Record(seq, decode_positions(runs), rec.get("c"),
+                                     bytes.fromhex(d) if d else None))
+            return True
+    elif t == "fail":
+        if rec.get("final", True):
+            st.last_failed.append(rec)
+    elif t == "end":
+        st.last_status = rec.get("status", "complete")
+    return False
+
+
+# --- the lock --------------------------------------------------------------------------
+
+class JournalLock:
+    """An OS lock on ``PATH.lock``, held for as long as a run uses the journal at PATH."""
+
+    def __init__(self, journal_path):
+        self.path = journal_path + ".lock"
+        for _ in range(100):
+            fd = self._lock(journal_path)
+            try:  # the holder removes the file when it ends: make sure ours is still the one
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"clum pid {os.getpid()}\n".encode())
+        self.fd = fd
+
+    def _lock(self, journal_path):
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except IsADirectoryError:
+            raise UserError(f"Cannot lock the journal {journal_path}: {self.path} is a directory. "
+                            f"Remove it, or choose another journal with --journal PATH.") from None
+        except OSError as e:
+            raise UserError(f"Cannot lock the journal {journal_path}: cannot open {self.path}: "
+                            f"{e.strerror}. Choose a writable place with --journal PATH.") from None
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.read(fd, 100).decode("ascii", "replace").split()
+            os.close(fd)
+            if e.errno not in (errno.EACCES, errno.EAGAIN):
+                raise UserError(f"Cannot lock the journal {journal_path}: {e.strerror}. Choose a "
+                                f"file system that supports locks with --journal PATH.") from None
+            who = f"pid {holder[-1]}" if holder and holder[-1].isdigit() else "another process"
+            raise UserError(
+                f"Another clum run ({who}) is using the journal {journal_path}: two runs on one journal "
+                f"would run calls twice. Wait for it to end (or stop it), or give this run a journal "
+                f"of its own with --journal PATH.") from None
+        return fd
+
+    def release(self):
+        if self.fd is not None:
+            try:
+                os.unlink(self.path)  # while still holding it (see __init__)
+            except OSError:
+                pass
+            os.close(self.fd)  # closing it releases the lock
+            self.fd = None
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+def _check_path(path):
+    if os.path.isdir(path):
+        raise UserError(f"The journal path {path} is a directory. Give the path of a file with "
+                        f"--journal PATH (e.g. --journal {os.path.join(path, 'run.journal')}).")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise UserError(f"The journal path {path} is not a regular file. Give another path with --journal PATH.")
+
+
+def _foreign(path, what):
+    return UserError(f"{path} is not a clum journal ({what}), so clum will not move, overwrite or append "
+                     f"to it. Give the run another journal with --journal PATH, or move the file away.")
+
+
 class Journal:
+    """The journal of one run.  Construct it to lock, check and open; ``close`` at the end.
+
+    Writing errors raise :class:`JournalWriteError`; afterwards ``written_calls`` says how many
+    completed calls reached the file.
+    """
+
     def __init__(self, path: str, script_path: str, bins_text: str, mode: str, resume: bool, warn):
         self.path = path
-        self.lines = []
+        self.mode = mode
+        self.lines = []  # (text, completed calls in it)
         self.last_sync = time.monotonic()
-        folder = os.path.dirname(path)
+        self.written_calls = 0
+        self.broken: Optional[JournalWriteError] = None
+        self.fd = None
+        _check_path(path)
+        folder = os.path.dirname(path) or "."
         try:
             os.makedirs(folder, exist_ok=True)
         except OSError as e:
             raise UserError(f"Cannot create the journal folder {folder}: {e.strerror}. "
                             f"Choose another place with --journal PATH.") from None
-        self.previous = read(path, for_resume=resume) if os.path.exists(path) else None
-        if not resume and self.previous is not None:
-            prev = self.previous
-            if prev.last_status is None or prev.last_failed:
-                state = "did not finish" if prev.last_status is None else "finished with failed calls"
-                warn(f"the previous run of this script and bin spec {state} "
-                     f"({prev.last_done} calls completed, {len(prev.last_failed)} failed); starting over. "
-                     f"--resume would skip the {prev.completed_total} completed calls. "
-                     f"The previous journal is kept as {path}.prev.")
-            os.replace(path, path + ".prev")
+        self.lock = JournalLock(path)
         try:
-            self.f = open(path, "ab")
+            self._open(path, script_path, bins_text, mode, resume, warn)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _open(self, path, script_path, bins_text, mode, resume, warn):
+        self.previous = None
+        exists = os.path.exists(path)
+        if exists:
+            try:
+                fmt, header = identify(path)
+            except OSError as e:
+                raise UserError(f"Cannot read the journal {path}: {e.strerror}. Choose another "
+                                f"journal with --journal PATH.") from None
+            if fmt is None:
+                raise _foreign(path, "its first line is not a journal header")
+            if resume:
+                if fmt != FORMAT:
+                    raise UserError(
+                        f"The journal {path} is of format {fmt}, written by an earlier cluster-func, which "
+                        f"this one cannot resume from safely. Run without --resume to start over (the old "
+                        f"journal is kept as {path}.prev).")
+                if header.get("bins") != bins_text or header.get("mode") != mode:
+                    raise UserError(
+                        f"The journal {path} is of a run with bins {header.get('bins')} and {header.get('mode')} "
+                        f"binning, but this run has bins {bins_text} and {mode} binning: its records do not "
+                        f"apply. Resume with the same --bins/--hash/--key, or use another --journal.")
+                self.previous = read(path, for_resume=True)
+                if self.previous.bad:
+                    warn(f"skipped {self.previous.bad} unreadable line(s) of the journal {path} (torn by a "
+                         f"kill or a full disk, or edited); the calls they recorded will run again.")
+            else:
+                prev = read(path)
+                if prev.last_status is None or prev.last_failed:
+                    state = "did not finish" if prev.last_status is None else "finished with failed calls"
+                    warn(f"the previous run of this script and bin spec {state} "
+                         f"({prev.last_done} calls completed, {len(prev.last_failed)} failed); starting over. "
+                         f"--resume would skip the {prev.completed_total} completed calls. "
+                         f"The previous journal is kept as {path}.prev.")
+                self._keep_previous(path)
+                exists = False
+        try:
+            if exists:
+                self.fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+                with open(path, "rb") as r:  # a torn last line stays on its own line
+                    r.seek(-1, os.SEEK_END)
+                    if r.read(1) != b"\n":
+                        self._add("")
+            else:
+                self._create(path, {HEADER_KEY: FORMAT, "script": script_path, "bins": bins_text,
+                                    "mode": mode, "created": round(time.time(), 3)})
         except OSError as e:
             raise UserError(f"Cannot write the journal {path}: {e.strerror}. "
                             f"Choose another place with --journal PATH.") from None
-        if self.f.tell() > 0:  # make sure a torn last line stays on its own line
-            with open(path, "rb") as r:
-                r.seek(-1, os.SEEK_END)
-                if r.read(1) != b"\n":
-                    self.f.write(b"\n")
-        self._add({"t": "start", "v": 1, "script": script_path, "bins": bins_text, "mode": mode,
-                   "time": round(time.time(), 3), "pid": os.getpid()})
-        self.flush()
+        self._add(json.dumps({"t": "start", "time": round(time.time(), 3), "pid": os.getpid(),
+                              "resume": bool(resume)}, separators=(",", ":")))
+        try:
+            self.flush()
+        except JournalWriteError as e:
+            raise UserError(f"{e}. Free some space or choose another place with --journal PATH.") from None
 
-    def _add(self, rec):
-        self.lines.append(json.dumps(rec, separators=(",", ":")))
+    def _keep_previous(self, path):
+        prev = path + ".prev"
+        if os.path.lexists(prev):
+            if os.path.isdir(prev) or not os.path.isfile(prev):
+                raise UserError(f"Cannot keep the previous journal as {prev}: that is not a file. Move it away, "
+                                f"or choose another journal with --journal PATH.")
+            try:
+                fmt, _ = identify(prev)
+            except OSError:
+                fmt = None
+            if fmt is None:
+                raise UserError(f"Cannot keep the previous journal as {prev}: that file is not a clum journal, "
+                                f"and clum will not overwrite it. Move it away, or choose another journal "
+                                f"with --journal PATH.")
+        try:
+            os.replace(path, prev)
+        except OSError as e:
+            raise UserError(f"Cannot move the previous journal {path} to {prev}: {e.strerror}. "
+                            f"Choose another place with --journal PATH.") from None
 
-    def completed(self, positions, elements, seconds_per_call=None, payload_digest=None):
+    def _create(self, path, header):
+        """A new journal appears with its header, whole, or not at all."""
+        tmp = f"{path}.tmp-{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            data = (json.dumps(header, separators=(",", ":")) + "\n").encode("utf-8", "surrogatepass")
+            _write_all(fd, data)
+            os.replace(tmp, path)
+        except BaseException:
+            os.close(fd)
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        os.close(fd)
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+
+    # --- records ---
+    def _add(self, text, calls=0):
+        self.lines.append((text, calls))
+
+    def completed(self, positions, elements, check=None, digests=None):
+        """Calls at ``positions`` (holding ``elements``) completed.  From the worker: ``check``,
+        its content check when they are a whole batch as sent; ``digests``, per call, if any."""
         rec = {"t": "ok", "pos": encode_positions(positions)}
-        if payload_digest is not None and (seconds_per_call or 0) < PER_CALL_DIGEST_MIN_SECONDS:
-            rec["bd"] = payload_digest
-        else:
-            rec["d"] = b"".join(call_digest(e) for e in elements).hex()
-        self._add(rec)
+        if self.mode == "round-robin":
+            rec["c"] = check or elements_check(elements)
+        elif digests is None:
+            digests = b"".join(call_digest(e) for e in elements)
+        if digests is not None:
+            rec["d"] = digests.hex()
+        self._add(json.dumps(rec, separators=(",", ":")), len(elements))
 
     def failed(self, position, element, attempt, exc_type, message, final):
-        self._add({"t": "fail", "pos": position, "d": call_digest(element).hex(), "attempt": attempt,
-                   "final": final, "type": exc_type, "msg": str(message)[:2000],
-                   "args": short_repr(element, 300)})
+        self._add(json.dumps({"t": "fail", "pos": position, "attempt": attempt, "final": final,
+                              "type": exc_type, "msg": str(message)[:2000], "args": short_repr(element, 300)},
+                             separators=(",", ":")))
 
     def maybe_flush(self, now):
         """Write what is pending (one write: it survives the process being killed);
@@ -221,73 +535,258 @@ class Journal:
             self.flush(sync=now - self.last_sync >= FLUSH_SECONDS)
 
     def flush(self, sync=True):
+        if self.broken is not None:
+            raise self.broken
         if self.lines:
-            data = ("\n".join(self.lines) + "\n").encode("utf-8", "surrogatepass")
-            self.lines = []
-            self.f.write(data)
-            self.f.flush()
+            lines, self.lines = self.lines, []
+            data = ("\n".join(text for text, _ in lines) + "\n").encode("utf-8", "surrogatepass")
+            try:
+                written = _write_all(self.fd, data)
+            except _PartialWrite as e:
+                self._count_written(lines, e.written)
+                self.broken = JournalWriteError(self.path, e.err)
+                raise self.broken from None
+            self.written_calls += sum(n for _, n in lines)
+            del written
         if sync:
             self.last_sync = time.monotonic()
             try:
-                os.fsync(self.f.fileno())
-            except OSError:
-                pass
+                os.fsync(self.fd)
+            except OSError as e:
+                if e.errno in (errno.EINVAL, errno.EROFS):  # cannot be synced (a pipe, /dev/null)
+                    return
+                self.broken = JournalWriteError(self.path, e)
+                raise self.broken from None
+
+    def _count_written(self, lines, nbytes):
+        """Count the calls of the lines that reached the file whole before a write failed."""
+        end = 0
+        for text, n in lines:
+            end += len(text.encode("utf-8", "surrogatepass")) + 1
+            if end > nbytes:
+                break
+            self.written_calls += n
 
     def close(self, done, failed, status):
-        self._add({"t": "end", "done": done, "failed": failed, "status": status})
-        self.flush()
-        self.f.close()
+        """Write the end record (unless writing already failed) and release the journal."""
+        try:
+            if self.broken is None:
+                self._add(json.dumps({"t": "end", "done": done, "failed": failed, "status": status},
+                                     separators=(",", ":")))
+                self.flush()
+        except JournalWriteError:
+            pass
+        finally:
+            if self.fd is not None:
+                os.close(self.fd)
+                self.fd = None
+            self.lock.release()
 
 
-def resume_filter(work, state: JournalState, skipped: list):
-    """Drop from ``work`` the calls ``state`` records as completed; count them in skipped[0].
+class _PartialWrite(Exception):
+    def __init__(self, written, err):
+        self.written = written
+        self.err = err
 
-    Per-call records match by digest, wherever the call now is.  A batch record
-    (``bd``) matches when the elements now at its positions have its digest: the
-    elements at those positions are held back until all have been seen, then
-    skipped together, or run if they differ (or some position no longer exists).
+
+def _write_all(fd, data):
+    view, done = memoryview(data), 0
+    while done < len(data):
+        try:
+            done += os.write(fd, view[done:])
+        except OSError as e:
+            raise _PartialWrite(done, e) from None
+    return done
+
+
+# --- resuming ------------------------------------------------------------------------------------
+
+class ResumeWork:
+    """The runner's work with the calls a journal records as completed taken out.
+
+    Wraps a :class:`cluster_func.bins.Work` and offers the same ``take(n)``.  Round-robin
+    journals (``c`` checks): the elements at a record's positions are held back until all of
+    them have been seen, then skipped together when their check matches, or run; where the
+    work and the record line up (evenly spaced positions, the usual case) whole records are
+    taken and checked at once, without looking at each element.  ``--hash``/``--key``
+    journals (``d`` digests): each element's digest is looked up in a multiset.
+    ``skipped`` counts what was skipped.
     """
-    digests = state.digests
-    records = sorted(state.batches.items())  # [(first position, (runs, digest))]
-    if not digests and not records:
-        yield from work
-        return
 
-    def loose(items):
-        for p, e in items:
-            if digests and call_digest(e) in digests:
-                skipped[0] += 1
-            else:
-                yield p, e
+    def __init__(self, work, state: JournalState, mode: str):
+        self.work = work
+        self.skipped = 0
+        self.error = None
+        self.out_pos, self.out_elem = [], []
+        if mode == "round-robin":
+            self.records = _disjoint([r for r in state.records if r.check is not None])
+            self.by_digest = None
+        else:
+            self.records = []
+            self.by_digest = collections.Counter()
+            for r in state.records:
+                if r.digests is not None:
+                    d = r.digests
+                    self.by_digest.update(d[i:i + 8] for i in range(0, len(d), 8))
+        self.records.sort(key=lambda r: r.lo)
+        self.next_rec = 0
+        self.open = []  # [record, {position: element}, last position]
+        self.exhausted = False
 
-    nxt = 0  # next record to open
-    open_records = []  # [last position, positions set, digest, {position: element}]
-    for pos, elem in work:
-        while nxt < len(records) and records[nxt][0] <= pos:
-            positions = decode_positions(records[nxt][1][0])
-            open_records.append([positions[-1], set(positions), records[nxt][1][1], {}])
-            nxt += 1
-        held = False
-        for rec in open_records:
-            if pos in rec[1]:
-                rec[3][pos] = elem
-                held = True
-                break
-        if not held:
-            yield from loose(((pos, elem),))
-        still_open = []
-        for rec in open_records:
-            last, positions, bd, seen = rec
-            if len(seen) == len(positions):
-                elements = [seen[p] for p in sorted(seen)]
-                if batch_digest(elements) == bd:
-                    skipped[0] += len(elements)
+    def take(self, n):
+        while len(self.out_elem) < n and not self.exhausted:
+            self._pull(n)
+        pos, elem = self.out_pos[:n], self.out_elem[:n]
+        del self.out_pos[:n], self.out_elem[:n]
+        error = None
+        if not self.out_elem and self.exhausted:
+            error, self.error = self.error, None
+        return pos, elem, error
+
+    def _emit(self, positions, elements):
+        self.out_pos.extend(positions)
+        self.out_elem.extend(elements)
+
+    def _pull(self, n):
+        work = self.work
+        if self.by_digest is not None:
+            positions, elements, error = work.take(max(n, 1024))
+            self._content_filter(positions, elements)
+            self._end_if(len(elements) == 0 or error is not None, error)
+            return
+        # Fast paths for evenly spaced work: run up to the next record, or take a record whole.
+        if work.step is not None and not self.open:
+            nxt = self.records[self.next_rec] if self.next_rec < len(self.records) else None
+            here = work.next_position
+            if nxt is None:
+                positions, elements, error = work.take(max(n, 1024))
+                self._emit(positions, elements)
+                self._end_if(len(elements) == 0 or error is not None, error)
+                return
+            first = nxt.lo
+            if first > here:
+                k = min(max(n, 1024), -(-(first - here) // work.step))
+                positions, elements, error = work.take(k)
+                if error is None and positions and positions[-1] >= first:  # overshot: not aligned
+                    self._general(positions, elements)
                 else:
-                    yield from loose(sorted(seen.items()))
-            elif pos >= last:  # some of its positions are gone: run what was held
-                yield from loose(sorted(seen.items()))
+                    self._emit(positions, elements)
+                self._end_if(len(elements) < k or error is not None, error)
+                return
+            rp = nxt.positions
+            if first == here and isinstance(rp, range) and rp.step == work.step:
+                self.next_rec += 1
+                positions, elements, error = work.take(len(rp))
+                if len(elements) == len(rp):
+                    self._verdict(nxt, positions, elements)
+                else:
+                    self._emit(positions, elements)
+                self._end_if(len(elements) < len(rp) or error is not None, error)
+                return
+        positions, elements, error = work.take(max(n, 1024))
+        self._general(positions, elements)
+        self._end_if(len(elements) == 0 or error is not None, error)
+
+    def _end_if(self, finished, error):
+        if not finished:
+            return
+        self.exhausted = True
+        self.error = error
+        for rec, held, _ in self.open:  # some positions no longer exist
+            self._partial_verdict(rec, held)
+        self.open = []
+
+    def _general(self, positions, elements):
+        """One element at a time: hold the elements of the records they fall in."""
+        recs, out_p, out_e = self.records, self.out_pos, self.out_elem
+        for pos, elem in zip(positions, elements):
+            while self.next_rec < len(recs) and recs[self.next_rec].lo <= pos:
+                r = recs[self.next_rec]
+                self.open.append([r, {}, r.hi])
+                self.next_rec += 1
+            for entry in self.open:
+                if pos in entry[0].members:
+                    entry[1][pos] = elem
+                    break
             else:
-                still_open.append(rec)
-        open_records = still_open
-    for rec in open_records:
-        yield from loose(sorted(rec[3].items()))
+                out_p.append(pos)
+                out_e.append(elem)
+            if self.open:
+                self._close_records(pos)
+
+    def _close_records(self, pos):
+        still = []
+        for entry in self.open:
+            rec, held, last = entry
+            if len(held) == len(rec.positions):
+                self._verdict(rec, rec.positions, [held[p] for p in rec.positions])
+            elif pos >= last:  # some of its positions were not in the work
+                self._partial_verdict(rec, held)
+            else:
+                still.append(entry)
+        self.open = still
+
+    def _verdict(self, rec: Record, positions, elements):
+        """All of a record's positions are here: skip them, or those whose digest still
+        matches, and run the rest."""
+        if elements_check(elements) == rec.check:
+            self.skipped += len(elements)
+            return
+        d = rec.digests
+        if d is None:
+            self._emit(positions, elements)
+            return
+        for k, (p, e) in enumerate(zip(positions, elements)):
+            if call_digest(e) == d[8 * k:8 * k + 8]:
+                self.skipped += 1
+            else:
+                self.out_pos.append(p)
+                self.out_elem.append(e)
+
+    def _partial_verdict(self, rec: Record, held):
+        """Some of a record's positions are gone: with per-call digests, skip the held elements
+        that still have theirs; without, run them all."""
+        if rec.digests is None:
+            self._emit(list(held), list(held.values()))
+            return
+        index = {p: k for k, p in enumerate(rec.positions)}
+        d = rec.digests
+        for p, e in held.items():
+            k = index[p]
+            if call_digest(e) == d[8 * k:8 * k + 8]:
+                self.skipped += 1
+            else:
+                self.out_pos.append(p)
+                self.out_elem.append(e)
+
+    def _content_filter(self, positions, elements):
+        counter = self.by_digest
+        for pos, elem in zip(positions, elements):
+            d = call_digest(elem)
+            if counter.get(d, 0) > 0:
+                counter[d] -= 1
+                self.skipped += 1
+            else:
+                self.out_pos.append(pos)
+                self.out_elem.append(elem)
+
+
+def _disjoint(records):
+    """Drop the earlier of two records that share a position (the later run re-ran it)."""
+    if len(records) < 2:
+        return records
+    dropped = set()
+    active = []  # records whose span may still overlap later ones
+    for r in sorted(records, key=lambda r: r.lo):
+        active = [a for a in active if a.hi >= r.lo]
+        for a in active:
+            if a.seq not in dropped and r.seq not in dropped and _share(a, r):
+                dropped.add(min(a.seq, r.seq))
+        active.append(r)
+    return [r for r in records if r.seq not in dropped]
+
+
+def _share(a: Record, b: Record):
+    if len(a.positions) > len(b.positions):
+        a, b = b, a
+    return any(p in b.members for p in a.positions)

@@ -210,6 +210,7 @@ OPTIONS = [
     Option("resume", _bool, False),
     Option("retries", _int(0), 0),
     Option("timeout", _float_positive, None),
+    Option("start-method", _choice("fork", "spawn", "forkserver"), None),
     # cluf only
     Option("nodes", _int(1), None, "cluf"),
     Option("iterations", _int(1), None, "cluf"),

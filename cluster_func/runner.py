@@ -18,12 +18,13 @@ import signal
 import struct
 import sys
 import time
-import zlib
 from dataclasses import dataclass, field
 from typing import List, Optional
 
 from . import worker as worker_module
+from .journal import JournalWriteError
 from .script import short_repr
+from .worker import DIGESTS_ALWAYS, DIGESTS_IF_DEAR, DIGESTS_NEVER, HEADER, Counters
 
 # Adaptive batching.  A batch should keep a worker busy for about TARGET seconds:
 # long enough that the runner's per-batch cost is small, short enough that the
@@ -90,7 +91,6 @@ class Batch:
     attempts: Optional[list] = None  # per element, None means all first attempts
     failed: set = field(default_factory=set)  # indices k reported failed (this attempt)
     worker: Optional["Worker"] = None
-    digest: Optional[str] = None  # of the pickled elements, for the journal
 
     def attempt(self, k):
         return self.attempts[k] if self.attempts else 0
@@ -106,13 +106,16 @@ class Worker:
         self.proc = None
         self.task_w = None
         self.result_r = None
-        self.outbuf = bytearray()
+        self.outq = collections.deque()  # memoryviews still to write to the task pipe
         self.outstanding = collections.deque()
         self.finished_calls = 0  # calls the runner has seen reported done by this worker
         self.ready = False
         self.watch_value = -1
         self.watch_since = 0.0
         self.gen = 0  # bumped at each (re)start: events of an earlier process are stale
+
+
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 class Interrupted(BaseException):  # not Exception: user code must not swallow it
@@ -125,11 +128,11 @@ class Outcome:
     """What a run did; the command line turns it into messages and an exit status."""
     done: int = 0
     failed: int = 0
-    retried: int = 0
     started: float = field(default_factory=time.monotonic)
     interrupted_by: Optional[int] = None
     fatal: Optional[str] = None
     args_error: Optional[str] = None
+    journal_error: Optional[str] = None
 
     @property
     def total(self):
@@ -214,25 +217,25 @@ def describe_exit(exitcode) -> str:
 
 
 class Runner:
-    """Run ``target`` (found by name in the script) over ``work`` on ``processes`` workers.
+    """Run the target over ``work`` on up to ``processes`` workers.
 
-    ``work`` is a :class:`cluster_func.bins.Work`.  ``journal`` (optional) gets
-    ``completed(positions, elements)``, ``failed(position, element, ...)``.
+    ``source`` gives workers their target: :class:`cluster_func.worker.Inherited` (fork) or
+    :class:`cluster_func.worker.FromScript`.  ``work`` offers ``take(n)`` (a
+    :class:`cluster_func.bins.Work` or :class:`cluster_func.journal.ResumeWork`).  ``journal``
+    (optional) gets ``completed(positions, elements, check)`` and ``failed(...)``.
+    Workers start when there is work for them, never more than ``processes``.
     """
 
-    def __init__(self, script_path, script_argv, target_name, processes, work,
-                 reporter: Reporter, journal=None, retries=0, timeout=None, start_method=None):
-        self.script_path = script_path
-        self.script_argv = list(script_argv)
-        self.target_name = target_name
+    def __init__(self, source, processes, work, reporter: Reporter, journal=None, retries=0,
+                 timeout=None, start_method=None):
+        self.source = source
         self.processes = processes
         self.work = work
         self.reporter = reporter
         self.journal = journal
         self.retries = retries
         self.timeout = timeout
-        method = start_method or os.environ.get("CLUSTER_FUNC_START_METHOD") or None
-        self.ctx = multiprocessing.get_context(method)
+        self.ctx = multiprocessing.get_context(start_method)
         self.sizer = BatchSizer()
         self.outcome = Outcome()
         self.pending: collections.deque = collections.deque()  # batches to send before new work
@@ -242,13 +245,23 @@ class Runner:
         self.exhausted = False
         self.workers: List[Worker] = []
         self.sel = selectors.DefaultSelector()
-        self.shared = multiprocessing.RawArray("q", 2 * processes)
-        self.counters = memoryview(self.shared).cast("B").cast("q")
+        self.shared = Counters.allocate(self.ctx, processes)
+        self.counters = Counters(self.shared)
         self.deaths_before_ready = 0
-        self.position_iter = None
+        self.digests = (DIGESTS_NEVER if journal is None else
+                        DIGESTS_ALWAYS if journal.mode != "round-robin" else DIGESTS_IF_DEAR)
 
     # --- workers -------------------------------------------------------------
     def _start_worker(self, w: Worker):
+        # A signal arriving half-way through starting a process would leave it without a
+        # handle: hold SIGINT/SIGTERM until the start is over (the worker unblocks them).
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            self._start_worker_blocked(w)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    def _start_worker_blocked(self, w: Worker):
         task_r, task_w = self.ctx.Pipe(duplex=False)
         result_r, result_w = self.ctx.Pipe(duplex=False)
         close_fds = []
@@ -257,11 +270,11 @@ class Runner:
             for other in self.workers:
                 if other is not w and other.proc is not None and other.task_w is not None:
                     close_fds += [other.task_w.fileno(), other.result_r.fileno()]
+        method = self.ctx.get_start_method()
         w.proc = self.ctx.Process(
             target=worker_module.main,
-            args=(task_r, result_w, self.script_path, self.script_argv, self.target_name,
-                  self.shared, w.slot, close_fds,
-                  None if self.ctx.get_start_method() == "forkserver" else os.getpid()),
+            args=(task_r, result_w, self.source, self.shared, w.slot, close_fds,
+                  None if method == "forkserver" else os.getpid(), method == "fork"),
             name=f"clum-worker-{w.slot}", daemon=True,
         )
         w.proc.start()
@@ -269,10 +282,10 @@ class Runner:
         result_w.close()
         w.task_w, w.result_r = task_w, result_r
         os.set_blocking(task_w.fileno(), False)
-        w.outbuf = bytearray()
+        w.outq = collections.deque()
         w.outstanding = collections.deque()
-        self.counters[2 * w.slot] = 0
-        w.finished_calls = self.counters[2 * w.slot + 1]
+        self.counters.reset_started(w.slot)
+        w.finished_calls = self.counters.finished(w.slot)
         w.ready = False
         w.watch_value, w.watch_since = -1, time.monotonic()
         w.gen += 1
@@ -286,27 +299,35 @@ class Runner:
             except (KeyError, ValueError):
                 pass
 
-    def _send(self, w: Worker, payload: bytes):
-        n = len(payload)
-        w.outbuf += struct.pack("!i", n) + payload if n < 0x7FFFFFFF else struct.pack("!iQ", -1, n) + payload
+    def _send(self, w: Worker, header: bytes, payload: bytes):
+        """Queue one message in ``Connection.send_bytes`` framing, without copying the payload."""
+        n = len(header) + len(payload)
+        size = struct.pack("!i", n) if n < 0x7FFFFFFF else struct.pack("!iQ", -1, n)
+        w.outq.append(memoryview(size + header))
+        w.outq.append(memoryview(payload))
         self._flush(w)
 
     def _flush(self, w: Worker):
-        if not w.outbuf:
-            return
+        q = w.outq
+        fd = w.task_w.fileno()
         try:
-            sent = os.write(w.task_w.fileno(), w.outbuf)
-            del w.outbuf[:sent]
+            while q:
+                sent = os.writev(fd, list(itertools.islice(q, 16)))
+                while sent and sent >= len(q[0]):
+                    sent -= len(q.popleft())
+                if sent:
+                    q[0] = q[0][sent:]
+                    break  # the pipe is full
         except BlockingIOError:
             pass
-        except (BrokenPipeError, OSError):
-            w.outbuf.clear()  # the worker is gone; its exit event will requeue the work
+        except OSError:
+            q.clear()  # the worker is gone; its exit event will requeue the work
             return
-        key = self.sel.get_map().get(w.task_w.fileno())
-        if w.outbuf and key is None:
-            self.sel.register(w.task_w.fileno(), selectors.EVENT_WRITE, ("write", w, w.gen))
-        elif not w.outbuf and key is not None:
-            self.sel.unregister(w.task_w.fileno())
+        key = self.sel.get_map().get(fd)
+        if q and key is None:
+            self.sel.register(fd, selectors.EVENT_WRITE, ("write", w, w.gen))
+        elif not q and key is not None:
+            self.sel.unregister(fd)
 
     # --- work ------------------------------------------------------------------
     def _next_batch(self) -> Optional[Batch]:
@@ -335,7 +356,7 @@ class Runner:
         while tb is not None and tb.tb_frame.f_code.co_filename.startswith(os.path.dirname(__file__)):
             tb = tb.tb_next  # start at the user's code
         tb = "".join(traceback.format_exception(type(error), error, tb))
-        where = f"after position {after - 1}" if after else "before its first element"
+        where = f"after position {after - 1}" if after else "before its first selected element"
         self.outcome.args_error = f"the arguments iterable raised {type(error).__name__} {where}"
         self.reporter.message(f"the arguments iterable raised an exception {where}; no more calls will "
                               f"be started (the calls already sent still run):\n{tb.rstrip()}")
@@ -352,7 +373,7 @@ class Runner:
                     keep.append(k)
                 except Exception as err:  # noqa: BLE001
                     msg = f"cannot be sent to a worker process: {type(err).__name__}: {err}"
-                    self._fail_call(b.positions[k], e, self.retries, "PicklingError", msg, f"PicklingError: {msg}")
+                    self.fail_unsent(b.positions[k], e, "PicklingError", msg)
             b.positions = [b.positions[k] for k in keep]
             b.elements = [b.elements[k] for k in keep]
             b.attempts = [b.attempts[k] for k in keep] if b.attempts else None
@@ -373,9 +394,7 @@ class Runner:
             b.failed = set()
             self.batches[b.id] = b
             w.outstanding.append(b)
-            if self.journal is not None:
-                b.digest = f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}{len(data):x}"
-            self._send(w, pickle.dumps((b.id, data, self.sizer.split_after), pickle.HIGHEST_PROTOCOL))
+            self._send(w, HEADER.pack(b.id, self.sizer.split_after, self.digests), data)
 
     def _has_work(self):
         return bool(self.pending or self.retry_queue or not self.exhausted)
@@ -386,19 +405,24 @@ class Runner:
         position, element, attempt = b.positions[k], b.elements[k], b.attempt(k)
         self._fail_call(position, element, attempt, exc_type, message, tb)
 
+    def fail_unsent(self, position, element, exc_type, message):
+        """A call that failed before it could be sent to a worker (no retries: it cannot run)."""
+        self._fail_call(position, element, self.retries, exc_type, message, f"{exc_type}: {message}")
+
     def _fail_call(self, position, element, attempt, exc_type, message, tb):
         will_retry = attempt < self.retries
         if self.journal:
             self.journal.failed(position, element, attempt, exc_type, message, final=not will_retry)
         self.reporter.failure(position, element, exc_type, message, tb, attempt, will_retry)
         if will_retry:
-            self.outcome.retried += 1
             self.retry_queue.append((position, element, attempt + 1))
         else:
             self.outcome.failed += 1
 
-    def _complete(self, b: Batch, n_done: int, seconds=None):
-        """The first n_done calls of b are over; those not failed are complete."""
+    def _complete(self, b: Batch, n_done: int, check=None, digests=None):
+        """The first n_done calls of b are over; those not failed are complete.  From the worker,
+        for the journal: ``check``, its content check of the whole batch (used when all of it
+        is done), and ``digests``, per call started (or None)."""
         if n_done <= 0:
             return
         whole = n_done == len(b.elements) and not b.failed
@@ -406,22 +430,25 @@ class Runner:
             idx = [k for k in range(n_done) if k not in b.failed]
             positions = [b.positions[k] for k in idx]
             elements = [b.elements[k] for k in idx]
+            if digests is not None:
+                digests = b"".join(digests[8 * k:8 * k + 8] for k in idx)
         elif n_done == len(b.elements):
             positions, elements = b.positions, b.elements
         else:
             positions, elements = b.positions[:n_done], b.elements[:n_done]
+            if digests is not None:
+                digests = digests[:8 * n_done]
         self.outcome.done += len(elements)
         if self.journal and elements:
-            spc = seconds / n_done if seconds is not None else None
-            self.journal.completed(positions, elements, spc, b.digest if whole and spc is not None else None)
+            self.journal.completed(positions, elements, check if whole else None, digests)
 
-    def _on_done(self, w: Worker, batch_id, n_done, seconds):
+    def _on_done(self, w: Worker, batch_id, n_done, seconds, check, digests):
         b = w.outstanding.popleft()
         assert b.id == batch_id, (b.id, batch_id)
         del self.batches[b.id]
         w.finished_calls += n_done
         self.sizer.observe(n_done, seconds)
-        self._complete(b, n_done, seconds)
+        self._complete(b, n_done, check, digests)
         if n_done < len(b.elements):
             # The worker handed back the rest (its calls got dear): re-deal it in batches sized
             # for the new cost, so that every worker gets a share, not the one that returned it.
@@ -460,8 +487,8 @@ class Runner:
         was stopped on purpose (that call is then neither complete nor failed).  Returns the
         batches, or parts of batches, that still have to run, in order.
         """
-        current = self.counters[2 * w.slot]  # calls of the batch it was on, 0 between batches
-        finished = self.counters[2 * w.slot + 1]  # calls finished in all, at batch ends
+        current = self.counters.started(w.slot)  # calls of the batch it was on, 0 between batches
+        finished = self.counters.finished(w.slot)  # calls finished in all, at batch ends
         leftovers = []
         if w.outstanding and finished > w.finished_calls:  # it finished a batch, report lost
             b = w.outstanding.popleft()
@@ -510,11 +537,11 @@ class Runner:
 
     def _check_timeouts(self, now):
         for w in list(self.workers):
-            current = self.counters[2 * w.slot]
+            current = self.counters.started(w.slot)
             if not w.outstanding or current == 0:  # idle, or between batches
                 w.watch_value = -1
                 continue
-            value = (current, self.counters[2 * w.slot + 1])
+            value = (current, self.counters.finished(w.slot))
             if value != w.watch_value:
                 w.watch_value, w.watch_since = value, now
             elif now - w.watch_since > self.timeout:
@@ -534,17 +561,17 @@ class Runner:
         signal.signal(signal.SIGINT, on_signal)
         try:
             self.workers = [Worker(i) for i in range(self.processes)]
-            for w in self.workers:
-                self._start_worker(w)
-            for w in self.workers:
-                self._feed(w)
+            self._grow()
             self._loop()
         except Interrupted as e:
             self.outcome.interrupted_by = e.signum
+        except JournalWriteError as e:
+            self.outcome.journal_error = str(e)
         finally:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            stopped = self.outcome.interrupted_by is not None or self.outcome.fatal is not None
+            stopped = (self.outcome.interrupted_by is not None or self.outcome.fatal is not None
+                       or self.outcome.journal_error is not None)
             self._shutdown(force=stopped)
             if stopped:
                 self._settle_stopped()
@@ -559,12 +586,26 @@ class Runner:
             self.reporter.close()
         return self.outcome
 
+    def _grow(self):
+        """Start workers while there is work that the running ones have not taken."""
+        for w in self.workers:
+            if w.proc is not None:
+                continue
+            b = self._next_batch()
+            if b is None:
+                return
+            self.pending.appendleft(b)
+            self._start_worker(w)
+            self._feed(w)
+
     def _loop(self):
         poll = 0.2
         if self.timeout:
             poll = min(poll, max(0.01, self.timeout / 10))
         while self.outcome.fatal is None:
             if not any(w.outstanding for w in self.workers) and not self._has_work():
+                if self.journal:
+                    self.journal.flush()
                 break
             for key, _ in self.sel.select(poll):
                 kind, w, gen = key.data
@@ -585,11 +626,12 @@ class Runner:
             now = time.monotonic()
             if self.timeout:
                 self._check_timeouts(now)
-            # idle workers (after a requeue) get work
+            # idle workers (after a requeue) get work; workers not yet started start if needed
             if self._has_work():
                 for w in self.workers:
-                    if len(w.outstanding) < PREFETCH and w.proc.is_alive():
+                    if w.proc is not None and len(w.outstanding) < PREFETCH and w.proc.is_alive():
                         self._feed(w)
+                self._grow()
             if self.journal:
                 self.journal.maybe_flush(now)
             self.reporter.tick(self.outcome)
@@ -598,7 +640,7 @@ class Runner:
         """After stopping the workers early: count (and journal) the calls they had finished,
         including those inside a batch whose later calls never ran."""
         for w in self.workers:
-            if w.result_r is None or w.result_r.closed:
+            if w.proc is None or w.result_r is None or w.result_r.closed:
                 continue
             self._drain(w)
             self._account(w, blame=None)
@@ -608,7 +650,8 @@ class Runner:
         if not force:
             for w in self.workers:
                 try:
-                    w.task_w.close()  # EOF: the worker returns
+                    if w.task_w is not None:
+                        w.task_w.close()  # EOF: the worker returns
                 except OSError:
                     pass
             deadline = time.monotonic() + 5

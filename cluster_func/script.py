@@ -83,6 +83,15 @@ def get_target(module, name: str):
     return target
 
 
+def get_init_worker(module):
+    """The script's ``init_worker()``, called once in each worker before its first call, or None."""
+    init = getattr(module, "init_worker", None)
+    if init is not None and not callable(init):
+        raise ScriptError(f"init_worker in {module.__file__} must be a function (clum calls it once in each "
+                          f"worker before its first call), not a {type(init).__name__}.")
+    return init
+
+
 def get_args(module, name: str):
     """The arguments iterable; a zero-argument callable is called to get it."""
     path = getattr(module, "__file__", "the script")

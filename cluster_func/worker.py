@@ -1,25 +1,89 @@
-"""The worker process: load the script, then run the batches the runner sends.
+"""The worker process: get the target, then run the batches the runner sends.
 
-Protocol (all messages pickled):
-  runner -> worker, on the task pipe: ``(batch_id, elements, deadline_s)`` or ``None`` to stop.
-    ``deadline_s`` > 0 asks the worker to hand back the rest of the batch once it has
-    spent that long on it (so one slow stretch of calls cannot unbalance the workers).
-  worker -> runner, on the result pipe:
-    ``("ready", pid)`` once the script is loaded;
-    ``("fatal", text)`` when the script cannot be loaded here (then it exits);
+Getting the target.  Under the ``fork`` start method (the default on Linux) the runner loaded
+the script before starting the workers, and a worker inherits it: the script's top level ran
+once, and the memory it allocated is shared copy-on-write.  Under ``spawn`` and ``forkserver``
+a worker loads the script itself.  Either way, the script's ``init_worker()``, if it defines
+one, is then called once, before the first call.  Under fork, Python's ``random`` is re-seeded
+in each worker by Python itself; the worker re-seeds NumPy's global (legacy) generator when
+NumPy is loaded, so that no two workers draw the same numbers.
+
+Protocol.
+  runner -> worker, on the task pipe, one message a batch (``Connection.send_bytes`` framing):
+    ``HEADER`` (batch id: int64, deadline_s: float64, digests: int8) followed by
+    ``pickle.dumps(elements, 4)``; an empty message means stop.  ``deadline_s`` > 0 asks the worker to hand back the rest of
+    the batch once it has spent that long on it (so one slow stretch cannot unbalance workers).
+  worker -> runner, on the result pipe (pickled tuples):
+    ``("ready", pid)`` once the target is there and ``init_worker`` has run;
+    ``("fatal", text)`` when the script cannot be loaded or ``init_worker`` fails (then it exits);
     ``("fail", batch_id, k, exc_type, exc_message, traceback_text)`` as soon as call k raises;
-    ``("done", batch_id, n_done, seconds)`` when the batch (or its first n_done calls) is over.
-  Shared memory, two int64 per worker: [calls of the current batch started (0 between
-  batches), calls finished in all, written at each batch's end].
-  The runner reads it only when a worker dies or overruns ``--timeout``, to know
-  which call was running.
+    ``("done", batch_id, n_done, seconds, check, digests)`` when the batch (or its first n_done
+    calls) is over; ``check`` is :func:`cluster_func.journal.content_check` of the bytes
+    received; ``digests`` the :func:`cluster_func.journal.call_digest` of each call started
+    (8 bytes each) when asked for (see ``DIGESTS_*``), else None.
+  Shared memory (:class:`Counters`), two int64 per worker: [calls of the current batch
+  started (0 between batches), calls finished in all, written at each batch's end].  The
+  runner reads it only when a worker dies or overruns ``--timeout``, to know which call ran.
 """
 
 import os
 import signal
+import struct
+import sys
 import traceback
 from pickle import loads
 from time import perf_counter
+
+from .journal import call_digest, content_check
+
+HEADER = struct.Struct("!qdb")
+# Per-call digests in "done" (the journal's "d"): never, for calls of at least
+# DIGEST_MIN_SECONDS (where they cost nothing measurable), or always (--hash/--key resuming).
+DIGESTS_NEVER, DIGESTS_IF_DEAR, DIGESTS_ALWAYS = 0, 1, 2
+DIGEST_MIN_SECONDS = 10e-6
+
+
+class Counters:
+    """The shared call counters of every worker slot (see the module docstring)."""
+
+    def __init__(self, shared):
+        self.values = memoryview(shared).cast("B").cast("q")
+
+    @staticmethod
+    def allocate(ctx, slots):
+        return ctx.RawArray("q", 2 * slots)
+
+    def started(self, slot):
+        return self.values[2 * slot]
+
+    def finished(self, slot):
+        return self.values[2 * slot + 1]
+
+    def reset_started(self, slot):
+        self.values[2 * slot] = 0
+
+
+class Inherited:
+    """The target (and ``init_worker``) of a script the runner already loaded: for fork."""
+
+    def __init__(self, target, init_worker):
+        self.target, self.init_worker = target, init_worker
+
+    def load(self):
+        return self.target, self.init_worker
+
+
+class FromScript:
+    """Load the script in the worker: for spawn and forkserver."""
+
+    def __init__(self, path, argv, target_name):
+        self.path, self.argv, self.target_name = path, list(argv), target_name
+
+    def load(self):
+        from .script import get_init_worker, get_target, load_script
+
+        module = load_script(self.path, self.argv)
+        return get_target(module, self.target_name), get_init_worker(module)
 
 
 def _die_with_parent():
@@ -31,6 +95,15 @@ def _die_with_parent():
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except Exception:  # noqa: BLE001 - not Linux: the ppid check below still works
         pass
+
+
+def _reseed_numpy():
+    np_random = sys.modules.get("numpy.random")
+    if np_random is not None:
+        try:
+            np_random.seed()  # fresh entropy from the OS
+        except Exception:  # noqa: BLE001
+            pass
 
 
 def _format_exception(e):
@@ -46,10 +119,10 @@ def _format_exception(e):
     return type(e).__name__, msg, text
 
 
-def main(task_conn, result_conn, script_path, script_argv, target_name, shared, slot,
-         close_fds=(), parent_pid=None):
+def main(task_conn, result_conn, source, shared, slot, close_fds=(), parent_pid=None, forked=False):
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner handles Ctrl-C for everyone
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # see Runner._start_worker
     _die_with_parent()
     for fd in close_fds:  # fork only: pipes of the other workers
         try:
@@ -58,57 +131,58 @@ def main(task_conn, result_conn, script_path, script_argv, target_name, shared, 
             pass
     if parent_pid is not None and os.getppid() != parent_pid:
         return
+    if forked:
+        _reseed_numpy()
     send = result_conn.send
     try:
-        from .script import get_target, load_script
-
-        # Always load it afresh, even under fork: module-level state (open files, connections,
-        # random seeds) is then the worker's own, the same under every start method.
-        module = load_script(script_path, script_argv)
-        target = get_target(module, target_name)
+        target, init_worker = source.load()
     except BaseException as e:  # noqa: BLE001
         send(("fatal", f"{type(e).__name__}: {e}"))
         return
+    if init_worker is not None:
+        try:
+            init_worker()
+        except BaseException as e:  # noqa: BLE001
+            name, _, tb = _format_exception(e)
+            send(("fatal", f"init_worker() failed in a worker process:\n{tb.rstrip()}"))
+            return
     send(("ready", os.getpid()))
+    run_batches(task_conn, send, target, Counters(shared), slot)
 
-    counters = memoryview(shared).cast("B").cast("q")
+
+def run_batches(task_conn, send, target, counters: Counters, slot):
+    values = counters.values
     started_slot, finished_slot = 2 * slot, 2 * slot + 1
-    started = counters[finished_slot]
+    finished = values[finished_slot]
     recv_bytes = task_conn.recv_bytes
+    header_size = HEADER.size
     while True:
         try:
-            msg = loads(recv_bytes())
+            msg = recv_bytes()
         except (EOFError, OSError):
             return
-        if msg is None:
+        if not msg:
             return
-        batch_id, elements, deadline_s = msg
-        elements = loads(elements)
+        batch_id, deadline_s, want_digests = HEADER.unpack_from(msg)
+        data = memoryview(msg)[header_size:]
+        check = content_check(data)
+        elements = loads(data)
+        del data, msg
         n = len(elements)
-        base = started
+        stop = perf_counter() + deadline_s if deadline_s else None
         i = 0  # calls of this batch started so far
         t0 = perf_counter()
         while i < n:
             try:
-                if deadline_s:
-                    stop = t0 + deadline_s
-                    for i, a in enumerate(elements[i:] if i else elements, i + 1):
-                        counters[started_slot] = i
-                        if a.__class__ is tuple or isinstance(a, tuple):
-                            target(*a)
-                        else:
-                            target(a)
-                        if perf_counter() > stop:
-                            break
-                    break
                 for i, a in enumerate(elements[i:] if i else elements, i + 1):
-                    counters[started_slot] = i
-                    if a.__class__ is tuple:
-                        target(*a)
-                    elif isinstance(a, tuple):
+                    values[started_slot] = i
+                    if a.__class__ is tuple or isinstance(a, tuple):
                         target(*a)
                     else:
                         target(a)
+                    if stop is not None and perf_counter() > stop:
+                        n = i  # hand back the rest
+                        break
             except BaseException as e:  # noqa: BLE001 - every failure is reported, the rest runs
                 name, text, tb = _format_exception(e)
                 try:
@@ -116,12 +190,14 @@ def main(task_conn, result_conn, script_path, script_argv, target_name, shared, 
                 except Exception:  # noqa: BLE001 - e.g. an unpicklable message
                     send(("fail", batch_id, i - 1, name, repr(text), tb))
                 del e
-            else:
-                break
-        started = base + i
-        # This order matters: once `finished` has moved on, `current` is known to be about the
+        finished += i
+        # This order matters: once `finished` has moved on, `started` is known to be about the
         # next batch. (Killed between the two stores, the batch looks unfinished: it runs again,
         # rather than being counted as done.)
-        counters[started_slot] = 0
-        counters[finished_slot] = started
-        send(("done", batch_id, i, perf_counter() - t0))
+        seconds = perf_counter() - t0
+        digests = None
+        if want_digests == DIGESTS_ALWAYS or (want_digests and i and seconds / i >= DIGEST_MIN_SECONDS):
+            digests = b"".join(call_digest(a) for a in elements[:i])
+        values[started_slot] = 0
+        values[finished_slot] = finished
+        send(("done", batch_id, i, seconds, check, digests))

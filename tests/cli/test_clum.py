@@ -148,19 +148,20 @@ def test_failures_and_worker_deaths_are_reported_and_the_rest_runs(clum, method)
     assert not TOOL_FRAME.search(err)
 
 
-@pytest.mark.parametrize("method", [
-    "fork", "spawn", "forkserver"])
-def test_workers_load_the_script_themselves(clum, method):
+@pytest.mark.parametrize("method,loads", [("fork", 1), ("spawn", 3), ("forkserver", 3)])
+def test_the_top_level_runs_once_under_fork_and_in_every_worker_otherwise(clum, method, loads):
     clum.script("loader.py", """\
         import os
-        LOADED_IN = os.getpid()
+        rec("L", os.getpid())
         def target(x):
-            rec(x, LOADED_IN == os.getpid())
-        args = range(4)
+            rec("C", x)
+        args = range(40)
         """)
-    r = clum.run("loader.py", "-p", "2", env={"CLUSTER_FUNC_START_METHOD": method})
+    r = clum.run("loader.py", "-p", "2", "--start-method", method)
     assert r.returncode == 0, r.stderr
-    assert [line[1] for line in clum.evidence()] == ["True"] * 4
+    ev = clum.evidence()
+    assert sum(1 for line in ev if line[0] == "L") == loads
+    assert sorted(int(line[1]) for line in ev if line[0] == "C") == list(range(40))
 
 
 @pytest.mark.parametrize("method", START_METHODS)

@@ -14,15 +14,30 @@ import pytest
 
 from cluster_func import journal as jmod
 from cluster_func import runner
+from cluster_func.bins import Work
 
 
-def recorded_positions(journal_path, elements):
+def remaining(state, elements, mode="round-robin", spaced=True, n=7):
+    """Run ResumeWork over ``elements`` like the runner does; (positions left, ResumeWork)."""
+    work = Work(iter(elements), 0, 1) if spaced else Work(iter(list(enumerate(elements))))
+    rw = jmod.ResumeWork(work, state, mode)
+    left = []
+    while True:
+        positions, elems, error = rw.take(n)
+        assert error is None
+        if not elems:
+            return left, rw
+        assert [elements[p] for p in positions] == list(elems)
+        left.extend(positions)
+
+
+def recorded_positions(journal_path, elements, mode="round-robin"):
     """Positions the journal records as completed (what --resume would skip)."""
     st = jmod.read(str(journal_path), for_resume=True)
-    skipped = [0]
-    remaining = {p for p, _ in jmod.resume_filter(enumerate(elements), st, skipped)}
-    done = set(range(len(elements))) - remaining
-    assert skipped[0] == len(done)
+    left, rw = remaining(st, elements, mode)
+    assert len(left) == len(set(left))
+    done = set(range(len(elements))) - set(left)
+    assert rw.skipped == len(done)
     return done
 
 
@@ -79,7 +94,7 @@ def test_journal_option_chooses_another_path(clum, tmp_path):
     assert r.returncode == 0, r.stderr
     assert path.exists() and not (tmp_path / ".cluster_func").exists()
     st = jmod.read(str(path))
-    assert st.last_done == 50 and st.last_status == "complete" and st.torn == 0
+    assert st.last_done == 50 and st.last_status == "complete" and st.bad == 0
 
 
 def test_journal_option_in_clum_options(clum, tmp_path):
@@ -271,12 +286,25 @@ def test_resume_in_clum_options(clum, tmp_path):
     assert ends(clum.evidence()) == collections.Counter(range(0, 50, 7))
 
 
-def test_resume_matches_calls_by_digest_not_by_position(clum, tmp_path):
+def test_resume_in_round_robin_matches_calls_by_position_and_runs_changed_ones_again(clum, tmp_path):
     clum.script("work.py", WORK)
     j = tmp_path / "w.journal"
     assert clum.run("work.py", "--journal", j, env={"FAIL": 1, "SLEEP": 0.001}).returncode == 1
     clum.out.unlink()
     r = clum.run("work.py", "--journal", j, "--resume", env={"REVERSE": 1})
+    assert r.returncode == 0, r.stderr
+    # reversed, position p holds 49 - p: it ran before only if 49 - p was not a failure and p was not
+    ran = ends(clum.evidence())
+    assert ran == collections.Counter(49 - p for p in range(50) if p % 7 == 0 or (49 - p) != p)
+    assert max(ran.values()) == 1
+
+
+def test_resume_under_hash_matches_calls_by_content_in_any_order(clum, tmp_path):
+    clum.script("work.py", WORK)
+    j = tmp_path / "w.journal"
+    assert clum.run("work.py", "-x", "0", "--journal", j, env={"FAIL": 1, "SLEEP": 0.001}).returncode == 1
+    clum.out.unlink()
+    r = clum.run("work.py", "-x", "0", "--journal", j, "--resume", env={"REVERSE": 1})
     assert r.returncode == 0, r.stderr
     assert ends(clum.evidence()) == collections.Counter(range(0, 50, 7))
     assert "skipped 42 calls" in r.stderr
@@ -284,7 +312,7 @@ def test_resume_matches_calls_by_digest_not_by_position(clum, tmp_path):
 
 def test_resume_matches_calls_whose_arguments_hold_sets(clum, tmp_path):
     # Calls of over 10 us get per-call digests, which pickle sets in a canonical order.
-    # (Cheaper calls are journaled by batch digests, which do not: they run again. See README.)
+    # (Cheaper calls are journaled by batch checks only, which do not: they run again. See README.)
     clum.script("sets.py", """\
         import os, time
         def target(s):
@@ -338,20 +366,21 @@ def test_a_journal_with_a_torn_last_line_resumes(clum, tmp_path, tear):
     assert "skipped 42 calls" in r.stderr
     assert ends(clum.evidence()) == collections.Counter(range(0, 50, 7))
     st = jmod.read(str(j))
-    assert st.torn == 1 and st.runs == 2 and st.last_status == "complete" and st.last_done == 8
+    assert st.bad == 1 and st.runs == 2 and st.last_status == "complete" and st.last_done == 8
     # ... and it resumes again: the torn line stayed a line of its own.
     clum.out.unlink()
     r = clum.run("work.py", "--journal", j, "--resume")
     assert "skipped 50 calls" in r.stderr and clum.evidence() == []
 
 
-def test_a_journal_that_is_garbage_is_not_a_crash(clum, tmp_path):
+def test_a_journal_that_is_garbage_is_refused_not_a_crash(clum, clean_error, tmp_path):
     clum.script("work.py", WORK)
     j = tmp_path / "w.journal"
-    j.write_bytes(b"\x00\xff garbage\n[1, 2]\n\"text\"\n{\"no type\": 1}\n")
-    r = clum.run("work.py", "--journal", j, "--resume")
-    assert r.returncode == 0, r.stderr
-    assert ends(clum.evidence()) == collections.Counter(range(50))
+    garbage = b"\x00\xff garbage\n[1, 2]\n\"text\"\n{\"no type\": 1}\n"
+    j.write_bytes(garbage)
+    clean_error(clum.run("work.py", "--journal", j, "--resume"), "not a clum journal", str(j))
+    clean_error(clum.run("work.py", "--journal", j, "--failed"), "not a clum journal", str(j))
+    assert j.read_bytes() == garbage and clum.evidence() == []
 
 
 # --- retries and timeouts ------------------------------------------------------------------
@@ -516,66 +545,117 @@ def test_failed_without_a_journal_is_a_clear_error(clum, clean_error):
 @pytest.mark.parametrize("positions", [range(0), range(5), range(3, 30, 4), [1, 2, 3, 7, 9, 11, 12], [5], [4, 2, 9],
                                        [0, 0, 1]])
 def test_positions_encode_and_decode(positions):
-    assert jmod.decode_positions(jmod.encode_positions(positions)) == list(positions)
+    assert list(jmod.decode_positions(jmod.encode_positions(positions))) == list(positions)
 
 
 def test_read_ignores_torn_lines_anywhere(tmp_path):
     j = tmp_path / "j"
-    j.write_text('{"t":"start"}\n{"t":"ok","pos":[[0,3,1]],"d":"' + "00" * 24 + '"}\n{"t":"ok","po\n'
+    j.write_text('{"cluster_func_journal":2,"bins":"0/1","mode":"round-robin"}\n{"t":"start"}\n{"t":"ok","pos":[[0,3,1]],"c":"' + "0" * 17 + '"}\n{"t":"ok","po\n'
                  '{"t":"fail","pos":3,"final":true,"type":"E","msg":"m","args":"3"}\n{"t":"end","status":"comp')
     st = jmod.read(str(j), for_resume=True)
-    assert st.torn == 2 and st.last_done == 3 and st.last_status is None and len(st.last_failed) == 1
+    assert st.bad == 2 and st.last_done == 3 and st.last_status is None and len(st.last_failed) == 1
 
 
-def _journal_with(tmp_path, records):
+def _journal_with(tmp_path, records, mode="round-robin"):
+    """A journal whose records are (positions, elements, with per-call digests?)."""
     path = str(tmp_path / "unit.journal")
-    j = jmod.Journal(path, "s.py", "0/1", "round-robin", False, lambda text: None)
-    for positions, elements, per_call in records:
-        j.completed(positions, elements, per_call, jmod.batch_digest(elements))
+    for leftover in (path, path + ".prev"):
+        if os.path.exists(leftover):
+            os.unlink(leftover)
+    j = jmod.Journal(path, "s.py", "0/1", mode, False, lambda text: None)
+    for positions, elements, dear in records:
+        digests = b"".join(jmod.call_digest(e) for e in elements) if dear else None
+        j.completed(positions, elements, None, digests)
     j.close(0, 0, "complete")
     return jmod.read(path, for_resume=True)
 
 
-def test_resume_filter_skips_batches_recorded_by_one_digest(tmp_path):
+def test_resume_skips_whole_records_of_evenly_spaced_work(tmp_path):
     elems = [f"e{i}" for i in range(20)]
-    st = _journal_with(tmp_path, [(range(0, 1), elems[0:1], 1e-7), (range(1, 5), elems[1:5], 1e-7),
-                                  (range(5, 6), elems[5:6], 1e-7), (range(6, 10), elems[6:10], 1.0)])
-    skipped = [0]
-    left = [p for p, _ in jmod.resume_filter(enumerate(elems), st, skipped)]
-    assert left == list(range(10, 20)) and skipped[0] == 10
+    st = _journal_with(tmp_path, [(range(0, 1), elems[0:1], False), (range(1, 5), elems[1:5], False),
+                                  (range(5, 6), elems[5:6], False), (range(6, 10), elems[6:10], True)])
+    left, rw = remaining(st, elems)
+    assert left == list(range(10, 20)) and rw.skipped == 10
 
 
-def test_resume_filter_runs_a_batch_again_when_its_elements_changed(tmp_path):
+def test_resume_runs_a_record_again_when_its_elements_changed(tmp_path):
     elems = [f"e{i}" for i in range(10)]
-    st = _journal_with(tmp_path, [(range(0, 4), elems[0:4], 1e-7)])
+    st = _journal_with(tmp_path, [(range(0, 4), elems[0:4], False)])
     changed = list(elems)
     changed[2] = "other"
-    left = [p for p, _ in jmod.resume_filter(enumerate(changed), st, [0])]
-    assert left == list(range(10))
+    assert remaining(st, changed)[0] == list(range(10))
 
 
-def test_resume_filter_streams(tmp_path):
+def test_resume_with_per_call_digests_runs_only_the_changed_call_again(tmp_path):
+    elems = [f"e{i}" for i in range(10)]
+    st = _journal_with(tmp_path, [(range(0, 4), elems[0:4], True)])
+    changed = list(elems)
+    changed[2] = "other"
+    assert sorted(remaining(st, changed)[0]) == [2] + list(range(4, 10))
+
+
+def test_resume_never_skips_a_replicate_that_did_not_run(tmp_path):
+    """Equal elements at different positions are different calls."""
+    elems = ["config-A"] * 20
+    st = _journal_with(tmp_path, [(range(0, 5), elems[:5], False), ([7, 9], elems[:2], True)])
+    left, rw = remaining(st, elems)
+    assert sorted(left) == [5, 6, 8] + list(range(10, 20)) and rw.skipped == 7
+
+
+def test_resume_under_hash_counts_equal_elements(tmp_path):
+    elems = ["config-A"] * 20
+    st = _journal_with(tmp_path, [([3, 8, 11], elems[:3], True)], mode="hash")
+    left, rw = remaining(st, elems, mode="hash")
+    assert len(left) == 17 and rw.skipped == 3
+
+
+def test_resume_streams(tmp_path):
     """It pulls from the work only as far as it has to (no list of everything)."""
-    st = _journal_with(tmp_path, [(range(0, 1), ["e0"], 1e-7), (range(1, 3), ["e1", "e2"], 1e-7)])
+    st = _journal_with(tmp_path, [(range(0, 1), ["e0"], False), (range(1, 3), ["e1", "e2"], False)])
     pulled = []
 
     def work():
         for i in range(10 ** 9):
             pulled.append(i)
-            yield i, f"e{i}"
+            yield f"e{i}"
 
-    it = jmod.resume_filter(work(), st, [0])
-    assert next(it) == (3, "e3")
-    assert len(pulled) <= 5
+    rw = jmod.ResumeWork(Work(work(), 0, 1), st, "round-robin")
+    positions, elements, _ = rw.take(1)
+    assert list(positions) == [3] and elements == ["e3"]
+    assert len(pulled) <= 5000
 
 
-def test_resume_filter_skips_a_batch_of_retried_calls(tmp_path):
+def test_resume_skips_a_record_of_retried_calls(tmp_path):
     elems = [f"e{i}" for i in range(12)]
     # calls 4 and 9 failed at first and were retried together in one batch
-    st = _journal_with(tmp_path, [(range(0, 4), elems[0:4], 1e-7), (range(5, 9), elems[5:9], 1e-7),
-                                  ([4, 9], [elems[4], elems[9]], 1e-7), (range(10, 12), elems[10:], 1e-7)])
-    left = [p for p, _ in jmod.resume_filter(enumerate(elems), st, [0])]
-    assert left == []
+    st = _journal_with(tmp_path, [(range(0, 4), elems[0:4], False), (range(5, 9), elems[5:9], False),
+                                  ([4, 9], [elems[4], elems[9]], False), (range(10, 12), elems[10:], False)])
+    assert remaining(st, elems)[0] == []
+    assert remaining(st, elems, spaced=False)[0] == []
+
+
+def test_where_records_overlap_the_later_wins(tmp_path):
+    then = [f"e{i}" for i in range(10)]
+    now = list(then)
+    now[1] = "changed"
+    # run 1 completed 0-4; run 2 found position 1 changed and ran 0-4 again, as two records
+    st = _journal_with(tmp_path, [(range(0, 5), then[0:5], False), (range(0, 2), now[0:2], False),
+                                  (range(2, 5), now[2:5], False)])
+    left, rw = remaining(st, now)
+    assert left == list(range(5, 10)) and rw.skipped == 5
+
+
+@pytest.mark.parametrize("line", [
+    '{"t":"ok","pos":"0","c":"00000000000000001"}', '{"t":"ok","pos":[[0,1]],"c":"00000000000000001"}',
+    '{"t":"ok","pos":[[0,1,1]],"c":"xyz"}', '{"t":"ok","pos":[[0,2,1]],"d":"00"}', '{"t":"ok","pos":[[-1,1,1]]}',
+    '{"t":"fail","pos":"3"}', '{"t":"end","status":7}', '[1,2]', '{"t":"what"}', 'garbage'])
+def test_a_malformed_record_is_skipped_and_counted(tmp_path, line):
+    st = _journal_with(tmp_path, [(range(0, 2), ["a", "b"], False)])
+    path = tmp_path / "unit.journal"
+    with open(path, "a") as f:
+        f.write(line + "\n")
+    st = jmod.read(str(path), for_resume=True)
+    assert st.bad == 1 and st.recorded == 2
 
 
 def test_resume_twice_runs_nothing_the_first_resume_completed(clum, tmp_path):
@@ -597,15 +677,15 @@ def test_resume_twice_runs_nothing_the_first_resume_completed(clum, tmp_path):
 
 
 @pytest.mark.parametrize("seed", range(40))
-def test_resume_filter_against_a_model(tmp_path, seed):
-    """Random journals of non-overlapping records (batches by one digest or per call, positions
-    consecutive or not, elements since changed or gone): exactly the calls recorded with the
+def test_resume_against_a_model(tmp_path, seed):
+    """Random journals (records of consecutive or scattered positions, with or without per-call
+    digests; elements since changed or gone; replicates): exactly the calls recorded with the
     same elements are skipped, every other call is yielded once."""
     import random
 
     rnd = random.Random(seed)
     n_then = rnd.randint(1, 80)
-    then = [f"e{i}" for i in range(n_then)]
+    then = [f"e{rnd.randint(0, 5)}" for i in range(n_then)]  # many replicates
     n_now = n_then if rnd.random() < 0.7 else rnd.randint(0, n_then)  # the args may have got shorter
     now = list(then[:n_now])
     for i in rnd.sample(range(n_now), k=min(n_now, rnd.randint(0, 3))):
@@ -620,22 +700,19 @@ def test_resume_filter_against_a_model(tmp_path, seed):
         positions = sorted(done[i:i + k])
         i += k
         elements = [then[p] for p in positions]
-        cheap = rnd.random() < 0.6
-        records.append((positions, elements, 1e-7 if cheap else 1.0))
-        if cheap:
+        dear = rnd.random() < 0.4
+        records.append((positions, elements, dear))
+        if not dear:
             if all(p < n_now and now[p] == then[p] for p in positions):
                 expected_skip.update(positions)
         else:
             expected_skip.update(p for p in positions if p < n_now and now[p] == then[p])
-    path = tmp_path / "unit.journal"
-    if path.exists():
-        path.unlink()
     st = _journal_with(tmp_path, records)
-    skipped = [0]
-    left = [p for p, _ in jmod.resume_filter(enumerate(now), st, skipped)]
-    assert len(left) == len(set(left))
-    assert set(left) == set(range(n_now)) - expected_skip
-    assert skipped[0] == len(expected_skip)
+    for spaced in (True, False):
+        left, rw = remaining(st, now, spaced=spaced, n=rnd.randint(1, 10))
+        assert len(left) == len(set(left))
+        assert set(left) == set(range(n_now)) - expected_skip
+        assert rw.skipped == len(expected_skip)
 
 
 def test_ctrl_c_then_resume_runs_only_what_had_not_finished(clum, tmp_path, procs):
