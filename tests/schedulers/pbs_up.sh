@@ -182,32 +182,59 @@ EOF
     return 0
 }
 
-conf_changed=0
-write_conf && conf_changed=1
-if [ ! -f "$PBS_HOME/pbs_environment" ] || [ ! -d "$PBS_HOME/server_priv" ] || [ ! -x /etc/init.d/pbs ]; then
+# Creates the PBS_HOME skeleton and /etc/init.d/pbs.
+postinstall() {
     log "pbs_postinstall (PBS_HOME $PBS_HOME)"
     # Complaints about update-rc.d/systemctl are harmless (no init system here).
     "${CLEAN_ENV[@]}" "$PBS_EXEC/libexec/pbs_postinstall" server "$PBS_VERSION" "$PBS_EXEC" "$PBS_HOME" postgres \
         >/tmp/pbs_up.postinstall.log 2>&1 || { cat /tmp/pbs_up.postinstall.log >&2; fail "pbs_postinstall failed"; }
     # It may have appended to pbs.conf: write ours again.
     write_conf || true
-fi
+}
 
 # mom: copy job output with cp, not scp (no ssh here: 90 s of retries, then
-# the output is left in undelivered/).
+# the output is left in undelivered/). Returns 0 if it changed the config.
 MOM_CONF="$PBS_HOME/mom_priv/config"
-mom_changed=0
-if ! grep -qxF '$usecp *:/ /' "$MOM_CONF" 2>/dev/null; then
+ensure_usecp() {
+    grep -qxF '$usecp *:/ /' "$MOM_CONF" 2>/dev/null && return 1
     log "adding \$usecp to $MOM_CONF"
     echo '$usecp *:/ /' >>"$MOM_CONF"
-    mom_changed=1
+}
+
+# Written once PBS has run a job; a PBS_HOME without it never came up.
+OK_MARK="$PBS_HOME/cluster-func-up.ok"
+
+conf_changed=0
+write_conf && conf_changed=1
+if [ ! -f "$PBS_HOME/pbs_environment" ] || [ ! -d "$PBS_HOME/server_priv" ] || [ ! -x /etc/init.d/pbs ]; then
+    postinstall
 fi
+mom_changed=0
+ensure_usecp && mom_changed=1
 
 # --- daemons --------------------------------------------------------------------
 # `pbs_init.d status` always exits 0; one line per running daemon: "pbs_server
 # is pid N", ... but "pbs_comm is N" (no "pid").
 running() { "${CLEAN_ENV[@]}" "$INIT" status 2>/dev/null | grep -Ec '^pbs_(server|mom|sched|comm) is (pid )?[0-9]+$' || true; }
 server_pid() { "${CLEAN_ENV[@]}" "$INIT" status 2>/dev/null | awk '/^pbs_server is pid/ {print $4}'; }
+
+# start_pbs: `pbs_init.d start` (it starts only the daemons not running) and
+# wait until all four run; non-zero if they do not.
+start_pbs() {
+    local pid i
+    # setsid: detach from the caller's session so the daemons outlive it.
+    (cd / && setsid "${CLEAN_ENV[@]}" "$INIT" start </dev/null >>"$START_LOG" 2>&1) || return 1
+    # The marker (pbs_server's process is named pbs_server.bin) goes down as
+    # soon as the server runs, so that pbs_down.sh stops a half-started PBS too.
+    pid="$(server_pid)"
+    [ -z "$pid" ] || echo "$pid" >"$MARK_DIR/pbs_server"
+    for ((i = 0; i < 300; i++)); do
+        [ "$(running)" -ge 4 ] && return 0
+        sleep 0.1
+    done
+    "${CLEAN_ENV[@]}" "$INIT" status >&2 || true
+    return 1
+}
 
 if [ $conf_changed = 1 ] && [ "$(running)" -gt 0 ]; then
     log "$PBS_CONF changed: restarting PBS"
@@ -226,19 +253,17 @@ if [ "$n" -ge 4 ]; then
     fi
 else
     log "starting PBS ($n of 4 daemons running)"
-    # setsid: detach from the caller's session so the daemons outlive it.
-    if ! (cd / && setsid "${CLEAN_ENV[@]}" "$INIT" start </dev/null >>"$START_LOG" 2>&1); then
-        fail "pbs_init.d start failed (output $START_LOG)"
+    if ! start_pbs; then
+        # A first start that failed half-way leaves a PBS_HOME (and datastore)
+        # that later starts trip over: wipe it and start afresh, once.
+        [ ! -e "$OK_MARK" ] || fail "PBS did not start (output $START_LOG)"
+        log "first start failed: stopping, wiping $PBS_HOME, pbs_postinstall again (output $START_LOG)"
+        "${CLEAN_ENV[@]}" "$INIT" stop >>"$START_LOG" 2>&1 || true
+        rm -rf "$PBS_HOME"
+        postinstall
+        ensure_usecp || true
+        start_pbs || fail "PBS did not start (output $START_LOG)"
     fi
-    # The marker (pbs_server's process is named pbs_server.bin) goes down as
-    # soon as the server runs, so that pbs_down.sh stops a half-started PBS too.
-    pid="$(server_pid)"
-    [ -z "$pid" ] || echo "$pid" >"$MARK_DIR/pbs_server"
-    for ((i = 0; ; i++)); do
-        [ "$(running)" -ge 4 ] && break
-        [ $i -lt 300 ] || { "${CLEAN_ENV[@]}" "$INIT" status >&2 || true; fail "PBS daemons not all running after start"; }
-        sleep 0.1
-    done
     pid="$(server_pid)"
     echo "$pid" >"$MARK_DIR/pbs_server"
     log "started (server pid $pid)"
@@ -292,6 +317,15 @@ if [ "$ncpus" != "$NCPUS" ]; then
     qm "set node $NAME resources_available.ncpus = $NCPUS" || fail "qmgr set node ncpus failed"
 fi
 
+# The job's login shell runs ~/.bashrc; where that runs `pyenv init`, a rehash
+# lock left behind by a killed job makes it wait 60 s (see
+# tests/scheduler_support.py: clear_stale_pyenv_lock). A rehash holds the lock
+# for milliseconds: one older than 10 s is stale.
+lock="${HOME:-/root}/.pyenv/shims/.pyenv-shim"
+if [ -e "$lock" ] && [ $(($(date +%s) - $(stat -c %Y "$lock"))) -gt 10 ]; then
+    log "removing a stale pyenv lock $lock"
+    rm -f "$lock"
+fi
 log "submitting a test job (qsub -W block=true)"
 if ! out="$(cd / && timeout 60 "$PBS_EXEC/bin/qsub" -W block=true -N pbs_up_check -j oe -o /dev/null \
     -l walltime=00:01:00 -- /bin/true 2>&1)"; then
@@ -299,4 +333,5 @@ if ! out="$(cd / && timeout 60 "$PBS_EXEC/bin/qsub" -W block=true -N pbs_up_chec
     "$PBS_EXEC/bin/qstat" -f >&2 2>&1 || true
     fail "test job failed"
 fi
+touch "$OK_MARK"
 log "ready: node $NAME ($NCPUS cpus), queue workq, commands $PBS_EXEC/bin (conf $PBS_CONF)"
