@@ -17,8 +17,8 @@ then, in any number (``t`` is the record's type)::
     {"t": "end", "done": N, "failed": M, "status": "complete" | "interrupted" | "aborted"}
 
 ``pos`` lists positions as runs (a range is one run), in the order in which the batch held
-them.  ``c`` is a content check of the elements at those positions, in that order: CRC-32 and
-Adler-32 (8 hex digits each) and the length (hex) of ``pickle.dumps(elements, 4)``; the worker
+them.  ``c`` is a content check of the elements at those positions, in that order: CRC-32 (8 hex
+digits) and the length (hex) of ``pickle.dumps(elements, 4)``; the worker
 computes it over the very bytes it received.  ``d`` is one 16-hex-digit BLAKE2b digest per
 call (the pickle of the element with sets in a fixed order): always under ``--hash``/``--key``
 (where there is no ``c``), and in round-robin for calls of 10 µs or more, where the workers
@@ -49,7 +49,7 @@ import collections
 import errno
 import fcntl
 import hashlib
-import itertools
+import io
 import json
 import os
 import pickle
@@ -65,7 +65,7 @@ from .script import short_repr
 FORMAT = 2
 HEADER_KEY = "cluster_func_journal"
 FLUSH_SECONDS = 1.0
-_CHECK_RE = re.compile(r"^[0-9a-f]{17,}$")
+_CHECK_RE = re.compile(r"^[0-9a-f]{9,}$")
 _DIGESTS_RE = re.compile(r"^(?:[0-9a-f]{16})+$")
 _STATUSES = ("complete", "interrupted", "aborted")
 
@@ -83,11 +83,20 @@ class JournalWriteError(Exception):
 
 def content_check(data) -> str:
     """The ``c`` check of a batch's pickled elements (bytes or a memoryview)."""
-    return f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}{len(data):x}"
+    return f"{zlib.crc32(data):08x}{len(data):x}"
+
+
+def pickle_elements(elements):
+    """``pickle.dumps(list(elements), 4)``, as a buffer: the bytes a batch travels as.  (A
+    Pickler on a file writes big bytes objects straight through, 30 times faster than
+    ``pickle.dumps`` for a 1 MB argument; the bytes are the same.)"""
+    f = io.BytesIO()
+    pickle.Pickler(f, 4).dump(elements if type(elements) is list else list(elements))
+    return f.getbuffer()
 
 
 def elements_check(elements) -> str:
-    return content_check(pickle.dumps(list(elements), 4))
+    return content_check(pickle_elements(elements))
 
 
 _SET_TAG = "\x00cluster_func:set"

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from . import worker as worker_module
-from .journal import JournalWriteError
+from .journal import JournalWriteError, pickle_elements
 from .script import short_repr
 from .worker import DIGESTS_ALWAYS, DIGESTS_IF_DEAR, DIGESTS_NEVER, HEADER, Counters
 
@@ -107,6 +107,7 @@ class Worker:
         self.task_w = None
         self.result_r = None
         self.outq = collections.deque()  # memoryviews still to write to the task pipe
+        self.pipe_size = PIPE_SIZE
         self.outstanding = collections.deque()
         self.finished_calls = 0  # calls the runner has seen reported done by this worker
         self.ready = False
@@ -116,6 +117,21 @@ class Worker:
 
 
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+PIPE_SIZE = 1 << 16  # Linux's default pipe buffer
+MAX_PIPE_SIZE = 1 << 20  # what an unprivileged process may ask for by default
+_F_SETPIPE_SZ = getattr(__import__("fcntl"), "F_SETPIPE_SZ", 1031)
+
+
+def _grow_pipe(fd, wanted, current):
+    """Ask for a pipe buffer of ``wanted`` bytes (at most MAX_PIPE_SIZE); returns the size got."""
+    if current >= MAX_PIPE_SIZE:
+        return current
+    import fcntl
+
+    try:
+        return fcntl.fcntl(fd, _F_SETPIPE_SZ, min(MAX_PIPE_SIZE, wanted))
+    except OSError:  # over the per-user pipe limit: keep what there is
+        return MAX_PIPE_SIZE
 
 
 class Interrupted(BaseException):  # not Exception: user code must not swallow it
@@ -283,6 +299,7 @@ class Runner:
         w.task_w, w.result_r = task_w, result_r
         os.set_blocking(task_w.fileno(), False)
         w.outq = collections.deque()
+        w.pipe_size = PIPE_SIZE
         w.outstanding = collections.deque()
         self.counters.reset_started(w.slot)
         w.finished_calls = self.counters.finished(w.slot)
@@ -302,6 +319,8 @@ class Runner:
     def _send(self, w: Worker, header: bytes, payload: bytes):
         """Queue one message in ``Connection.send_bytes`` framing, without copying the payload."""
         n = len(header) + len(payload)
+        if n > w.pipe_size:  # big arguments: a bigger pipe moves them in fewer, larger writes
+            w.pipe_size = _grow_pipe(w.task_w.fileno(), n, w.pipe_size)
         size = struct.pack("!i", n) if n < 0x7FFFFFFF else struct.pack("!iQ", -1, n)
         w.outq.append(memoryview(size + header))
         w.outq.append(memoryview(payload))
@@ -364,7 +383,7 @@ class Runner:
     def _pickled(self, b: Batch):
         """The batch's elements pickled; elements that cannot be pickled fail here."""
         try:
-            return pickle.dumps(b.elements, 4)
+            return pickle_elements(b.elements)
         except Exception:  # noqa: BLE001 - find the culprits, send the rest
             keep = []
             for k, e in enumerate(b.elements):
@@ -377,7 +396,7 @@ class Runner:
             b.positions = [b.positions[k] for k in keep]
             b.elements = [b.elements[k] for k in keep]
             b.attempts = [b.attempts[k] for k in keep] if b.attempts else None
-            return pickle.dumps(b.elements, 4) if keep else None
+            return pickle_elements(b.elements) if keep else None
 
     def _feed(self, w: Worker):
         while len(w.outstanding) < PREFETCH:
