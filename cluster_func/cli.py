@@ -311,7 +311,7 @@ def run_clum(argv):
               f" --resume' to do the rest.")
         return EXIT_FAILED
     again = again_cmd(ns, opts, spec, journal_path)
-    if resumed is not None:
+    if resumed is not None and (not opts["quiet"] or resumed.skipped != journal.previous.recorded):
         say(f"--resume: skipped {resumed.skipped} calls the journal records as completed.")
     if counts.bad_keys:
         say(f"warning: {counts.bad_keys} calls were run by no bin: their key (argument {opts['key']}) "
@@ -342,6 +342,8 @@ def again_cmd(ns, opts, spec, journal_path):
     """The clum command that runs this again (for hints)."""
     return " ".join(shlex.quote(w) for w in ["clum", ns.script]
                     + (["--bins", str(spec)] if opts["bins"] else [])
+                    + (["-x", bins.format_positions(opts["hash"])] if opts["hash"] is not None else [])
+                    + (["-k", str(opts["key"])] if opts["key"] is not None else [])
                     + (["--journal", journal_path] if opts["journal"] else []))
 
 
