@@ -98,6 +98,10 @@ What a job sees (checked on this machine kind)
   ``job_state`` becomes F; ``qsub -W block=true`` returns before that.  The
   login shell runs ``pyenv init`` too, so the stale pyenv lock (see
   ``clear_stale_pyenv_lock``) delays PBS jobs as well.
+  Note plain ``qsub`` (as cluf runs it) forks a background qsub daemon that
+  serves the user's later qsubs and exits after 60 s without one (its command
+  line is that of the first qsub, its working directory that qsub's); ``qsub
+  -f``, ``-W block=true`` or a qsub inside a job do not.
 
 How failure shows
 -----------------
@@ -567,9 +571,10 @@ def require_pbs() -> None:
 
 def submit_pbs(args: Sequence[str], cwd: Optional[str] = None,
                env: Optional[Dict[str, str]] = None) -> str:
-    """PBS's `qsub ARGS` (in `cwd`, with pbs_env(env)); returns the job id as
-    qsub prints it: ``12.<server>``, ``13[].<server>`` for an array."""
-    res = subprocess.run([pbs_bin("qsub"), *args], stdout=subprocess.PIPE,
+    """PBS's `qsub -f ARGS` (in `cwd`, with pbs_env(env)); returns the job id as
+    qsub prints it: ``12.<server>``, ``13[].<server>`` for an array.
+    (-f: no background qsub daemon is left running.)"""
+    res = subprocess.run([pbs_bin("qsub"), "-f", *args], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, timeout=60, cwd=cwd,
                          env=pbs_env(env), stdin=subprocess.DEVNULL)
     if res.returncode != 0:

@@ -107,7 +107,7 @@ def test_pbs_job_runs_and_exports_only_chosen_variables(tmp_path):
     script = _write(tmp_path / "job.sh", JOB_SCRIPT)
     out = tmp_path / "job.out"
     res = subprocess.run(
-        [ss.pbs_bin("qsub"), "-N", "cf_harness_ok", "-S", "/bin/bash", "-o", str(out), "-j", "oe",
+        [ss.pbs_bin("qsub"), "-f", "-N", "cf_harness_ok", "-S", "/bin/bash", "-o", str(out), "-j", "oe",
          "-v", "CF_HARNESS_VAR=xyz", str(script)],
         capture_output=True, text=True, timeout=60, cwd=tmp_path,
         env=ss.pbs_env(_submit_env()), check=True)
