@@ -5,6 +5,7 @@ CLUSTER_FUNC_REQUIRE_SCHEDULERS=1).
 """
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -140,13 +141,20 @@ def test_pbs_array_outcome_comes_from_the_subjobs(tmp_path):
     assert ss.wait_pbs_jobs([job_id], timeout=60)[job_id] == ("FAILED", 3)
 
 
-def test_pbs_env_makes_auto_detection_pick_pbs(tmp_path):
+def test_pbs_env_puts_pbs_commands_first():
+    """What cluf's --scheduler auto looks at: PBS's qsub on PATH, and with
+    only_pbs no sbatch and no Grid Engine qsub; no SGE_ROOT either way."""
     ss.require_pbs()
-    code = "from cluster_func.schedulers import detect; s = detect(True); print(s.name, s.torque)"
-    root = str(Path(__file__).resolve().parents[2])
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                         cwd=root, env=ss.pbs_env(only_pbs=True))
-    assert res.stdout.split() == ["pbs", "False"], res
+    base = dict(os.environ, SGE_ROOT="/var/lib/gridengine", SGE_CELL="default")
+    env = ss.pbs_env(base)
+    assert "SGE_ROOT" not in env and "SGE_CELL" not in env
+    assert shutil.which("qsub", path=env["PATH"]) == ss.pbs_bin("qsub")
+    assert shutil.which("qstat", path=env["PATH"]) == ss.pbs_bin("qstat")
+    only = ss.pbs_env(base, only_pbs=True)
+    assert shutil.which("qsub", path=only["PATH"]) == ss.pbs_bin("qsub")
+    assert shutil.which("sbatch", path=only["PATH"]) is None
+    res = subprocess.run(["qstat", "--version"], capture_output=True, text=True, timeout=30, env=only)
+    assert res.stdout.startswith("pbs_version = "), res
 
 
 # ----------------------------------------------- skip / fail without a scheduler
