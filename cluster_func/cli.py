@@ -12,7 +12,7 @@ import signal
 import sys
 
 from . import __version__, bins, options
-from .errors import SubmitError, UserError
+from .errors import Interrupted, SubmitError, UserError
 from .script import get_args, get_options, get_target, load_script, resolve_path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -270,28 +270,38 @@ def run_clum(argv):
     work = bins.select(args, spec, opts["hash"], opts["key"], counts)
     journal = journal_mod.Journal(journal_path, opts["script"], str(spec), mode, bool(opts["resume"]),
                                   _warn("clum"))
-    resumed = None
-    if opts["resume"] and journal.previous is not None:
-        resumed = work = journal_mod.ResumeWork(work, journal.previous, mode)
-        recorded = journal.previous.recorded
-        if reporter.total is not None:
-            reporter.total = max(0, reporter.total - recorded)
-        reporter.message(f"--resume: the journal records {recorded} calls as completed; they are skipped "
-                         f"unless their arguments changed"
-                         + (f" ({reporter.total} calls to run)." if reporter.total is not None else "."))
-    elif opts["resume"]:
-        reporter.message(f"--resume: no journal at {journal_path}, so nothing to skip; running everything.")
-    processes = opts["processes"] or len(os.sched_getaffinity(0))
-    method = start_method(opts)
-    if method == "fork":
-        source = worker.Inherited(target, init_worker)
-    else:
-        source = worker.FromScript(opts["script"], opts["passthrough"], target_name)
-    runner = Runner(source, processes, work, reporter, journal=journal, retries=opts["retries"],
-                    timeout=opts["timeout"], start_method=method)
-    outcome = runner.run()
+    try:
+        resumed = None
+        if opts["resume"] and journal.previous is not None:
+            resumed = work = journal_mod.ResumeWork(work, journal.previous, mode)
+            recorded = journal.previous.recorded
+            if reporter.total is not None:
+                reporter.total = max(0, reporter.total - recorded)
+            reporter.message(f"--resume: the journal records {recorded} calls as completed; they are skipped "
+                             f"unless their arguments changed"
+                             + (f" ({reporter.total} calls to run)." if reporter.total is not None else "."))
+        elif opts["resume"]:
+            reporter.message(f"--resume: no journal at {journal_path}, so nothing to skip; running everything.")
+        cpus = len(os.sched_getaffinity(0))
+        processes = opts["processes"] or cpus
+        if processes > 4 * cpus:
+            _warn("clum")(f"-p {processes} is far above the {cpus} CPUs this process may use: calls will "
+                          f"share the CPUs (fine for calls that wait on I/O, slower for computing ones).")
+        method = start_method(opts)
+        if method == "fork":
+            source = worker.Inherited(target, init_worker)
+        else:
+            source = worker.FromScript(opts["script"], opts["passthrough"], target_name)
+        runner = Runner(source, processes, work, reporter, journal=journal, retries=opts["retries"],
+                        timeout=opts["timeout"], start_method=method)
+        outcome = runner.run()
+    except Interrupted as e:  # before the runner took over the signals
+        from .runner import Outcome
+
+        outcome, resumed = Outcome(interrupted_by=e.signum), None
+        runner = None
     # Elements whose hash/key position is missing fail without being sent to a worker.
-    for position, element, err in counts.bad_elements:
+    for position, element, err in counts.bad_elements if runner is not None else ():
         runner.fail_unsent(position, element, "IndexError", err)
     if counts.more_bad_elements:
         outcome.failed += counts.more_bad_elements
@@ -621,9 +631,20 @@ def print_failed(journal_path):
     return EXIT_FAILED
 
 
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
 def guarded(fn, prog, argv):
+    # SIGINT and SIGTERM at any moment: an orderly stop (the runner has its own handling while
+    # it runs; before and after, these turn into Interrupted).
+    signal.signal(signal.SIGINT, _raise_interrupted)
+    signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         return fn(argv)
+    except Interrupted as e:
+        sys.stderr.write(f"{prog}: interrupted by {signal.Signals(e.signum).name}.\n")
+        return 128 + e.signum
     except UserError as e:
         sys.stderr.write(f"{prog}: error: {e}\n")
         return e.exit_status

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from . import worker as worker_module
+from .errors import Interrupted
 from .journal import JournalWriteError, pickle_elements
 from .script import short_repr
 from .worker import DIGESTS_ALWAYS, DIGESTS_IF_DEAR, DIGESTS_NEVER, HEADER, Counters
@@ -134,9 +135,6 @@ def _grow_pipe(fd, wanted, current):
         return MAX_PIPE_SIZE
 
 
-class Interrupted(BaseException):  # not Exception: user code must not swallow it
-    def __init__(self, signum):
-        self.signum = signum
 
 
 @dataclass
@@ -293,7 +291,13 @@ class Runner:
                   None if method == "forkserver" else os.getpid(), method == "fork"),
             name=f"clum-worker-{w.slot}", daemon=True,
         )
-        w.proc.start()
+        try:
+            w.proc.start()
+        except BaseException:
+            w.proc = None  # not started: nothing to join or settle
+            for c in (task_r, task_w, result_r, result_w):
+                c.close()
+            raise
         task_r.close()
         result_w.close()
         w.task_w, w.result_r = task_w, result_r
@@ -665,7 +669,7 @@ class Runner:
             self._account(w, blame=None)
 
     def _shutdown(self, force=False):
-        procs = [w.proc for w in self.workers if w.proc is not None]
+        procs = [w.proc for w in self.workers if w.proc is not None and w.proc.pid is not None]
         if not force:
             for w in self.workers:
                 try:

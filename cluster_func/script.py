@@ -5,7 +5,7 @@ import os
 import sys
 import traceback
 
-from .errors import ScriptError
+from .errors import Interrupted, ScriptError
 
 MODULE_NAME = "__cluster_func_target__"
 
@@ -50,7 +50,7 @@ def load_script(path: str, argv=()):
             f"only run as a program under `if __name__ == '__main__':`."
         ) from None
     except BaseException as e:  # noqa: BLE001 - we report the script's own error
-        if isinstance(e, KeyboardInterrupt):
+        if isinstance(e, (KeyboardInterrupt, Interrupted)):
             raise
         tb = traceback.TracebackException.from_exception(e)
         # Keep only the frames from the user's script and below: drop our loader.

@@ -120,6 +120,13 @@ def _format_exception(e):
 
 
 def main(task_conn, result_conn, source, shared, slot, close_fds=(), parent_pid=None, forked=False):
+    try:
+        _main(task_conn, result_conn, source, shared, slot, close_fds, parent_pid, forked)
+    except (BrokenPipeError, ConnectionResetError, EOFError):
+        pass  # the runner is gone or stopped listening (interrupted): nothing to report to
+
+
+def _main(task_conn, result_conn, source, shared, slot, close_fds, parent_pid, forked):
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner handles Ctrl-C for everyone
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # see Runner._start_worker
