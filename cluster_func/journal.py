@@ -550,13 +550,12 @@ class Journal:
             lines, self.lines = self.lines, []
             data = ("\n".join(text for text, _ in lines) + "\n").encode("utf-8", "surrogatepass")
             try:
-                written = _write_all(self.fd, data)
+                _write_all(self.fd, data)
             except _PartialWrite as e:
                 self._count_written(lines, e.written)
                 self.broken = JournalWriteError(self.path, e.err)
                 raise self.broken from None
             self.written_calls += sum(n for _, n in lines)
-            del written
         if sync:
             self.last_sync = time.monotonic()
             try:

@@ -301,3 +301,11 @@ def merge(command: str, *layers: dict) -> dict:
             else:
                 merged[k] = v
     return {attr(k): v for k, v in merged.items()}
+
+
+def split_passthrough(argv):
+    argv = list(argv)
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1:]
+    return argv, []

@@ -16,7 +16,6 @@ import pickle
 import selectors
 import signal
 import struct
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import List, Optional
@@ -24,7 +23,7 @@ from typing import List, Optional
 from . import worker as worker_module
 from .errors import Interrupted
 from .journal import JournalWriteError, pickle_elements
-from .script import short_repr
+from .reporter import Reporter
 from .worker import DIGESTS_ALWAYS, DIGESTS_IF_DEAR, DIGESTS_NEVER, HEADER, Counters
 
 # Adaptive batching.  A batch should keep a worker busy for about TARGET seconds:
@@ -151,70 +150,6 @@ class Outcome:
     @property
     def total(self):
         return self.done + self.failed
-
-
-class Reporter:
-    """Prints failures and the progress line; the runner calls it, never the other way."""
-
-    def __init__(self, stream=None, progress=True, total=None, prog="clum"):
-        self.stream = stream or sys.stderr
-        self.progress = progress and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.total = total
-        self.prog = prog
-        self._last = 0.0
-        self._shown = False
-
-    def _clear(self):
-        if self._shown:
-            self.stream.write("\r\033[K")
-            self._shown = False
-
-    def failure(self, position, element, exc_type, message, tb, attempt=0, will_retry=False):
-        self._clear()
-        what = f"call at position {position} with args {short_repr(element)}"
-        if will_retry:
-            self.stream.write(f"{self.prog}: {what} failed ({exc_type}: {message}); trying again "
-                              f"(attempt {attempt + 2}).\n")
-        else:
-            tries = f" (after {attempt + 1} attempts)" if attempt else ""
-            self.stream.write(f"{self.prog}: {what} failed{tries}:\n{tb.rstrip()}\n")
-        self.stream.flush()
-
-    def message(self, text):
-        self._clear()
-        self.stream.write(f"{self.prog}: {text}\n")
-        self.stream.flush()
-
-    def tick(self, outcome: Outcome, force=False):
-        if not self.progress:
-            return
-        now = time.monotonic()
-        if not force and now - self._last < 0.2:
-            return
-        self._last = now
-        elapsed = now - outcome.started
-        n = outcome.total
-        rate = n / elapsed if elapsed > 0 else 0.0
-        line = f"{self.prog}: {outcome.done} done, {outcome.failed} failed"
-        if self.total is not None:
-            line += f" of {self.total}"
-        line += f", {rate:,.1f}/s, elapsed {_hms(elapsed)}"
-        if self.total and rate > 0 and n < self.total:
-            line += f", ETA {_hms((self.total - n) / rate)}"
-        self.stream.write("\r\033[K" + line)
-        self.stream.flush()
-        self._shown = True
-
-    def close(self):
-        self._clear()
-        self.stream.flush()
-
-
-def _hms(seconds):
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def describe_exit(exitcode) -> str:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from typing import List
 
-from . import jobs
+from . import jobs, submission
 from . import journal as journal_mod
 from .errors import UserError
 from .schedulers import SCHEDULERS
@@ -144,7 +144,7 @@ def status(jobs_dir) -> int:
     return 0 if ok else 1
 
 
-def resubmit(jobs_dir, submit) -> int:
+def resubmit(jobs_dir) -> int:
     """Submit again, with --resume, the bins that are failed, vanished or done with failed calls."""
     status_code = 0
     for path in manifests_in(jobs_dir):
@@ -175,7 +175,7 @@ def resubmit(jobs_dir, submit) -> int:
         redo.sort()
         paths = jobs.write(plan, redo, resume=True)
         print(f"cluf: resubmitting {len(redo)} bin(s) with --resume: {', '.join(map(str, redo))}")
-        status_code = max(status_code, submit(plan, redo, paths, resume=True, manifest_path=path))
+        status_code = max(status_code, submission.submit(plan, redo, paths, resume=True, manifest_path=path))
     return status_code
 
 

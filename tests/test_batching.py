@@ -110,7 +110,8 @@ def test_a_batch_handed_back_part_way_is_re_dealt_in_batches_sized_for_the_new_c
     """A worker that hands back the rest of a batch (its calls got dear) must not get the whole
     rest again: it is re-dealt in small batches so that every worker gets a share."""
     from cluster_func.bins import Work
-    from cluster_func.runner import Batch, Reporter, Runner, Worker
+    from cluster_func.reporter import Reporter
+    from cluster_func.runner import Batch, Runner, Worker
 
     r = Runner(None, 2, Work(iter(()), 0, 1), Reporter(progress=False))
     r.sizer.observe(40, 40 * 0.0001)  # cheap calls so far: 0.1 ms each

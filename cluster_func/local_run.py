@@ -1,0 +1,160 @@
+"""A clum run on this machine: from the loaded script and merged options to an exit status.
+
+The steps, top-down: select the work of the chosen bins, open the journal (resuming from
+it when asked), start the runner with the start method's way of giving workers the target,
+settle calls that failed before they could be sent, close the journal, and say how it went.
+"""
+
+import multiprocessing
+import os
+import shlex
+import signal
+import sys
+
+from . import bins, worker
+from . import journal as journal_mod
+from .errors import Interrupted, UserError
+from .reporter import Reporter, warner
+from .runner import Outcome, Runner
+from .script import get_args, get_init_worker, get_target
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+def run(ns, module, opts) -> int:
+    target_name, args_name = opts["target"], opts["args"]
+    target = get_target(module, target_name)
+    init_worker = get_init_worker(module)
+    args = get_args(module, args_name)
+    spec = opts["bins"] or bins.BinSpec((0,), 1)
+    mode = "hash" if opts["hash"] is not None else "key" if opts["key"] is not None else "round-robin"
+    journal_path = opts["journal"] or journal_mod.default_path(opts["script"], str(spec))
+    if ns.failed:
+        return print_failed(journal_path)
+
+    reporter = Reporter(progress=not opts["quiet"], total=bins.expected_count(args, spec, mode))
+    counts = bins.SelectionCounts()
+    work = bins.select(args, spec, opts["hash"], opts["key"], counts)
+    journal = journal_mod.Journal(journal_path, opts["script"], str(spec), mode, bool(opts["resume"]),
+                                  warner("clum"))
+    try:
+        resumed = None
+        if opts["resume"] and journal.previous is not None:
+            resumed = work = journal_mod.ResumeWork(work, journal.previous, mode)
+            recorded = journal.previous.recorded
+            if reporter.total is not None:
+                reporter.total = max(0, reporter.total - recorded)
+            reporter.message(f"--resume: the journal records {recorded} calls as completed; they are skipped "
+                             f"unless their arguments changed"
+                             + (f" ({reporter.total} calls to run)." if reporter.total is not None else "."))
+        elif opts["resume"]:
+            reporter.message(f"--resume: no journal at {journal_path}, so nothing to skip; running everything.")
+        cpus = len(os.sched_getaffinity(0))
+        processes = opts["processes"] or cpus
+        if processes > 4 * cpus:
+            warner("clum")(f"-p {processes} is far above the {cpus} CPUs this process may use: calls will "
+                          f"share the CPUs (fine for calls that wait on I/O, slower for computing ones).")
+        method = start_method(opts)
+        if method == "fork":
+            source = worker.Inherited(target, init_worker)
+        else:
+            source = worker.FromScript(opts["script"], opts["passthrough"], target_name)
+        runner = Runner(source, processes, work, reporter, journal=journal, retries=opts["retries"],
+                        timeout=opts["timeout"], start_method=method)
+        outcome = runner.run()
+    except Interrupted as e:  # before the runner took over the signals
+        outcome, resumed = Outcome(interrupted_by=e.signum), None
+        runner = None
+    # Elements whose hash/key position is missing fail without being sent to a worker.
+    for position, element, err in counts.bad_elements if runner is not None else ():
+        runner.fail_unsent(position, element, "IndexError", err)
+    if counts.more_bad_elements:
+        outcome.failed += counts.more_bad_elements
+        reporter.message(f"... and {counts.more_bad_elements} more calls failed the same way (too few "
+                         f"arguments for the --hash/--key position); not listed one by one.")
+    status = ("interrupted" if outcome.interrupted_by else
+              "aborted" if outcome.fatal or outcome.args_error else "complete")
+    journal.close(outcome.done, outcome.failed, status)
+    say = reporter.message
+    if journal.broken is not None:
+        lost = outcome.done - journal.written_calls
+        outcome.done = journal.written_calls
+        say(f"stopped: {journal.broken.err.strerror or journal.broken.err} while writing the journal "
+            f"{journal_path}. {outcome.done} calls completed and are recorded there, {outcome.failed} failed"
+            + (f"; {lost} more finished but could not be recorded and will run again" if lost > 0 else "")
+            + f". Free some space (or fix the file system), then run '{again_cmd(ns, opts, spec, journal_path)}"
+              f" --resume' to do the rest.")
+        return EXIT_FAILED
+    again = again_cmd(ns, opts, spec, journal_path)
+    if resumed is not None and (not opts["quiet"] or resumed.skipped != journal.previous.recorded):
+        say(f"--resume: skipped {resumed.skipped} calls the journal records as completed.")
+    if counts.bad_keys:
+        say(f"warning: {counts.bad_keys} calls were run by no bin: their key (argument {opts['key']}) "
+            f"is not an integer from 0 to {spec.total - 1}. Example: position {counts.first_bad_key[0]}, "
+            f"key {counts.first_bad_key[1]!r}.")
+    total = outcome.done + outcome.failed
+    if outcome.fatal:
+        say(f"stopped: {outcome.fatal}. {outcome.done} calls completed before that.")
+        return EXIT_FAILED
+    if outcome.interrupted_by:
+        name = signal.Signals(outcome.interrupted_by).name
+        say(f"interrupted by {name}: {outcome.done} calls completed, {outcome.failed} failed; "
+            f"the rest did not run. '{again} --resume' skips the completed ones.")
+        return 128 + outcome.interrupted_by
+    if outcome.args_error:
+        say(f"stopped early: {outcome.args_error} (see above). {outcome.done} calls completed, "
+            f"{outcome.failed} failed. Fix the iterable and run again with --resume.")
+        return EXIT_FAILED
+    if outcome.failed:
+        say(f"{outcome.failed} of {total} calls failed (see above; '{again} --failed' lists them).")
+        return EXIT_FAILED
+    if not opts["quiet"]:
+        say(f"{outcome.done} calls done.")
+    return EXIT_OK
+
+
+def again_cmd(ns, opts, spec, journal_path):
+    """The clum command that runs this again (for hints)."""
+    return " ".join(shlex.quote(w) for w in ["clum", ns.script]
+                    + (["--bins", str(spec)] if opts["bins"] else [])
+                    + (["-x", bins.format_positions(opts["hash"])] if opts["hash"] is not None else [])
+                    + (["-k", str(opts["key"])] if opts["key"] is not None else [])
+                    + (["--journal", journal_path] if opts["journal"] else []))
+
+
+def start_method(opts):
+    """--start-method, else $CLUSTER_FUNC_START_METHOD, else fork where there is fork."""
+    method = opts.get("start_method") or os.environ.get("CLUSTER_FUNC_START_METHOD")
+    if method:
+        if method not in multiprocessing.get_all_start_methods():
+            raise UserError(f"--start-method {method} is not available here; choose one of "
+                            f"{', '.join(multiprocessing.get_all_start_methods())}.")
+        return method
+    return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+def print_failed(journal_path):
+    if not os.path.exists(journal_path):
+        raise UserError(f"No journal at {journal_path}: this script and bin spec have not been run "
+                        f"(or use --journal PATH to name the journal).")
+    if os.path.isdir(journal_path):
+        raise UserError(f"The journal path {journal_path} is a directory, not a journal. Name the journal "
+                        f"file with --journal PATH.")
+    try:
+        st = journal_mod.read(journal_path)
+    except OSError as e:
+        raise UserError(f"Cannot read the journal {journal_path}: {e.strerror}.") from None
+    if st.format is None:
+        raise UserError(f"{journal_path} is not a clum journal or is unreadable (its first line is not a "
+                        f"journal header), so it cannot say which calls failed. Name the run's journal "
+                        f"with --journal PATH.")
+    if st.bad:
+        print(f"# skipped {st.bad} unreadable line(s) of the journal", file=sys.stderr)
+    if st.last_status is None:
+        print(f"# the last run did not finish ({st.last_done} calls completed)", file=sys.stderr)
+    if not st.last_failed:
+        print(f"# no failed calls in the last run ({st.last_done} completed)", file=sys.stderr)
+        return EXIT_OK
+    for rec in st.last_failed:
+        print(f"position {rec.get('pos')}: args {rec.get('args')}: {rec.get('type')}: {rec.get('msg')}")
+    return EXIT_FAILED

@@ -1,0 +1,230 @@
+"""A cluf submission: from the loaded script and merged options to job scripts written and
+submitted, their ids in the run's manifest.
+
+Top-down: decide how many jobs (``-n``, or ``-i`` by counting the calls), pick the scheduler,
+refuse bins that are still queued or running, write one job script per bin (or job arrays)
+and submit them one by one, saving the manifest after each so that a failure part-way says
+exactly what was and was not submitted.  ``cluf --resubmit`` (status.py) submits through
+:func:`submit` too.
+"""
+
+import os
+import shlex
+import shutil
+
+from . import bins, jobs, schedulers
+from .errors import SubmitError, UserError
+from .options import split_passthrough
+from .reporter import warner
+from .script import get_args, get_target
+
+EXIT_OK = 0
+
+
+def run(ns, module, opts, argv_all) -> int:
+    get_target(module, opts["target"])
+    args = get_args(module, opts["args"])
+    if ns.nodes is not None:
+        opts["iterations"] = None  # the command line wins over cluf_options / ~/.clufrc
+    elif ns.iterations is not None:
+        opts["nodes"] = None
+    if opts["nodes"] is not None and opts["iterations"] is not None:
+        raise UserError("Give either -n/--nodes (how many jobs) or -i/--iterations (calls per job), "
+                        "not both (check cluf_options and ~/.clufrc too).")
+    if opts["nodes"] is None and opts["iterations"] is None:
+        raise UserError("Say how to split the work: -n/--nodes N for N jobs, or -i/--iterations K for "
+                        "about K calls per job. Example: cluf script.py -n 12")
+    if opts["iterations"] is not None:
+        count = count_elements(args)
+        nodes = max(1, -(-count // opts["iterations"]))
+        print(f"cluf: {count} calls, {opts['iterations']} per job: {nodes} job{'s' * (nodes != 1)}.")
+    else:
+        nodes = opts["nodes"]
+    submitting = not opts["no_q"]
+    sched = schedulers.get(opts["scheduler"], submitting)
+    if submitting and not shutil.which(sched.submit_command):
+        raise UserError(f"Cannot submit to {sched.name}: its command {sched.submit_command!r} is not on "
+                        f"PATH. Run cluf where the scheduler is installed, or write the scripts "
+                        f"without submitting them with -q/--no-q.")
+    spec = opts["bins"]
+    if spec is not None and spec.total != nodes:
+        raise UserError(f"--bins {spec} names {spec.total} bins, but there are {nodes} jobs: with cluf, "
+                        f"--bins x/N selects which of the N jobs to write and submit, so N must equal "
+                        f"the number of nodes (e.g. -n {nodes} -b 0/{nodes}).")
+    chosen = list(spec.bins) if spec is not None else list(range(nodes))
+
+    clum_args = ["--target", opts["target"], "--args", opts["args"]]
+    if opts["hash"] is not None:
+        clum_args += ["--hash", bins.format_positions(opts["hash"])]
+    if opts["key"] is not None:
+        clum_args += ["--key", str(opts["key"])]
+    if opts["processes"]:
+        clum_args += ["--processes", str(opts["processes"])]
+    if opts["retries"]:
+        clum_args += ["--retries", str(opts["retries"])]
+    if opts["timeout"]:
+        clum_args += ["--timeout", f"{opts['timeout']:.15g}"]
+    if opts["start_method"]:
+        clum_args += ["--start-method", opts["start_method"]]
+    raw = opts[f"{sched.name}_options"] or {}
+    plan = jobs.RunPlan(
+        script=opts["script"], nodes=nodes, jobs_dir=opts["jobs_dir"] or os.getcwd(),
+        submit_dir=os.getcwd(), scheduler=sched, clum_args=clum_args, passthrough=opts["passthrough"],
+        env=opts["env"] or {}, prepend=opts["prepend_script"] or [], append=opts["append_script"] or [],
+        resources={"walltime": opts["walltime"], "memory": opts["memory"], "queue": opts["queue"],
+                   "account": opts["account"], "cpus": opts["cpus"] or opts["processes"]},
+        raw=raw)
+    for other in ("pbs", "slurm", "sge"):
+        if other != sched.name and opts[f"{other}_options"]:
+            warner("cluf")(f"--{other}-options are ignored: the jobs are for {sched.name}.")
+    if submitting:
+        from .status import live_bins
+
+        busy = live_bins(plan.manifest_path(), chosen, sched)
+        if busy:
+            listed = ", ".join(f"bin {i} (job {j}, {st})" for i, j, st in busy[:10])
+            raise UserError(
+                f"{len(busy)} of these bins are already queued or running: {listed}"
+                f"{', ...' if len(busy) > 10 else ''}. Submitting them again would run their calls twice. "
+                f"Wait for them, cancel them first (cluf --cancel {plan.jobs_dir}), or choose the other "
+                f"bins with -b.")
+    mode = "hash" if opts["hash"] is not None else "key" if opts["key"] is not None else "round-robin"
+    calls = {}
+    for i in chosen:
+        n = bins.expected_count(args, bins.BinSpec((i,), nodes), mode)
+        if n is not None:
+            calls[i] = n
+    if opts["array"] and len(chosen) > 1:
+        return submit_arrays(plan, chosen, submitting, opts["max_running"], calls, bool(opts["resume"]))
+    if opts["max_running"]:
+        warner("cluf")("--max-running only applies with --array; ignored.")
+    try:
+        paths = jobs.write(plan, chosen, resume=bool(opts["resume"]))
+    except OSError as e:
+        raise UserError(f"Cannot write the job scripts in {plan.jobs_dir}: {e.strerror}.") from None
+    if not submitting:
+        print(f"cluf: wrote {len(paths)} {sched.name} job script{'s' * (len(paths) != 1)} in "
+              f"{plan.jobs_dir} (not submitted: -q). Run one by hand with: bash {paths[0]}")
+        return EXIT_OK
+    return submit(plan, chosen, paths, argv_all, resume=bool(opts["resume"]), calls=calls)
+
+
+def count_elements(args):
+    """len() where it exists, else by iterating (nothing is kept)."""
+    try:
+        return len(args)
+    except TypeError:
+        n = 0
+        for n, _ in enumerate(args, 1):
+            pass
+        return n
+
+
+def replace_bins(argv, new_spec):
+    """argv (before '--') with any -b/--bins/--bin replaced by ``--bins new_spec`` at the end."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in ("-b", "--bins", "--bin"):
+            skip = True
+            continue
+        if a.startswith(("--bins=", "--bin=")) or (a.startswith("-b") and not a.startswith("--")):
+            continue
+        out.append(a)
+    return out + ["--bins", new_spec]
+
+
+def _contiguous_runs(items, limit):
+    """Split sorted ints into runs of consecutive values, each at most ``limit`` long."""
+    runs = []
+    for i in items:
+        if runs and i == runs[-1][0] + runs[-1][1] and runs[-1][1] < limit:
+            runs[-1][1] += 1
+        else:
+            runs.append([i, 1])
+    return runs
+
+
+def submit_arrays(plan, chosen, submitting, max_running, calls, resume=False):
+    sched = plan.scheduler
+    say = warner("cluf")
+    if max_running and sched.max_running_note:
+        say(f"--max-running is ignored: {sched.max_running_note}.")
+        max_running = None
+    limit = (sched.max_array_size() if submitting else None) or len(chosen)
+    runs = _contiguous_runs(sorted(chosen), limit)
+    if len(runs) > 1 and limit < len(chosen):
+        print(f"cluf: {sched.name} allows at most {limit} tasks per array here: splitting the "
+              f"{len(chosen)} bins into {len(runs)} arrays.")
+        if max_running:
+            share = max(1, max_running // len(runs))
+            note = "" if share * len(runs) <= max_running else \
+                f" (at least 1 each, so up to {share * len(runs)} may run at once)"
+            (say if note else print)(f"--max-running {max_running} is shared out between the "
+                                     f"{len(runs)} arrays: at most {share} running tasks per array{note}.")
+            max_running = share
+    try:
+        paths = [jobs.write_array(plan, first, count, max_running, resume) for first, count in runs]
+    except OSError as e:
+        raise UserError(f"Cannot write the job scripts in {plan.jobs_dir}: {e.strerror}.") from None
+    if not submitting:
+        print(f"cluf: wrote {len(paths)} {sched.name} array job script{'s' * (len(paths) != 1)} in "
+              f"{plan.jobs_dir} (not submitted: -q). Run one bin by hand with: "
+              f"{jobs.ARRAY_BIN_VAR}={runs[0][0]} bash {paths[0]}")
+        return EXIT_OK
+    manifest_path = plan.manifest_path()
+    manifest = jobs.load_manifest(manifest_path) or jobs.new_manifest(plan)
+    jobs.plan_bins(manifest, chosen)
+    for (first, count), path in zip(runs, paths):
+        try:
+            array_id = sched.submit(path, plan.submit_dir)
+        except RuntimeError as e:
+            jobs.save_manifest(manifest_path, manifest)
+            rest = [i for f, c in runs[runs.index([first, count]):] for i in range(f, f + c)]
+            raise SubmitError(
+                f"submitting the array {path} failed: {e}. Arrays submitted before it are recorded in "
+                f"{manifest_path}. Not submitted: bins {bins.format_positions(rest)} of {plan.nodes}; "
+                f"to submit them (as single jobs) once the problem is fixed, run:\n    "
+                f"cluf --resubmit {shlex.quote(plan.jobs_dir)}") from None
+        for i in range(first, first + count):
+            index = i - first + sched.array_first_index
+            jobs.record(manifest, i, path, sched.task_id(array_id, index), array_id=array_id,
+                        calls=calls.get(i))
+        jobs.save_manifest(manifest_path, manifest)
+        print(f"submitted {path} as job {array_id} (array of {count}: bins {first}-{first + count - 1})")
+    return EXIT_OK
+
+
+def submit(plan, chosen, paths, argv_all=None, resume=False, calls=None, manifest_path=None):
+    manifest_path = manifest_path or plan.manifest_path()
+    manifest = jobs.load_manifest(manifest_path) or jobs.new_manifest(plan)
+    jobs.plan_bins(manifest, chosen)
+    calls = calls or {}
+    done = []
+    for i, path in zip(chosen, paths):
+        try:
+            job_id = plan.scheduler.submit(path, plan.submit_dir)
+        except RuntimeError as e:
+            jobs.save_manifest(manifest_path, manifest)
+            rest = chosen[len(done):]
+            if argv_all is not None:
+                cmd_argv, passthrough = split_passthrough(argv_all)
+                cmd = ["cluf", *replace_bins(cmd_argv, f"{bins.format_positions(rest)}/{plan.nodes}")]
+                if passthrough:
+                    cmd += ["--", *passthrough]
+            else:
+                cmd = ["cluf", "--resubmit", plan.jobs_dir]
+            submitted = ", ".join(f"bin {b} as job {j}" for b, j in done) or "none"
+            raise SubmitError(
+                f"submitting bin {i} failed: {e}.\n  submitted: {submitted}\n  not submitted: bins "
+                f"{bins.format_positions(rest)} of {plan.nodes}\n  to submit the rest once the problem is "
+                f"fixed, run:\n    {' '.join(shlex.quote(w) for w in cmd)}") from None
+        jobs.record(manifest, i, path, job_id, resume, calls=calls.get(i))
+        done.append((i, job_id))
+        print(f"submitted {path} as job {job_id}")
+        jobs.save_manifest(manifest_path, manifest)
+    print(f"cluf: submitted {len(done)} job{'s' * (len(done) != 1)} to {plan.scheduler.name}; "
+          f"manifest: {manifest_path}")
+    return EXIT_OK
