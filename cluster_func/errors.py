@@ -1,5 +1,8 @@
 """Errors that the command line turns into a clear message and an exit status."""
 
+import contextlib
+import signal
+
 
 class UserError(Exception):
     """Bad input from the user: printed as one paragraph, exit status 2."""
@@ -29,3 +32,16 @@ class Interrupted(BaseException):
     def __init__(self, signum):
         super().__init__(signum)
         self.signum = signum
+
+
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Hold SIGINT and SIGTERM until the block is over (a step that must not be cut in two)."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)

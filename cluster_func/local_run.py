@@ -13,7 +13,7 @@ import sys
 
 from . import bins, worker
 from . import journal as journal_mod
-from .errors import Interrupted, UserError
+from .errors import Interrupted, UserError, signals_held
 from .reporter import Reporter, warner
 from .runner import Outcome, Runner
 from .script import get_args, get_init_worker, get_target
@@ -35,9 +35,11 @@ def run(ns, module, opts) -> int:
     reporter = Reporter(progress=not opts["quiet"], total=bins.expected_count(args, spec, mode))
     counts = bins.SelectionCounts()
     work = bins.select(args, spec, opts["hash"], opts["key"], counts)
-    journal = journal_mod.Journal(journal_path, opts["script"], str(spec), mode, bool(opts["resume"]),
-                                  warner("clum"))
+    journal = None
     try:
+        with signals_held():  # a signal now is handled once the journal is whole (just below)
+            journal = journal_mod.Journal(journal_path, opts["script"], str(spec), mode,
+                                          bool(opts["resume"]), warner("clum"))
         resumed = None
         if opts["resume"] and journal.previous is not None:
             resumed = work = journal_mod.ResumeWork(work, journal.previous, mode)
@@ -63,6 +65,8 @@ def run(ns, module, opts) -> int:
                         timeout=opts["timeout"], start_method=method)
         outcome = runner.run()
     except Interrupted as e:  # before the runner took over the signals
+        if journal is None:
+            raise
         outcome, resumed = Outcome(interrupted_by=e.signum), None
         runner = None
     # Elements whose hash/key position is missing fail without being sent to a worker.

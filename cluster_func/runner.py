@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from . import worker as worker_module
-from .errors import Interrupted
+from .errors import Interrupted, signals_held
 from .journal import JournalWriteError, pickle_elements
 from .reporter import Reporter
 from .worker import DIGESTS_ALWAYS, DIGESTS_IF_DEAR, DIGESTS_NEVER, HEADER, Counters
@@ -116,7 +116,6 @@ class Worker:
         self.gen = 0  # bumped at each (re)start: events of an earlier process are stale
 
 
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 PIPE_SIZE = 1 << 16  # Linux's default pipe buffer
 MAX_PIPE_SIZE = 1 << 20  # what an unprivileged process may ask for by default
 _F_SETPIPE_SZ = getattr(__import__("fcntl"), "F_SETPIPE_SZ", 1031)
@@ -204,11 +203,8 @@ class Runner:
     def _start_worker(self, w: Worker):
         # A signal arriving half-way through starting a process would leave it without a
         # handle: hold SIGINT/SIGTERM until the start is over (the worker unblocks them).
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-        try:
+        with signals_held():
             self._start_worker_blocked(w)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
     def _start_worker_blocked(self, w: Worker):
         task_r, task_w = self.ctx.Pipe(duplex=False)
@@ -615,9 +611,12 @@ class Runner:
             deadline = time.monotonic() + 5
             for p in procs:
                 p.join(max(0.0, deadline - time.monotonic()))
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
+        for w in self.workers:
+            p = w.proc
+            if p is not None and p.pid is not None and p.is_alive():
+                # A worker still starting has SIGTERM held: it would only notice the runner gone
+                # (and print multiprocessing's traceback); stop it for good at once.
+                p.terminate() if w.ready else p.kill()
         deadline = time.monotonic() + 1.0
         for p in procs:
             p.join(max(0.0, deadline - time.monotonic()))
