@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 
-from . import __version__, options
+from . import __version__, options, schedulers
 from .options import split_passthrough
 from .errors import Interrupted, SubmitError, UserError
 from .script import get_options, load_script, resolve_path
@@ -94,13 +94,14 @@ exit status: 0 all calls done, 1 some failed, 2 bad input, 130/143 interrupted."
 
 
 def cluf_parser():
+    titles = [schedulers.SCHEDULERS[n].title for n in schedulers.names()]
     p = _Parser(
         prog="cluf", usage="cluf [options] (-n NODES | -i ITERATIONS) SCRIPT [-- ARGS FOR THE SCRIPT...]\n"
                            "       cluf (--status | --resubmit | --cancel) [JOBS_DIR]",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Split the calls of target(*a) for every a in the script's args into one job "
-                    "script per node and submit them to the cluster's scheduler (PBS, Slurm or Grid "
-                    "Engine). Each job runs clum on its bin.",
+                    "script per node and submit them to the cluster's scheduler "
+                    f"({', '.join(titles[:-1])} or {titles[-1]}). Each job runs clum on its bin.",
         epilog="""Everything after '--' becomes the script's sys.argv[1:] (in every job).
 Options may also be set in a dict called cluf_options in the script, and user-wide
 in ~/.clufrc (JSON); the command line wins over the script, the script over ~/.clufrc.
@@ -135,10 +136,9 @@ exit status: 0 all written (and submitted), 1 a submission failed, 2 bad input."
                         "(default: the current directory; created if missing). Example: -j jobs")
     p.add_argument("-q", "--no-q", "-no-q", action="store_const", const=True, default=None,
                    help="write the job scripts but submit nothing (default: submit them). "
-                        "Example: -q (the seed's spelling -no-q works too)")
+                        "Example: -q")
     p.add_argument("--scheduler", metavar="NAME",
-                   help="pbs, slurm, sge or auto (default: auto: sbatch on PATH means slurm; qsub "
-                        "with SGE_ROOT set means sge; otherwise pbs)")
+                   help=f"{', '.join(schedulers.names())} or auto (default: auto: {schedulers.detection_text()})")
     p.add_argument("-e", "--env", metavar="NAME[=VALUE]", action="append",
                    help="set a variable in every job; NAME alone copies this shell's value. "
                         "Repeatable. Nothing else of this environment reaches the jobs "
@@ -159,13 +159,10 @@ exit status: 0 all written (and submitted), 1 a submission failed, 2 bad input."
                    "scheduler's). Example: --account proj42")
     p.add_argument("--cpus", metavar="N", help="cores per job (default: --processes if given, else "
                    "the scheduler's). Example: --cpus 8")
-    p.add_argument("-o", "--pbs-options", metavar="K=V,...",
-                   help="raw PBS directives: each becomes '#PBS -l K=V', except name, stdout, "
-                        "stderr, queue, ppn (-N, -o, -e, -q, -l nodes=1:ppn=N). Example: -o mem=4gb,ppn=8")
-    p.add_argument("--slurm-options", metavar="K=V,...",
-                   help="raw Slurm directives: each becomes '#SBATCH --K=V'. Example: --slurm-options qos=long")
-    p.add_argument("--sge-options", metavar="K=V,...",
-                   help="raw Grid Engine directives: each becomes '#$ -l K=V'. Example: --sge-options h_vmem=4G")
+    for name in schedulers.names():  # --pbs-options (-o), --slurm-options, ...
+        cls = schedulers.SCHEDULERS[name]
+        p.add_argument(*filter(None, [cls.options_short, f"--{schedulers.options_key(name)}"]),
+                       metavar="K=V,...", help=cls.options_help)
     p.add_argument("--array", action="store_const", const=True, default=None,
                    help="submit one job array of N tasks instead of N jobs (default: N jobs)")
     p.add_argument("--max-running", metavar="K",

@@ -102,7 +102,6 @@ Done = ConsumerQueueClosedException
 
 _PRODUCER = 1
 _CONSUMER = 2
-_KIND_NAME = {_PRODUCER: "producer", _CONSUMER: "consumer"}
 
 # Header of the shared table (int64 cells).
 _H_REG_CLOSED = 0     # IterableQueue.close() was called

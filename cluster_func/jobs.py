@@ -40,7 +40,13 @@ class RunPlan:
         return os.path.splitext(os.path.basename(self.script))[0]
 
     def base(self, i):
+        """``<stem>-<i>-<n>``: the name of bin i's job script, output files and journal (in an
+        array script ``i`` is the shell word ``$cluf_bin``)."""
         return f"{self.stem}-{i}-{self.nodes}"
+
+    def array_base(self, first, count):
+        """``<stem>-array-<n>``, or ``<stem>-array-<first>-<n>`` for an array of only some bins."""
+        return f"{self.stem}-array-{first}-{self.nodes}" if count < self.nodes else f"{self.stem}-array-{self.nodes}"
 
     def path(self, i, suffix):
         return os.path.join(self.jobs_dir, self.base(i) + suffix)
@@ -138,8 +144,7 @@ ARRAY_BIN_VAR = "CLUF_BIN"
 
 
 def array_script_path(plan: RunPlan, first: int, count: int) -> str:
-    tag = f"array-{first}" if count < plan.nodes else "array"
-    return os.path.join(plan.jobs_dir, f"{plan.stem}-{tag}-{plan.nodes}{plan.scheduler.extension}")
+    return os.path.join(plan.jobs_dir, plan.array_base(first, count) + plan.scheduler.extension)
 
 
 def render_array(plan: RunPlan, first: int, count: int, max_running=None, resume=False) -> str:
@@ -149,13 +154,12 @@ def render_array(plan: RunPlan, first: int, count: int, max_running=None, resume
     which is also how to run one bin of it by hand.
     """
     sched = plan.scheduler
-    base = f"{plan.stem}-array-{first}-{plan.nodes}" if count < plan.nodes else f"{plan.stem}-array-{plan.nodes}"
+    base = plan.array_base(first, count)
     spec = JobSpec(name=sched.job_name(base), stdout=os.path.join(plan.jobs_dir, base + ".scheduler.stdout"),
                    stderr=os.path.join(plan.jobs_dir, base + ".scheduler.stderr"), raw=plan.raw,
                    array=count, max_running=max_running, **plan.resources)
     index = sched.array_index_expr()
     offset = first - sched.array_first_index
-    stem_dir = os.path.join(plan.jobs_dir, plan.stem)
     preamble = [
         f"# The bin: ${ARRAY_BIN_VAR} if set, else the task index ({sched.array_index_var}) "
         f"{'+ ' + str(offset) if offset > 0 else '- ' + str(-offset) if offset < 0 else ''}".rstrip(),
@@ -164,10 +168,11 @@ def render_array(plan: RunPlan, first: int, count: int, max_running=None, resume
         f'  if [ -z "$cluf_task" ]; then echo "not a job array task: set {ARRAY_BIN_VAR}=<bin> to run one bin by hand" >&2; exit 2; fi',
         f"  cluf_bin=$((cluf_task + {offset}))",
         "fi",
-        f'exec >>{shlex.quote(stem_dir)}"-$cluf_bin-{plan.nodes}.stdout" 2>>{shlex.quote(stem_dir)}"-$cluf_bin-{plan.nodes}.stderr"',
+        f"exec >>{_quote(plan.path(BIN_VAR, '.stdout'), expand=True)} "
+        f"2>>{_quote(plan.path(BIN_VAR, '.stderr'), expand=True)}",
         "",
     ]
-    return _render(plan, spec, f"{BIN_VAR}/{plan.nodes}", f"{stem_dir}-{BIN_VAR}-{plan.nodes}.journal",
+    return _render(plan, spec, f"{BIN_VAR}/{plan.nodes}", plan.path(BIN_VAR, ".journal"),
                    f"bins {first} to {first + count - 1} of {plan.nodes}, as a job array",
                    f"{ARRAY_BIN_VAR}=<bin> bash {shlex.quote(array_script_path(plan, first, count))}",
                    resume, preamble)

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from . import bins
+from . import bins, schedulers
 from .errors import UserError
 
 
@@ -195,7 +195,6 @@ class Option:
     parse: Callable[[Any, str], Any]
     default: Any = None
     commands: str = "clum cluf"  # which commands accept it (on the CLI and in *_options)
-    in_script: bool = True  # may be set in *_options
 
 
 OPTIONS = [
@@ -216,7 +215,7 @@ OPTIONS = [
     Option("iterations", _int(1), None, "cluf"),
     Option("jobs-dir", _path, None, "cluf"),
     Option("no-q", _bool, False, "cluf"),
-    Option("scheduler", _choice("auto", "pbs", "slurm", "sge"), "auto", "cluf"),
+    Option("scheduler", _choice("auto", *schedulers.names()), "auto", "cluf"),
     Option("env", _env, None, "cluf"),
     Option("prepend-script", _file_list, None, "cluf"),
     Option("append-script", _file_list, None, "cluf"),
@@ -225,9 +224,8 @@ OPTIONS = [
     Option("queue", _str, None, "cluf"),
     Option("account", _str, None, "cluf"),
     Option("cpus", _int(1), None, "cluf"),
-    Option("pbs-options", _key_values, None, "cluf"),
-    Option("slurm-options", _key_values, None, "cluf"),
-    Option("sge-options", _key_values, None, "cluf"),
+    # raw directives for each scheduler: pbs-options, slurm-options, ...
+    *(Option(schedulers.options_key(name), _key_values, None, "cluf") for name in schedulers.names()),
     Option("array", _bool, False, "cluf"),
     Option("max-running", _int(1), None, "cluf"),
 ]
@@ -244,7 +242,7 @@ def attr(name: str) -> str:
 
 
 def valid_keys(command: str):
-    return [o.name for o in OPTIONS if command in o.commands.split() and o.in_script]
+    return [o.name for o in OPTIONS if command in o.commands.split()]
 
 
 def from_dict(d: dict, command: str, source: str, ignore_foreign=False) -> dict:

@@ -9,13 +9,13 @@ walltime, node lost) or never started.
 """
 
 import os
-import subprocess
 import sys
 from typing import List
 
 from . import jobs, submission
 from . import journal as journal_mod
-from .errors import UserError
+from .bins import format_positions
+from .errors import SchedulerError, UserError
 from .schedulers import SCHEDULERS
 from .schedulers.base import ERROR, QUEUED, RUNNING
 
@@ -55,7 +55,7 @@ def bin_states(manifest) -> List[BinState]:
     ids = [s.id for s in states if s.id]
     try:
         live = plan.scheduler.query(ids)
-    except (OSError, RuntimeError) as e:
+    except SchedulerError as e:
         raise UserError(f"Could not ask {plan.scheduler.name} about the jobs: {e}") from None
     for s in states:
         jpath = plan.path(s.bin, ".journal")
@@ -75,12 +75,6 @@ def bin_states(manifest) -> List[BinState]:
     return states
 
 
-def bins_text(items):
-    from .bins import format_positions
-
-    return format_positions(items)
-
-
 def live_bins(manifest_path, chosen, scheduler):
     """Bins among ``chosen`` whose recorded job is still queued or running: [(bin, id, state)]."""
     m = jobs.load_manifest(manifest_path)
@@ -92,7 +86,7 @@ def live_bins(manifest_path, chosen, scheduler):
         return []
     try:
         live = scheduler.query(sorted(set(ids.values())))
-    except (OSError, RuntimeError):
+    except SchedulerError:
         return []
     return [(i, j, live[j]) for i, j in sorted(ids.items()) if live.get(j) in (QUEUED, RUNNING)]
 
@@ -155,15 +149,19 @@ def resubmit(jobs_dir) -> int:
         redo += [i for i in sorted(planned) if str(i) not in m["jobs"]]  # their submission failed
         never = [i for i in range(m["nodes"]) if str(i) not in m["jobs"] and i not in planned]
         if never:
-            print(f"cluf: bins {bins_text(never)} of {m['nodes']} were never submitted, so they are not "
-                  f"resubmitted; 'cluf {m['plan']['script']} -n {m['nodes']} -b {bins_text(never)}/{m['nodes']}' "
+            print(f"cluf: bins {format_positions(never)} of {m['nodes']} were never submitted, so they are not "
+                  f"resubmitted; 'cluf {m['plan']['script']} -n {m['nodes']} -b {format_positions(never)}/{m['nodes']}' "
                   f"(with your other options) submits them.")
         stuck = [s for s in states if s.stuck]
         if stuck:
             sched = SCHEDULERS[m["scheduler"]]()
             ids = sorted({s.id for s in stuck})
-            subprocess.run(sched.cancel_argv(ids), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            print(f"cluf: deleted {len(ids)} job(s) held in an error state: {' '.join(ids)}")
+            try:
+                sched.cancel(ids)
+                print(f"cluf: deleted {len(ids)} job(s) held in an error state: {' '.join(ids)}")
+            except SchedulerError as e:
+                print(f"cluf: warning: could not delete the job(s) held in an error state ({' '.join(ids)}): {e}",
+                      file=sys.stderr)
         busy = [s for s in states if s.state in (QUEUED, RUNNING)]
         if busy:
             print(f"cluf: leaving {len(busy)} queued or running job(s) alone: bins "
@@ -190,9 +188,7 @@ def cancel(jobs_dir) -> int:
             continue
         # Cancel whole arrays by their id, single jobs by theirs.
         ids = sorted({s.job.get("array_id") or s.id for s in live})
-        argv = sched.cancel_argv(ids)
-        p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
-        if p.returncode != 0:
-            raise UserError(f"{' '.join(argv)} failed: {p.stdout.strip()}")
-        print(f"cluf: cancelled {len(ids)} job(s): {' '.join(ids)}")
+        finished = sched.cancel(ids)  # a SchedulerError says what failed
+        print(f"cluf: cancelled {len(ids)} job(s): {' '.join(ids)}"
+              + (f" ({sched.name} says some had already finished)" if finished else ""))
     return 0

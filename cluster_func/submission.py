@@ -74,9 +74,8 @@ def run(ns, module, opts, argv_all) -> int:
         resources={"walltime": opts["walltime"], "memory": opts["memory"], "queue": opts["queue"],
                    "account": opts["account"], "cpus": opts["cpus"] or opts["processes"]},
         raw=raw)
-    for other in ("pbs", "slurm", "sge"):
-        if other != sched.name and opts[f"{other}_options"]:
-            warner("cluf")(f"--{other}-options are ignored: the jobs are for {sched.name}.")
+    for warning in schedulers.ignored_options(sched, opts):
+        warner("cluf")(warning)
     if submitting:
         from .status import live_bins
 

@@ -1,20 +1,39 @@
-"""Grid Engine (SGE, Son of Grid Engine, OGS): ``#$`` directives, ``qsub -terse``."""
+"""Grid Engine (SGE, Son of Grid Engine, OGS): ``#$`` directives, ``qsub -terse``,
+``qstat -g d``, ``qdel``."""
 
 import getpass
+import os
 import re
 import shlex
-import subprocess
+import shutil
+from typing import Optional
 
-from .base import ERROR, QUEUED, RUNNING, Scheduler, hms
+from ..errors import SchedulerError
+from .base import CONFIG_TIMEOUT, ERROR, QUEUED, RUNNING, Scheduler, hms, lines_all_match, register, run
 
 
+def parse_max_array_size(text: str) -> Optional[int]:
+    """``max_aj_tasks`` from ``qconf -sconf`` (0: no limit)."""
+    m = re.search(r"^max_aj_tasks\s+(\d+)", text, re.M)
+    return int(m.group(1)) or None if m else None
+
+
+@register
 class GridEngine(Scheduler):
     name = "sge"
+    title = "Grid Engine"
     extension = ".sge"
     prefix = "#$"
     submit_command = "qsub"
+    options_help = "raw Grid Engine directives: each becomes '#$ -l K=V'. Example: --sge-options h_vmem=4G"
+    detect_order = 20
+    detect_hint = "qsub with SGE_ROOT set means sge"
     array_index_var = "SGE_TASK_ID"
     array_first_index = 1
+
+    @classmethod
+    def detect(cls):
+        return bool(shutil.which("qsub") and os.environ.get("SGE_ROOT"))
 
     def array_index_expr(self):
         # SGE sets SGE_TASK_ID=undefined in a job that is not an array.
@@ -25,12 +44,9 @@ class GridEngine(Scheduler):
 
     def max_array_size(self):
         try:
-            out = subprocess.run(["qconf", "-sconf"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                 universal_newlines=True, timeout=30).stdout
-        except (OSError, subprocess.SubprocessError):
+            return parse_max_array_size(run(["qconf", "-sconf"], timeout=CONFIG_TIMEOUT))
+        except SchedulerError:
             return None
-        m = re.search(r"^max_aj_tasks\s+(\d+)", out, re.M)
-        return int(m.group(1)) or None if m else None
 
     def job_name(self, name):
         # No ': @ /', no spaces, and it may not start with a digit.
@@ -70,16 +86,13 @@ class GridEngine(Scheduler):
         m = re.search(r"^(\d+)(?:\.\S+)?\s*$", stdout.strip(), re.M) or re.search(r"Your job(?:-array)? (\d+)", stdout)
         return m.group(1) if m else None
 
-    def query(self, job_ids):
-        """One qstat call for all of this user's jobs, array tasks one per line (-g d)."""
-        if not job_ids:
-            return {}
-        p = subprocess.run(["qstat", "-g", "d", "-u", getpass.getuser()], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, universal_newlines=True)
-        if p.returncode != 0:
-            raise RuntimeError(f"qstat failed: {p.stderr.strip()}")
+    def query_argv(self, job_ids):
+        # All of this user's jobs, array tasks one per line (-g d).
+        return ["qstat", "-g", "d", "-u", getpass.getuser()]
+
+    def parse_query(self, text, job_ids):
         wanted, states = set(job_ids), {}
-        for line in p.stdout.splitlines()[2:]:
+        for line in text.splitlines()[2:]:
             parts = line.split()
             if len(parts) < 5 or not parts[0].isdigit():
                 continue
@@ -96,3 +109,9 @@ class GridEngine(Scheduler):
 
     def cancel_argv(self, job_ids):
         return ["qdel", *job_ids]
+
+    def cancel_finished(self, text):
+        # qdel of a finished job: 'denied: job "3" does not exist' (on stdout), exit 1; the
+        # jobs it did delete are listed as "root has deleted job 8".
+        return lines_all_match(text, [r"has (?:deleted|registered) (?:the )?job"],
+                               [r'job "?[\d.]+"? does not exist', r"already in deletion"])

@@ -1,29 +1,40 @@
-"""Slurm: ``#SBATCH`` directives, ``sbatch --parsable``."""
+"""Slurm: ``#SBATCH`` directives, ``sbatch --parsable``, ``squeue``, ``scancel``."""
 
 import getpass
 import re
 import shlex
-import subprocess
+from typing import Optional
 
-from .base import QUEUED, RUNNING, Scheduler, hms
+from ..errors import SchedulerError
+from .base import CONFIG_TIMEOUT, QUEUED, RUNNING, Scheduler, hms, lines_all_match, register, run
+
+_QUEUED_STATES = {"PENDING", "REQUEUED", "SUSPENDED", "REQUEUE_HOLD"}
 
 
+def parse_max_array_size(text: str) -> Optional[int]:
+    """``MaxArraySize`` from ``scontrol show config``: array indices must be below it."""
+    m = re.search(r"^MaxArraySize\s*=\s*(\d+)", text, re.M)
+    return int(m.group(1)) if m else None
+
+
+@register
 class Slurm(Scheduler):
     name = "slurm"
+    title = "Slurm"
     extension = ".slurm"
     prefix = "#SBATCH"
     submit_command = "sbatch"
+    options_help = "raw Slurm directives: each becomes '#SBATCH --K=V'. Example: --slurm-options qos=long"
+    detect_order = 10
+    detect_hint = "sbatch on PATH means slurm"
     array_index_var = "SLURM_ARRAY_TASK_ID"
     array_first_index = 0
 
     def max_array_size(self):
         try:
-            out = subprocess.run(["scontrol", "show", "config"], stdout=subprocess.PIPE,
-                                 stderr=subprocess.DEVNULL, universal_newlines=True, timeout=30).stdout
-        except (OSError, subprocess.SubprocessError):
+            return parse_max_array_size(run(["scontrol", "show", "config"], timeout=CONFIG_TIMEOUT))
+        except SchedulerError:
             return None
-        m = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.M)
-        return int(m.group(1)) if m else None  # indices must be below it
 
     def job_name(self, name):
         return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
@@ -51,6 +62,9 @@ class Slurm(Scheduler):
             d.append(f"--{k}" if v is None else f"--{k}={v}")
         return d
 
+    def task_id(self, array_id, index):
+        return f"{array_id}_{index}"
+
     def submit_argv(self, script_path):
         return ["sbatch", "--parsable", script_path]
 
@@ -59,22 +73,21 @@ class Slurm(Scheduler):
         m = re.search(r"^(\d+)(?:;\S+)?\s*$", stdout.strip(), re.M) or re.search(r"Submitted batch job (\d+)", stdout)
         return m.group(1) if m else None
 
-    def query(self, job_ids):
-        """One squeue call for all of this user's jobs, array tasks one per line."""
-        if not job_ids:
-            return {}
-        p = subprocess.run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i %T"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
-        if p.returncode != 0:
-            raise RuntimeError(f"squeue failed: {p.stderr.strip()}")
+    def query_argv(self, job_ids):
+        # All of this user's jobs, array tasks one per line (-r): "4_0 PENDING".
+        return ["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i %T"]
+
+    def parse_query(self, text, job_ids):
         wanted, states = set(job_ids), {}
-        for line in p.stdout.splitlines():
+        for line in text.splitlines():
             parts = line.split()
             if len(parts) == 2 and parts[0] in wanted:
-                state = parts[1]
-                states[parts[0]] = (QUEUED if state in ("PENDING", "REQUEUED", "SUSPENDED", "REQUEUE_HOLD")
-                                    else RUNNING)
+                states[parts[0]] = QUEUED if parts[1] in _QUEUED_STATES else RUNNING
         return states
 
     def cancel_argv(self, job_ids):
         return ["scancel", *job_ids]
+
+    def cancel_finished(self, text):
+        # scancel of a finished job says nothing and exits 0 (22.05); older versions say these.
+        return lines_all_match(text, [], [r"already completing or completed", r"Invalid job id specified"])

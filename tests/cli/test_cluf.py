@@ -245,7 +245,7 @@ BAD_INPUT = {
     "walltime words": (["example.py", "-n", "2", "-q", "--walltime", "two hours"], ["walltime"]),
     "memory unit": (["example.py", "-n", "2", "-q", "--memory", "4Q"], ["memory"]),
     "memory words": (["example.py", "-n", "2", "-q", "--memory", "lots"], ["memory"]),
-    "unknown scheduler": (["example.py", "-n", "2", "-q", "--scheduler", "lsf"], ["scheduler", "lsf"]),
+    "unknown scheduler": (["example.py", "-n", "2", "-q", "--scheduler", "moab"], ["scheduler", "moab"]),
     "missing prepend file": (["example.py", "-n", "2", "-q", "-P", "nope.sh"], ["nope.sh"]),
     "missing append file": (["example.py", "-n", "2", "-q", "-A", "post.sh,nope2.sh"], ["nope2.sh"]),
     "bins total is not the node count": (["example.py", "-n", "2", "-b", "0/3", "-q"], ["bins"]),
