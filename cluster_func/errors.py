@@ -1,6 +1,7 @@
 """Errors that the command line turns into a clear message and an exit status."""
 
 import contextlib
+import os
 import signal
 
 
@@ -39,9 +40,24 @@ STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 @contextlib.contextmanager
 def signals_held():
-    """Hold SIGINT and SIGTERM until the block is over (a step that must not be cut in two)."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    """Hold SIGINT and SIGTERM until the block is over (a step that must not be cut in two).
+
+    Blocking them at the OS level is not enough: a signal the OS delivered just before has its
+    Python handler run at the next bytecode, possibly inside the block.  So the handlers only
+    note the signal while the block runs, and the old handler gets it afterwards.
+    """
+    got = []
+    old_handlers = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in STOP_SIGNALS}
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)  # pending ones are noted now
+        for s, handler in old_handlers.items():
+            signal.signal(s, handler)
+        for signum in got[:1]:
+            handler = old_handlers[signum]
+            if callable(handler):
+                handler(signum, None)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)
