@@ -7,7 +7,15 @@ so that the commands do not pay for it at start-up.
 __version__ = "0.1.0"
 
 _QUEUE_NAMES = ("IterableQueue", "ProducerQueueClosedException", "ConsumerQueueClosedException")
-__all__ = ["__version__", *_QUEUE_NAMES]
+__all__ = ["__version__", "read_results", *_QUEUE_NAMES]
+
+
+def read_results(*paths):
+    """Yield ``(position, value)`` in position order from ``--results`` files, several of them,
+    or a cluf jobs dir (see :mod:`cluster_func.results`)."""
+    from .results import read_results as read
+
+    return read(*paths)
 
 
 def __getattr__(name):

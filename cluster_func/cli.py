@@ -54,6 +54,12 @@ def _common(p: argparse.ArgumentParser, prog: str):
     p.add_argument("--timeout", metavar="SECONDS",
                    help="stop a call that runs longer, count it failed, go on (default: none). "
                         "Example: --timeout 600")
+    p.add_argument("--results", metavar="PATH",
+                   help="write what target returns, with each call's position, to PATH: .jsonl (JSON "
+                        "Lines) or .pkl (pickles); read it with cluster_func.read_results (default: "
+                        "values are dropped). " + ("Example: --results scores.jsonl" if prog == "clum" else
+                        "With cluf, each bin gets its own file in the jobs dir: give the format. "
+                        "Example: --results jsonl"))
     p.add_argument("--start-method", metavar="METHOD",
                    help="how workers start: fork (default on Linux: the script is loaded once and "
                         "workers share its memory), spawn or forkserver (each worker loads the script "
@@ -97,7 +103,7 @@ def cluf_parser():
     titles = [schedulers.SCHEDULERS[n].title for n in schedulers.names()]
     p = _Parser(
         prog="cluf", usage="cluf [options] (-n NODES | -i ITERATIONS) SCRIPT [-- ARGS FOR THE SCRIPT...]\n"
-                           "       cluf (--status | --resubmit | --cancel) [JOBS_DIR]",
+                           "       cluf (--status | --resubmit | --cancel | --gather [-o PATH]) [JOBS_DIR]",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Split the calls of target(*a) for every a in the script's args into one job "
                     "script per node and submit them to the cluster's scheduler "
@@ -121,6 +127,7 @@ after submitting (JOBS_DIR defaults to the current directory):
   cluf --resubmit [JOBS_DIR]   submit again, with --resume, the bins that failed, vanished
                                or have failed calls (never one queued or running)
   cluf --cancel [JOBS_DIR]     cancel every queued or running job of the run
+  cluf --gather [JOBS_DIR]     merge the bins' --results files into one (-o PATH), in position order
 
 exit status: 0 all written (and submitted), 1 a submission failed, 2 bad input.""",
         allow_abbrev=False,
@@ -182,6 +189,12 @@ def cluf_manage_parser():
                    help="submit again, with --resume, the bins that failed, vanished, or are done with "
                         "failed calls; never one that is queued or running")
     g.add_argument("--cancel", action="store_true", help="cancel every queued or running job of the run")
+    g.add_argument("--gather", action="store_true",
+                   help="merge the bins' --results files into one, in position order, and say how many "
+                        "positions have no value yet (exit 1 if any). Example: cluf --gather jobs -o all.jsonl")
+    p.add_argument("-o", "--output", metavar="PATH",
+                   help="with --gather: the merged file, .jsonl or .pkl (default: <script>-<N>.results.<format> "
+                        "in the jobs dir)")
     p.add_argument("jobs_dir", metavar="JOBS_DIR", nargs="?", help="the run's jobs dir (default: .)")
     p.add_argument("-j", "--jobs-dir", dest="jobs_dir_opt", metavar="DIR", help="the same as JOBS_DIR")
     return p
@@ -236,7 +249,7 @@ def run_clum(argv):
     module, opts = load(ns, "clum", passthrough)
     return local_run.run(ns, module, opts)
 
-MANAGE = ("--status", "--resubmit", "--cancel")
+MANAGE = ("--status", "--resubmit", "--cancel", "--gather")
 
 
 def run_cluf(argv):
@@ -251,6 +264,10 @@ def run_cluf(argv):
             return status.status(ns.jobs_dir)
         if ns.resubmit:
             return status.resubmit(ns.jobs_dir)
+        if ns.gather:
+            from .results import gather
+
+            return gather(ns.jobs_dir, ns.output)
         return status.cancel(ns.jobs_dir)
     from . import submission
 

@@ -34,6 +34,7 @@ class RunPlan:
     resources: dict = field(default_factory=dict)  # JobSpec fields: walltime, memory, ...
     raw: Dict[str, Optional[str]] = field(default_factory=dict)
     python: str = sys.executable
+    results: Optional[str] = None  # "jsonl" or "pkl": each bin writes <base>.results.<format>
 
     @property
     def stem(self):
@@ -59,7 +60,7 @@ class RunPlan:
 
 
 PLAN_FIELDS = ("script", "nodes", "jobs_dir", "submit_dir", "clum_args", "passthrough", "env",
-               "prepend", "append", "resources", "raw", "python")
+               "prepend", "append", "resources", "raw", "python", "results")
 
 
 def plan_to_dict(plan: RunPlan) -> dict:
@@ -109,7 +110,10 @@ def _render(plan, spec, bins_word, journal_word, what, by_hand, resume, preamble
     if plan.passthrough:
         rest += ["--", *plan.passthrough]
     words = [q(plan.python), "-m", "cluster_func", "--bins", _quote(bins_word, expand=True),
-             "--journal", _quote(journal_word, expand=True), *map(q, rest)]
+             "--journal", _quote(journal_word, expand=True)]
+    if plan.results:
+        words += ["--results", _quote(journal_word[:-len(".journal")] + ".results." + plan.results, expand=True)]
+    words += map(q, rest)
     out = ["#!/bin/bash", *plan.scheduler.lines(spec), "",
            f"# Written by cluf (cluster-func {__version__}): {what} of {plan.script}.",
            f"# Runs by hand too: {by_hand}", "", *preamble,

@@ -73,10 +73,11 @@ _STATUSES = ("complete", "interrupted", "aborted")
 class JournalWriteError(Exception):
     """Writing the journal failed (a full disk, a lost file server): the run must stop."""
 
-    def __init__(self, path, err: OSError):
+    def __init__(self, path, err: OSError, what="the journal"):
         self.path = path
         self.err = err
-        super().__init__(f"cannot write the journal {path}: {err.strerror or err}")
+        self.what = what
+        super().__init__(f"cannot write {what} {path}: {err.strerror or err}")
 
 
 # --- content checks -------------------------------------------------------------------

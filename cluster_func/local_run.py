@@ -15,6 +15,7 @@ from . import bins, worker
 from . import journal as journal_mod
 from .errors import Interrupted, UserError, signals_held
 from .reporter import Reporter, warner
+from .results import ResultsFile
 from .runner import Outcome, Runner
 from .script import get_args, get_init_worker, get_target
 
@@ -35,7 +36,7 @@ def run(ns, module, opts) -> int:
     reporter = Reporter(progress=not opts["quiet"], total=bins.expected_count(args, spec, mode))
     counts = bins.SelectionCounts()
     work = bins.select(args, spec, opts["hash"], opts["key"], counts)
-    journal = None
+    journal = results = None
     try:
         with signals_held():  # a signal now is handled once the journal is whole (just below)
             journal = journal_mod.Journal(journal_path, opts["script"], str(spec), mode,
@@ -61,14 +62,26 @@ def run(ns, module, opts) -> int:
             source = worker.Inherited(target, init_worker)
         else:
             source = worker.FromScript(opts["script"], opts["passthrough"], target_name)
+        if opts.get("results") in (".jsonl", ".pkl"):
+            raise UserError(f"--results takes a file name with clum, e.g. --results values{opts['results']} "
+                            f"(only cluf takes just the format, and names one file per bin).")
+        if opts.get("results"):
+            results = ResultsFile(opts["results"], bool(opts["resume"]))
         runner = Runner(source, processes, work, reporter, journal=journal, retries=opts["retries"],
-                        timeout=opts["timeout"], start_method=method)
+                        timeout=opts["timeout"], start_method=method, results=results)
         outcome = runner.run()
     except Interrupted as e:  # before the runner took over the signals
         if journal is None:
             raise
         outcome, resumed = Outcome(interrupted_by=e.signum), None
         runner = None
+    except BaseException:
+        if journal is not None:
+            journal.close(0, 0, "aborted")
+        raise
+    finally:
+        if results is not None:
+            results.close()
     # Elements whose hash/key position is missing fail without being sent to a worker.
     for position, element, err in counts.bad_elements if runner is not None else ():
         runner.fail_unsent(position, element, "IndexError", err)
@@ -80,11 +93,13 @@ def run(ns, module, opts) -> int:
               "aborted" if outcome.fatal or outcome.args_error else "complete")
     journal.close(outcome.done, outcome.failed, status)
     say = reporter.message
-    if journal.broken is not None:
+    broken = journal.broken or (results.broken if results is not None else None)
+    if broken is not None:
         lost = outcome.done - journal.written_calls
         outcome.done = journal.written_calls
-        say(f"stopped: {journal.broken.err.strerror or journal.broken.err} while writing the journal "
-            f"{journal_path}. {outcome.done} calls completed and are recorded there, {outcome.failed} failed"
+        say(f"stopped: {broken.err.strerror or broken.err} while writing {broken.what} {broken.path}. "
+            f"{outcome.done} calls completed and are recorded in the journal {journal_path}, "
+            f"{outcome.failed} failed"
             + (f"; {lost} more finished but could not be recorded and will run again" if lost > 0 else "")
             + f". Free some space (or fix the file system), then run '{again_cmd(ns, opts, spec, journal_path)}"
               f" --resume' to do the rest.")

@@ -185,6 +185,18 @@ def _choice(*choices):
     return parse
 
 
+def _results(value, name):
+    """clum: a path ending in .jsonl or .pkl; cluf: that too, or just the format (each bin gets
+    its own file in the jobs dir)."""
+    from .results import format_of
+
+    text = _str(value, name)
+    if text.lower() in ("jsonl", "pkl", ".jsonl", ".pkl"):
+        return "." + text.lower().lstrip(".")
+    format_of(text)
+    return os.path.abspath(os.path.expanduser(text))
+
+
 def _path(value, name):
     return os.path.abspath(os.path.expanduser(_str(value, name)))
 
@@ -210,6 +222,7 @@ OPTIONS = [
     Option("retries", _int(0), 0),
     Option("timeout", _float_positive, None),
     Option("start-method", _choice("fork", "spawn", "forkserver"), None),
+    Option("results", _results, None),
     # cluf only
     Option("nodes", _int(1), None, "cluf"),
     Option("iterations", _int(1), None, "cluf"),

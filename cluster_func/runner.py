@@ -175,8 +175,9 @@ class Runner:
     """
 
     def __init__(self, source, processes, work, reporter: Reporter, journal=None, retries=0,
-                 timeout=None, start_method=None):
+                 timeout=None, start_method=None, results=None):
         self.source = source
+        self.results = results  # a results.ResultsFile, or None
         self.processes = processes
         self.work = work
         self.reporter = reporter
@@ -219,7 +220,8 @@ class Runner:
         w.proc = self.ctx.Process(
             target=worker_module.main,
             args=(task_r, result_w, self.source, self.shared, w.slot, close_fds,
-                  None if method == "forkserver" else os.getpid(), method == "fork"),
+                  None if method == "forkserver" else os.getpid(), method == "fork",
+                  self.results.format if self.results is not None else None),
             name=f"clum-worker-{w.slot}", daemon=True,
         )
         try:
@@ -348,7 +350,10 @@ class Runner:
             b.failed = set()
             self.batches[b.id] = b
             w.outstanding.append(b)
-            self._send(w, HEADER.pack(b.id, self.sizer.split_after, self.digests), data)
+            header = HEADER.pack(b.id, self.sizer.split_after, self.digests, len(data))
+            if self.results is not None:  # the worker writes each value's record with its position
+                data = bytes(data) + pickle.dumps(b.positions, 4)
+            self._send(w, header, data)
 
     def _has_work(self):
         return bool(self.pending or self.retry_queue or not self.exhausted)
@@ -373,7 +378,7 @@ class Runner:
         else:
             self.outcome.failed += 1
 
-    def _complete(self, b: Batch, n_done: int, check=None, digests=None):
+    def _complete(self, b: Batch, n_done: int, check=None, digests=None, records=None):
         """The first n_done calls of b are over; those not failed are complete.  From the worker,
         for the journal: ``check``, its content check of the whole batch (used when all of it
         is done), and ``digests``, per call started (or None)."""
@@ -392,17 +397,21 @@ class Runner:
             positions, elements = b.positions[:n_done], b.elements[:n_done]
             if digests is not None:
                 digests = digests[:8 * n_done]
+        if records:  # before the journal: a call it records as complete has its value written
+            if self.results.broken is not None:
+                return  # its value cannot be kept: not complete, it runs again on --resume
+            self.results.write(records)
         self.outcome.done += len(elements)
         if self.journal and elements:
             self.journal.completed(positions, elements, check if whole else None, digests)
 
-    def _on_done(self, w: Worker, batch_id, n_done, seconds, check, digests):
+    def _on_done(self, w: Worker, batch_id, n_done, seconds, check, digests, records):
         b = w.outstanding.popleft()
         assert b.id == batch_id, (b.id, batch_id)
         del self.batches[b.id]
         w.finished_calls += n_done
         self.sizer.observe(n_done, seconds)
-        self._complete(b, n_done, check, digests)
+        self._complete(b, n_done, check, digests, records)
         if n_done < len(b.elements):
             # The worker handed back the rest (its calls got dear): re-deal it in batches sized
             # for the new cost, so that every worker gets a share, not the one that returned it.
@@ -448,7 +457,7 @@ class Runner:
             b = w.outstanding.popleft()
             self.batches.pop(b.id, None)
             n = finished - w.finished_calls
-            self._complete(b, n)
+            self._complete_unreported(b, n, leftovers)
             w.finished_calls = finished
             if n < len(b.elements):
                 leftovers.append(b.tail(n, next(self.ids)))
@@ -456,7 +465,7 @@ class Runner:
             b = w.outstanding.popleft()
             self.batches.pop(b.id, None)
             k = current - 1
-            self._complete(b, k)
+            self._complete_unreported(b, k, leftovers)
             if blame is not None and k not in b.failed:
                 kind = "TimedOut" if blame.startswith("timed out") else "WorkerDied"
                 self._fail_call(b.positions[k], b.elements[k], b.attempt(k), kind, blame, f"{kind}: {blame}")
@@ -467,6 +476,19 @@ class Runner:
             self.batches.pop(o.id, None)
             leftovers.append(o.tail(0, next(self.ids)))
         return leftovers
+
+    def _complete_unreported(self, b: Batch, n: int, leftovers: list):
+        """The first n calls of b ended, but the worker never reported the batch done.  They are
+        complete, unless values are being collected: their values are lost with the worker,
+        so those that did not fail run again."""
+        if self.results is None:
+            self._complete(b, n)
+            return
+        again = [k for k in range(n) if k not in b.failed]
+        if again:
+            leftovers.append(Batch(next(self.ids), [b.positions[k] for k in again],
+                                   [b.elements[k] for k in again],
+                                   [b.attempt(k) for k in again] if b.attempts else None))
 
     def _on_exit(self, w: Worker, reason: Optional[str] = None):
         """Worker w is gone (or is being replaced): settle its batches, start another."""
@@ -596,8 +618,11 @@ class Runner:
         for w in self.workers:
             if w.proc is None or w.result_r is None or w.result_r.closed:
                 continue
-            self._drain(w)
-            self._account(w, blame=None)
+            try:
+                self._drain(w)
+                self._account(w, blame=None)
+            except JournalWriteError as e:  # the disk filled up meanwhile: what is left is not done
+                self.outcome.journal_error = self.outcome.journal_error or str(e)
 
     def _shutdown(self, force=False):
         procs = [w.proc for w in self.workers if w.proc is not None and w.proc.pid is not None]

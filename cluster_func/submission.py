@@ -73,7 +73,7 @@ def run(ns, module, opts, argv_all) -> int:
         env=opts["env"] or {}, prepend=opts["prepend_script"] or [], append=opts["append_script"] or [],
         resources={"walltime": opts["walltime"], "memory": opts["memory"], "queue": opts["queue"],
                    "account": opts["account"], "cpus": opts["cpus"] or opts["processes"]},
-        raw=raw)
+        raw=raw, results=opts["results"].rsplit(".", 1)[-1].lower() if opts["results"] else None)
     for warning in schedulers.ignored_options(sched, opts):
         warner("cluf")(warning)
     if submitting:

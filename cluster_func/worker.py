@@ -10,15 +10,17 @@ NumPy is loaded, so that no two workers draw the same numbers.
 
 Protocol.
   runner -> worker, on the task pipe, one message a batch (``Connection.send_bytes`` framing):
-    ``HEADER`` (batch id: int64, deadline_s: float64, digests: int8) followed by
-    ``pickle.dumps(elements, 4)``; an empty message means stop.  ``deadline_s`` > 0 asks the worker to hand back the rest of
+    ``HEADER`` (batch id: int64, deadline_s: float64, digests: int8, size of the elements'
+    pickle: int64) followed by ``pickle.dumps(elements, 4)`` and, when values are collected
+    (``--results``), the pickle of the batch's positions; an empty message means stop.  ``deadline_s`` > 0 asks the worker to hand back the rest of
     the batch once it has spent that long on it (so one slow stretch cannot unbalance workers).
   worker -> runner, on the result pipe (pickled tuples):
     ``("ready", pid)`` once the target is there and ``init_worker`` has run;
     ``("fatal", text)`` when the script cannot be loaded or ``init_worker`` fails (then it exits);
     ``("fail", batch_id, k, exc_type, exc_message, traceback_text)`` as soon as call k raises;
-    ``("done", batch_id, n_done, seconds, check, digests)`` when the batch (or its first n_done
-    calls) is over; ``check`` is :func:`cluster_func.journal.content_check` of the bytes
+    ``("done", batch_id, n_done, seconds, check, digests, records)`` when the batch (or its
+    first n_done calls) is over; ``records`` are the results records of its calls that
+    completed (see results.py), or None when values are not collected; ``check`` is :func:`cluster_func.journal.content_check` of the bytes
     received; ``digests`` the :func:`cluster_func.journal.call_digest` of each call started
     (8 bytes each) when asked for (see ``DIGESTS_*``), else None.
   Shared memory (:class:`Counters`), two int64 per worker: [calls of the current batch
@@ -36,7 +38,7 @@ from time import perf_counter
 
 from .journal import call_digest, content_check
 
-HEADER = struct.Struct("!qdb")
+HEADER = struct.Struct("!qdbq")
 # Per-call digests in "done" (the journal's "d"): never, for calls of at least
 # DIGEST_MIN_SECONDS (where they cost nothing measurable), or always (--hash/--key resuming).
 DIGESTS_NEVER, DIGESTS_IF_DEAR, DIGESTS_ALWAYS = 0, 1, 2
@@ -107,6 +109,8 @@ def _reseed_numpy():
 
 
 def _format_exception(e):
+    if getattr(e, "no_traceback", False):  # e.g. a value --results cannot write: the message says it all
+        return "TypeError", str(e), f"TypeError: {e}\n"
     tb = e.__traceback__
     # Drop our own frame: start at the target's frame.
     if tb is not None and tb.tb_frame.f_code.co_filename == __file__:
@@ -119,14 +123,15 @@ def _format_exception(e):
     return type(e).__name__, msg, text
 
 
-def main(task_conn, result_conn, source, shared, slot, close_fds=(), parent_pid=None, forked=False):
+def main(task_conn, result_conn, source, shared, slot, close_fds=(), parent_pid=None, forked=False,
+         results_format=None):
     try:
-        _main(task_conn, result_conn, source, shared, slot, close_fds, parent_pid, forked)
+        _main(task_conn, result_conn, source, shared, slot, close_fds, parent_pid, forked, results_format)
     except (BrokenPipeError, ConnectionResetError, EOFError):
         pass  # the runner is gone or stopped listening (interrupted): nothing to report to
 
 
-def _main(task_conn, result_conn, source, shared, slot, close_fds, parent_pid, forked):
+def _main(task_conn, result_conn, source, shared, slot, close_fds, parent_pid, forked, results_format):
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner handles Ctrl-C for everyone
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # see Runner._start_worker
@@ -154,10 +159,15 @@ def _main(task_conn, result_conn, source, shared, slot, close_fds, parent_pid, f
             send(("fatal", f"init_worker() failed in a worker process:\n{tb.rstrip()}"))
             return
     send(("ready", os.getpid()))
-    run_batches(task_conn, send, target, Counters(shared), slot)
+    encode = None
+    if results_format is not None:
+        from .results import encoder
+
+        encode = encoder(results_format)
+    run_batches(task_conn, send, target, Counters(shared), slot, encode)
 
 
-def run_batches(task_conn, send, target, counters: Counters, slot):
+def run_batches(task_conn, send, target, counters: Counters, slot, encode=None):
     values = counters.values
     started_slot, finished_slot = 2 * slot, 2 * slot + 1
     finished = values[finished_slot]
@@ -170,10 +180,13 @@ def run_batches(task_conn, send, target, counters: Counters, slot):
             return
         if not msg:
             return
-        batch_id, deadline_s, want_digests = HEADER.unpack_from(msg)
-        data = memoryview(msg)[header_size:]
+        batch_id, deadline_s, want_digests, size = HEADER.unpack_from(msg)
+        data = memoryview(msg)[header_size:header_size + size]
         check = content_check(data)
         elements = loads(data)
+        if encode is not None:
+            positions = loads(memoryview(msg)[header_size + size:])
+            records = []
         del data, msg
         n = len(elements)
         stop = perf_counter() + deadline_s if deadline_s else None
@@ -184,9 +197,11 @@ def run_batches(task_conn, send, target, counters: Counters, slot):
                 for i, a in enumerate(elements[i:] if i else elements, i + 1):
                     values[started_slot] = i
                     if a.__class__ is tuple or isinstance(a, tuple):
-                        target(*a)
+                        value = target(*a)
                     else:
-                        target(a)
+                        value = target(a)
+                    if encode is not None:
+                        records.append(encode(positions[i - 1], value))
                     if stop is not None and perf_counter() > stop:
                         n = i  # hand back the rest
                         break
@@ -207,4 +222,5 @@ def run_batches(task_conn, send, target, counters: Counters, slot):
             digests = b"".join(call_digest(a) for a in elements[:i])
         values[started_slot] = 0
         values[finished_slot] = finished
-        send(("done", batch_id, i, seconds, check, digests))
+        send(("done", batch_id, i, seconds, check, digests,
+              b"".join(records) if encode is not None else None))

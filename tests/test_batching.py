@@ -119,7 +119,7 @@ def test_a_batch_handed_back_part_way_is_re_dealt_in_batches_sized_for_the_new_c
     b = Batch(next(r.ids), range(100, 140), list(range(100, 140)))
     r.batches[b.id] = b
     w.outstanding.append(b)
-    r._on_done(w, b.id, 1, 0.02, None, None)  # the first call took 20 ms, then the worker gave the rest back
+    r._on_done(w, b.id, 1, 0.02, None, None, None)  # the first call took 20 ms, then the worker gave the rest back
     assert r.outcome.done == 1
     sizes = [len(p.elements) for p in r.pending]
     assert sum(sizes) == 39 and max(sizes) == 1, sizes

@@ -216,7 +216,7 @@ def test_a_full_disk_stops_the_run_with_every_reported_call_in_the_journal(clum,
     assert "Traceback" not in r.stderr
     assert str(j) in r.stderr and "No space left" in r.stderr and "-x 0 --journal" in r.stderr
     recorded = jmod.read(str(j), for_resume=True).recorded
-    said = int(r.stderr.split(" calls completed and are recorded there")[0].rsplit(" ", 1)[1])
+    said = int(r.stderr.split(" calls completed and are recorded in the journal")[0].rsplit(" ", 1)[1])
     assert said <= recorded < 100_000  # every call it reports as completed is in the journal
     # free the space and resume: exact
     filler.unlink()
