@@ -1,5 +1,6 @@
 """Load the user's script by path and find its target, arguments and options."""
 
+import importlib.machinery
 import importlib.util
 import os
 import sys
@@ -39,7 +40,9 @@ def load_script(path: str, argv=()):
     if folder not in sys.path:
         sys.path.insert(0, folder)
     sys.argv = [path, *argv]
-    spec = importlib.util.spec_from_file_location(MODULE_NAME, path)
+    # An explicit loader: importlib finds none for a name without the .py suffix.
+    loader = importlib.machinery.SourceFileLoader(MODULE_NAME, path)
+    spec = importlib.util.spec_from_file_location(MODULE_NAME, path, loader=loader)
     module = importlib.util.module_from_spec(spec)
     sys.modules[MODULE_NAME] = module
     try:
@@ -58,8 +61,35 @@ def load_script(path: str, argv=()):
                   if not f.filename.startswith((os.path.dirname(__file__), "<frozen"))]
         tb.stack = traceback.StackSummary.from_list(frames)
         detail = "".join(tb.format()).rstrip()
+        not_python = _not_python(path, e)
+        if not_python:
+            raise ScriptError(f"The script {path} is {not_python}; clum and cluf run a "
+                              f"Python file that defines the target function and its args. Python "
+                              f"could not read it:\n{detail}") from None
         raise ScriptError(f"The script {path} failed while being imported:\n{detail}") from None
     return module
+
+
+def _not_python(path, error):
+    """What the file at ``path`` is, when not Python source (for a message), or None when it is, or might
+    be, Python that failed to import: only an error compiling the file itself says it is not."""
+    if not isinstance(error, (SyntaxError, ValueError, UnicodeDecodeError)):
+        return None
+    if isinstance(error, SyntaxError) and error.filename not in (None, path):
+        return None  # a syntax error in a module the script imports
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return None
+    first = head.split(b"\n", 1)[0]
+    if b"\0" in head or isinstance(error, UnicodeDecodeError):
+        return "not Python (a binary file)"
+    if first.startswith(b"#!") and b"python" not in first:
+        return f"not Python (a script for {first[2:].decode(errors='replace').strip()})"
+    if not path.endswith(".py"):
+        return "not Python, or not valid Python (it does not compile)"
+    return None  # a .py file with a syntax error: the script's own mistake
 
 
 def get_target(module, name: str):
