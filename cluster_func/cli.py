@@ -1,13 +1,15 @@
 """The ``clum`` and ``cluf`` commands: parse, resolve options, hand off, map errors to exit statuses.
 
 Exit statuses: 0 all calls done; 1 some calls failed (or a submission failed);
-2 bad input (usage, script, options); 130 interrupted by SIGINT; 143 by SIGTERM.
+2 bad input (usage, script, options); 70 a bug in cluster-func (an exception escaped from inside
+the tool: one line saying so, then its traceback); 130 interrupted by SIGINT; 143 by SIGTERM.
 """
 
 import argparse
 import os
 import signal
 import sys
+import traceback
 
 from . import __version__, options, schedulers
 from .options import split_passthrough
@@ -15,6 +17,7 @@ from .errors import Interrupted, SubmitError, UserError
 from .script import get_options, load_script, resolve_path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_BUG = 70  # EX_SOFTWARE: an exception escaped from inside the tool
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,6 +63,15 @@ def _common(p: argparse.ArgumentParser, prog: str):
                         "values are dropped). " + ("Example: --results scores.jsonl" if prog == "clum" else
                         "With cluf, each bin gets its own file in the jobs dir: give the format. "
                         "Example: --results jsonl"))
+    p.add_argument("--walltime", metavar="DURATION",
+                   help=("stop this run before its time limit: no new call starts a grace period before "
+                         "it, running calls are stopped at it (not failed), exit 75; --resume does the rest "
+                         "(default: no limit). Example: --walltime 12:00:00" if prog == "clum" else
+                         "time limit per job; a job stops a grace period before it and its bin continues "
+                         "in a new job with --resume (default: the scheduler's). Example: --walltime 24:00:00"))
+    p.add_argument("--grace", metavar="SECONDS",
+                   help="with --walltime: start no new call this long before it (default: 5%% of the "
+                        "walltime, at least 10 s, at most 600 s). Example: --grace 300")
     p.add_argument("--start-method", metavar="METHOD",
                    help="how workers start: fork (default on Linux: the script is loaded once and "
                         "workers share its memory), spawn or forkserver (each worker loads the script "
@@ -83,7 +95,8 @@ examples:
   clum sweep.py --resume                   skip what the last run completed
   clum sweep.py --failed                   list the calls that failed last time
 
-exit status: 0 all calls done, 1 some failed, 2 bad input, 130/143 interrupted.""",
+exit status: 0 all calls done, 1 some failed, 2 bad input, 70 a bug in cluster-func,
+130/143 interrupted.""",
         allow_abbrev=False,
     )
     _common(p, "clum")
@@ -129,7 +142,8 @@ after submitting (JOBS_DIR defaults to the current directory):
   cluf --cancel [JOBS_DIR]     cancel every queued or running job of the run
   cluf --gather [JOBS_DIR]     merge the bins' --results files into one (-o PATH), in position order
 
-exit status: 0 all written (and submitted), 1 a submission failed, 2 bad input.""",
+exit status: 0 all written (and submitted), 1 a submission failed, 2 bad input,
+70 a bug in cluster-func, 130/143 interrupted.""",
         allow_abbrev=False,
     )
     _common(p, "cluf")
@@ -156,8 +170,9 @@ exit status: 0 all written (and submitted), 1 a submission failed, 2 bad input."
     p.add_argument("-A", "--append-script", metavar="FILES",
                    help="shell files (comma-separated) whose text goes after the command "
                         "(default: none). Example: -A cleanup.sh")
-    p.add_argument("--walltime", metavar="HH:MM:SS", help="time limit per job (default: the "
-                   "scheduler's). Example: --walltime 12:00:00")
+    p.add_argument("--max-restarts", metavar="N",
+                   help="a bin stopped at its walltime continues in a new job at most N times, while each "
+                        "job completes at least one call (default: 20). Example: --max-restarts 5")
     p.add_argument("--memory", metavar="SIZE", help="memory per job (default: the scheduler's). "
                    "Example: --memory 4G")
     p.add_argument("--queue", metavar="NAME", help="PBS queue, Slurm partition or SGE queue "
@@ -284,6 +299,11 @@ def guarded(fn, prog, argv):
     # it runs; before and after, these turn into Interrupted).
     signal.signal(signal.SIGINT, _raise_interrupted)
     signal.signal(signal.SIGTERM, _raise_interrupted)
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, _DropOnClosedPipe):
+            setattr(sys, name, _DropOnClosedPipe(stream))
+    os.register_at_fork(after_in_child=_DropOnClosedPipe.unwrap)
     try:
         return fn(argv)
     except Interrupted as e:
@@ -298,8 +318,67 @@ def guarded(fn, prog, argv):
     except KeyboardInterrupt:
         sys.stderr.write(f"{prog}: interrupted.\n")
         return 130
-    except BrokenPipeError:
-        return EXIT_FAILED
+    except Exception:  # noqa: BLE001 - anything else is ours: say so, never mix it with the calls' failures
+        sys.stderr.write(f"{prog}: internal error: this is a bug in cluster-func {__version__}, not in your "
+                         f"script; please report it {_where_to_report()} with the command you ran and "
+                         f"this traceback:\n")
+        traceback.print_exc()
+        return EXIT_BUG
+
+
+def _where_to_report():
+    try:
+        from importlib.metadata import metadata
+
+        url = metadata("cluster-func").get("Home-page")
+    except Exception:  # noqa: BLE001
+        url = None
+    return f"at {url.rstrip('/')}/issues" if url and "github.com" in url else \
+        "on the issue tracker of cluster-func's repository"
+
+
+class _DropOnClosedPipe:
+    """Our own stdout/stderr: once the reader has gone (``clum s.py | head -1``), what we write
+    is dropped instead of raising BrokenPipeError; the run goes on.  Only in the process that
+    made it: a forked worker (the target's own printing) still sees the error."""
+
+    def __init__(self, stream):
+        self._stream, self._pid, self._gone = stream, os.getpid(), False
+
+    @staticmethod
+    def unwrap():
+        """In a forked worker: the plain streams again (the target's printing is its own)."""
+        for name in ("stdout", "stderr"):
+            stream = getattr(sys, name)
+            if isinstance(stream, _DropOnClosedPipe):
+                setattr(sys, name, stream._stream)
+
+    def _call(self, method, *a):
+        if self._gone and os.getpid() == self._pid:
+            return None
+        try:
+            return getattr(self._stream, method)(*a)
+        except BrokenPipeError:
+            if os.getpid() != self._pid:
+                raise
+            self._gone = True
+            try:  # what is still buffered goes nowhere, also when Python flushes at exit
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self._stream.fileno())
+                os.close(devnull)
+            except (OSError, ValueError):
+                pass
+            return None
+
+    def write(self, text):
+        self._call("write", text)
+        return len(text)
+
+    def flush(self):
+        self._call("flush")
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 def clum_main(argv=None):

@@ -14,7 +14,7 @@ then, in any number (``t`` is the record's type)::
     {"t": "start", "time": EPOCH, "pid": N, "resume": BOOL}     a run began (a resumed run appends one)
     {"t": "ok", "pos": [[first, count, step], ...], "c": "HEX", "d": "HEX"}  these calls completed
     {"t": "fail", "pos": N, "attempt": K, "final": BOOL, "type": "ValueError", "msg": "...", "args": "repr"}
-    {"t": "end", "done": N, "failed": M, "status": "complete" | "interrupted" | "aborted"}
+    {"t": "end", "done": N, "failed": M, "status": "complete" | "interrupted" | "aborted" | "walltime"}
 
 ``pos`` lists positions as runs (a range is one run), in the order in which the batch held
 them.  ``c`` is a content check of the elements at those positions, in that order: CRC-32 (8 hex
@@ -67,7 +67,7 @@ HEADER_KEY = "cluster_func_journal"
 FLUSH_SECONDS = 1.0
 _CHECK_RE = re.compile(r"^[0-9a-f]{9,}$")
 _DIGESTS_RE = re.compile(r"^(?:[0-9a-f]{16})+$")
-_STATUSES = ("complete", "interrupted", "aborted")
+_STATUSES = ("complete", "interrupted", "aborted", "walltime")
 
 
 class JournalWriteError(Exception):

@@ -10,6 +10,7 @@ import os
 import shlex
 import signal
 import sys
+import time
 
 from . import bins, worker
 from . import journal as journal_mod
@@ -20,6 +21,40 @@ from .runner import Outcome, Runner
 from .script import get_args, get_init_worker, get_target
 
 EXIT_OK, EXIT_FAILED = 0, 1
+EXIT_WALLTIME = 75  # stopped at the walltime with work left (EX_TEMPFAIL): continue with --resume
+JOB_START_VAR = "CLUF_JOB_START"  # set by a cluf job script: when the job started (epoch seconds)
+JOB_STOP_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)  # Grid Engine's -notify warnings
+
+
+def in_cluf_job():
+    return bool(os.environ.get(JOB_START_VAR))
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
+def grace_seconds(walltime, grace=None):
+    """--grace, or 5% of the walltime, at least 10 s and at most 10 minutes."""
+    return grace if grace is not None else min(600.0, max(10.0, 0.05 * walltime))
+
+
+def walltime_stop_at(opts):
+    """(start no new call after, stop running calls at) as time.monotonic() values, or None.
+
+    The walltime counts from $CLUF_JOB_START (when the job script began) or from now.  Calls
+    still running at the walltime are stopped a moment before it (a tenth of the grace, at
+    most 5 s), so that the journal is written before the scheduler kills the job."""
+    walltime = opts.get("walltime")
+    if not walltime:
+        return None
+    try:
+        started = float(os.environ.get(JOB_START_VAR) or time.time())
+    except ValueError:
+        started = time.time()
+    grace = grace_seconds(walltime, opts.get("grace"))
+    end = time.monotonic() + (started + walltime - time.time())
+    return end - grace, end - min(5.0, grace / 10)
 
 
 def run(ns, module, opts) -> int:
@@ -34,6 +69,7 @@ def run(ns, module, opts) -> int:
         return print_failed(journal_path)
 
     reporter = Reporter(progress=not opts["quiet"], total=bins.expected_count(args, spec, mode))
+    reporter.failed_hint = f"'{again_cmd(ns, opts, spec, journal_path)} --failed' lists every one"
     counts = bins.SelectionCounts()
     work = bins.select(args, spec, opts["hash"], opts["key"], counts)
     journal = results = None
@@ -67,8 +103,12 @@ def run(ns, module, opts) -> int:
                             f"(only cluf takes just the format, and names one file per bin).")
         if opts.get("results"):
             results = ResultsFile(opts["results"], bool(opts["resume"]))
+        stop_at = walltime_stop_at(opts)
+        if in_cluf_job():  # the scheduler's own warning signals: the same orderly stop
+            for sig in JOB_STOP_SIGNALS:
+                signal.signal(sig, _raise_interrupted)
         runner = Runner(source, processes, work, reporter, journal=journal, retries=opts["retries"],
-                        timeout=opts["timeout"], start_method=method, results=results)
+                        timeout=opts["timeout"], start_method=method, results=results, stop_at=stop_at)
         outcome = runner.run()
     except Interrupted as e:  # before the runner took over the signals
         if journal is None:
@@ -89,8 +129,15 @@ def run(ns, module, opts) -> int:
         outcome.failed += counts.more_bad_elements
         reporter.message(f"... and {counts.more_bad_elements} more calls failed the same way (too few "
                          f"arguments for the --hash/--key position); not listed one by one.")
+    if outcome.interrupted_by in JOB_STOP_SIGNALS + (signal.SIGTERM,) and in_cluf_job():
+        # In a cluf job, SIGTERM (Slurm at the walltime or on preemption, PBS before its SIGKILL)
+        # or Grid Engine's notify signals: stopped from outside with work left, like a walltime.
+        reporter.message(f"{signal.Signals(outcome.interrupted_by).name} from the scheduler: stopping as at "
+                         f"the walltime.")
+        outcome.interrupted_by, outcome.walltime_stop = None, True
     status = ("interrupted" if outcome.interrupted_by else
-              "aborted" if outcome.fatal or outcome.args_error else "complete")
+              "aborted" if outcome.fatal or outcome.args_error else
+              "walltime" if outcome.walltime_stop else "complete")
     journal.close(outcome.done, outcome.failed, status)
     say = reporter.message
     broken = journal.broken or (results.broken if results is not None else None)
@@ -120,12 +167,19 @@ def run(ns, module, opts) -> int:
         say(f"interrupted by {name}: {outcome.done} calls completed, {outcome.failed} failed; "
             f"the rest did not run. '{again} --resume' skips the completed ones.")
         return 128 + outcome.interrupted_by
+    if outcome.walltime_stop:
+        say(f"stopped at walltime, work left: {outcome.done} calls completed, {outcome.failed} failed, the "
+            f"rest not started (calls stopped at the end of the grace period count as not done). "
+            f"'{again} --resume' does the rest"
+            + ("; in a cluf job, the bin continues in a new job." if in_cluf_job() else "."))
+        return EXIT_WALLTIME
     if outcome.args_error:
         say(f"stopped early: {outcome.args_error} (see above). {outcome.done} calls completed, "
             f"{outcome.failed} failed. Fix the iterable and run again with --resume.")
         return EXIT_FAILED
     if outcome.failed:
-        say(f"{outcome.failed} of {total} calls failed (see above; '{again} --failed' lists them).")
+        say(f"{outcome.failed} of {total} calls failed: {reporter.failure_summary()}. "
+            f"'{again} --failed' lists them.")
         return EXIT_FAILED
     if not opts["quiet"]:
         say(f"{outcome.done} calls done.")

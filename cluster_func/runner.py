@@ -100,6 +100,10 @@ class Batch:
                      self.attempts[start:] if self.attempts else None)
 
 
+class _StopNow(Exception):
+    """The end of the grace period: stop the calls still running."""
+
+
 class Worker:
     def __init__(self, slot):
         self.slot = slot
@@ -145,6 +149,7 @@ class Outcome:
     fatal: Optional[str] = None
     args_error: Optional[str] = None
     journal_error: Optional[str] = None
+    walltime_stop: bool = False  # stopped before the walltime with work left
 
     @property
     def total(self):
@@ -175,8 +180,11 @@ class Runner:
     """
 
     def __init__(self, source, processes, work, reporter: Reporter, journal=None, retries=0,
-                 timeout=None, start_method=None, results=None):
+                 timeout=None, start_method=None, results=None, stop_at=None):
+        """``stop_at``: (start no new call after, stop running calls at), time.monotonic() values."""
         self.source = source
+        self.stop_new_at, self.kill_at = stop_at or (None, None)
+        self.draining = False
         self.results = results  # a results.ResultsFile, or None
         self.processes = processes
         self.work = work
@@ -356,7 +364,20 @@ class Runner:
             self._send(w, header, data)
 
     def _has_work(self):
+        return not self.draining and self._work_left()
+
+    def _work_left(self):
         return bool(self.pending or self.retry_queue or not self.exhausted)
+
+    def _check_walltime(self, now):
+        """Near the walltime: start no new call; at its end, stop the calls still running."""
+        if not self.draining and now >= self.stop_new_at:
+            self.draining = True
+            self.counters.stop_new_batches()
+            self.reporter.message("the walltime is near: starting no new calls; waiting for the running "
+                                  "ones (they are stopped at the end of the grace period).")
+        if now >= self.kill_at and any(w.outstanding for w in self.workers):
+            raise _StopNow()
 
     # --- results -------------------------------------------------------------------
     def _on_fail(self, b: Batch, k: int, exc_type, message, tb):
@@ -535,6 +556,7 @@ class Runner:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        stopped_at_walltime = False
         try:
             self.workers = [Worker(i) for i in range(self.processes)]
             self._grow()
@@ -543,11 +565,13 @@ class Runner:
             self.outcome.interrupted_by = e.signum
         except JournalWriteError as e:
             self.outcome.journal_error = str(e)
+        except _StopNow:
+            stopped_at_walltime = True
         finally:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             stopped = (self.outcome.interrupted_by is not None or self.outcome.fatal is not None
-                       or self.outcome.journal_error is not None)
+                       or self.outcome.journal_error is not None or stopped_at_walltime)
             self._shutdown(force=stopped)
             if stopped:
                 self._settle_stopped()
@@ -560,6 +584,9 @@ class Runner:
             signal.signal(signal.SIGTERM, old_term)
             signal.signal(signal.SIGINT, old_int)
             self.reporter.close()
+        if self.draining and self.outcome.interrupted_by is None and self.outcome.fatal is None:
+            # what was not done: batches handed back or never sent, calls stopped mid-way
+            self.outcome.walltime_stop = self._work_left() or stopped_at_walltime
         return self.outcome
 
     def _grow(self):
@@ -602,6 +629,8 @@ class Runner:
             now = time.monotonic()
             if self.timeout:
                 self._check_timeouts(now)
+            if self.stop_new_at is not None:
+                self._check_walltime(now)
             # idle workers (after a requeue) get work; workers not yet started start if needed
             if self._has_work():
                 for w in self.workers:

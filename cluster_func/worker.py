@@ -26,6 +26,8 @@ Protocol.
   Shared memory (:class:`Counters`), two int64 per worker: [calls of the current batch
   started (0 between batches), calls finished in all, written at each batch's end].  The
   runner reads it only when a worker dies or overruns ``--timeout``, to know which call ran.
+  One more int64 after them, for all: when the runner sets it (the walltime is near), a
+  worker starts no new batch: it hands each one back whole (``n_done`` 0).
 """
 
 import os
@@ -50,10 +52,14 @@ class Counters:
 
     def __init__(self, shared):
         self.values = memoryview(shared).cast("B").cast("q")
+        self.stop_index = len(self.values) - 1
 
     @staticmethod
     def allocate(ctx, slots):
-        return ctx.RawArray("q", 2 * slots)
+        return ctx.RawArray("q", 2 * slots + 1)
+
+    def stop_new_batches(self):
+        self.values[self.stop_index] = 1
 
     def started(self, slot):
         return self.values[2 * slot]
@@ -173,6 +179,7 @@ def run_batches(task_conn, send, target, counters: Counters, slot, encode=None):
     finished = values[finished_slot]
     recv_bytes = task_conn.recv_bytes
     header_size = HEADER.size
+    stop_index = counters.stop_index
     while True:
         try:
             msg = recv_bytes()
@@ -188,7 +195,7 @@ def run_batches(task_conn, send, target, counters: Counters, slot, encode=None):
             positions = loads(memoryview(msg)[header_size + size:])
             records = []
         del data, msg
-        n = len(elements)
+        n = 0 if values[stop_index] else len(elements)  # the walltime is near: start nothing
         stop = perf_counter() + deadline_s if deadline_s else None
         i = 0  # calls of this batch started so far
         t0 = perf_counter()
