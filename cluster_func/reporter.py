@@ -18,15 +18,27 @@ def warner(prog):
 
 
 class Reporter:
-    """Prints failures and the progress line; the runner calls it, never the other way."""
+    """Prints failures and the progress line; the runner calls it, never the other way.
+
+    A flood of failures stays readable: the first ``FULL`` failed calls are printed with their
+    traceback, the next ones up to ``BRIEF`` with one line each, the rest only counted;
+    :meth:`failure_summary` groups them all by exception type.  (``--failed`` lists every one.)
+    """
+
+    FULL = 5
+    BRIEF = 50
 
     def __init__(self, stream=None, progress=True, total=None, prog="clum"):
         self.stream = stream or sys.stderr
         self.progress = progress and hasattr(self.stream, "isatty") and self.stream.isatty()
         self.total = total
         self.prog = prog
+        self.failed_hint = None  # e.g. "'clum s.py --failed' lists them all"
         self._last = 0.0
         self._shown = False
+        self.failures = 0  # final failures reported
+        self.retries_noted = 0
+        self.by_type = {}  # exception type name -> [count, first (lowest) position]
 
     def _clear(self):
         if self._shown:
@@ -34,14 +46,45 @@ class Reporter:
             self._shown = False
 
     def failure(self, position, element, exc_type, message, tb, attempt=0, will_retry=False):
-        self._clear()
         what = f"call at position {position} with args {short_repr(element)}"
         if will_retry:
-            self.stream.write(f"{self.prog}: {what} failed ({exc_type}: {message}); trying again "
-                              f"(attempt {attempt + 2}).\n")
-        else:
-            tries = f" (after {attempt + 1} attempts)" if attempt else ""
-            self.stream.write(f"{self.prog}: {what} failed{tries}:\n{tb.rstrip()}\n")
+            self.retries_noted += 1
+            if self.retries_noted <= self.BRIEF:
+                self._write(f"{self.prog}: {what} failed ({exc_type}: {_one_line(message)}); trying again "
+                            f"(attempt {attempt + 2}).\n")
+            elif self.retries_noted == self.BRIEF + 1:
+                self._write(f"{self.prog}: more calls are being retried; not listed one by one.\n")
+            return
+        self.failures += 1
+        group = self.by_type.setdefault(exc_type, [0, position])
+        group[0] += 1
+        group[1] = min(group[1], position)
+        tries = f" (after {attempt + 1} attempts)" if attempt else ""
+        if self.failures <= self.FULL:
+            self._write(f"{self.prog}: {what} failed{tries}:\n{tb.rstrip()}\n")
+        elif self.failures <= self.BRIEF:
+            self._write(f"{self.prog}: {what} failed{tries}: {exc_type}: {_one_line(message)}\n")
+        elif self.failures == self.BRIEF + 1:
+            hint = f"; {self.failed_hint}" if self.failed_hint else ""
+            self._write(f"{self.prog}: more than {self.BRIEF} calls failed: the others are only counted "
+                        f"(the summary at the end groups them by type{hint}).\n")
+
+    def failure_summary(self, limit=5):
+        """'980 ValueError (first at position 3), 20 KeyError (first at position 0)', most first."""
+        groups = sorted(self.by_type.items(), key=lambda kv: (-kv[1][0], kv[1][1]))
+        parts = [f"{n} {name} (first at position {first})" for name, (n, first) in groups[:limit]]
+        rest = sum(n for _, (n, _) in groups[limit:])
+        if rest:
+            parts.append(f"{rest} of {len(groups) - limit} other types")
+        text = ", ".join(parts)
+        if "BrokenPipeError" in self.by_type:
+            text += (". BrokenPipeError: the target wrote to a pipe whose reader had exited (as in "
+                     "'clum s.py | head'); redirect the output to a file instead")
+        return text
+
+    def _write(self, text):
+        self._clear()
+        self.stream.write(text)
         self.stream.flush()
 
     def message(self, text):
@@ -72,6 +115,11 @@ class Reporter:
     def close(self):
         self._clear()
         self.stream.flush()
+
+
+def _one_line(message, limit=200):
+    text = " ".join(str(message).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _hms(seconds):

@@ -5,6 +5,7 @@ texts, and a sweep of every option with bad values."""
 
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -69,3 +70,123 @@ def test_cluf_refuses_a_shell_script_as_the_script(tmp_path, cluf_env):
     r = cluf(tmp_path, cluf_env, "pre.sh", "-n", 2, "-q")
     cs.assert_clean_error(r, "is not python")
     assert not list(tmp_path.glob("*.pbs"))
+
+
+# --- 3. an exception from inside the tool is a bug, said so, with its own exit status -----
+
+BUG_STATUS = 70
+
+INJECT = """\
+import sys
+from cluster_func import {module} as m
+def broken(*a, **k):
+    raise KeyError("injected fault")
+m.{function} = broken
+from cluster_func.cli import {main}
+{main}()
+"""
+
+
+@pytest.mark.parametrize("main, module, function, extra", [
+    ("clum_main", "local_run", "run", ()),
+    ("clum_main", "local_run", "print_failed", ("--failed",)),
+    ("cluf_main", "submission", "run", ("-n", "2", "-q")),
+    ("cluf_main", "jobs", "write", ("-n", "2", "-q")),
+])
+def test_an_exception_escaping_from_inside_the_tool_is_reported_as_a_bug_with_exit_70(
+        tmp_path, main, module, function, extra):
+    script = cs.write_target(tmp_path, n=3)
+    code = INJECT.format(module=module, function=function, main=main)
+    r = subprocess.run([sys.executable, "-c", code, str(script), *extra], cwd=tmp_path, capture_output=True,
+                       text=True, env=cs.base_env(tmp_path), timeout=60)
+    assert r.returncode == BUG_STATUS, (r.returncode, r.stderr)
+    first = r.stderr.splitlines()[0]
+    assert "bug in cluster-func" in first and "report" in first, r.stderr
+    assert "Traceback (most recent call last)" in r.stderr and "KeyError: 'injected fault'" in r.stderr
+    assert "calls failed" not in r.stderr
+
+
+def test_the_scripts_own_failures_are_never_reported_as_a_bug(clum):
+    clum.script("fails.py", "def target(x):\n    raise KeyError(x)\nargs = range(3)\n")
+    r = clum.run("fails.py")
+    assert r.returncode == 1 and "bug in cluster-func" not in r.stderr, r.stderr
+    clum.script("breaks.py", "raise KeyError('at import')\n")
+    r = clum.run("breaks.py")
+    assert r.returncode == 2 and "bug in cluster-func" not in r.stderr, r.stderr
+
+
+def test_the_readme_and_the_help_document_exit_status_70():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert re.search(r"^\| 70 \|", readme, re.M), "README's exit statuses lack 70"
+    from cluster_func import cli
+
+    assert "70" in cli.__doc__
+    assert "70" in cli.clum_parser().epilog and "70" in cli.cluf_parser().epilog
+
+
+# --- 7. a flood of failures stays readable; a closed pipe is no storm ---------------------
+
+def test_a_thousand_failures_print_five_tracebacks_then_short_lines_then_only_a_summary(clum):
+    clum.script("all_fail.py", """\
+        def target(x):
+            if x % 4 == 3:
+                raise KeyError(x)
+            raise ValueError("bad %d" % x)
+        args = range(1000)
+        """)
+    r = clum.run("all_fail.py", "-p", "2")
+    assert r.returncode == 1
+    lines = r.stderr.splitlines()
+    assert len(lines) < 120, f"{len(lines)} lines of stderr"
+    assert r.stderr.count("Traceback (most recent call last)") == 5
+    assert len([line for line in lines if re.match(r"clum: call at position \d+ .* failed: \w+Error: ", line)]) == 45
+    assert "more than 50 calls failed: the others are only counted" in r.stderr
+    last = lines[-1]
+    assert "1000 of 1000 calls failed: 750 ValueError (first at position 0), 250 KeyError (first at position 3)" \
+        in last, last
+    assert "--failed" in last
+    listed = clum.run("all_fail.py", "--failed")
+    assert len(listed.stdout.splitlines()) == 1000
+
+
+def test_retries_of_a_thousand_failing_calls_are_not_listed_one_by_one_either(clum):
+    clum.script("all_fail.py", "def target(x):\n    raise ValueError(x)\nargs = range(1000)\n")
+    r = clum.run("all_fail.py", "-p", "2", "--retries", "1")
+    assert r.returncode == 1
+    assert len(r.stderr.splitlines()) < 170, len(r.stderr.splitlines())
+    assert "1000 of 1000 calls failed: 1000 ValueError (first at position 0)" in r.stderr
+
+
+def _shell(clum, command, timeout=60):
+    return subprocess.run(["bash", "-c", command], cwd=clum.dir, env=clum.env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_a_target_printing_into_a_closed_pipe_fails_its_calls_briefly_and_the_run_ends(clum):
+    clum.script("printer.py", """\
+        def target(x):
+            print("processed item", x, flush=True)
+            rec("E", x)
+        args = range(1000)
+        """)
+    r = _shell(clum, f"{clum.exe} printer.py -p 2 | head -1; exit ${{PIPESTATUS[0]}}")
+    assert r.returncode == 1, r.stderr
+    assert r.stdout.startswith("processed item")
+    assert len(r.stderr.splitlines()) < 120
+    assert "BrokenPipeError" in r.stderr.splitlines()[-1] and "head" in r.stderr.splitlines()[-1]
+    assert not TOOL_FRAME.search(r.stderr) and "Exception ignored" not in r.stderr, r.stderr
+
+
+def test_clums_own_output_into_a_closed_pipe_is_dropped_and_the_run_goes_on(clum):
+    clum.script("noisy.py", """\
+        def target(x):
+            rec("E", x)
+            raise ValueError(x)
+        args = range(300)
+        """)
+    r = _shell(clum, f"{clum.exe} noisy.py -p 2 2>&1 >/dev/null | head -1; exit ${{PIPESTATUS[0]}}")
+    assert r.returncode == 1, r.stderr
+    assert len(clum.evidence()) == 300, "every call ran although clum's stderr was closed"
+    listed = _shell(clum, f"{clum.exe} noisy.py --failed | head -2; exit ${{PIPESTATUS[0]}}")
+    assert listed.returncode == 1 and len(listed.stdout.splitlines()) == 2
+    assert listed.stderr == "", listed.stderr
