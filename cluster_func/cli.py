@@ -170,6 +170,9 @@ exit status: 0 all written (and submitted), 1 a submission failed, 2 bad input,
     p.add_argument("-A", "--append-script", metavar="FILES",
                    help="shell files (comma-separated) whose text goes after the command "
                         "(default: none). Example: -A cleanup.sh")
+    p.add_argument("--wait", action="store_const", const=True, default=None,
+                   help="after submitting, wait for the run as 'cluf --wait' does (default: return at once). "
+                        "Example: cluf sweep.py -n 100 --walltime 24:00:00 --wait")
     p.add_argument("--max-restarts", metavar="N",
                    help="a bin stopped at its walltime continues in a new job at most N times, while each "
                         "job completes at least one call (default: 20). Example: --max-restarts 5")
@@ -204,6 +207,10 @@ def cluf_manage_parser():
                    help="submit again, with --resume, the bins that failed, vanished, or are done with "
                         "failed calls; never one that is queued or running")
     g.add_argument("--cancel", action="store_true", help="cancel every queued or running job of the run")
+    g.add_argument("--wait", action="store_true",
+                   help="block until every bin is done, failed or cancelled (continuing bins that stopped at "
+                        "their walltime), then print the --status table and exit with its status; Ctrl-C "
+                        "stops waiting, not the jobs. Example: cluf --wait jobs")
     g.add_argument("--gather", action="store_true",
                    help="merge the bins' --results files into one, in position order, and say how many "
                         "positions have no value yet (exit 1 if any). Example: cluf --gather jobs -o all.jsonl")
@@ -267,10 +274,19 @@ def run_clum(argv):
 MANAGE = ("--status", "--resubmit", "--cancel", "--gather")
 
 
+def _manages(argv):
+    """cluf manages a submitted run: --status, --resubmit, --cancel, --gather, or --wait with
+    no script (every word that is not an option names a directory: the jobs dir)."""
+    if any(a in MANAGE for a in argv):
+        return True
+    words = [a for a in argv if not a.startswith("-")]
+    return "--wait" in argv and all(os.path.isdir(w) for w in words)
+
+
 def run_cluf(argv):
     argv_all = list(argv)
     argv, passthrough = split_passthrough(argv)
-    if any(a in MANAGE for a in argv):
+    if _manages(argv):
         from . import status
 
         ns = cluf_manage_parser().parse_args(argv)
@@ -279,6 +295,8 @@ def run_cluf(argv):
             return status.status(ns.jobs_dir)
         if ns.resubmit:
             return status.resubmit(ns.jobs_dir)
+        if ns.wait:
+            return status.wait(ns.jobs_dir)
         if ns.gather:
             from .results import gather
 

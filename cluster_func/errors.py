@@ -37,6 +37,11 @@ class Interrupted(BaseException):
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
+# Between a cluf job script and the clum it runs: the job's start (epoch seconds, which the
+# walltime counts from), and clum's exit status for "stopped at the walltime, work left".
+JOB_START_VAR = "CLUF_JOB_START"
+EXIT_WALLTIME = 75  # EX_TEMPFAIL: the bin continues with --resume
+
 
 @contextlib.contextmanager
 def signals_held():

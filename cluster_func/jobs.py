@@ -4,6 +4,8 @@ A job script is a plain bash script: it runs the same by hand
 (``bash jobs/example-0-3.slurm``) from any directory with an empty environment.
 """
 
+import contextlib
+import fcntl
 import json
 import os
 import shlex
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from . import __version__
+from .errors import EXIT_WALLTIME, JOB_START_VAR
 from .schedulers.base import JobSpec, Scheduler
 
 MANIFEST_SUFFIX = ".manifest.json"
@@ -35,6 +38,9 @@ class RunPlan:
     raw: Dict[str, Optional[str]] = field(default_factory=dict)
     python: str = sys.executable
     results: Optional[str] = None  # "jsonl" or "pkl": each bin writes <base>.results.<format>
+    max_restarts: Optional[int] = None  # with a walltime: continuations of a bin (None: the default)
+    scheduler_path: Optional[str] = None  # the folder of the submit command cluf used (for jobs that
+    # continue themselves: a compute node's PATH may find another scheduler's qsub first)
 
     @property
     def stem(self):
@@ -60,7 +66,8 @@ class RunPlan:
 
 
 PLAN_FIELDS = ("script", "nodes", "jobs_dir", "submit_dir", "clum_args", "passthrough", "env",
-               "prepend", "append", "resources", "raw", "python", "results")
+               "prepend", "append", "resources", "raw", "python", "results", "max_restarts",
+               "scheduler_path")
 
 
 def plan_to_dict(plan: RunPlan) -> dict:
@@ -114,10 +121,13 @@ def _render(plan, spec, bins_word, journal_word, what, by_hand, resume, preamble
     if plan.results:
         words += ["--results", _quote(journal_word[:-len(".journal")] + ".results." + plan.results, expand=True)]
     words += map(q, rest)
+    continuing = bool(plan.resources.get("walltime"))
     out = ["#!/bin/bash", *plan.scheduler.lines(spec), "",
            f"# Written by cluf (cluster-func {__version__}): {what} of {plan.script}.",
-           f"# Runs by hand too: {by_hand}", "", *preamble,
-           f"cd {q(plan.submit_dir)} || exit 1"]
+           f"# Runs by hand too: {by_hand}", ""]
+    if continuing:  # clum's walltime counts from here
+        out.append(f"export {JOB_START_VAR}=$(date +%s)")
+    out += [*preamble, f"cd {q(plan.submit_dir)} || exit 1"]
     for k, v in plan.env.items():
         out.append(f"export {k}={q(v)}")
     for path in plan.prepend:
@@ -126,6 +136,11 @@ def _render(plan, spec, bins_word, journal_word, what, by_hand, resume, preamble
     out.append("cluf_status=$?")
     for path in plan.append:
         out += [f"# --- from {path} ---", _read(path).rstrip("\n"), "# ---"]
+    if continuing:  # stopped at the walltime with work left: the bin continues in a new job
+        out += [f"if [ $cluf_status = {EXIT_WALLTIME} ]; then",
+                f"    {q(plan.python)} -m cluster_func.continuation {q(plan.manifest_path())} "
+                f"{_quote(bin_of(bins_word), expand=True)}",
+                "fi"]
     out.append("exit $cluf_status")
     return "\n".join(out) + "\n"
 
@@ -145,6 +160,11 @@ def write(plan: RunPlan, bins: List[int], resume=False) -> List[str]:
 
 
 ARRAY_BIN_VAR = "CLUF_BIN"
+
+
+def bin_of(bins_word):
+    """The bin of a '--bins i/n' word (a shell word in an array script)."""
+    return bins_word.split("/", 1)[0]
 
 
 def array_script_path(plan: RunPlan, first: int, count: int) -> str:
@@ -203,11 +223,37 @@ def load_manifest(path) -> Optional[dict]:
 
 
 def save_manifest(path, data):
-    tmp = path + ".tmp"
+    """Write the manifest whole (temp file, then rename).  Hold :func:`manifest_lock` around
+    the read-change-write, as :func:`update_manifest` does: jobs continuing themselves, cluf
+    and ``cluf --wait`` may update one manifest at the same moment."""
+    tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1)
         f.write("\n")
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def manifest_lock(path):
+    """An OS lock (lockf on PATH.lock) around a read-change-write of the manifest."""
+    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def update_manifest(path, plan: Optional["RunPlan"], change):
+    """Load (or start, from ``plan``) the manifest, apply ``change(manifest)``, save; all under
+    the lock.  Returns what ``change`` returned."""
+    with manifest_lock(path):
+        m = load_manifest(path)
+        if m is None:
+            m = new_manifest(plan)
+        result = change(m)
+        save_manifest(path, m)
+        return result
 
 
 def new_manifest(plan: RunPlan) -> dict:
@@ -223,6 +269,8 @@ def record(manifest: dict, i: int, script_path: str, job_id: Optional[str], resu
         job["history"].append({"id": job["id"], "submitted": job.get("submitted")})
     job.update({"script": script_path, "id": job_id, "array_id": array_id, "resume": resume,
                 "submitted": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    for stale in ("cancelled", "failed_reason", "continue_failed"):  # a new job starts afresh
+        job.pop(stale, None)
     if calls is not None:
         job["calls"] = calls
 

@@ -235,6 +235,7 @@ OPTIONS = [
     Option("walltime", _walltime, None),
     Option("grace", _float_positive, None),
     Option("max-restarts", _int(0), 20, "cluf"),
+    Option("wait", _bool, False, "cluf"),
     Option("memory", _memory, None, "cluf"),
     Option("queue", _str, None, "cluf"),
     Option("account", _str, None, "cluf"),

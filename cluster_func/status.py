@@ -10,6 +10,7 @@ walltime, node lost) or never started.
 
 import os
 import sys
+import time
 from typing import List
 
 from . import jobs, submission
@@ -20,6 +21,8 @@ from .schedulers import SCHEDULERS
 from .schedulers.base import ERROR, QUEUED, RUNNING
 
 DONE, FAILED, VANISHED = "done", "failed", "vanished"
+STOPPED = "stopped at walltime"  # work left; it continues (by its job, cluf --wait or --resubmit)
+CANCELLED = "cancelled"
 
 
 class BinState:
@@ -32,10 +35,17 @@ class BinState:
         self.failed = None
         self.total = job.get("calls")
         self.stuck = False  # still in the scheduler's queue, in an error state
+        self.reason = job.get("failed_reason")  # why a bin that stopped at its walltime is failed
+        self.restarts = job.get("restarts", 0)
 
     @property
     def needs_rerun(self):
-        return self.state in (FAILED, VANISHED) or (self.state == DONE and self.failed)
+        return self.state in (FAILED, VANISHED, STOPPED, CANCELLED) or (self.state == DONE and self.failed)
+
+    @property
+    def final(self):
+        """Nothing more will happen to this bin by itself (for cluf --wait)."""
+        return self.state in (DONE, FAILED, VANISHED, CANCELLED)
 
     @property
     def ok(self):
@@ -49,7 +59,23 @@ def load_run(manifest_path):
     return m
 
 
-def bin_states(manifest) -> List[BinState]:
+def _journal(path, cache):
+    """The journal at ``path``, read on from where the last read stopped when ``cache`` holds it."""
+    if cache is None:
+        return journal_mod.read(path) if os.path.exists(path) else None
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        cache.pop(path, None)
+        return None
+    st = cache.get(path)
+    if st is None or size < st.size:  # new, or started afresh
+        st = journal_mod.JournalState()
+    cache[path] = st = journal_mod.read(path, state=st, incremental=True)
+    return st
+
+
+def bin_states(manifest, cache=None) -> List[BinState]:
     plan = jobs.plan_from_dict(manifest["plan"])
     states = [BinState(int(k), j) for k, j in sorted(manifest["jobs"].items(), key=lambda kv: int(kv[0]))]
     ids = [s.id for s in states if s.id]
@@ -58,18 +84,21 @@ def bin_states(manifest) -> List[BinState]:
     except SchedulerError as e:
         raise UserError(f"Could not ask {plan.scheduler.name} about the jobs: {e}") from None
     for s in states:
-        jpath = plan.path(s.bin, ".journal")
-        st = journal_mod.read(jpath) if os.path.exists(jpath) else None
+        st = _journal(plan.path(s.bin, ".journal"), cache)
         if st is not None and st.runs:
             s.done, s.failed = st.completed_total, len(st.last_failed)
         if live.get(s.id) == ERROR:  # e.g. Grid Engine's Eqw: it will never run by itself
             s.state, s.stuck = FAILED, True
         elif s.id in live:
             s.state = live[s.id]
+        elif s.job.get("cancelled") and not (st is not None and st.last_status == "complete"):
+            s.state = CANCELLED
         elif st is None or not st.runs or st.last_status is None:
             s.state = VANISHED
         elif st.last_status == "complete":
             s.state = DONE
+        elif st.last_status == "walltime":
+            s.state = FAILED if s.reason else STOPPED
         else:
             s.state = FAILED
     return states
@@ -103,9 +132,14 @@ def print_status(manifest, states, out=sys.stdout):
     rows += [(str(s.bin), s.id or "-", s.state + (" (held: error)" if s.stuck else ""), _fmt(s.done),
               _fmt(s.failed), _fmt(s.total)) for s in states]
     widths = [max(len(r[c]) for r in rows) for c in range(6)]
-    for r in rows:
+    for r, s in zip(rows, [None, *states]):
+        note = ""
+        if s is not None and s.reason:
+            note = f"  ({s.reason})"
+        elif s is not None and s.restarts:
+            note = f"  (continued {s.restarts} time{'s' * (s.restarts != 1)})"
         out.write("  ".join(v.ljust(widths[c]) if c < 3 else v.rjust(widths[c]) for c, v in enumerate(r)).rstrip()
-                  + "\n")
+                  + note + "\n")
     counts = {}
     for s in states:
         counts[s.state] = counts.get(s.state, 0) + 1
@@ -177,8 +211,17 @@ def resubmit(jobs_dir) -> int:
     return status_code
 
 
+def _mark_cancelled(m):
+    """Every bin not done is cancelled for good: no job of it continues itself after this."""
+    for job in m["jobs"].values():
+        job["cancelled"] = True
+
+
 def cancel(jobs_dir) -> int:
     for path in manifests_in(jobs_dir):
+        # First mark the bins (under the lock a continuing job takes too), then cancel what the
+        # manifest names: a continuation submitted before the mark is in it, none comes after.
+        jobs.update_manifest(path, None, _mark_cancelled)
         m = load_run(path)
         sched = SCHEDULERS[m["scheduler"]]()
         states = bin_states(m)
@@ -192,3 +235,96 @@ def cancel(jobs_dir) -> int:
         print(f"cluf: cancelled {len(ids)} job(s): {' '.join(ids)}"
               + (f" ({sched.name} says some had already finished)" if finished else ""))
     return 0
+
+
+# --- cluf --wait ------------------------------------------------------------------------------------
+
+POLL_FIRST, POLL_MAX = 2.0, 60.0  # seconds between polls: a few at first, growing to a minute
+
+
+def wait(jobs_dir, poll_first=POLL_FIRST, poll_max=POLL_MAX, out=sys.stderr) -> int:
+    """Block until every bin is done, failed or cancelled, continuing the bins that stopped at
+    their walltime where their own job could not; then print the status table and exit with
+    its status.  One scheduler query per run and poll; journals are read on from where the
+    last poll stopped.  Ctrl-C stops waiting, not the jobs."""
+    from . import continuation
+    from .errors import Interrupted
+
+    paths = manifests_in(jobs_dir)
+    shown = os.path.abspath(jobs_dir or os.getcwd())
+    cache = {}
+    tty = hasattr(out, "isatty") and out.isatty()
+    started, last_line, interval = time.monotonic(), 0.0, poll_first
+    first_done = None
+    try:
+        while True:
+            runs = []
+            for path in paths:
+                m = load_run(path)
+                states = bin_states(m, cache)
+                for s in states:
+                    if s.state == STOPPED:
+                        said = continuation.continue_bin(path, s.bin, s.id)
+                        out.write(("\r\033[K" if tty else "") + f"cluf: bin {s.bin}: {said}\n")
+                runs.append((m, states))
+            if all(s.final for _, states in runs for s in states) and all(
+                    len(states) == m["nodes"] or not m.get("planned") for m, states in runs):
+                break
+            now = time.monotonic()
+            line = _progress(runs, now - started, first_done)
+            if first_done is None:
+                first_done = (now, sum(s.done or 0 for _, st in runs for s in st))
+            if tty:
+                out.write("\r\033[K" + line)
+                out.flush()
+            elif now - last_line >= 60 or last_line == 0:
+                out.write(line + "\n")
+                out.flush()
+                last_line = now
+            time.sleep(interval)
+            interval = min(poll_max, interval * 1.5)
+    except (KeyboardInterrupt, Interrupted):
+        out.write(("\r\033[K" if tty else "\n") + f"cluf: stopped waiting; the jobs go on. Watch again with "
+                  f"'cluf --wait {shown}', or stop them with 'cluf --cancel {shown}'.\n")
+        return 130
+    if tty:
+        out.write("\r\033[K")
+    ok = True
+    for m, states in runs:
+        print_status(m, states)
+        ok = ok and len(states) == m["nodes"] and all(s.ok for s in states)
+    return 0 if ok else 1
+
+
+def _progress(runs, elapsed, first_done):
+    counts = {}
+    done = failed = 0
+    total, known = 0, True
+    for m, states in runs:
+        for s in states:
+            key = s.state if s.state in (QUEUED, RUNNING, DONE) else FAILED if s.final else "continuing"
+            counts[key] = counts.get(key, 0) + 1
+            done += s.done or 0
+            failed += s.failed or 0
+            if s.total is None:
+                known = False
+            else:
+                total += s.total
+    bins = ", ".join(f"{counts[k]} {k}" for k in (QUEUED, RUNNING, "continuing", DONE, FAILED) if counts.get(k))
+    line = f"cluf: bins {bins}; calls {done} done, {failed} failed" + (f" of {total}" if known else "")
+    if first_done is not None:
+        t0, d0 = first_done
+        span = time.monotonic() - t0
+        rate = (done - d0) / span if span > 0 else 0.0
+        if rate > 0:
+            line += f", {rate:,.1f}/s"
+            if known and total > done + failed:
+                line += f", ETA {_hms((total - done - failed) / rate)}"
+    return line + f", waiting {_hms(elapsed)}"
+
+
+def _hms(seconds):
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}"
