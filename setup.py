@@ -19,7 +19,7 @@ setup(
     packages=find_packages(include=["cluster_func", "cluster_func.*"]),
     python_requires=">=3.9",
     install_requires=[],
-    extras_require={"test": ["pytest>=7", "pytest-timeout>=2", "numpy"]},
+    extras_require={"test": ["pytest>=7", "pytest-timeout>=2", "numpy", "ruff"]},
     entry_points={"console_scripts": ["clum=cluster_func.cli:clum_main", "cluf=cluster_func.cli:cluf_main"]},
     classifiers=[
         "Programming Language :: Python :: 3",

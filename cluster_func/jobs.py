@@ -119,7 +119,8 @@ def _render(plan, spec, bins_word, journal_word, what, by_hand, resume, preamble
     words = [q(plan.python), "-m", "cluster_func", "--bins", _quote(bins_word, expand=True),
              "--journal", _quote(journal_word, expand=True)]
     if plan.results:
-        words += ["--results", _quote(journal_word[:-len(".journal")] + ".results." + plan.results, expand=True)]
+        results_word = journal_word[:-len(".journal")] + ".results." + plan.results
+        words += ["--results", _quote(results_word, expand=True)]
     words += map(q, rest)
     continuing = bool(plan.resources.get("walltime"))
     out = ["#!/bin/bash", *plan.scheduler.lines(spec), "",

@@ -12,17 +12,19 @@ Protocol.
   runner -> worker, on the task pipe, one message a batch (``Connection.send_bytes`` framing):
     ``HEADER`` (batch id: int64, deadline_s: float64, digests: int8, size of the elements'
     pickle: int64) followed by ``pickle.dumps(elements, 4)`` and, when values are collected
-    (``--results``), the pickle of the batch's positions; an empty message means stop.  ``deadline_s`` > 0 asks the worker to hand back the rest of
-    the batch once it has spent that long on it (so one slow stretch cannot unbalance workers).
+    (``--results``), the pickle of the batch's positions; an empty message means stop.
+    ``deadline_s`` > 0 asks the worker to hand back the rest of the batch once it has spent that
+    long on it (so one slow stretch cannot unbalance workers).
   worker -> runner, on the result pipe (pickled tuples):
     ``("ready", pid)`` once the target is there and ``init_worker`` has run;
     ``("fatal", text)`` when the script cannot be loaded or ``init_worker`` fails (then it exits);
     ``("fail", batch_id, k, exc_type, exc_message, traceback_text)`` as soon as call k raises;
     ``("done", batch_id, n_done, seconds, check, digests, records)`` when the batch (or its
-    first n_done calls) is over; ``records`` are the results records of its calls that
-    completed (see results.py), or None when values are not collected; ``check`` is :func:`cluster_func.journal.content_check` of the bytes
-    received; ``digests`` the :func:`cluster_func.journal.call_digest` of each call started
-    (8 bytes each) when asked for (see ``DIGESTS_*``), else None.
+    first n_done calls) is over; ``check`` is :func:`cluster_func.journal.content_check` of
+    the bytes received; ``digests`` the :func:`cluster_func.journal.call_digest` of each call
+    started (8 bytes each) when asked for (see ``DIGESTS_*``), else None; ``records`` the
+    results records of its calls that completed (see results.py), or None when values are
+    not collected.
   Shared memory (:class:`Counters`), two int64 per worker: [calls of the current batch
   started (0 between batches), calls finished in all, written at each batch's end].  The
   runner reads it only when a worker dies or overruns ``--timeout``, to know which call ran.

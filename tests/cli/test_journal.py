@@ -550,7 +550,8 @@ def test_positions_encode_and_decode(positions):
 
 def test_read_ignores_torn_lines_anywhere(tmp_path):
     j = tmp_path / "j"
-    j.write_text('{"cluster_func_journal":2,"bins":"0/1","mode":"round-robin"}\n{"t":"start"}\n{"t":"ok","pos":[[0,3,1]],"c":"' + "0" * 17 + '"}\n{"t":"ok","po\n'
+    j.write_text('{"cluster_func_journal":2,"bins":"0/1","mode":"round-robin"}\n{"t":"start"}\n'
+                 '{"t":"ok","pos":[[0,3,1]],"c":"' + "0" * 17 + '"}\n{"t":"ok","po\n'
                  '{"t":"fail","pos":3,"final":true,"type":"E","msg":"m","args":"3"}\n{"t":"end","status":"comp')
     st = jmod.read(str(j), for_resume=True)
     assert st.bad == 2 and st.last_done == 3 and st.last_status is None and len(st.last_failed) == 1

@@ -2,7 +2,6 @@
 position (replicates are different calls), a journal owns its file, one live run per journal,
 write errors stop the run with nothing lost, malformed records are skipped and counted."""
 
-import collections
 import json
 import os
 import signal

@@ -4,7 +4,6 @@ every worker, workers never share random streams, and a signal while workers sta
 interrupt."""
 
 import collections
-import os
 import signal
 
 import pytest
