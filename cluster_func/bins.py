@@ -174,13 +174,17 @@ def select(args, spec: BinSpec, hash_positions=None, key_position=None, counts=N
     """
     counts = counts if counts is not None else SelectionCounts()
     total, chosen = spec.total, frozenset(spec.bins)
+    if hash_positions is None and key_position is None and spec.is_everything:
+        return Work(iter(args), 0, 1)  # the positions taken say how far args got
+    # Elements are passed over here: a counter says how far args got when it raises.
+    counter = itertools.count()
+    counted = zip(counter, args)
     if hash_positions is None and key_position is None:
-        if spec.is_everything:
-            return Work(iter(args), 0, 1)
         if len(chosen) == 1:
-            return Work(itertools.islice(args, spec.bins[0], None, total), spec.bins[0], total)
-        return Work(((i, e) for i, e in enumerate(args) if i % total in chosen))
-    return Work(_select_by_content(args, total, chosen, hash_positions, key_position, counts))
+            elements = map(operator.itemgetter(1), counted)
+            return Work(itertools.islice(elements, spec.bins[0], None, total), spec.bins[0], total, counter)
+        return Work(((i, e) for i, e in counted if i % total in chosen), counter=counter)
+    return Work(_select_by_content(counted, total, chosen, hash_positions, key_position, counts), counter=counter)
 
 
 class Work:
@@ -190,10 +194,21 @@ class Work:
     which costs nothing per element to track, or one of ``(position, element)`` pairs.
     """
 
-    def __init__(self, iterator, start=None, step=None):
+    def __init__(self, iterator, start=None, step=None, counter=None):
         self.iterator = iterator
         self.next_position = start
         self.step = step
+        self.counter = counter  # itertools.count() zipped before args, or None when start=0, step=1
+        self.error_position = None  # the position args was producing when it raised
+        self._produced = None
+
+    def produced(self):
+        """How many elements args produced, once the work is all taken (for 'args is empty')."""
+        if self.counter is None:
+            return self.next_position
+        if self._produced is None:
+            self._produced = next(self.counter) - 1  # zip advanced it once more at the end
+        return self._produced
 
     @property
     def spaced(self):
@@ -214,7 +229,11 @@ class Work:
         if self.step is not None:
             first = self.next_position
             self.next_position = first + len(got) * self.step
+            if error is not None:
+                self.error_position = next(self.counter) - 1 if self.counter is not None else self.next_position
             return range(first, self.next_position, self.step), got, error
+        if error is not None and self.counter is not None:
+            self.error_position = next(self.counter) - 1
         if not got:
             return range(0), [], error
         positions, elements = map(list, zip(*got))
@@ -227,8 +246,8 @@ class Work:
         return zip(itertools.count(self.next_position, self.step), self.iterator)
 
 
-def _select_by_content(args, total, chosen, hash_positions, key_position, counts):
-    for i, element in enumerate(args):
+def _select_by_content(counted, total, chosen, hash_positions, key_position, counts):
+    for i, element in counted:
         a = element if isinstance(element, tuple) else (element,)
         try:
             if hash_positions is not None:

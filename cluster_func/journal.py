@@ -642,6 +642,11 @@ class ResumeWork:
         self.open = []  # [record, {position: element}, last position]
         self.exhausted = False
 
+    @property
+    def error_position(self):
+        """The position args was producing when it raised (see bins.Work)."""
+        return self.work.error_position
+
     def take(self, n):
         while len(self.out_elem) < n and not self.exhausted:
             self._pull(n)

@@ -71,7 +71,7 @@ def run(ns, module, opts) -> int:
     reporter = Reporter(progress=not opts["quiet"], total=bins.expected_count(args, spec, mode))
     reporter.failed_hint = f"'{again_cmd(ns, opts, spec, journal_path)} --failed' lists every one"
     counts = bins.SelectionCounts()
-    work = bins.select(args, spec, opts["hash"], opts["key"], counts)
+    work = selection = bins.select(args, spec, opts["hash"], opts["key"], counts)
     journal = results = None
     try:
         with signals_held():  # a signal now is handled once the journal is whole (just below)
@@ -181,6 +181,16 @@ def run(ns, module, opts) -> int:
         say(f"{outcome.failed} of {total} calls failed: {reporter.failure_summary()}. "
             f"'{again} --failed' lists them.")
         return EXIT_FAILED
+    if total == 0 and not (resumed is not None and resumed.skipped):
+        produced = selection.produced()
+        where = f"{args_name!r} in {opts['script']}"
+        if produced == 0:
+            warner("clum")(f"{where} is empty: there was nothing to do (a generator can be used only once; "
+                           f"check how it is built).")
+        else:
+            warner("clum")(f"bins {spec} hold none of the {produced} elements of {where}: there was nothing "
+                           f"to do.")
+        return EXIT_OK
     if not opts["quiet"]:
         say(f"{outcome.done} calls done.")
     return EXIT_OK

@@ -24,6 +24,7 @@ from . import worker as worker_module
 from .errors import Interrupted, signals_held
 from .journal import JournalWriteError, pickle_elements
 from .reporter import Reporter
+from .script import args_error_where, user_traceback
 from .worker import DIGESTS_ALWAYS, DIGESTS_IF_DEAR, DIGESTS_NEVER, HEADER, Counters
 
 # Adaptive batching.  A batch should keep a worker busy for about TARGET seconds:
@@ -305,25 +306,20 @@ class Runner:
         size = self.sizer.next_size()
         positions, elements, error = self.work.take(size)
         if error is not None:
-            self._args_failed(error, positions[-1] + 1 if len(positions) else None)
+            self._args_failed(error, getattr(self.work, "error_position", None))
         if len(elements) < size:
             self.exhausted = True
         if not elements:
             return None
         return Batch(next(self.ids), positions, elements)
 
-    def _args_failed(self, error, after):
-        """The arguments iterable raised: no more work comes from it; say so loudly."""
-        import traceback
-
-        tb = error.__traceback__
-        while tb is not None and tb.tb_frame.f_code.co_filename.startswith(os.path.dirname(__file__)):
-            tb = tb.tb_next  # start at the user's code
-        tb = "".join(traceback.format_exception(type(error), error, tb))
-        where = f"after position {after - 1}" if after else "before its first selected element"
+    def _args_failed(self, error, position):
+        """The arguments iterable raised (``position``: the element it was producing, in all of
+        args): no more work comes from it; say so loudly, with the script's traceback."""
+        where = args_error_where(position)
         self.outcome.args_error = f"the arguments iterable raised {type(error).__name__} {where}"
         self.reporter.message(f"the arguments iterable raised an exception {where}; no more calls will "
-                              f"be started (the calls already sent still run):\n{tb.rstrip()}")
+                              f"be started (the calls already sent still run):\n{user_traceback(error)}")
 
     def _pickled(self, b: Batch):
         """The batch's elements pickled; elements that cannot be pickled fail here."""

@@ -152,6 +152,25 @@ def get_args(module, name: str):
     return args
 
 
+def user_traceback(error) -> str:
+    """The traceback of an exception raised by the script's code, from its first frame outside
+    cluster-func (our frames that called it are left out)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    tb = error.__traceback__
+    while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(here + os.sep):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(error), error, tb)).rstrip()
+
+
+def args_error_where(position) -> str:
+    """Where the arguments iterable raised, for a message: '... raised ValueError {where}'."""
+    if position is None:
+        return "while producing an element"
+    if position == 0:
+        return "before its first element (while producing the element at position 0)"
+    return f"while producing the element at position {position}, after {position} element{'s' * (position != 1)}"
+
+
 def get_options(module, name: str) -> dict:
     opts = getattr(module, name, None)
     if opts is None:

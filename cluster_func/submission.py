@@ -16,7 +16,7 @@ from . import bins, jobs, schedulers
 from .errors import SubmitError, UserError
 from .options import split_passthrough
 from .reporter import warner
-from .script import get_args, get_target
+from .script import args_error_where, as_args, get_args, get_target, short_repr, user_traceback
 
 EXIT_OK = 0
 
@@ -34,8 +34,10 @@ def run(ns, module, opts, argv_all) -> int:
     if opts["nodes"] is None and opts["iterations"] is None:
         raise UserError("Say how to split the work: -n/--nodes N for N jobs, or -i/--iterations K for "
                         "about K calls per job. Example: cluf script.py -n 12")
+    count, first = survey_args(args, opts["args"], opts["script"], need_count=opts["iterations"] is not None,
+                               need_first=opts["hash"] is not None or opts["key"] is not None)
+    check_first_element(first, opts)
     if opts["iterations"] is not None:
-        count = count_elements(args)
         nodes = max(1, -(-count // opts["iterations"]))
         print(f"cluf: {count} calls, {opts['iterations']} per job: {nodes} job{'s' * (nodes != 1)}.")
     else:
@@ -52,6 +54,13 @@ def run(ns, module, opts, argv_all) -> int:
                         f"--bins x/N selects which of the N jobs to write and submit, so N must equal "
                         f"the number of nodes (e.g. -n {nodes} -b 0/{nodes}).")
     chosen = list(spec.bins) if spec is not None else list(range(nodes))
+    if count is not None and opts["hash"] is None and opts["key"] is None and nodes > count:
+        empty = [i for i in chosen if i >= count]  # round-robin: bin i holds positions i, i+N, ...
+        if empty:
+            raise UserError(
+                f"-n {nodes} makes {nodes} jobs, but {opts['args']!r} holds only {count} call"
+                f"{'s' * (count != 1)}, so bin{'s' * (len(empty) != 1)} {bins.format_positions(empty)} of "
+                f"{nodes} would have nothing to do. Use -n {count} or fewer, or -i K for about K calls per job.")
 
     clum_args = ["--target", opts["target"], "--args", opts["args"]]
     if opts["hash"] is not None:
@@ -108,15 +117,61 @@ def run(ns, module, opts, argv_all) -> int:
     return submit(plan, chosen, paths, argv_all, resume=bool(opts["resume"]), calls=calls)
 
 
-def count_elements(args):
-    """len() where it exists, else by iterating (nothing is kept)."""
+_NOTHING = object()
+
+
+def survey_args(args, name, path, need_count, need_first):
+    """(the number of calls, or None when unknown; the first element, or _NOTHING).
+
+    The count is len() where it exists, else (when ``need_count``) by iterating without keeping
+    anything.  Without len(), or when ``need_first``, the first element is peeked at (cluf never
+    runs the calls: consuming a generator here costs the jobs nothing).  An empty ``args`` is
+    refused, and so is one that raises: the message says at which element, with the script's
+    traceback.
+    """
     try:
-        return len(args)
-    except TypeError:
-        n = 0
-        for n, _ in enumerate(args, 1):
-            pass
-        return n
+        count = len(args)
+    except Exception:  # noqa: BLE001 - no len() (or a broken one): iterate
+        count = None
+    if count and not need_first:
+        return count, _NOTHING
+    position = 0
+    try:
+        it = iter(args)
+        first = next(it, _NOTHING)
+        if first is not _NOTHING:
+            position = 1
+            if count is None and need_count:
+                for position, _ in enumerate(it, 2):
+                    pass
+                count = position
+        elif count is None:
+            count = 0
+    except Exception as e:  # noqa: BLE001 - the script's iterable failed
+        raise UserError(f"The arguments iterable {name!r} of {path} raised {type(e).__name__} "
+                        f"{args_error_where(position)}; nothing was written or submitted. Fix it and run "
+                        f"cluf again. Its traceback:\n{user_traceback(e)}") from None
+    if not count and first is _NOTHING:
+        raise UserError(f"The arguments iterable {name!r} of {path} is empty: there are no calls to "
+                        f"submit. Check how it is built (a generator can be used only once).")
+    return count, first
+
+
+def check_first_element(first, opts):
+    """A --hash/--key position beyond the first element's arguments: refused before submitting
+    (every job would fail those calls)."""
+    positions = opts["hash"] if opts["hash"] is not None else \
+        (opts["key"],) if opts["key"] is not None else ()
+    if not positions or first is _NOTHING:
+        return
+    n = len(as_args(first))
+    if max(positions) >= n:
+        flag = "--hash" if opts["hash"] is not None else "--key"
+        has = "no arguments" if n == 0 else f"{n} argument{'s' * (n != 1)} (positions 0 to {n - 1})"
+        raise UserError(
+            f"{flag} {bins.format_positions(positions)}: the first element of {opts['args']!r}, "
+            f"{short_repr(first)}, has {has}, so position {max(positions)} does not exist. Positions "
+            f"count from 0; an element that is not a tuple is one argument.")
 
 
 def replace_bins(argv, new_spec):

@@ -190,3 +190,125 @@ def test_clums_own_output_into_a_closed_pipe_is_dropped_and_the_run_goes_on(clum
     listed = _shell(clum, f"{clum.exe} noisy.py --failed | head -2; exit ${{PIPESTATUS[0]}}")
     assert listed.returncode == 1 and len(listed.stdout.splitlines()) == 2
     assert listed.stderr == "", listed.stderr
+
+
+# --- 2. an args iterable that raises: where, the script's traceback, exit 1 / 2 ------------
+
+RAISING_ARGS = """\
+import os
+N = int(os.environ.get("N_GOOD", "50"))
+
+def target(x):
+    rec("E", x)
+
+def broken_args():
+    for i in range(N):
+        yield i
+    raise ValueError("no element %d" % N)
+
+args = broken_args
+"""
+
+
+@pytest.mark.parametrize("good, bins", [(0, []), (1, []), (50, []), (50, ["-b", "1/3"]),
+                                        (50, ["-b", "0,2/3"]), (50, ["-x", "0"])])
+def test_clum_says_at_which_position_args_raised_and_shows_the_scripts_traceback(clum, good, bins):
+    clum.script("gen.py", RAISING_ARGS)
+    r = clum.run("gen.py", *bins, env={"N_GOOD": good})
+    assert r.returncode == 1, r.stderr
+    where = ("before its first element" if good == 0 else
+             f"while producing the element at position {good}, after {good} element")
+    assert f"raised an exception {where}" in r.stderr, r.stderr
+    assert re.search(r'gen.py", line \d+, in broken_args', r.stderr) and f"ValueError: no element {good}" in r.stderr
+    assert "before its first selected element" not in r.stderr
+    assert not TOOL_FRAME.search(r.stderr), r.stderr
+
+
+def test_clum_resumed_still_says_where_args_raised(clum):
+    clum.script("gen.py", RAISING_ARGS)
+    clum.run("gen.py", env={"N_GOOD": 20})
+    r = clum.run("gen.py", "--resume", env={"N_GOOD": 30})
+    assert r.returncode == 1
+    assert "while producing the element at position 30, after 30 elements" in r.stderr, r.stderr
+
+
+def test_cluf_counting_an_args_that_raises_says_where_shows_its_traceback_and_writes_nothing(tmp_path, cluf_env):
+    (tmp_path / "gen.py").write_text(RAISING_ARGS.replace("rec(\"E\", x)", "pass"))
+    r = cluf(tmp_path, cluf_env, "gen.py", "-i", 10, "-q", "-j", "jobs")
+    assert r.returncode == 2, r.stderr
+    assert "cluf: error:" in r.stderr
+    assert "while producing the element at position 50, after 50 elements" in r.stderr
+    assert 'gen.py", line 10, in broken_args' in r.stderr and "ValueError: no element 50" in r.stderr
+    assert not TOOL_FRAME.search(r.stderr) and "During handling" not in r.stderr, r.stderr
+    assert not (tmp_path / "jobs").exists()
+
+
+def test_cluf_with_n_peeks_at_args_and_refuses_one_that_raises_at_once(tmp_path, cluf_env):
+    (tmp_path / "gen.py").write_text(RAISING_ARGS.replace("rec(\"E\", x)", "pass"))
+    r = cs.run_cluf("gen.py", "-n", 3, "-q", "-j", "jobs", cwd=tmp_path, env={**cluf_env, "N_GOOD": "0"})
+    assert r.returncode == 2 and "before its first element" in r.stderr, r.stderr
+    assert not (tmp_path / "jobs").exists()
+
+
+# --- 5. empty work --------------------------------------------------------------------
+
+@pytest.mark.parametrize("source", ["args = []", "args = iter([])", "def args():\n    return (x for x in [])"])
+def test_clum_warns_that_an_empty_args_has_nothing_to_do(clum, source):
+    clum.script("empty.py", f"def target(x):\n    pass\n{source}\n")
+    r = clum.run("empty.py")
+    assert r.returncode == 0
+    assert "warning: 'args' in" in r.stderr and "is empty: there was nothing to do" in r.stderr, r.stderr
+    assert "0 calls done" not in r.stderr
+
+
+def test_clum_warns_even_when_quiet_that_its_bins_hold_none_of_the_elements(clum):
+    clum.script("five.py", "def target(x):\n    pass\nargs = (x for x in range(5))\n")
+    r = clum.run("five.py", "-b", "6,7/8", "--quiet")
+    assert r.returncode == 0
+    assert "warning: bins 6-7/8 hold none of the 5 elements of 'args'" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("source", ["args = []", "args = iter([])"])
+def test_cluf_refuses_to_submit_a_run_with_no_calls(tmp_path, cluf_env, source):
+    cs.write_target(tmp_path, args=source)
+    for how in (["-n", 2], ["-i", 10]):
+        r = cluf(tmp_path, cluf_env, "example.py", *how, "-q", "-j", "jobs")
+        cs.assert_clean_error(r, "is empty: there are no calls to submit")
+    assert not (tmp_path / "jobs").exists()
+
+
+def test_cluf_refuses_more_jobs_than_calls_and_suggests_how_many(tmp_path, cluf_env):
+    cs.write_target(tmp_path, n=5)
+    r = cluf(tmp_path, cluf_env, "example.py", "-n", 12, "-q", "-j", "jobs")
+    cs.assert_clean_error(r, "-n 12", "only 5 calls", "bins 5-11 of 12 would have nothing to do", "-n 5")
+    assert not (tmp_path / "jobs").exists()
+    r = cluf(tmp_path, cluf_env, "example.py", "-n", 12, "-b", "0-4/12", "-q", "-j", "jobs")
+    cs.ok(r)  # the chosen bins all have calls
+    assert len(list((tmp_path / "jobs").glob("example-*-12.*"))) == 5
+
+
+def test_cluf_with_iterations_never_makes_an_empty_job(tmp_path, cluf_env):
+    cs.write_target(tmp_path, args="args = (x for x in range(7))")
+    cs.ok(cluf(tmp_path, cluf_env, "example.py", "-i", 3, "-q", "--scheduler", "slurm", "-j", "jobs"))
+    assert sorted(p.name for p in (tmp_path / "jobs").glob("*.slurm")) == \
+        ["example-0-3.slurm", "example-1-3.slurm", "example-2-3.slurm"]
+
+
+# --- 6. a --hash/--key position beyond the elements -----------------------------------
+
+@pytest.mark.parametrize("flag, source, words", [
+    (["-x", "2"], "args = [(i, i) for i in range(6)]", ["--hash 2", "(0, 0)", "has 2 arguments", "position 2"]),
+    (["-x", "0,3"], "args = ((i, i) for i in range(6))", ["--hash 0,3", "position 3"]),
+    (["-k", "1"], "args = range(6)", ["--key 1", "has 1 argument", "not a tuple is one argument"]),
+    (["-k", "0"], "args = [()] * 3", ["--key 0", "has no arguments"]),
+])
+def test_cluf_refuses_a_hash_or_key_position_beyond_the_first_element(tmp_path, cluf_env, flag, source, words):
+    cs.write_target(tmp_path, args=source)
+    r = cluf(tmp_path, cluf_env, "example.py", "-n", 2, *flag, "-q", "-j", "jobs")
+    cs.assert_clean_error(r, *words)
+    assert not (tmp_path / "jobs").exists()
+
+
+def test_cluf_accepts_a_hash_position_inside_the_first_element(tmp_path, cluf_env):
+    cs.write_target(tmp_path, args="args = [(i, i) for i in range(6)]")
+    cs.ok(cluf(tmp_path, cluf_env, "example.py", "-n", 2, "-x", "1", "-q", "-j", "jobs"))
