@@ -196,9 +196,9 @@ def test_an_array_of_a_non_contiguous_selection_is_one_array_per_bin(sched, tmp_
     # -b 0,2/3: two arrays of one bin each (PBS refuses a one-element range such as -J 0-0)
     script = cs.write_target(tmp_path, n=9)
     env = sched.env(tmp_path)
-    cs.ok(cluf(sched, "example.py", "-n", 3, "-b", "0,2/3", "--array", "-j", "the jobs", "-p", 1,
+    cs.ok(cluf(sched, "example.py", "-n", 3, "-b", "0,2/3", "--array", "-j", "jobs", "-p", 1,
                cwd=tmp_path, env=env))
-    manifest = manifest_jobs(tmp_path / "the jobs", 3)
+    manifest = manifest_jobs(tmp_path / "jobs", 3)
     assert sorted(manifest) == [0, 2]
     arrays = [manifest[b]["array_id"] for b in (0, 2)]
     assert arrays[0] != arrays[1]
@@ -206,7 +206,7 @@ def test_an_array_of_a_non_contiguous_selection_is_one_array_per_bin(sched, tmp_
 
     assert sched.wait(arrays) == {a: COMPLETED for a in arrays}
     assert cs.calls(script) == [0, 2, 3, 5, 6, 8]
-    st = status("the jobs", tmp_path, env)
+    st = status("jobs", tmp_path, env)
     rows = cs.status_table(st.stdout)
     assert {b: (rows[b]["job"], rows[b]["state"]) for b in (0, 2)} == {
         b: (manifest[b]["id"], "done") for b in (0, 2)}, st.stdout
