@@ -267,9 +267,9 @@ class PBS(RealScheduler):
     time_limit = ["--pbs-options", "walltime=8"]
     time_limit_state = "TIMEOUT"  # Exit_status -29
     ending_states = frozenset({"E"})  # exiting: output being copied back, qdel refused
-    # No limit on an array's running subjobs in PBS Professional: ask for the whole node
-    # (8 ncpus) per subjob instead.
-    one_at_a_time = ["--cpus", "8"]
+    # No limit on an array's running subjobs in PBS Professional: ask for more than half
+    # the node (8 ncpus) per subjob instead (not all of it: other jobs may hold a few).
+    one_at_a_time = ["--cpus", "5"]
     max_running_ignored = True
 
     def require(self):

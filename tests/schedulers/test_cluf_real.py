@@ -62,7 +62,8 @@ def cancel_leftovers(sched, folder):
 
 
 @pytest.fixture(autouse=True)
-def _cancel_leftovers(sched, tmp_path):
+def _each_scenario(sched, tmp_path):
+    ss.clear_stale_pyenv_lock()  # a job killed in its login shell's pyenv rehash delays the next ones by 60 s
     yield
     cancel_leftovers(sched, tmp_path)
 
