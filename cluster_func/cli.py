@@ -9,6 +9,7 @@ import argparse
 import os
 import signal
 import sys
+import textwrap
 import traceback
 
 from . import __version__, options, schedulers
@@ -40,7 +41,9 @@ def _common(p: argparse.ArgumentParser, prog: str):
                         f"here {len(os.sched_getaffinity(0))}). Example: -p 8")
     p.add_argument("-b", "--bins", "--bin", metavar="SPEC", dest="bins",
                    help="do only these bins of the work: 'x/y' with x a comma list of bins and "
-                        "ranges (default: all the work). Example: -b 0,1/3 or -b 0-2,7/8")
+                        "ranges (default: all the work). Example: -b 0,1/3 or -b 0-2,7/8" if prog == "clum" else
+                        "write and submit only these of the N jobs: 'x/N' with x a comma list of bins and "
+                        "ranges, N the number of jobs (default: all N). Example: -n 12 -b 3,7/12")
     g = p.add_mutually_exclusive_group()
     g.add_argument("-x", "--hash", "-hash", metavar="POSITIONS",
                    help="bin by a stable hash of str() of the arguments at these positions, for "
@@ -66,9 +69,12 @@ def _common(p: argparse.ArgumentParser, prog: str):
     p.add_argument("--walltime", metavar="DURATION",
                    help=("stop this run before its time limit: no new call starts a grace period before "
                          "it, running calls are stopped at it (not failed), exit 75; --resume does the rest "
-                         "(default: no limit). Example: --walltime 12:00:00" if prog == "clum" else
+                         "(default: no limit). " if prog == "clum" else
                          "time limit per job; a job stops a grace period before it and its bin continues "
-                         "in a new job with --resume (default: the scheduler's). Example: --walltime 24:00:00"))
+                         "in a new job with --resume (default: the scheduler's). ")
+                   + "DURATION is HH:MM:SS, D-HH:MM:SS or a whole number with a unit (90s, 30m, 12h, 2d, "
+                     "1h30m); a bare number is refused (Slurm reads minutes, PBS seconds). "
+                   + ("Example: --walltime 12:00:00" if prog == "clum" else "Example: --walltime 24:00:00"))
     p.add_argument("--grace", metavar="SECONDS",
                    help="with --walltime: start no new call this long before it (default: 5%% of the "
                         "walltime, at least 10 s, at most 600 s). Example: --grace 300")
@@ -118,9 +124,10 @@ def cluf_parser():
         prog="cluf", usage="cluf [options] (-n NODES | -i ITERATIONS) SCRIPT [-- ARGS FOR THE SCRIPT...]\n"
                            "       cluf (--status | --resubmit | --cancel | --gather [-o PATH]) [JOBS_DIR]",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Split the calls of target(*a) for every a in the script's args into one job "
-                    "script per node and submit them to the cluster's scheduler "
-                    f"({', '.join(titles[:-1])} or {titles[-1]}). Each job runs clum on its bin.",
+        description=textwrap.fill("Split the calls of target(*a) for every a in the script's args into one "
+                                  "job script per node and submit them to the cluster's scheduler "
+                                  f"({', '.join(titles[:-1])} or {titles[-1]}). Each job runs clum on its bin.",
+                                  width=79),
         epilog="""Everything after '--' becomes the script's sys.argv[1:] (in every job).
 Options may also be set in a dict called cluf_options in the script, and user-wide
 in ~/.clufrc (JSON); the command line wins over the script, the script over ~/.clufrc.
@@ -128,7 +135,7 @@ in ~/.clufrc (JSON); the command line wins over the script, the script over ~/.c
 examples:
   cluf process_files.py -n 12                       12 jobs, bin i of 12 each
   cluf process_files.py -i 200                      as many jobs as make ~200 calls each
-  cluf process_files.py -n 4 -q -j jobs             write jobs/*.pbs, submit nothing
+  cluf process_files.py -n 4 -q -j jobs             write 4 job scripts to jobs/, submit nothing
   cluf sweep.py -n 12 -b 3,7/12                     (re)submit two of the twelve
   cluf sweep.py -n 8 --walltime 12:00:00 --memory 4G --cpus 4 -e OMP_NUM_THREADS=4
   cluf sweep.py -n 8 -P modules.sh --slurm-options qos=long,constraint=avx2
@@ -159,7 +166,8 @@ exit status: 0 all written (and submitted), 1 a submission failed, 2 bad input,
                    help="write the job scripts but submit nothing (default: submit them). "
                         "Example: -q")
     p.add_argument("--scheduler", metavar="NAME",
-                   help=f"{', '.join(schedulers.names())} or auto (default: auto: {schedulers.detection_text()})")
+                   help=f"{', '.join(schedulers.names())} or auto (default: auto: {schedulers.detection_text()}). "
+                        "Example: --scheduler slurm")
     p.add_argument("-e", "--env", metavar="NAME[=VALUE]", action="append",
                    help="set a variable in every job; NAME alone copies this shell's value. "
                         "Repeatable. Nothing else of this environment reaches the jobs "
@@ -176,8 +184,9 @@ exit status: 0 all written (and submitted), 1 a submission failed, 2 bad input,
     p.add_argument("--max-restarts", metavar="N",
                    help="a bin stopped at its walltime continues in a new job at most N times, while each "
                         "job completes at least one call (default: 20). Example: --max-restarts 5")
-    p.add_argument("--memory", metavar="SIZE", help="memory per job (default: the scheduler's). "
-                   "Example: --memory 4G")
+    p.add_argument("--memory", metavar="SIZE", help="memory per job: a number with a unit K, M, G or T "
+                   "(powers of 1024; B or iB optional); a bare number is refused (Slurm reads megabytes, "
+                   "PBS bytes) (default: the scheduler's). Example: --memory 4G or --memory 500M")
     p.add_argument("--queue", metavar="NAME", help="PBS queue, Slurm partition or SGE queue "
                    "(default: the scheduler's). Example: --queue long")
     p.add_argument("--account", metavar="NAME", help="account to charge (default: the "
@@ -189,7 +198,8 @@ exit status: 0 all written (and submitted), 1 a submission failed, 2 bad input,
         p.add_argument(*filter(None, [cls.options_short, f"--{schedulers.options_key(name)}"]),
                        metavar="K=V,...", help=cls.options_help)
     p.add_argument("--array", action="store_const", const=True, default=None,
-                   help="submit one job array of N tasks instead of N jobs (default: N jobs)")
+                   help="submit one job array of N tasks instead of N jobs; run one bin of it by hand "
+                        "with CLUF_BIN=<bin> bash SCRIPT (default: N jobs). Example: -n 200 --array")
     p.add_argument("--max-running", metavar="K",
                    help="with --array: at most K tasks running at once, where the scheduler "
                         "supports it (default: no limit). Example: --max-running 20")

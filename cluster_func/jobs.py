@@ -188,13 +188,14 @@ def render_array(plan: RunPlan, first: int, count: int, max_running=None, resume
     preamble = [
         f"# The bin: ${ARRAY_BIN_VAR} if set, else the task index ({sched.array_index_var}) "
         f"{'+ ' + str(offset) if offset > 0 else '- ' + str(-offset) if offset < 0 else ''}".rstrip(),
+        "# A task's output goes to its bin's files; run by hand, it stays on the terminal.",
         f'if [ -n "${{{ARRAY_BIN_VAR}:-}}" ]; then cluf_bin=${ARRAY_BIN_VAR}; else',
         f'  cluf_task={index}',
         f'  if [ -z "$cluf_task" ]; then echo "not a job array task: set {ARRAY_BIN_VAR}=<bin> to run one bin by hand" >&2; exit 2; fi',
         f"  cluf_bin=$((cluf_task + {offset}))",
-        "fi",
-        f"exec >>{_quote(plan.path(BIN_VAR, '.stdout'), expand=True)} "
+        f"  exec >>{_quote(plan.path(BIN_VAR, '.stdout'), expand=True)} "
         f"2>>{_quote(plan.path(BIN_VAR, '.stderr'), expand=True)}",
+        "fi",
         "",
     ]
     return _render(plan, spec, f"{BIN_VAR}/{plan.nodes}", plan.path(BIN_VAR, ".journal"),

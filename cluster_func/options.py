@@ -81,37 +81,63 @@ def _position(value, name):
     return p[0]
 
 
+WALLTIME_FORMS = ("HH:MM:SS (12:00:00, or 100:00:00 for 100 hours), D-HH:MM:SS (1-12:00:00), or a whole "
+                  "number with a unit: 90s, 30m, 12h, 2d, or several: 1h30m, 1d12h")
+_WALLTIME_CLOCK = re.compile(r"(?:(\d+)-)?(\d+):(\d+):(\d+)")
+_WALLTIME_UNITS = re.compile(r"(?:\d+[dhms])+", re.I)
+_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
 def _walltime(value, name):
-    """HH:MM:SS (also MM:SS, SS, D-HH:MM:SS); returns seconds."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
+    """A duration as HH:MM:SS, D-HH:MM:SS or with units (90s, 30m, 12h, 2d, 1h30m); returns seconds.
+
+    Bare numbers are refused, strings and Python ints alike: Slurm reads a bare number as
+    minutes, PBS and Grid Engine as seconds.  So is MM:SS: to a person 12:00 reads as 12 hours.
+    """
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise UserError(f"--{name} must be a duration written as {WALLTIME_FORMS}; not {value!r}.")
     text = str(value).strip()
-    m = re.fullmatch(r"(?:(\d+)-)?(\d+(?::\d+){0,2})", text)
-    if not m:
-        raise UserError(f"--{name} {value!r} does not parse: write HH:MM:SS, e.g. 12:00:00 (or 1-00:00:00 for a day).")
-    fields = [int(x) for x in m.group(2).split(":")]
-    if any(f >= 60 for f in fields[1:]):
-        raise UserError(f"--{name} {value!r}: minutes and seconds must be below 60 (write HH:MM:SS).")
-    while len(fields) < 3:
-        fields.insert(0, 0)
-    h, mi, s = fields
-    total = int(m.group(1) or 0) * 86400 + h * 3600 + mi * 60 + s
+    if re.fullmatch(r"\d+(?:\.\d*)?", text):
+        how = "a string such as '2h' or '02:00:00'" if not isinstance(value, str) else "2h or 02:00:00"
+        raise UserError(f"--{name} {value!r} is ambiguous: a bare number is minutes to Slurm and seconds to PBS "
+                        f"and Grid Engine, so none is accepted. Write {WALLTIME_FORMS}; e.g. {how}.")
+    if re.fullmatch(r"\d+:\d+", text):
+        raise UserError(f"--{name} {value!r} is ambiguous: two fields read as HH:MM to people and as MM:SS to "
+                        f"the schedulers. Write all three, HH:MM:SS (00:{text} or {text}:00), or use a unit "
+                        f"(30m, 12h).")
+    m = _WALLTIME_CLOCK.fullmatch(text)
+    if m:
+        days, h, mi, sec = (int(x or 0) for x in m.groups())
+        if mi >= 60 or sec >= 60:
+            raise UserError(f"--{name} {value!r}: minutes and seconds must be below 60 (HH:MM:SS).")
+        total = days * 86400 + h * 3600 + mi * 60 + sec
+    elif _WALLTIME_UNITS.fullmatch(text):
+        total = sum(int(n) * _UNIT_SECONDS[u.lower()] for n, u in re.findall(r"(\d+)([dhms])", text, re.I))
+    else:
+        raise UserError(f"--{name} {value!r} does not parse: write {WALLTIME_FORMS}.")
     if total <= 0:
         raise UserError(f"--{name} {value!r} must be more than zero.")
     return total
 
 
-_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?$", re.I)
+MEMORY_FORMS = "a number with a unit: 4G, 500M, 16GB, 1.5G, 2T (K, M, G, T are powers of 1024; B and iB are optional)"
+_MEMORY = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT])(?:i?B)?", re.I)
 
 
 def _memory(value, name):
-    """4G, 500M, 2GB, 1024 (MB); returns megabytes (an int)."""
-    m = _MEMORY.match(str(value).strip())
+    """4G, 500M, 16GB, 1.5GiB; returns megabytes (an int).  Bare numbers are refused, strings and
+    Python ints alike: megabytes to Slurm, bytes to PBS."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise UserError(f"--{name} must be a size, {MEMORY_FORMS}; not {value!r}.")
+    text = str(value).strip()
+    if re.fullmatch(r"\d+(?:\.\d*)?\s*B?", text, re.I):
+        raise UserError(f"--{name} {value!r} has no unit: a bare number is megabytes to Slurm and bytes to PBS, "
+                        f"so none is accepted. Write {MEMORY_FORMS}"
+                        + (" (as a string in cluf_options or ~/.clufrc)." if not isinstance(value, str) else "."))
+    m = _MEMORY.fullmatch(text)
     if not m:
-        raise UserError(f"--{name} {value!r} does not parse: write a size such as 4G, 500M or 16GB.")
-    number = float(m.group(1))
-    unit = (m.group(2) or "M").upper()
-    mb = number * {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}[unit]
+        raise UserError(f"--{name} {value!r} does not parse: write {MEMORY_FORMS}.")
+    mb = float(m.group(1)) * {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}[m.group(2).upper()]
     if mb < 1:
         raise UserError(f"--{name} {value!r} is below one megabyte.")
     return int(round(mb))

@@ -112,7 +112,7 @@ def run(ns, module, opts, argv_all) -> int:
         raise UserError(f"Cannot write the job scripts in {plan.jobs_dir}: {e.strerror}.") from None
     if not submitting:
         print(f"cluf: wrote {len(paths)} {sched.name} job script{'s' * (len(paths) != 1)} in "
-              f"{plan.jobs_dir} (not submitted: -q). Run one by hand with: bash {paths[0]}")
+              f"{plan.jobs_dir} (not submitted: -q). Run one by hand with: bash {shlex.quote(paths[0])}")
         return EXIT_OK
     return submit(plan, chosen, paths, argv_all, resume=bool(opts["resume"]), calls=calls)
 
@@ -226,7 +226,7 @@ def submit_arrays(plan, chosen, submitting, max_running, calls, resume=False):
     if not submitting:
         print(f"cluf: wrote {len(paths)} {sched.name} array job script{'s' * (len(paths) != 1)} in "
               f"{plan.jobs_dir} (not submitted: -q). Run one bin by hand with: "
-              f"{jobs.ARRAY_BIN_VAR}={runs[0][0]} bash {paths[0]}")
+              f"{jobs.ARRAY_BIN_VAR}={runs[0][0]} bash {shlex.quote(paths[0])}")
         return EXIT_OK
     manifest_path = plan.manifest_path()
     manifest = jobs.load_manifest(manifest_path) or jobs.new_manifest(plan)

@@ -3,7 +3,6 @@ are not Python files, iterables that raise, bugs in the tool, ambiguous resource
 work, positions beyond the elements, floods of failures, the progress line on a terminal, help
 texts, and a sweep of every option with bad values."""
 
-import os
 import re
 import subprocess
 import sys
@@ -312,3 +311,135 @@ def test_cluf_refuses_a_hash_or_key_position_beyond_the_first_element(tmp_path, 
 def test_cluf_accepts_a_hash_position_inside_the_first_element(tmp_path, cluf_env):
     cs.write_target(tmp_path, args="args = [(i, i) for i in range(6)]")
     cs.ok(cluf(tmp_path, cluf_env, "example.py", "-n", 2, "-x", "1", "-q", "-j", "jobs"))
+
+
+# --- 4. walltime and memory: no ambiguous bare numbers -----------------------------------
+
+WALLTIME_FORMS = ["HH:MM:SS", "D-HH:MM:SS", "90s", "30m", "12h", "2d"]
+
+
+@pytest.mark.parametrize("value", ["99", "99.5", "30:00", "12:00", "1.5h", "two hours", "", "0:00:00", "1:75:00"])
+def test_cluf_refuses_a_walltime_that_is_ambiguous_or_wrong_and_lists_the_accepted_forms(tmp_path, cluf_env, value):
+    cs.write_target(tmp_path, n=4)
+    r = cluf(tmp_path, cluf_env, "example.py", "-n", 2, "-q", "-j", "jobs", "--walltime", value)
+    err = cs.assert_clean_error(r, "--walltime")
+    if value in ("99", "99.5"):
+        assert "minutes to Slurm and seconds to PBS" in err
+    if value in ("99", "99.5", "1.5h", "two hours", ""):
+        for form in WALLTIME_FORMS:
+            assert form in err, (form, err)
+    if value in ("30:00", "12:00"):
+        assert f"00:{value}" in err and f"{value}:00" in err, err
+    assert not (tmp_path / "jobs").exists()
+
+
+@pytest.mark.parametrize("value, expected", [("12:00:00", "12:00:00"), ("1-12:00:30", "36:00:30"), ("90s", "00:01:30"),
+                                             ("30m", "00:30:00"), ("12h", "12:00:00"), ("2d", "48:00:00"),
+                                             ("1h30m", "01:30:00"), ("100:00:00", "100:00:00")])
+def test_cluf_accepts_every_documented_walltime_form(tmp_path, cluf_env, value, expected):
+    cs.write_target(tmp_path, n=4)
+    cs.ok(cluf(tmp_path, cluf_env, "example.py", "-n", 2, "-q", "-j", "jobs", "--scheduler", "slurm",
+               "--walltime", value))
+    text = (tmp_path / "jobs" / "example-0-2.slurm").read_text()
+    assert f"#SBATCH --time={expected}\n" in text, text
+
+
+@pytest.mark.parametrize("value", ["1024", "4B", "4Q", "lots", "", "0.5K"])
+def test_cluf_refuses_a_memory_without_a_unit_and_lists_the_accepted_forms(tmp_path, cluf_env, value):
+    cs.write_target(tmp_path, n=4)
+    r = cluf(tmp_path, cluf_env, "example.py", "-n", 2, "-q", "-j", "jobs", "--memory", value)
+    err = cs.assert_clean_error(r, "--memory")
+    if value != "0.5K":
+        assert "4G" in err and "500M" in err and "16GB" in err, err
+    if value == "1024":
+        assert "megabytes to Slurm and bytes to PBS" in err
+
+
+@pytest.mark.parametrize("value, mb", [("4G", 4096), ("4GB", 4096), ("4GiB", 4096), ("500M", 500), ("500mb", 500),
+                                       ("1.5G", 1536), ("2T", 2097152), ("4 GB", 4096)])
+def test_cluf_accepts_every_documented_memory_form(tmp_path, cluf_env, value, mb):
+    cs.write_target(tmp_path, n=4)
+    cs.ok(cluf(tmp_path, cluf_env, "example.py", "-n", 2, "-q", "-j", "jobs", "--scheduler", "slurm", "--memory", value))
+    assert f"#SBATCH --mem={mb}M\n" in (tmp_path / "jobs" / "example-0-2.slurm").read_text()
+
+
+@pytest.mark.parametrize("where", ["cluf_options", "clufrc"])
+@pytest.mark.parametrize("key, value, words", [("walltime", 3600, ["'2h' or '02:00:00'", "bare number"]),
+                                               ("memory", 4096, ["as a string", "4G"])])
+def test_numbers_in_cluf_options_or_clufrc_are_refused_too_with_what_to_write(tmp_path, cluf_env, where, key, value,
+                                                                              words):
+    import json
+
+    if where == "cluf_options":
+        cs.write_target(tmp_path, n=4, extra=f"cluf_options = {{{key!r}: {value!r}}}\n")
+    else:
+        cs.write_target(tmp_path, n=4)
+        (tmp_path / "rc.json").write_text(json.dumps({key: value}))
+        cluf_env = {**cluf_env, "CLUFRC": str(tmp_path / "rc.json")}
+    r = cluf(tmp_path, cluf_env, "example.py", "-n", 2, "-q", "-j", "jobs")
+    cs.assert_clean_error(r, key, *words)
+
+
+def test_clums_own_walltime_refuses_a_bare_number_too(clum, clean_error):
+    clum.script("s.py", "def target(x):\n    pass\nargs = range(3)\n")
+    clean_error(clum.run("s.py", "--walltime", "99"), "--walltime", "ambiguous", "90s")
+
+
+# --- 10. help texts and hints -----------------------------------------------------------
+
+def _help_of(text, option):
+    """The help paragraph of one option in argparse's --help output."""
+    lines = text.splitlines()
+    for k, line in enumerate(lines):
+        if re.match(rf"^  (-\w, )?{re.escape(option)}\b", line) or re.match(rf"^  -\w [A-Z_,.=]+, {re.escape(option)}\b", line):
+            out = [line]
+            for more in lines[k + 1:]:
+                if not more.startswith("    ") or re.match(r"^  -", more):
+                    break
+                out.append(more)
+            return " ".join(x.strip() for x in out)
+    raise AssertionError(f"{option} not in help")
+
+
+def test_clufs_help_says_what_bins_walltime_memory_scheduler_and_array_take_with_examples(tmp_path, cluf_env):
+    out = cluf(tmp_path, cluf_env, "--help").stdout
+    b = _help_of(out, "--bins")
+    assert "of the N jobs" in b and "write and submit" in b and "Example: -n 12 -b 3,7/12" in b, b
+    w = _help_of(out, "--walltime")
+    assert all(f in w for f in ["HH:MM:SS", "D-HH:MM:SS", "90s", "30m", "12h", "2d", "bare number"]), w
+    m = _help_of(out, "--memory")
+    assert all(f in m for f in ["K, M, G or T", "1024", "bare number", "Example: --memory 4G"]), m
+    assert "Example: --scheduler slurm" in _help_of(out, "--scheduler")
+    a = _help_of(out, "--array")
+    assert "Example:" in a and "CLUF_BIN=<bin>" in a, a
+    assert "jobs/*.pbs" not in out
+
+
+def test_clufs_help_description_is_wrapped(tmp_path, cluf_env):
+    out = cluf(tmp_path, cluf_env, "--help").stdout
+    description = out.split("\n\n")[1]
+    assert "Split the calls" in description
+    assert max(len(line) for line in description.splitlines()) <= 80, description
+
+
+def test_the_run_by_hand_hint_is_shell_quoted_for_a_jobs_dir_with_spaces(tmp_path, cluf_env):
+    script = cs.write_target(tmp_path, n=4)
+    for extra in ([], ["--array"]):
+        r = cs.ok(cluf(tmp_path, cluf_env, "example.py", "-n", 2, "-q", "-j", "my jobs", "--scheduler", "slurm", *extra))
+        command = r.stdout.split("by hand with: ")[1].strip()
+        res = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, (command, res.stderr)
+    assert cs.calls(script) == [0, 0, 2, 2]  # bin 0 twice: one job script, one array script
+
+
+def test_an_array_script_run_by_hand_prints_on_the_terminal(tmp_path, cluf_env):
+    cs.write_target(tmp_path, n=4, fail=(2,))
+    cs.ok(cluf(tmp_path, cluf_env, "example.py", "-n", 2, "-q", "-j", "jobs", "--scheduler", "slurm", "--array"))
+    [path] = (tmp_path / "jobs").glob("*.slurm")
+    res = cs.run_by_hand(path, env={"CLUF_BIN": "0"})
+    assert res.returncode == 1
+    assert "ValueError: call 2 fails on purpose" in res.stderr, (res.stdout, res.stderr)
+    assert not (tmp_path / "jobs" / "example-0-2.stderr").exists()
+    task = cs.run_by_hand(path, env={"SLURM_ARRAY_TASK_ID": "1"})  # as a task: to the bin's files
+    assert task.returncode == 0 and task.stderr == ""
+    assert (tmp_path / "jobs" / "example-1-2.stderr").exists()
