@@ -14,15 +14,13 @@ import time
 
 from . import bins, worker
 from . import journal as journal_mod
-from .errors import Interrupted, UserError, signals_held
+from .errors import EXIT_WALLTIME, JOB_START_VAR, Interrupted, UserError, signals_held
 from .reporter import Reporter, warner
 from .results import ResultsFile
 from .runner import Outcome, Runner
 from .script import get_args, get_init_worker, get_target
 
 EXIT_OK, EXIT_FAILED = 0, 1
-EXIT_WALLTIME = 75  # stopped at the walltime with work left (EX_TEMPFAIL): continue with --resume
-JOB_START_VAR = "CLUF_JOB_START"  # set by a cluf job script: when the job started (epoch seconds)
 JOB_STOP_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)  # Grid Engine's -notify warnings
 
 

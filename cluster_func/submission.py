@@ -16,6 +16,7 @@ from . import bins, jobs, schedulers
 from .errors import SubmitError, UserError
 from .options import split_passthrough
 from .reporter import warner
+from .schedulers.base import hms
 from .script import args_error_where, as_args, get_args, get_target, short_repr, user_traceback
 
 EXIT_OK = 0
@@ -75,6 +76,10 @@ def run(ns, module, opts, argv_all) -> int:
         clum_args += ["--timeout", f"{opts['timeout']:.15g}"]
     if opts["start_method"]:
         clum_args += ["--start-method", opts["start_method"]]
+    if opts["walltime"]:  # clum stops a grace period before it; the bin continues in a new job
+        clum_args += ["--walltime", hms(opts["walltime"])]
+        if opts["grace"] is not None:
+            clum_args += ["--grace", f"{opts['grace']:.15g}"]
     raw = opts[f"{sched.name}_options"] or {}
     plan = jobs.RunPlan(
         script=opts["script"], nodes=nodes, jobs_dir=opts["jobs_dir"] or os.getcwd(),
@@ -82,7 +87,9 @@ def run(ns, module, opts, argv_all) -> int:
         env=opts["env"] or {}, prepend=opts["prepend_script"] or [], append=opts["append_script"] or [],
         resources={"walltime": opts["walltime"], "memory": opts["memory"], "queue": opts["queue"],
                    "account": opts["account"], "cpus": opts["cpus"] or opts["processes"]},
-        raw=raw, results=opts["results"].rsplit(".", 1)[-1].lower() if opts["results"] else None)
+        raw=raw, results=opts["results"].rsplit(".", 1)[-1].lower() if opts["results"] else None,
+        max_restarts=opts["max_restarts"],
+        scheduler_path=os.path.dirname(shutil.which(sched.submit_command) or "") or None)
     for warning in schedulers.ignored_options(sched, opts):
         warner("cluf")(warning)
     if submitting:
@@ -103,7 +110,8 @@ def run(ns, module, opts, argv_all) -> int:
         if n is not None:
             calls[i] = n
     if opts["array"] and len(chosen) > 1:
-        return submit_arrays(plan, chosen, submitting, opts["max_running"], calls, bool(opts["resume"]))
+        status = submit_arrays(plan, chosen, submitting, opts["max_running"], calls, bool(opts["resume"]))
+        return _then_wait(plan, status, submitting and opts["wait"])
     if opts["max_running"]:
         warner("cluf")("--max-running only applies with --array; ignored.")
     try:
@@ -114,7 +122,17 @@ def run(ns, module, opts, argv_all) -> int:
         print(f"cluf: wrote {len(paths)} {sched.name} job script{'s' * (len(paths) != 1)} in "
               f"{plan.jobs_dir} (not submitted: -q). Run one by hand with: bash {shlex.quote(paths[0])}")
         return EXIT_OK
-    return submit(plan, chosen, paths, argv_all, resume=bool(opts["resume"]), calls=calls)
+    status = submit(plan, chosen, paths, argv_all, resume=bool(opts["resume"]), calls=calls)
+    return _then_wait(plan, status, opts["wait"])
+
+
+def _then_wait(plan, status, wait):
+    """--wait on a submitting command: wait for the run (see status.wait)."""
+    if not wait or status != EXIT_OK:
+        return status
+    from .status import wait as wait_for_run
+
+    return wait_for_run(plan.jobs_dir)
 
 
 _NOTHING = object()
@@ -229,39 +247,35 @@ def submit_arrays(plan, chosen, submitting, max_running, calls, resume=False):
               f"{jobs.ARRAY_BIN_VAR}={runs[0][0]} bash {shlex.quote(paths[0])}")
         return EXIT_OK
     manifest_path = plan.manifest_path()
-    manifest = jobs.load_manifest(manifest_path) or jobs.new_manifest(plan)
-    jobs.plan_bins(manifest, chosen)
+    jobs.update_manifest(manifest_path, plan, lambda m: jobs.plan_bins(m, chosen))
     for (first, count), path in zip(runs, paths):
         try:
             array_id = sched.submit(path, plan.submit_dir)
         except RuntimeError as e:
-            jobs.save_manifest(manifest_path, manifest)
             rest = [i for f, c in runs[runs.index([first, count]):] for i in range(f, f + c)]
             raise SubmitError(
                 f"submitting the array {path} failed: {e}. Arrays submitted before it are recorded in "
                 f"{manifest_path}. Not submitted: bins {bins.format_positions(rest)} of {plan.nodes}; "
                 f"to submit them (as single jobs) once the problem is fixed, run:\n    "
                 f"cluf --resubmit {shlex.quote(plan.jobs_dir)}") from None
-        for i in range(first, first + count):
-            index = i - first + sched.array_first_index
-            jobs.record(manifest, i, path, sched.task_id(array_id, index), array_id=array_id,
-                        calls=calls.get(i))
-        jobs.save_manifest(manifest_path, manifest)
+        def record_tasks(m, first=first, count=count, path=path, array_id=array_id):
+            for i in range(first, first + count):
+                index = i - first + sched.array_first_index
+                jobs.record(m, i, path, sched.task_id(array_id, index), array_id=array_id, calls=calls.get(i))
+        jobs.update_manifest(manifest_path, plan, record_tasks)
         print(f"submitted {path} as job {array_id} (array of {count}: bins {first}-{first + count - 1})")
     return EXIT_OK
 
 
 def submit(plan, chosen, paths, argv_all=None, resume=False, calls=None, manifest_path=None):
     manifest_path = manifest_path or plan.manifest_path()
-    manifest = jobs.load_manifest(manifest_path) or jobs.new_manifest(plan)
-    jobs.plan_bins(manifest, chosen)
+    jobs.update_manifest(manifest_path, plan, lambda m: jobs.plan_bins(m, chosen))
     calls = calls or {}
     done = []
     for i, path in zip(chosen, paths):
         try:
             job_id = plan.scheduler.submit(path, plan.submit_dir)
         except RuntimeError as e:
-            jobs.save_manifest(manifest_path, manifest)
             rest = chosen[len(done):]
             if argv_all is not None:
                 cmd_argv, passthrough = split_passthrough(argv_all)
@@ -275,10 +289,11 @@ def submit(plan, chosen, paths, argv_all=None, resume=False, calls=None, manifes
                 f"submitting bin {i} failed: {e}.\n  submitted: {submitted}\n  not submitted: bins "
                 f"{bins.format_positions(rest)} of {plan.nodes}\n  to submit the rest once the problem is "
                 f"fixed, run:\n    {' '.join(shlex.quote(w) for w in cmd)}") from None
-        jobs.record(manifest, i, path, job_id, resume, calls=calls.get(i))
+        jobs.update_manifest(manifest_path, plan,
+                             lambda m, i=i, path=path, job_id=job_id: jobs.record(m, i, path, job_id, resume,
+                                                                                  calls=calls.get(i)))
         done.append((i, job_id))
         print(f"submitted {path} as job {job_id}")
-        jobs.save_manifest(manifest_path, manifest)
     print(f"cluf: submitted {len(done)} job{'s' * (len(done) != 1)} to {plan.scheduler.name}; "
           f"manifest: {manifest_path}")
     return EXIT_OK
