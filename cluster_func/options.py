@@ -219,6 +219,9 @@ def _results(value, name):
     text = _str(value, name)
     if text.lower() in ("jsonl", "pkl", ".jsonl", ".pkl"):
         return "." + text.lower().lstrip(".")
+    if os.path.isdir(os.path.expanduser(text)):
+        raise UserError(f"--results {text} is a directory. Name a file in it, e.g. --results "
+                        f"{os.path.join(text, 'values.jsonl')} (.jsonl or .pkl).")
     format_of(text)
     return os.path.abspath(os.path.expanduser(text))
 

@@ -131,6 +131,11 @@ def test_bins_run_on_several_machines_are_read_back_together(clum, tmp_path):
     assert list(cluster_func.read_results([str(o) for o in outs])) == got
 
 
+def test_a_directory_as_results_is_a_usage_error(clum, clean_error, tmp_path):
+    clum.script("sweep.py", SWEEP)
+    clean_error(clum.run("sweep.py", "--results", tmp_path), "is a directory")
+
+
 @pytest.mark.parametrize("name", ["v.csv", "v", "v.json"])
 def test_a_results_path_of_another_format_is_a_usage_error(clum, clean_error, tmp_path, name):
     clum.script("sweep.py", SWEEP)
