@@ -15,6 +15,7 @@ import time
 from . import bins, worker
 from . import journal as journal_mod
 from .errors import EXIT_WALLTIME, JOB_START_VAR, Interrupted, UserError, signals_held
+from .relay import Relay, shared_fds
 from .reporter import Reporter, warner
 from .results import ResultsFile
 from .runner import Outcome, Runner
@@ -105,8 +106,13 @@ def run(ns, module, opts) -> int:
         if in_cluf_job():  # the scheduler's own warning signals: the same orderly stop
             for sig in JOB_STOP_SIGNALS:
                 signal.signal(sig, _raise_interrupted)
+        relay = None
+        if reporter.progress:  # the workers' output goes through us, so it never mixes with the line
+            relay = Relay(reporter, shared_fds(reporter.stream))
+            source = relay.wrap(source)
         runner = Runner(source, processes, work, reporter, journal=journal, retries=opts["retries"],
-                        timeout=opts["timeout"], start_method=method, results=results, stop_at=stop_at)
+                        timeout=opts["timeout"], start_method=method, results=results, stop_at=stop_at,
+                        relay=relay)
         outcome = runner.run()
     except Interrupted as e:  # before the runner took over the signals
         if journal is None:

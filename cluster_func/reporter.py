@@ -1,9 +1,12 @@
 """What a run says on the terminal: failures, messages, warnings and the progress line.
 
 The runner calls the reporter; the reporter never calls back.  The progress line is drawn
-only on a terminal and is always cleared before anything else is written to it.
+only on a terminal and is always cleared before anything else is written to it, the workers'
+own output included (it reaches the terminal through :meth:`Reporter.passthrough`, see
+relay.py); it is drawn only when that output has left the terminal at the start of a line.
 """
 
+import os
 import sys
 import time
 
@@ -36,6 +39,7 @@ class Reporter:
         self.failed_hint = None  # e.g. "'clum s.py --failed' lists them all"
         self._last = 0.0
         self._shown = False
+        self._line_open = False  # the workers' output ended mid-line: no progress line now
         self.failures = 0  # final failures reported
         self.retries_noted = 0
         self.by_type = {}  # exception type name -> [count, first (lowest) position]
@@ -44,6 +48,24 @@ class Reporter:
         if self._shown:
             self.stream.write("\r\033[K")
             self._shown = False
+        elif self._line_open:  # our own text starts on a line of its own
+            self.stream.write("\n")
+            self._line_open = False
+
+    def passthrough(self, data: bytes):
+        """The workers' own output (through the relay): clear the progress line, write it."""
+        if self._shown:
+            self.stream.write("\r\033[K")
+            self._shown = False
+        self.stream.flush()
+        try:
+            fd = self.stream.fileno()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        except (OSError, ValueError):
+            return  # the terminal is gone
+        self._line_open = not data.endswith(b"\n")
 
     def failure(self, position, element, exc_type, message, tb, attempt=0, will_retry=False):
         what = f"call at position {position} with args {short_repr(element)}"
@@ -93,7 +115,7 @@ class Reporter:
         self.stream.flush()
 
     def tick(self, outcome, force=False):
-        if not self.progress:
+        if not self.progress or self._line_open:
             return
         now = time.monotonic()
         if not force and now - self._last < 0.2:

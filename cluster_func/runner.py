@@ -181,8 +181,10 @@ class Runner:
     """
 
     def __init__(self, source, processes, work, reporter: Reporter, journal=None, retries=0,
-                 timeout=None, start_method=None, results=None, stop_at=None):
-        """``stop_at``: (start no new call after, stop running calls at), time.monotonic() values."""
+                 timeout=None, start_method=None, results=None, stop_at=None, relay=None):
+        """``stop_at``: (start no new call after, stop running calls at), time.monotonic() values.
+        ``relay``: a :class:`cluster_func.relay.Relay` (whose ``wrap`` made ``source``) to pump."""
+        self.relay = relay
         self.source = source
         self.stop_new_at, self.kill_at = stop_at or (None, None)
         self.draining = False
@@ -555,6 +557,8 @@ class Runner:
         stopped_at_walltime = False
         try:
             self.workers = [Worker(i) for i in range(self.processes)]
+            if self.relay is not None:
+                self.sel.register(self.relay.master, selectors.EVENT_READ, ("relay", None, None))
             self._grow()
             self._loop()
         except Interrupted as e:
@@ -579,6 +583,8 @@ class Runner:
                     pass
             signal.signal(signal.SIGTERM, old_term)
             signal.signal(signal.SIGINT, old_int)
+            if self.relay is not None:
+                self.relay.close()
             self.reporter.close()
         if self.draining and self.outcome.interrupted_by is None and self.outcome.fatal is None:
             # what was not done: batches handed back or never sent, calls stopped mid-way
@@ -608,6 +614,9 @@ class Runner:
                 break
             for key, _ in self.sel.select(poll):
                 kind, w, gen = key.data
+                if kind == "relay":
+                    self.relay.pump()
+                    continue
                 if gen != w.gen:
                     continue  # that process has been replaced since select() returned
                 if kind == "result":
@@ -649,6 +658,17 @@ class Runner:
             except JournalWriteError as e:  # the disk filled up meanwhile: what is left is not done
                 self.outcome.journal_error = self.outcome.journal_error or str(e)
 
+    def _join(self, p, deadline):
+        """Wait for worker p until deadline, passing on its last output meanwhile (a worker
+        blocked writing to a full relay would not exit)."""
+        if self.relay is None:
+            p.join(max(0.0, deadline - time.monotonic()))
+            return
+        while p.is_alive() and time.monotonic() < deadline:
+            self.relay.pump()
+            p.join(0.02)
+        self.relay.pump()
+
     def _shutdown(self, force=False):
         procs = [w.proc for w in self.workers if w.proc is not None and w.proc.pid is not None]
         if not force:
@@ -660,7 +680,7 @@ class Runner:
                     pass
             deadline = time.monotonic() + 5
             for p in procs:
-                p.join(max(0.0, deadline - time.monotonic()))
+                self._join(p, deadline)
         for w in self.workers:
             p = w.proc
             if p is not None and p.pid is not None and p.is_alive():

@@ -3,9 +3,13 @@ are not Python files, iterables that raise, bugs in the tool, ambiguous resource
 work, positions beyond the elements, floods of failures, the progress line on a terminal, help
 texts, and a sweep of every option with bad values."""
 
+import os
+import pty
 import re
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -443,3 +447,125 @@ def test_an_array_script_run_by_hand_prints_on_the_terminal(tmp_path, cluf_env):
     task = cs.run_by_hand(path, env={"SLURM_ARRAY_TASK_ID": "1"})  # as a task: to the bin's files
     assert task.returncode == 0 and task.stderr == ""
     assert (tmp_path / "jobs" / "example-1-2.stderr").exists()
+
+
+# --- 8. the progress line never corrupts output on the same terminal; 9. with --resume -------
+
+def run_on_a_terminal(clum, *args, stdout=None, timeout=60):
+    """Run clum with stderr (and stdout, unless a file is given) on a pseudo-terminal; return
+    (exit status, the bytes the terminal received)."""
+    master, slave = pty.openpty()
+    with open(stdout, "w") if stdout else open(os.devnull) as out_file:
+        p = subprocess.Popen([clum.exe, *map(str, args)], cwd=clum.dir, env=clum.env(), stdin=subprocess.DEVNULL,
+                             stdout=out_file if stdout else slave, stderr=slave)
+        os.close(slave)
+        data, deadline = b"", time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if select.select([master], [], [], 0.1)[0]:
+                    try:
+                        chunk = os.read(master, 1 << 16)
+                    except OSError:  # EIO: every writer is gone
+                        break
+                    if not chunk:
+                        break
+                    data += chunk
+        finally:
+            os.close(master)
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+    return p.returncode, data
+
+
+def screen(data):
+    """The lines a terminal shows after receiving data (\\r, \\n and ESC[K are interpreted)."""
+    lines, col, text, i = [[]], 0, data.decode(errors="replace"), 0
+    while i < len(text):
+        if text.startswith("\x1b[K", i):
+            del lines[-1][col:]
+            i += 3
+            continue
+        c = text[i]
+        if c == "\r":
+            col = 0
+        elif c == "\n":
+            lines.append([])
+            col = 0
+        else:
+            line = lines[-1]
+            line[col:col + 1] = [c]
+            col += 1
+        i += 1
+    return ["".join(line) for line in lines if line]
+
+
+PRINTER = """\
+import sys, time
+
+def target(x):
+    time.sleep(0.04)
+    sys.stdout.write("processed item %d tty=%s\\n" % (x, sys.stdout.isatty()))
+    sys.stdout.flush()
+    if x % 5 == 0:
+        sys.stderr.write("note %d\\n" % x)
+    if x == 7:
+        sys.stdout.write("no newline yet ")
+        sys.stdout.flush()
+        time.sleep(0.5)
+        sys.stdout.write("and now the end of the line\\n")
+
+args = range(40)
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_the_progress_line_never_mixes_with_the_targets_output_on_the_same_terminal(clum, method):
+    clum.script("printer.py", PRINTER, preamble=False)
+    # One worker: two workers' own lines may mix on a terminal with or without clum.
+    status, data = run_on_a_terminal(clum, "printer.py", "-p", "1", "--start-method", method)
+    assert status == 0, data
+    assert b"done, 0 failed of 40" in data, "the progress line was never drawn: the test proves nothing"
+    lines = screen(data)
+    items = []
+    for line in lines:
+        if line.startswith("clum: "):
+            assert "processed" not in line and "note" not in line, line
+            continue
+        m = re.fullmatch(r"processed item (\d+) tty=True|note \d+|no newline yet and now the end of the line", line)
+        assert m, f"a corrupted line on the terminal: {line!r}\n{lines}"
+        if m.group(1):
+            items.append(int(m.group(1)))
+    assert sorted(items) == list(range(40)) and lines[-1] == "clum: 40 calls done.", lines
+
+
+def test_with_stdout_in_a_file_the_targets_stderr_still_never_mixes_with_the_progress_line(clum):
+    clum.script("printer.py", PRINTER, preamble=False)
+    status, data = run_on_a_terminal(clum, "printer.py", "-p", "2", stdout=clum.dir / "out.txt")
+    assert status == 0, data
+    for line in screen(data):
+        assert line.startswith("clum: ") or re.fullmatch(r"note \d+", line), line
+    out = (clum.dir / "out.txt").read_text()
+    assert out.count("processed item") == 40 and out.count("tty=False") == 40, "stdout, a file, is left alone"
+
+
+def test_resumed_the_progress_line_counts_what_is_left_and_the_skipped_calls_are_said_first(clum):
+    clum.script("half.py", """\
+        import os, time
+
+        def target(x):
+            time.sleep(0.01)
+            if x >= 10 and not os.environ.get("FIXED"):
+                raise ValueError(x)
+
+        args = range(20)
+        """)
+    assert clum.run("half.py").returncode == 1
+    clum.env = lambda extra=None, out=None, _env=clum.env: {**_env(extra, out), "FIXED": "1"}
+    status, data = run_on_a_terminal(clum, "half.py", "--resume")
+    assert status == 0, data
+    lines = screen(data)
+    assert lines[0].startswith("clum: --resume: the journal records 10 calls as completed") and \
+        "(10 calls to run)" in lines[0], lines
+    assert b"0 done, 0 failed of 10," in data, data
+    assert b"of 20" not in data
