@@ -246,16 +246,14 @@ def submit_one_at_a_time(sched, tmp_path, n, sleep):
 
 
 def test_status_follows_the_bins_from_queued_to_running_to_done(sched, tmp_path):
-    script, env, array_id = submit_one_at_a_time(sched, tmp_path, n=6, sleep=1)
-    seen = []
+    script, env, array_id = submit_one_at_a_time(sched, tmp_path, n=6, sleep=0.6)
 
-    def queued_and_running():
-        st = status("jobs", tmp_path, env)
-        seen.append(st.stdout)
-        states = {row["state"] for row in cs.status_table(st.stdout).values()}
-        return st.returncode == 1 and {QUEUED, RUNNING} <= states
+    def one_done_one_running_one_queued():
+        st = status("jobs", tmp_path, env)  # exit 1 until all is done
+        return st.returncode == 1 and {row["state"] for row in cs.status_table(st.stdout).values()} == {
+            "done", RUNNING, QUEUED}
 
-    cs.wait_for(queued_and_running, 60, "a bin queued while another runs")
+    cs.wait_for(one_done_one_running_one_queued, 60, "a table with a bin done, one running and one queued")
     assert sched.wait([array_id])[array_id] == COMPLETED
     st = status("jobs", tmp_path, env)  # finished jobs too (PBS: qstat -x)
     assert st.returncode == 0, st.stdout + st.stderr
