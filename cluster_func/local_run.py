@@ -227,6 +227,9 @@ def print_failed(journal_path):
     if os.path.isdir(journal_path):
         raise UserError(f"The journal path {journal_path} is a directory, not a journal. Name the journal "
                         f"file with --journal PATH.")
+    if not os.path.isfile(journal_path):  # a FIFO would block the read
+        raise UserError(f"The journal path {journal_path} is not a regular file, so not a journal. Name the "
+                        f"journal file with --journal PATH.")
     try:
         st = journal_mod.read(journal_path)
     except OSError as e:

@@ -17,7 +17,13 @@ from .errors import UserError
 
 # --- value parsers: each takes a CLI string or a Python value from a dict -------
 
-def _int(minimum=None):
+MAX_PROCESSES = 10_000  # worker processes on one machine
+MAX_NODES = 1_000_000  # jobs of one cluf run
+MAX_WALLTIME = 3650 * 86400  # ten years
+
+def _int(minimum=None, maximum=10**9):
+    """An integer from ``minimum`` to ``maximum`` (a bound on every count, so that no huge
+    value reaches a C integer or a loop: 10**9 unless the option has a smaller one)."""
     def parse(value, name):
         if isinstance(value, bool):
             raise UserError(f"--{name} must be an integer, not {value!r}.")
@@ -29,6 +35,8 @@ def _int(minimum=None):
             raise UserError(f"--{name} must be an integer, not {value!r}.") from None
         if minimum is not None and n < minimum:
             raise UserError(f"--{name} must be at least {minimum}, not {n}.")
+        if n > maximum:
+            raise UserError(f"--{name} must be at most {maximum:,}, not {n:,}.")
         return n
     return parse
 
@@ -50,12 +58,12 @@ def _bool(value, name):
         return True
     if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
         return False
-    raise UserError(f"Option {name!r} must be true or false, not {value!r}.")
+    raise UserError(f"--{name} must be true or false, not {value!r}.")
 
 
 def _str(value, name):
     if not isinstance(value, str) or not value:
-        raise UserError(f"Option {name!r} must be a non-empty string, not {value!r}.")
+        raise UserError(f"--{name} must be a non-empty string, not {value!r}.")
     return value
 
 
@@ -117,6 +125,8 @@ def _walltime(value, name):
         raise UserError(f"--{name} {value!r} does not parse: write {WALLTIME_FORMS}.")
     if total <= 0:
         raise UserError(f"--{name} {value!r} must be more than zero.")
+    if total > MAX_WALLTIME:
+        raise UserError(f"--{name} {value!r} is more than {MAX_WALLTIME // 86400} days.")
     return total
 
 
@@ -191,14 +201,21 @@ def _env(value, name):
 
 def _file_list(value, name):
     items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    if not any(str(item).strip() for item in items):
+        raise UserError(f"--{name} is empty: give one or more files, comma-separated, e.g. modules.sh.")
     out = []
     for item in items:
         item = str(item).strip()
         if not item:
             continue
         path = os.path.abspath(os.path.expanduser(item))
+        if os.path.isdir(path):
+            raise UserError(f"--{name}: {item!r} is a directory; give the shell file(s) whose text goes "
+                            f"into the job scripts.")
         if not os.path.isfile(path):
             raise UserError(f"--{name}: the file {item!r} does not exist (looked for {path}).")
+        if not os.access(path, os.R_OK):
+            raise UserError(f"--{name}: the file {path} cannot be read (permission denied).")
         out.append(path)
     return out
 
@@ -230,6 +247,19 @@ def _path(value, name):
     return os.path.abspath(os.path.expanduser(_str(value, name)))
 
 
+def _dir(value, name):
+    """A directory that exists or can be made."""
+    path = _path(value, name)
+    if os.path.islink(path) and not os.path.exists(path):
+        raise UserError(f"--{name} {value}: a symbolic link to {os.readlink(path)!r}, which does not exist.")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"--{name} {value}: {path} exists and is not a directory. Name a directory (it is "
+                        f"created if missing).")
+    if os.path.isdir(path) and not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"--{name} {value}: the directory {path} is not writable.")
+    return path
+
+
 @dataclass(frozen=True)
 class Option:
     name: str  # long name, with dashes
@@ -241,7 +271,7 @@ class Option:
 OPTIONS = [
     Option("target", _identifier, "target"),
     Option("args", _identifier, "args"),
-    Option("processes", _int(1), None),
+    Option("processes", _int(1, MAX_PROCESSES), None),
     Option("bins", _bin_spec, None),
     Option("hash", _positions, None),
     Option("key", _position, None),
@@ -253,9 +283,9 @@ OPTIONS = [
     Option("start-method", _choice("fork", "spawn", "forkserver"), None),
     Option("results", _results, None),
     # cluf only
-    Option("nodes", _int(1), None, "cluf"),
+    Option("nodes", _int(1, MAX_NODES), None, "cluf"),
     Option("iterations", _int(1), None, "cluf"),
-    Option("jobs-dir", _path, None, "cluf"),
+    Option("jobs-dir", _dir, None, "cluf"),
     Option("no-q", _bool, False, "cluf"),
     Option("scheduler", _choice("auto", *schedulers.names()), "auto", "cluf"),
     Option("env", _env, None, "cluf"),
@@ -320,8 +350,14 @@ def from_dict(d: dict, command: str, source: str, ignore_foreign=False) -> dict:
 def load_rc(path: Optional[str] = None) -> dict:
     """The user-wide defaults file ``~/.clufrc`` (JSON, the same keys as cluf_options)."""
     path = path or os.environ.get("CLUFRC") or os.path.expanduser("~/.clufrc")
+    if os.path.islink(path) and not os.path.exists(path):
+        raise UserError(f"The defaults file {path} is a symbolic link to {os.readlink(path)!r}, which does not "
+                        f"exist. Fix or remove it (CLUFRC=path names another).")
     if not os.path.exists(path):
         return {}
+    if not os.path.isfile(path):  # a FIFO would block the read; a directory cannot be read
+        raise UserError(f"The defaults file {path} is not a regular file. It must be a JSON object of option "
+                        f"names to values (CLUFRC=path names another).")
     try:
         with open(path) as f:
             data = json.load(f)

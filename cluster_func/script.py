@@ -18,9 +18,17 @@ def resolve_path(path: str) -> str:
         candidates.append(path + ".py")
     for c in candidates:
         if os.path.isfile(c):
+            if not os.access(c, os.R_OK):
+                raise ScriptError(f"The script {os.path.abspath(c)} cannot be read (permission denied).")
             return os.path.abspath(c)
     if os.path.isdir(path):
         raise ScriptError(f"{path!r} is a directory, not a Python script. Give the path of a .py file.")
+    if os.path.islink(path) and not os.path.exists(path):
+        raise ScriptError(f"{path!r} is a symbolic link to {os.readlink(path)!r}, which does not exist. Give the "
+                          f"path of the Python file that defines your target function and its args.")
+    if os.path.exists(path):
+        raise ScriptError(f"{path!r} is not a regular file (a device, a FIFO or a socket), so not a Python "
+                          f"script. Give the path of a .py file.")
     tried = " or ".join(repr(c) for c in candidates)
     raise ScriptError(
         f"No such script: {tried} does not exist (looked in {os.getcwd()}). "
@@ -72,21 +80,22 @@ def load_script(path: str, argv=()):
 
 def _not_python(path, error):
     """What the file at ``path`` is, when not Python source (for a message), or None when it is, or might
-    be, Python that failed to import: only an error compiling the file itself says it is not."""
-    if not isinstance(error, (SyntaxError, ValueError, UnicodeDecodeError)):
-        return None
-    if isinstance(error, SyntaxError) and error.filename not in (None, path):
-        return None  # a syntax error in a module the script imports
+    be, Python that failed to import: a first line '#!' naming another interpreter, or an error
+    compiling the file itself, says it is not."""
     try:
         with open(path, "rb") as f:
             head = f.read(4096)
     except OSError:
         return None
     first = head.split(b"\n", 1)[0]
+    if first.startswith(b"#!") and b"python" not in first:  # a shell script may even import (`ls`)
+        return f"not Python (a script for {first[2:].decode(errors='replace').strip()})"
+    if not isinstance(error, (SyntaxError, ValueError, UnicodeDecodeError)):
+        return None
+    if isinstance(error, SyntaxError) and error.filename not in (None, path):
+        return None  # a syntax error in a module the script imports
     if b"\0" in head or isinstance(error, UnicodeDecodeError):
         return "not Python (a binary file)"
-    if first.startswith(b"#!") and b"python" not in first:
-        return f"not Python (a script for {first[2:].decode(errors='replace').strip()})"
     if not path.endswith(".py"):
         return "not Python, or not valid Python (it does not compile)"
     return None  # a .py file with a syntax error: the script's own mistake

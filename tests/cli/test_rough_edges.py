@@ -569,3 +569,142 @@ def test_resumed_the_progress_line_counts_what_is_left_and_the_skipped_calls_are
         "(10 calls to run)" in lines[0], lines
     assert b"0 done, 0 failed of 10," in data, data
     assert b"of 20" not in data
+
+
+# --- the sweep: every option with wrong, empty, huge and path-like values --------------------
+
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+
+from cluster_func import cli as _cli  # noqa: E402
+
+DOCUMENTED_STATUSES = {0, 1, 2}  # what bad input may end in: never 70 (a bug), never a hang
+PATH_METAVARS = {"PATH", "DIR", "FILES"}
+PLAIN_VALUES = {"wrong type": "abc", "empty": "", "huge": "9" * 40, "negative": "-1"}
+PATH_VALUES = {"empty": "", "directory": "adir", "dangling link": "dangling", "FIFO": "fifo",
+               "missing parent": "nowhere/deeper/x"}
+
+
+def _value_options(parser):
+    """(longest option string, metavar) of every option that takes a value."""
+    return [(max(a.option_strings, key=len), a.metavar) for a in parser._actions if a.option_strings and a.nargs != 0]
+
+
+def _flags(parser):
+    return [max(a.option_strings, key=len) for a in parser._actions
+            if a.option_strings and a.nargs == 0 and a.dest not in ("help", "version")]
+
+
+SWEEP = ([(cmd, opt, PATH_VALUES if metavar in PATH_METAVARS else PLAIN_VALUES)
+          for cmd, parser in (("clum", _cli.clum_parser()), ("cluf", _cli.cluf_parser()))
+          for opt, metavar in _value_options(parser)]
+         + [(cmd, flag + "=abc", {"a value given to a flag": None})
+            for cmd, parser in (("clum", _cli.clum_parser()), ("cluf", _cli.cluf_parser())) for flag in _flags(parser)])
+
+
+def _sweep_dir(folder):
+    folder.mkdir(parents=True)
+    (folder / "s.py").write_text("def target(a, b):\n    pass\n\nargs = [(i, i) for i in range(6)]\n")
+    (folder / "adir").mkdir()
+    (folder / "dangling").symlink_to(folder / "nowhere" / "x")
+    os.mkfifo(folder / "fifo")
+    return folder
+
+
+def _run_case(clum, folder, cmd, argv, extra_env=None):
+    env = {**cs.base_env(folder), **(extra_env or {})}
+    env.pop("PYTHONUNBUFFERED", None)
+    exe = [clum.exe] if cmd == "clum" else cs.CLUF
+    try:
+        return subprocess.run([*exe, *argv], cwd=folder, env=env, capture_output=True, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def _check(r, what, words=()):
+    assert r is not None, f"{what}: no answer within 60 s (a hang)"
+    assert r.returncode in DOCUMENTED_STATUSES, f"{what}: exit {r.returncode}\n{r.stderr}"
+    assert not TOOL_FRAME.search(r.stderr), f"{what}: a traceback from inside the tool\n{r.stderr}"
+    if r.returncode == 2:
+        assert "error:" in r.stderr, f"{what}: exit 2 without an error message\n{r.stderr}"
+        low = r.stderr.lower()
+        assert any(w.lower() in low for w in words if w), f"{what}: the message names none of {words}\n{r.stderr}"
+
+
+@pytest.mark.parametrize("cmd, opt, values", SWEEP, ids=[f"{c} {o}" for c, o, _ in SWEEP])
+def test_every_option_given_a_bad_value_ends_in_a_clear_message_and_a_documented_status(clum, tmp_path, cmd, opt,
+                                                                                       values):
+    def one(kind, value):
+        folder = _sweep_dir(tmp_path / kind.replace(" ", "-"))
+        if value is None:  # a flag given a value
+            argv = ["s.py", opt]
+        else:
+            argv = ["s.py", opt, value]
+        if cmd == "clum":
+            argv += [] if opt == "--processes" else ["-p", "1"]
+        else:
+            argv += [] if opt in ("--nodes", "--iterations") else ["-n", "2"]
+            argv += ["-q"] + ([] if opt == "--jobs-dir" else ["-j", "jobs"])
+            argv += [] if opt == "--scheduler" else ["--scheduler", "slurm"]
+        return kind, value, _run_case(clum, folder, cmd, argv)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda kv: one(*kv), values.items()))
+    name = opt.split("=")[0].lstrip("-")
+    for kind, value, r in results:
+        _check(r, f"{cmd} {opt} {value!r} ({kind})", [name, name.replace("-", "_"), value or "", "unrecognized"])
+
+
+SCRIPTS = {"a directory": "adir", "a device": "/dev/null", "a dangling link": "dangling", "a FIFO": "fifo",
+           "an empty name": "", "a long name": "x" * 300, "a trailing slash": "s.py/", "a shell script": "sh"}
+
+
+@pytest.mark.parametrize("cmd", ["clum", "cluf"])
+def test_every_kind_of_wrong_script_path_ends_in_a_clear_message(clum, tmp_path, cmd):
+    def one(kind, value):
+        folder = _sweep_dir(tmp_path / kind.replace(" ", "-"))
+        (folder / "sh").write_text("#!/bin/sh\nls\n")
+        argv = [value] + ([] if cmd == "clum" else ["-n", "2", "-q", "-j", "jobs"])
+        return kind, value, _run_case(clum, folder, cmd, argv)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda kv: one(*kv), SCRIPTS.items()))
+    for kind, value, r in results:
+        _check(r, f"{cmd} SCRIPT {kind}", ["script", value[:40]])
+        assert r.returncode == 2, (kind, r.stderr)
+
+
+RC_FILES = {"a directory": "adir", "a dangling link": "dangling", "a FIFO": "fifo", "not JSON": "bad.json",
+            "a JSON list": "list.json", "a number for walltime": "num.json"}
+
+
+def test_every_kind_of_wrong_clufrc_ends_in_a_clear_message(clum, tmp_path):
+    def one(kind, value):
+        folder = _sweep_dir(tmp_path / kind.replace(" ", "-"))
+        (folder / "bad.json").write_text('{"nodes": 2')
+        (folder / "list.json").write_text("[1, 2]")
+        (folder / "num.json").write_text('{"walltime": 3600}')
+        r = _run_case(clum, folder, "cluf", ["s.py", "-n", "2", "-q", "-j", "jobs"],
+                      {"CLUFRC": str(folder / value)})
+        return kind, value, r
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda kv: one(*kv), RC_FILES.items()))
+    for kind, value, r in results:
+        _check(r, f"CLUFRC {kind}", ["defaults file", "walltime"])
+        assert r.returncode == 2, (kind, r.stderr)
+
+
+@pytest.mark.parametrize("command", ["--status", "--resubmit", "--cancel", "--gather"])
+def test_every_managing_command_given_a_wrong_jobs_dir_ends_in_a_clear_message(clum, tmp_path, command):
+    def one(kind, value):
+        folder = _sweep_dir(tmp_path / kind.replace(" ", "-"))
+        return kind, value, _run_case(clum, folder, "cluf", [command, value])
+
+    values = {"missing": "nowhere", "a file": "s.py", "a device": "/dev/null", "an empty directory": "adir",
+              "a dangling link": "dangling", "a FIFO": "fifo"}
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda kv: one(*kv), values.items()))
+    for kind, value, r in results:
+        _check(r, f"cluf {command} {kind}", ["cluf run", "jobs dir", value])
+        assert r.returncode == 2, (kind, r.stderr)
