@@ -32,7 +32,8 @@ REQUIREMENTS = ["joblib", "mpire", "iterable-queue==1.2.2", "psutil"]
 PROCESSES = 2
 
 MAIN_WORKLOADS = ["tiny", "skewed", "cpu", "stream", "files"]
-SECTIONS = MAIN_WORKLOADS + ["startup", "large", "resume", "import", "startup64", "results", "queue", "cluf"]
+SECTIONS = MAIN_WORKLOADS + ["startup", "large", "resume", "import", "startup64", "results", "queue", "cluf",
+                             "wait"]
 POOL_CHUNKSIZES = [1, 10, 100, 1000, 10000]
 # 2,000 elements: larger chunks than 100 leave a worker idle for most of the run
 LARGE_RUNNERS = ["serial", "pool-1", "pool-10", "pool-100", "clum"]
@@ -800,6 +801,23 @@ class Bench:
                                       "traceback": traceback.format_exc()}
             self.problems.append(f"queue_bench.run(quick={self.quick}) raised:\n{traceback.format_exc()}")
 
+    # --- cluf --wait ----------------------------------------------------------------------
+    def wait_section(self):
+        """benchmarks/wait_bench.py: one cluf --wait poll of a fake 10,000-bin run."""
+        log("benchmarks: cluf --wait (wait_bench.run) ...")
+        t0 = time.monotonic()
+        try:
+            spec = importlib.util.spec_from_file_location("wait_bench", os.path.join(HERE, "wait_bench.py"))
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            rows = module.run(quick=self.quick, log=lambda text: log("  wait: " + text))
+            ok, text = module.verdict(rows)
+            self.sections["wait"] = {"rows": rows, "verdict": [ok, text], "seconds": time.monotonic() - t0}
+        except Exception as e:  # noqa: BLE001 - the other tables still count
+            import traceback
+            self.sections["wait"] = {"notice": f"wait_bench.run failed: {type(e).__name__}: {e}"}
+            self.problems.append(f"wait_bench.run(quick={self.quick}) raised:\n{traceback.format_exc()}")
+
     # --- cluf ----------------------------------------------------------------------------
     def cluf_section(self):
         cluf = os.path.join(self.bin, "cluf")
@@ -1194,6 +1212,19 @@ def report(bench, elapsed):
             lines += [c.get("notice", "not run"), ""]
             verdict.append((None, f"cluf: {c.get('notice', 'not run')}"))
 
+    # ---- cluf --wait
+    if "wait" in o.only:
+        w = bench.sections.get("wait", {})
+        lines += ["## 4. cluf --wait: the cost of one poll (benchmarks/wait_bench.py)", ""]
+        if w.get("rows"):
+            lines += [table(["what", "seconds", "note"], [[r["what"].strip(), f"{r['seconds']:.3f}", r["note"]]
+                                                          for r in w["rows"]], ["l", "r", "l"]), "",
+                      f"(wait_bench.run took {w['seconds']:.0f} s)", ""]
+            verdict.append(tuple(w["verdict"]))
+        else:
+            lines += [w.get("notice", "not run"), ""]
+            verdict.append((False, f"cluf --wait: {w.get('notice', 'not run')}"))
+
     # ---- verdict
     lines += ["## Verdict: the issue's figures", ""]
     for ok, text in verdict:
@@ -1520,6 +1551,8 @@ def main(argv):
             bench.queue_section()
         if "cluf" in opts.only:
             bench.cluf_section()
+        if "wait" in opts.only:
+            bench.wait_section()
     finally:
         shutil.rmtree(bench.tmp, ignore_errors=True)
     elapsed = time.monotonic() - t0
