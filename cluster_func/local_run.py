@@ -175,7 +175,8 @@ def run(ns, module, opts) -> int:
         say(f"stopped at walltime, work left: {outcome.done} calls completed, {outcome.failed} failed, the "
             f"rest not started (calls stopped at the end of the grace period count as not done). "
             f"'{again} --resume' does the rest"
-            + ("; in a cluf job, the bin continues in a new job." if in_cluf_job() else "."))
+            + ("; in a cluf job, the bin continues in a new job unless it was cancelled, made no progress "
+               "or reached --max-restarts (the next line says which)." if in_cluf_job() else "."))
         return EXIT_WALLTIME
     if outcome.args_error:
         say(f"stopped early: {outcome.args_error} (see above). {outcome.done} calls completed, "
