@@ -223,7 +223,7 @@ class Work:
         got, error = [], None
         try:
             got.extend(itertools.islice(self.iterator, n))
-        except Exception as e:  # noqa: BLE001 - the user's iterator failed: the runner reports it
+        except (Exception, SystemExit) as e:  # noqa: BLE001 - the user's iterator failed: the runner reports it
             error = e
             self.iterator = iter(())
         if self.step is not None:
@@ -279,6 +279,6 @@ def expected_count(args, spec: BinSpec, mode: str):
         return None
     try:
         n = len(args)
-    except TypeError:
+    except Exception:  # noqa: BLE001 - no len(), or the script's __len__ failed: unknown
         return None
     return sum((n - b + spec.total - 1) // spec.total for b in spec.bins if b < n)

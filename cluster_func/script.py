@@ -143,9 +143,9 @@ def get_args(module, name: str):
     if callable(args) and not hasattr(args, "__iter__"):
         try:
             args = args()
-        except Exception as e:  # noqa: BLE001
-            detail = "".join(traceback.format_exception_only(type(e), e)).strip()
-            raise ScriptError(f"Calling {name}() in {path} to get the arguments failed: {detail}") from None
+        except (Exception, SystemExit) as e:  # noqa: BLE001 - the script's own error
+            raise ScriptError(f"Calling {name}() in {path} to get the arguments failed; its traceback:\n"
+                              f"{user_traceback(e)}") from None
     if isinstance(args, (str, bytes)):
         raise ScriptError(
             f"The args {name!r} in {path} is a string; clum would call the target once per "
@@ -158,6 +158,9 @@ def get_args(module, name: str):
             f"The args {name!r} in {path} is not iterable (it is a {type(args).__name__}). It must be "
             f"an iterable of arguments, e.g. a list or a generator, or a function that returns one."
         ) from None
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - its __iter__ failed
+        raise ScriptError(f"iter() of the args {name!r} in {path} failed; its traceback:\n"
+                          f"{user_traceback(e)}") from None
     return args
 
 

@@ -165,7 +165,7 @@ def survey_args(args, name, path, need_count, need_first):
                 count = position
         elif count is None:
             count = 0
-    except Exception as e:  # noqa: BLE001 - the script's iterable failed
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - the script's iterable failed
         raise UserError(f"The arguments iterable {name!r} of {path} raised {type(e).__name__} "
                         f"{args_error_where(position)}; nothing was written or submitted. Fix it and run "
                         f"cluf again. Its traceback:\n{user_traceback(e)}") from None

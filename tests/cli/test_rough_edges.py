@@ -708,3 +708,27 @@ def test_every_managing_command_given_a_wrong_jobs_dir_ends_in_a_clear_message(c
     for kind, value, r in results:
         _check(r, f"cluf {command} {kind}", ["cluf run", "jobs dir", value])
         assert r.returncode == 2, (kind, r.stderr)
+
+
+# --- the script's code that cluster-func calls itself: never reported as a bug -------------
+
+SCRIPT_CODE_FAILS = {
+    "args() raises": ("def args():\n    raise KeyError('no data')\n", 2, "KeyError: 'no data'"),
+    "args() exits": ("import sys\ndef args():\n    sys.exit(5)\n", 2, "SystemExit: 5"),
+    "__iter__ raises": ("class A:\n    def __iter__(self):\n        raise OSError('disk gone')\nargs = A()\n", 2,
+                        "OSError: disk gone"),
+    "__len__ raises": ("class A:\n    def __len__(self):\n        raise RuntimeError('no len')\n"
+                       "    def __iter__(self):\n        return iter(range(3))\nargs = A()\n", 0, None),
+    "the generator exits": ("import sys\ndef args():\n    yield 1\n    sys.exit(5)\n", 1, "SystemExit: 5"),
+}
+
+
+@pytest.mark.parametrize("case", list(SCRIPT_CODE_FAILS))
+def test_the_scripts_args_code_failing_is_the_scripts_error_with_its_traceback_never_a_bug(clum, case):
+    source, status, words = SCRIPT_CODE_FAILS[case]
+    clum.script("s.py", "def target(x):\n    pass\n" + source, preamble=False)
+    r = clum.run("s.py")
+    assert r.returncode == status, (r.returncode, r.stderr)
+    assert "bug in cluster-func" not in r.stderr and not TOOL_FRAME.search(r.stderr), r.stderr
+    if words:
+        assert words in r.stderr and 's.py", line' in r.stderr, r.stderr
