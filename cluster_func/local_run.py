@@ -108,8 +108,11 @@ def run(ns, module, opts) -> int:
                 signal.signal(sig, _raise_interrupted)
         relay = None
         if reporter.progress:  # the workers' output goes through us, so it never mixes with the line
-            relay = Relay(reporter, shared_fds(reporter.stream))
-            source = relay.wrap(source)
+            try:
+                relay = Relay(reporter, shared_fds(reporter.stream))
+                source = relay.wrap(source)
+            except OSError:  # no pseudo-terminal to be had: no progress line rather than a garbled one
+                reporter.progress = False
         runner = Runner(source, processes, work, reporter, journal=journal, retries=opts["retries"],
                         timeout=opts["timeout"], start_method=method, results=results, stop_at=stop_at,
                         relay=relay)
