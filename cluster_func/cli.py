@@ -2,7 +2,8 @@
 
 Exit statuses: 0 all calls done; 1 some calls failed (or a submission failed);
 2 bad input (usage, script, options); 70 a bug in cluster-func (an exception escaped from inside
-the tool: one line saying so, then its traceback); 130 interrupted by SIGINT; 143 by SIGTERM.
+the tool: one line saying so, then its traceback); 75 clum stopped at its --walltime with work
+left (--resume does the rest); 130 interrupted by SIGINT; 143 by SIGTERM.
 """
 
 import argparse
@@ -100,9 +101,11 @@ examples:
   clum sweep.py -t run_one -a settings -- --data big.csv
   clum sweep.py --resume                   skip what the last run completed
   clum sweep.py --failed                   list the calls that failed last time
+  clum sweep.py --results scores.jsonl     keep what target returns, with each position
+  clum sweep.py --walltime 12:00:00        stop before 12 hours; --resume does the rest
 
 exit status: 0 all calls done, 1 some failed, 2 bad input, 70 a bug in cluster-func,
-130/143 interrupted.""",
+75 stopped at --walltime with work left, 130/143 interrupted.""",
         allow_abbrev=False,
     )
     _common(p, "clum")

@@ -46,7 +46,13 @@ def walltime_stop_at(opts):
     most 5 s), so that the journal is written before the scheduler kills the job."""
     walltime = opts.get("walltime")
     if not walltime:
+        if opts.get("grace") is not None:
+            raise UserError("--grace only applies with --walltime (how long before the walltime to start no new "
+                            "call). Example: --walltime 12:00:00 --grace 300")
         return None
+    if opts.get("grace") is not None and opts["grace"] >= walltime:
+        raise UserError(f"--grace {opts['grace']:g} is not shorter than --walltime ({walltime} s): no call could "
+                        f"ever start. Give a grace period shorter than the walltime, or leave it out (5% of it).")
     try:
         started = float(os.environ.get(JOB_START_VAR) or time.time())
     except ValueError:
@@ -71,6 +77,7 @@ def run(ns, module, opts) -> int:
     reporter.failed_hint = f"'{again_cmd(ns, opts, spec, journal_path)} --failed' lists every one"
     counts = bins.SelectionCounts()
     work = selection = bins.select(args, spec, opts["hash"], opts["key"], counts)
+    stop_at = walltime_stop_at(opts)
     journal = results = None
     try:
         with signals_held():  # a signal now is handled once the journal is whole (just below)
@@ -102,7 +109,6 @@ def run(ns, module, opts) -> int:
                             f"(only cluf takes just the format, and names one file per bin).")
         if opts.get("results"):
             results = ResultsFile(opts["results"], bool(opts["resume"]))
-        stop_at = walltime_stop_at(opts)
         if in_cluf_job():  # the scheduler's own warning signals: the same orderly stop
             for sig in JOB_STOP_SIGNALS:
                 signal.signal(sig, _raise_interrupted)

@@ -76,6 +76,9 @@ def run(ns, module, opts, argv_all) -> int:
         clum_args += ["--timeout", f"{opts['timeout']:.15g}"]
     if opts["start_method"]:
         clum_args += ["--start-method", opts["start_method"]]
+    if opts["grace"] is not None and (not opts["walltime"] or opts["grace"] >= opts["walltime"]):
+        raise UserError(f"--grace {opts['grace']:g} needs a longer --walltime: the jobs start no new call that "
+                        f"long before their walltime. Example: --walltime 24:00:00 --grace 600")
     if opts["walltime"]:  # clum stops a grace period before it; the bin continues in a new job
         clum_args += ["--walltime", hms(opts["walltime"])]
         if opts["grace"] is not None:

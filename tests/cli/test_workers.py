@@ -135,3 +135,31 @@ def test_a_signal_while_workers_start_is_a_clean_interrupt(clum, procs, tmp_path
     procs.all_gone([], sid=p.pid)
     last = j.read_text().splitlines()[-1]
     assert '"status":"interrupted"' in last
+
+
+def test_walltime_stops_new_calls_before_it_and_exits_75_with_work_left(clum, tmp_path):
+    clum.script("slow.py", """\
+        import time
+        def target(x):
+            rec("S", x)
+            time.sleep(0.05)
+            rec("E", x)
+        args = range(200)
+        """)
+    j = tmp_path / "w.journal"
+    r = clum.run("slow.py", "-p", "2", "--walltime", "2s", "--grace", "1", "--journal", j)
+    assert r.returncode == 75, r.stderr
+    assert "stopped at walltime, work left" in r.stderr
+    assert '"status":"walltime"' in j.read_text().splitlines()[-1]
+    ended = clum.count_lines(prefix="E")
+    assert 0 < ended < 200
+    r = clum.run("slow.py", "-p", "2", "--journal", j, "--resume", env={"X": 1})
+    assert r.returncode == 0, r.stderr
+    assert clum.count_lines(prefix="E") == 200  # nothing ran twice: stopped calls had not ended
+
+
+@pytest.mark.parametrize("opts,word", [(["--grace", "5"], "--walltime"), (["--walltime", "10s", "--grace", "20"], "shorter")])
+def test_grace_without_a_longer_walltime_is_a_usage_error(clum, clean_error, opts, word):
+    clum.script("ok.py", "def target(x):\n    rec('E', x)\nargs = range(3)\n")
+    clean_error(clum.run("ok.py", *opts), word)
+    assert clum.evidence() == []
