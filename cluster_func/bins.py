@@ -210,10 +210,6 @@ class Work:
             self._produced = next(self.counter) - 1  # zip advanced it once more at the end
         return self._produced
 
-    @property
-    def spaced(self):
-        return self.step is not None
-
     def take(self, n):
         """Up to n elements as (positions, elements, error); positions is a range or a list.
 

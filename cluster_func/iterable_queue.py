@@ -14,9 +14,11 @@ and the loop ends by itself once every producer has closed, the
 Design (no manager process)
 ---------------------------
 * Items travel through one OS pipe, framed as ``4-byte length + pickle``.
-  A ``put`` writes its item into the pipe itself (there is no feeder
-  thread), so when ``put`` returns the item is in the pipe, and nothing can
-  be left behind in a process's memory when that process exits.
+  A ``put`` writes its item into the pipe itself whenever it can.  Only
+  while the pipe is full (or another producer holds the write lock for
+  long) does the item wait in a per-process buffer, which a feeder thread
+  empties in order; ``close()`` and process exit wait for that buffer to
+  drain, so nothing is left behind in a process's memory when it exits.
 * Both ends of the pipe are non-blocking.  Readers hold the shared read
   lock only while taking one message that is already there; writers hold
   the shared write lock only while writing one message (a message of at

@@ -16,6 +16,7 @@ from typing import Dict, List, Optional
 
 from . import __version__
 from .errors import EXIT_WALLTIME, JOB_START_VAR
+from .files import replaced
 from .schedulers.base import JobSpec, Scheduler
 
 MANIFEST_SUFFIX = ".manifest.json"
@@ -151,11 +152,8 @@ def write(plan: RunPlan, bins: List[int], resume=False) -> List[str]:
     paths = []
     for i in bins:
         path = plan.script_path(i)
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
+        with replaced(path, perms=0o755) as f:
             f.write(render(plan, i, resume))
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, path)
         paths.append(path)
     return paths
 
@@ -207,10 +205,8 @@ def render_array(plan: RunPlan, first: int, count: int, max_running=None, resume
 def write_array(plan: RunPlan, first: int, count: int, max_running=None, resume=False) -> str:
     os.makedirs(plan.jobs_dir, exist_ok=True)
     path = array_script_path(plan, first, count)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
+    with replaced(path, perms=0o755) as f:
         f.write(render_array(plan, first, count, max_running, resume))
-    os.chmod(path + ".tmp", 0o755)
-    os.replace(path + ".tmp", path)
     return path
 
 
@@ -228,11 +224,9 @@ def save_manifest(path, data):
     """Write the manifest whole (temp file, then rename).  Hold :func:`manifest_lock` around
     the read-change-write, as :func:`update_manifest` does: jobs continuing themselves, cluf
     and ``cluf --wait`` may update one manifest at the same moment."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with replaced(path) as f:
         json.dump(data, f, indent=1)
         f.write("\n")
-    os.replace(tmp, path)
 
 
 @contextlib.contextmanager

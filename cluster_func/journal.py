@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from .errors import UserError
+from .files import replaced
 from .script import short_repr
 
 FORMAT = 2
@@ -341,8 +342,11 @@ class JournalLock:
             except FileNotFoundError:
                 pass
             os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"clum pid {os.getpid()}\n".encode())
+        try:  # the pid is only for the message a second run gets: a full disk does not stop us here
+            os.ftruncate(fd, 0)
+            os.write(fd, f"clum pid {os.getpid()}\n".encode())
+        except OSError:
+            pass
         self.fd = fd
 
     def _lock(self, journal_path):
@@ -470,14 +474,15 @@ class Journal:
                 self._create(path, {HEADER_KEY: FORMAT, "script": script_path, "bins": bins_text,
                                     "mode": mode, "created": round(time.time(), 3)})
         except OSError as e:
-            raise UserError(f"Cannot write the journal {path}: {e.strerror}. "
-                            f"Choose another place with --journal PATH.") from None
+            raise _write_failed(UserError(f"Cannot write the journal {path}: {e.strerror}. Free some space "
+                                          f"or choose another place with --journal PATH."), e) from None
         self._add(json.dumps({"t": "start", "time": round(time.time(), 3), "pid": os.getpid(),
                               "resume": bool(resume)}, separators=(",", ":")))
         try:
             self.flush()
         except JournalWriteError as e:
-            raise UserError(f"{e}. Free some space or choose another place with --journal PATH.") from None
+            raise _write_failed(UserError(f"{e}. Free some space or choose another place with --journal PATH."),
+                                e.err) from None
 
     def _keep_previous(self, path):
         prev = path + ".prev"
@@ -501,20 +506,8 @@ class Journal:
 
     def _create(self, path, header):
         """A new journal appears with its header, whole, or not at all."""
-        tmp = f"{path}.tmp-{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            data = (json.dumps(header, separators=(",", ":")) + "\n").encode("utf-8", "surrogatepass")
-            _write_all(fd, data)
-            os.replace(tmp, path)
-        except BaseException:
-            os.close(fd)
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        os.close(fd)
+        with replaced(path, "wb") as f:
+            f.write((json.dumps(header, separators=(",", ":")) + "\n").encode("utf-8", "surrogatepass"))
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND)
 
     # --- records ---
@@ -590,6 +583,13 @@ class Journal:
                 os.close(self.fd)
                 self.fd = None
             self.lock.release()
+
+
+def _write_failed(error: UserError, cause: OSError) -> UserError:
+    """A full disk or a failing file system is a failed run (exit 1), not bad input (exit 2)."""
+    if cause.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG):
+        error.exit_status = 1
+    return error
 
 
 class _PartialWrite(Exception):

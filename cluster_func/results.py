@@ -26,6 +26,7 @@ import pickle
 from typing import Iterable, Iterator, Tuple, Union
 
 from .errors import UserError
+from .files import replaced
 
 FORMATS = (".jsonl", ".pkl")
 
@@ -208,13 +209,11 @@ def read_results(*paths: Union[str, Iterable[str]]) -> Iterator[Tuple[int, objec
 def write_records(path: str, items: Iterable[Tuple[int, object]]) -> int:
     """Write ``(position, value)`` items to a new results file (for ``cluf --gather``)."""
     encode = encoder(format_of(path))
-    tmp = f"{path}.tmp-{os.getpid()}"
     n = 0
-    with open(tmp, "wb") as f:
+    with replaced(path, "wb") as f:
         for pos, value in items:
             f.write(encode(pos, value))
             n += 1
-    os.replace(tmp, path)
     return n
 
 

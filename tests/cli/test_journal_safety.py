@@ -251,3 +251,19 @@ def test_journal_header_identifies_the_file(clum, tmp_path):
     first = json.loads(j.read_text().splitlines()[0])
     assert first["cluster_func_journal"] == 2 and first["bins"] == "0/1" and first["mode"] == "round-robin"
     assert not os.path.exists(str(j) + ".lock")  # the lock file goes with its run
+
+
+def test_a_disk_too_full_for_the_journals_header_is_exit_1_with_the_path(clum, small_disk):
+    clum.script("ok.py", "def target(x):\n    rec('E', x)\nargs = range(5)\n")
+    filler = small_disk / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+        except OSError:
+            pass
+    j = small_disk / "ok.journal"
+    r = clum.run("ok.py", "--journal", j)
+    assert r.returncode == 1 and str(j) in r.stderr and "No space left" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and clum.evidence() == []
+    assert not j.exists()

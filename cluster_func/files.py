@@ -1,0 +1,23 @@
+"""Files written whole or not at all: job scripts, manifests, new journals, gathered results."""
+
+import contextlib
+import os
+
+
+@contextlib.contextmanager
+def replaced(path, mode="w", perms=None):
+    """Write ``path`` through a temporary file beside it, renamed over it only when the block
+    ends without an exception (a reader never sees half a file; a failure leaves the old one)."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+        if perms is not None:
+            os.chmod(tmp, perms)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
