@@ -5,7 +5,6 @@ One parser serves ``--bins`` (``0-2,7/8``) and the position lists of ``--hash``
 filter the work) and ``cluf`` (to name jobs).
 """
 
-import hashlib
 import itertools
 import operator
 import re
@@ -120,6 +119,8 @@ def hash_key(values: Sequence[object]) -> bytes:
 
     Each string is length-prefixed, so ("1", "23") and ("12", "3") differ.
     """
+    import hashlib  # here: only --hash needs it
+
     h = hashlib.blake2b(digest_size=8)
     for v in values:
         s = str(v).encode("utf-8", "surrogatepass")

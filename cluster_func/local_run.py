@@ -15,7 +15,6 @@ import time
 from . import bins, worker
 from . import journal as journal_mod
 from .errors import EXIT_WALLTIME, JOB_START_VAR, Interrupted, UserError, signals_held
-from .relay import Relay, shared_fds
 from .reporter import Reporter, warner
 from .results import ResultsFile
 from .runner import Outcome, Runner
@@ -115,6 +114,8 @@ def run(ns, module, opts) -> int:
         relay = None
         if reporter.progress:  # the workers' output goes through us, so it never mixes with the line
             try:
+                from .relay import Relay, shared_fds  # only on a terminal: clum in a job never pays for it
+
                 relay = Relay(reporter, shared_fds(reporter.stream))
                 source = relay.wrap(source)
             except OSError:  # no pseudo-terminal to be had: no progress line rather than a garbled one

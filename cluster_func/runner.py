@@ -205,8 +205,7 @@ class Runner:
         self.exhausted = False
         self.workers: List[Worker] = []
         self.sel = selectors.DefaultSelector()
-        self.shared = Counters.allocate(self.ctx, processes)
-        self.counters = Counters(self.shared)
+        self.shared = self.counters = None  # allocated with the first worker (a resume may need none)
         self.deaths_before_ready = 0
         self.digests = (DIGESTS_NEVER if journal is None else
                         DIGESTS_ALWAYS if journal.mode != "round-robin" else DIGESTS_IF_DEAR)
@@ -219,6 +218,9 @@ class Runner:
             self._start_worker_blocked(w)
 
     def _start_worker_blocked(self, w: Worker):
+        if self.shared is None:
+            self.shared = Counters.allocate(self.ctx, self.processes)
+            self.counters = Counters(self.shared)
         task_r, task_w = self.ctx.Pipe(duplex=False)
         result_r, result_w = self.ctx.Pipe(duplex=False)
         close_fds = []
@@ -371,7 +373,8 @@ class Runner:
         """Near the walltime: start no new call; at its end, stop the calls still running."""
         if not self.draining and now >= self.stop_new_at:
             self.draining = True
-            self.counters.stop_new_batches()
+            if self.counters is not None:
+                self.counters.stop_new_batches()
             self.reporter.message("the walltime is near: starting no new calls; waiting for the running "
                                   "ones (they are stopped at the end of the grace period).")
         if now >= self.kill_at and any(w.outstanding for w in self.workers):
