@@ -1,35 +1,62 @@
 """The schedulers cluf can submit to, and how ``--scheduler auto`` picks one.
 
-Every module of this package is imported here, and each registers its scheduler
-class (:func:`base.register`): a new scheduler is one new file.  Everything that
-lists schedulers asks this registry.
+Every module of this package but ``base`` is a scheduler, named as its module, that
+registers its class (:func:`base.register`): a new scheduler is one new file.
+Everything that lists schedulers asks this registry.  The modules are imported on
+first use of the registry (``SCHEDULERS`` and the functions below but :func:`names`),
+so that clum, which only needs the names (for option keys), does not pay for them.
 """
 
 import importlib
 import pkgutil
-from typing import Dict, List, Type
+import sys
+from typing import List
 
 from ..errors import SchedulerError, UserError  # noqa: F401
-from .base import REGISTRY, JobSpec, Scheduler, register, run  # noqa: F401
 
-for _module in pkgutil.iter_modules(__path__):
-    if _module.name != "base":
-        importlib.import_module(f"{__name__}.{_module.name}")
+_LAZY = ("REGISTRY", "JobSpec", "Scheduler", "register", "run")
 
-# name -> class, for every registered scheduler.
-SCHEDULERS: Dict[str, Type[Scheduler]] = REGISTRY
+
+def _modules() -> List[str]:
+    return [m.name for m in pkgutil.iter_modules(__path__) if m.name != "base"]
 
 
 def names() -> List[str]:
-    """The registered schedulers' names, sorted."""
-    return sorted(REGISTRY)
+    """The schedulers' names, sorted: the modules' names (without importing them), and any
+    class registered otherwise."""
+    base = sys.modules.get(f"{__name__}.base")
+    return sorted(set(_modules()) | set(base.REGISTRY if base is not None else ()))
 
 
-def in_detection_order() -> List[Type[Scheduler]]:
-    return sorted(REGISTRY.values(), key=lambda c: (c.detect_order, c.name))
+def _registry():
+    from .base import REGISTRY
+
+    missing = [m for m in _modules() if m not in REGISTRY]
+    if missing:
+        for name in missing:
+            importlib.import_module(f"{__name__}.{name}")
+        missing = [m for m in _modules() if m not in REGISTRY]
+        if missing:
+            raise RuntimeError(f"every module in cluster_func/schedulers/ must register one scheduler named "
+                               f"as the module: {', '.join(missing)} did not")
+    return REGISTRY
 
 
-def _fallback() -> Type[Scheduler]:
+def __getattr__(attr):
+    if attr == "SCHEDULERS":  # name -> class, for every registered scheduler
+        return _registry()
+    if attr in _LAZY:
+        from . import base
+
+        return getattr(base, attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
+
+
+def in_detection_order():
+    return sorted(_registry().values(), key=lambda c: (c.detect_order, c.name))
+
+
+def _fallback():
     return next(c for c in in_detection_order() if c.detect_fallback)
 
 
@@ -39,7 +66,7 @@ def detection_text() -> str:
         f"; otherwise {_fallback().name}"
 
 
-def detect(submitting: bool) -> Scheduler:
+def detect(submitting: bool):
     """The first scheduler (in detection order) that says it is here.  With none,
     an error when submitting, else the fallback scheduler (scripts only)."""
     for cls in in_detection_order():
@@ -55,13 +82,14 @@ def detect(submitting: bool) -> Scheduler:
     return _fallback()()
 
 
-def get(name: str, submitting: bool) -> Scheduler:
+def get(name: str, submitting: bool):
     """The scheduler called ``name`` (``auto``: :func:`detect`)."""
     if name == "auto":
         return detect(submitting)
-    if name not in REGISTRY:
+    registry = _registry()
+    if name not in registry:
         raise UserError(f"--scheduler must be one of auto, {', '.join(names())}, not {name!r}.")
-    return REGISTRY[name]()
+    return registry[name]()
 
 
 def options_key(name: str) -> str:
@@ -69,7 +97,7 @@ def options_key(name: str) -> str:
     return f"{name}-options"
 
 
-def ignored_options(chosen: Scheduler, opts: dict) -> List[str]:
+def ignored_options(chosen, opts: dict) -> List[str]:
     """Warnings for raw options of other schedulers (opts: attr names, e.g. ``slurm_options``)."""
     return [f"--{options_key(n)} are ignored: the jobs are for {chosen.name}."
             for n in names() if n != chosen.name and opts.get(f"{n}_options")]
