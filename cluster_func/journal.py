@@ -613,7 +613,8 @@ def _write_all(fd, data):
 class ResumeWork:
     """The runner's work with the calls a journal records as completed taken out.
 
-    Wraps a :class:`cluster_func.bins.Work` and offers the same ``take(n)``.  Round-robin
+    Wraps a :class:`cluster_func.bins.Work` and offers the same ``take(n)``, which may return
+    fewer than n before the end (the work is over when it returns nothing).  Round-robin
     journals (``c`` checks): the elements at a record's positions are held back until all of
     them have been seen, then skipped together when their check matches, or run; where the
     work and the record line up (evenly spaced positions, the usual case) whole records are
@@ -648,7 +649,13 @@ class ResumeWork:
         return self.work.error_position
 
     def take(self, n):
+        if not self.out_elem:
+            direct = self._take_direct(n)
+            if direct is not None:
+                return direct
         while len(self.out_elem) < n and not self.exhausted:
+            if self.out_elem and self._direct_next():
+                break  # hand out what is held; what follows goes straight through
             self._pull(n)
         pos, elem = self.out_pos[:n], self.out_elem[:n]
         del self.out_pos[:n], self.out_elem[:n]
@@ -656,6 +663,29 @@ class ResumeWork:
         if not self.out_elem and self.exhausted:
             error, self.error = self.error, None
         return pos, elem, error
+
+    def _direct_next(self):
+        """True when the next elements can go straight through (:meth:`_take_direct`)."""
+        work = self.work
+        if self.open or self.exhausted or self.by_digest is not None or work.step is None:
+            return False
+        return self.next_rec >= len(self.records) or self.records[self.next_rec].lo > work.next_position
+
+    def _take_direct(self, n):
+        """Evenly spaced work with nothing held or pending, before the next record: the work's
+        own batch, positions as a range (what a fresh run sends; nothing per element)."""
+        work = self.work
+        if self.out_elem or not self._direct_next():
+            return None
+        k = n
+        if self.next_rec < len(self.records):
+            k = min(n, -(-(self.records[self.next_rec].lo - work.next_position) // work.step))
+            if k <= 0:
+                return None
+        positions, elements, error = work.take(k)
+        if error is not None or len(elements) < k:
+            self.exhausted = True
+        return positions, elements, error
 
     def _emit(self, positions, elements):
         self.out_pos.extend(positions)

@@ -311,7 +311,7 @@ class Runner:
         positions, elements, error = self.work.take(size)
         if error is not None:
             self._args_failed(error, getattr(self.work, "error_position", None))
-        if len(elements) < size:
+        if not elements or error is not None:  # (a resume may hand out short batches before the end)
             self.exhausted = True
         if not elements:
             return None
