@@ -267,8 +267,7 @@ def wait(jobs_dir, poll_first=POLL_FIRST, poll_max=POLL_MAX, out=sys.stderr) -> 
                         said = continuation.continue_bin(path, s.bin, s.id)
                         out.write(("\r\033[K" if tty else "") + f"cluf: bin {s.bin}: {said}\n")
                 runs.append((m, states))
-            if all(s.final for _, states in runs for s in states) and all(
-                    len(states) == m["nodes"] or not m.get("planned") for m, states in runs):
+            if all(s.final for _, states in runs for s in states):  # (bins never submitted: nothing comes)
                 break
             now = time.monotonic()
             line = _progress(runs, now - started, first_done)
