@@ -166,9 +166,10 @@ def _shell(clum, command, timeout=60):
 
 
 def test_a_target_printing_into_a_closed_pipe_fails_its_calls_briefly_and_the_run_ends(clum):
+    # 1 MB of output in all, far more than a pipe holds: after head exits, writes must fail.
     clum.script("printer.py", """\
         def target(x):
-            print("processed item", x, flush=True)
+            print("processed item", x, "." * 1000, flush=True)
             rec("E", x)
         args = range(1000)
         """)
