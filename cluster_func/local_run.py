@@ -5,7 +5,6 @@ it when asked), start the runner with the start method's way of giving workers t
 settle calls that failed before they could be sent, close the journal, and say how it went.
 """
 
-import multiprocessing
 import os
 import shlex
 import signal
@@ -224,11 +223,13 @@ def start_method(opts):
     """--start-method, else $CLUSTER_FUNC_START_METHOD, else fork where there is fork."""
     method = opts.get("start_method") or os.environ.get("CLUSTER_FUNC_START_METHOD")
     if method:
+        import multiprocessing
+
         if method not in multiprocessing.get_all_start_methods():
             raise UserError(f"--start-method {method} is not available here; choose one of "
                             f"{', '.join(multiprocessing.get_all_start_methods())}.")
         return method
-    return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    return "fork" if hasattr(os, "fork") else "spawn"  # (multiprocessing's list, without importing it)
 
 
 def print_failed(journal_path):

@@ -10,7 +10,6 @@ a worker that is busy reporting failures can never deadlock the runner.
 
 import collections
 import itertools
-import multiprocessing
 import os
 import pickle
 import selectors
@@ -195,7 +194,8 @@ class Runner:
         self.journal = journal
         self.retries = retries
         self.timeout = timeout
-        self.ctx = multiprocessing.get_context(start_method)
+        self.start_method = start_method
+        self._ctx = None  # multiprocessing is imported with the first worker (a resume may need none)
         self.sizer = BatchSizer()
         self.outcome = Outcome()
         self.pending: collections.deque = collections.deque()  # batches to send before new work
@@ -209,6 +209,14 @@ class Runner:
         self.deaths_before_ready = 0
         self.digests = (DIGESTS_NEVER if journal is None else
                         DIGESTS_ALWAYS if journal.mode != "round-robin" else DIGESTS_IF_DEAR)
+
+    @property
+    def ctx(self):
+        if self._ctx is None:
+            import multiprocessing
+
+            self._ctx = multiprocessing.get_context(self.start_method)
+        return self._ctx
 
     # --- workers -------------------------------------------------------------
     def _start_worker(self, w: Worker):
