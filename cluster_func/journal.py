@@ -698,27 +698,12 @@ class ResumeWork:
             self._content_filter(positions, elements)
             self._end_if(len(elements) == 0 or error is not None, error)
             return
-        # Fast paths for evenly spaced work: run up to the next record, or take a record whole.
-        if work.step is not None and not self.open:
-            nxt = self.records[self.next_rec] if self.next_rec < len(self.records) else None
-            here = work.next_position
-            if nxt is None:
-                positions, elements, error = work.take(max(n, 1024))
-                self._emit(positions, elements)
-                self._end_if(len(elements) == 0 or error is not None, error)
-                return
-            first = nxt.lo
-            if first > here:
-                k = min(max(n, 1024), -(-(first - here) // work.step))
-                positions, elements, error = work.take(k)
-                if error is None and positions and positions[-1] >= first:  # overshot: not aligned
-                    self._general(positions, elements)
-                else:
-                    self._emit(positions, elements)
-                self._end_if(len(elements) < k or error is not None, error)
-                return
+        # Evenly spaced work at a record that lines up with it: take the record whole.  (Work before
+        # the next record goes straight through: see take() and _take_direct().)
+        if work.step is not None and not self.open and self.next_rec < len(self.records):
+            nxt = self.records[self.next_rec]
             rp = nxt.positions
-            if first == here and isinstance(rp, range) and rp.step == work.step:
+            if nxt.lo == work.next_position and isinstance(rp, range) and rp.step == work.step:
                 self.next_rec += 1
                 positions, elements, error = work.take(len(rp))
                 if len(elements) == len(rp):

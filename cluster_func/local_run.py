@@ -76,6 +76,9 @@ def run(ns, module, opts) -> int:
     counts = bins.SelectionCounts()
     work = selection = bins.select(args, spec, opts["hash"], opts["key"], counts)
     stop_at = walltime_stop_at(opts)
+    if opts.get("results") in (".jsonl", ".pkl"):
+        raise UserError(f"--results takes a file name with clum, e.g. --results values{opts['results']} "
+                        f"(only cluf takes just the format, and names one file per bin).")
     journal = results = None
     try:
         with signals_held():  # a signal now is handled once the journal is whole (just below)
@@ -102,9 +105,6 @@ def run(ns, module, opts) -> int:
             source = worker.Inherited(target, init_worker)
         else:
             source = worker.FromScript(opts["script"], opts["passthrough"], target_name)
-        if opts.get("results") in (".jsonl", ".pkl"):
-            raise UserError(f"--results takes a file name with clum, e.g. --results values{opts['results']} "
-                            f"(only cluf takes just the format, and names one file per bin).")
         if opts.get("results"):
             results = ResultsFile(opts["results"], bool(opts["resume"]))
         if in_cluf_job():  # the scheduler's own warning signals: the same orderly stop
