@@ -5,13 +5,17 @@ import os
 
 
 @contextlib.contextmanager
-def replaced(path, mode="w", perms=None):
+def replaced(path, mode="w", perms=None, sync=False):
     """Write ``path`` through a temporary file beside it, renamed over it only when the block
-    ends without an exception (a reader never sees half a file; a failure leaves the old one)."""
+    ends without an exception (a reader never sees half a file; a failure leaves the old one).
+    ``sync``: the data reaches the disk before the rename (the file survives a power loss)."""
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         if perms is not None:
             os.chmod(tmp, perms)
         os.replace(tmp, path)

@@ -7,14 +7,31 @@ results, so a killed run loses none that it had received) and fsync'ed about onc
 Format 2 (the current one).  The first line identifies the file as a journal; nothing is
 ever renamed or appended to unless its first line is this header (or a format-1 ``start``)::
 
-    {"cluster_func_journal": 2, "script": PATH, "bins": "0/1", "mode": "round-robin", "created": EPOCH}
+    {"cluster_func_journal": 2, "script": PATH, "bins": "0/1", "mode": "round-robin", "created": EPOCH,
+     "target": "target", "args": "args", "argv": [...]}
 
 then, in any number (``t`` is the record's type)::
 
     {"t": "start", "time": EPOCH, "pid": N, "resume": BOOL}     a run began (a resumed run appends one)
-    {"t": "ok", "pos": [[first, count, step], ...], "c": "HEX", "d": "HEX"}  these calls completed
+    {"t": "ok", "pos": [[first, count, step], ...], "c": "HEX", "d": "HEX", "f": "jsonl", "v": "BASE64"}
+                                                                these calls completed
     {"t": "fail", "pos": N, "attempt": K, "final": BOOL, "type": "ValueError", "msg": "...", "args": "repr"}
+    {"t": "results", "path": PATH, "ino": N, "size": N, "mtime_ns": N}  the run wrote its --results file
     {"t": "end", "done": N, "failed": M, "status": "complete" | "interrupted" | "aborted" | "walltime"}
+
+The header names what ran (``target``, ``args`` and the script's own arguments ``argv``; a
+journal written before they were recorded lacks them, which counts as the defaults):
+``--resume`` refuses a journal of another script, target, args or argv.
+
+Values (``--results``): ``f`` and ``v`` are the values of the record's calls, in its
+position order: ``v`` is the base64 of the records of a results file of format ``f`` (JSON
+lines ``{"pos": P, "value": V}``, or pickled ``(P, V)`` tuples), made by the workers.  So a
+value is written in the same line, the same write and under the same lock as the record that
+says its call completed, and a torn record loses both.  A run that wants values resumes only
+from records that carry them in its format (the others run again).  The ``--results`` file is
+an export, written whole (a temporary file renamed over it) when a run ends, from this run's
+records and the earlier records its resume kept (see :mod:`cluster_func.results`); the
+``results`` record then says which file that is, so that a later run knows the file is its own.
 
 ``pos`` lists positions as runs (a range is one run), in the order in which the batch held
 them.  ``c`` is a content check of the elements at those positions, in that order: CRC-32 (8 hex
@@ -45,6 +62,7 @@ lock).  The file holds the holder's pid, for the message a second run gets; the 
 it when it ends, and a run that locked a file that was removed meanwhile locks again.
 """
 
+import base64
 import collections
 import errno
 import fcntl
@@ -69,6 +87,8 @@ FLUSH_SECONDS = 1.0
 _CHECK_RE = re.compile(r"^[0-9a-f]{9,}$")
 _DIGESTS_RE = re.compile(r"^(?:[0-9a-f]{16})+$")
 _STATUSES = ("complete", "interrupted", "aborted", "walltime")
+VALUE_FORMATS = ("jsonl", "pkl")
+IDENTITY_DEFAULTS = {"target": "target", "args": "args", "argv": []}
 
 
 class JournalWriteError(Exception):
@@ -173,9 +193,13 @@ def _valid_runs(runs):
     return True
 
 
-def default_path(script_path: str, bins_text: str) -> str:
+def default_path(script_path: str, bins_text: str, target: str = "target") -> str:
+    """``.cluster_func/<script>[.<target>].<bins>.journal`` beside the script (a target other
+    than ``target`` gets a journal of its own, so that runs of two targets never meet)."""
     folder = os.path.join(os.path.dirname(script_path), ".cluster_func")
     stem = os.path.splitext(os.path.basename(script_path))[0]
+    if target != "target":
+        stem += "." + re.sub(r"[^A-Za-z0-9_]", "_", target)
     tag = "all" if bins_text in ("", "0/1") else "bins-" + bins_text.replace("/", "-of-").replace(",", "_")
     return os.path.join(folder, f"{stem}.{tag}.journal")
 
@@ -189,6 +213,7 @@ class Record:
     positions: object  # range or list, in the order the batch held them
     check: Optional[str] = None  # "c"
     digests: Optional[bytes] = None  # "d"
+    values: Optional[str] = None  # "f": the format of the values it carries, if any
 
     def __post_init__(self):
         p = self.positions
@@ -209,6 +234,8 @@ class JournalState:
     bad: int = 0  # lines skipped: torn or malformed
     completed_total: int = 0  # calls recorded as completed, over every run
     size: int = 0  # bytes read (reading on from here sees only what was added)
+    exports: list = field(default_factory=list)  # "results" records: files this journal's runs wrote
+    ok_records: int = 0  # completed-calls records read (their sequence numbers are 0 to this - 1)
 
     @property
     def recorded(self):
@@ -294,11 +321,16 @@ def _parse(raw):
         if d is not None and not (isinstance(d, str) and _DIGESTS_RE.match(d)
                                   and len(d) == 16 * sum(run[1] for run in rec["pos"])):
             return None
+        if ("v" in rec or "f" in rec) and not (rec.get("f") in VALUE_FORMATS and isinstance(rec.get("v"), str)):
+            return None
         return rec
     if t == "fail":
         return rec if type(rec.get("pos")) is int and rec["pos"] >= 0 else None
     if t == "start":
         return rec
+    if t == "results":
+        ok = isinstance(rec.get("path"), str) and all(type(rec.get(k)) is int for k in ("ino", "size", "mtime_ns"))
+        return rec if ok else None
     if t == "end":
         return rec if rec.get("status", "complete") in _STATUSES else None
     return None
@@ -314,25 +346,71 @@ def _apply(st: JournalState, rec, for_resume, seq=0) -> bool:
         n = sum(run[1] for run in runs)
         st.last_done += n
         st.completed_total += n
+        st.ok_records += 1
         if for_resume and st.format >= 2:
             d = rec.get("d")
             st.records.append(Record(seq, decode_positions(runs), rec.get("c"),
-                                     bytes.fromhex(d) if d else None))
+                                     bytes.fromhex(d) if d else None, rec.get("f")))
             return True
     elif t == "fail":
         if rec.get("final", True):
             st.last_failed.append(rec)
+    elif t == "results":
+        st.exports.append(rec)
     elif t == "end":
         st.last_status = rec.get("status", "complete")
     return False
 
 
+def ok_records(path):
+    """``(seq, record)`` for every completed-calls record of the journal at ``path``, numbered
+    as :func:`read` numbers them (records torn or malformed are skipped the same way)."""
+    seq = 0
+    with open(path, "rb") as f:
+        f.readline()
+        for raw in f:
+            if not raw.endswith(b"\n"):
+                break
+            rec = _parse(raw)
+            if rec is not None and rec["t"] == "ok":
+                yield seq, rec
+                seq += 1
+
+
+def record_values(rec) -> Optional[bytes]:
+    """The results-file bytes of an ok record's values (None if it carries none)."""
+    v = rec.get("v")
+    return base64.b64decode(v) if v is not None else None
+
+
+def identity_differences(header, script_path, identity):
+    """What differs between the run a journal's header names and this one (empty: the same)."""
+    out = []
+    if header.get("script") not in (None, script_path):
+        out.append(f"script {header.get('script')} (this run: {script_path})")
+    for key, default in IDENTITY_DEFAULTS.items():
+        was, now = header.get(key, default), identity.get(key, default)
+        if was != now:
+            shown = (lambda v: " ".join(v) if v else "none") if key == "argv" else str
+            word = {"target": "--target", "args": "--args", "argv": "script arguments after --"}[key]
+            out.append(f"{word} {shown(was)} (this run: {shown(now)})")
+    return out
+
+
 # --- the lock --------------------------------------------------------------------------
 
-class JournalLock:
-    """An OS lock on ``PATH.lock``, held for as long as a run uses the journal at PATH."""
+_LOCK_TEXT = re.compile(rb"^(clum pid [0-9]+\n)?$")
 
-    def __init__(self, journal_path):
+
+class JournalLock:
+    """An OS lock on ``PATH.lock``, held for as long as a run uses the file at PATH (a journal,
+    or a results file).  PATH is taken with its symbolic links resolved, so that one file is one
+    lock however it is named.  A ``PATH.lock`` that is not a lock of clum's (empty, or
+    ``clum pid N``) is never written or removed: the run stops and names it."""
+
+    def __init__(self, journal_path, what="journal"):
+        journal_path = os.path.realpath(journal_path)
+        self.what = what
         self.path = journal_path + ".lock"
         for _ in range(100):
             fd = self._lock(journal_path)
@@ -350,14 +428,27 @@ class JournalLock:
         self.fd = fd
 
     def _lock(self, journal_path):
+        if os.path.lexists(self.path) and (os.path.islink(self.path) or not os.path.isfile(self.path)):
+            raise UserError(f"Cannot lock the {self.what} {journal_path}: {self.path} is not a lock file of clum "
+                            f"(it is a {'symbolic link' if os.path.islink(self.path) else 'directory or special file'}), "
+                            f"and clum will not touch it. Move it away, or choose another path.")
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except IsADirectoryError:
             raise UserError(f"Cannot lock the journal {journal_path}: {self.path} is a directory. "
                             f"Remove it, or choose another journal with --journal PATH.") from None
         except OSError as e:
             raise UserError(f"Cannot lock the journal {journal_path}: cannot open {self.path}: "
                             f"{e.strerror}. Choose a writable place with --journal PATH.") from None
+        try:
+            text = os.pread(fd, 200, 0)
+        except OSError:
+            text = b""
+        if not _LOCK_TEXT.match(text):
+            os.close(fd)
+            raise UserError(f"Cannot lock the {self.what} {journal_path}: {self.path} exists and is not a lock file "
+                            f"of clum (it holds other text), so clum will neither overwrite nor remove it. Move it "
+                            f"away, or choose another path for the {self.what}.")
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -367,6 +458,10 @@ class JournalLock:
                 raise UserError(f"Cannot lock the journal {journal_path}: {e.strerror}. Choose a "
                                 f"file system that supports locks with --journal PATH.") from None
             who = f"pid {holder[-1]}" if holder and holder[-1].isdigit() else "another process"
+            if self.what != "journal":
+                raise UserError(
+                    f"Another clum run ({who}) is using the {self.what} {journal_path}: two runs writing one file "
+                    f"would mix their values. Wait for it to end (or stop it), or name another file.") from None
             raise UserError(
                 f"Another clum run ({who}) is using the journal {journal_path}: two runs on one journal "
                 f"would run calls twice. Wait for it to end (or stop it), or give this run a journal "
@@ -405,9 +500,15 @@ class Journal:
     completed calls reached the file.
     """
 
-    def __init__(self, path: str, script_path: str, bins_text: str, mode: str, resume: bool, warn):
+    def __init__(self, path: str, script_path: str, bins_text: str, mode: str, resume: bool, warn,
+                 identity: Optional[dict] = None, values: Optional[str] = None):
+        path = os.path.realpath(path)  # a link to a journal is that journal (one lock, one file)
         self.path = path
         self.mode = mode
+        self.identity = dict(IDENTITY_DEFAULTS, **(identity or {}))
+        self.values = values  # "jsonl"/"pkl": completed records carry their calls' values
+        self.first_seq = 0  # the sequence number of this run's first completed-calls record
+        self.dropped_without_values = 0
         self.lines = []  # (text, completed calls in it)
         self.last_sync = time.monotonic()
         self.written_calls = 0
@@ -428,7 +529,7 @@ class Journal:
             raise
 
     def _open(self, path, script_path, bins_text, mode, resume, warn):
-        self.previous = None
+        self.previous = self.replaced_state = None
         exists = os.path.exists(path)
         if exists:
             try:
@@ -438,6 +539,19 @@ class Journal:
                                 f"journal with --journal PATH.") from None
             if fmt is None:
                 raise _foreign(path, "its first line is not a journal header")
+            if fmt >= 2 and header.get("script") not in (None, script_path):
+                raise UserError(
+                    f"The journal {path} belongs to another script, {header.get('script')} (this run: "
+                    f"{script_path}), so clum will neither resume from it nor move it. Give this run its own "
+                    f"journal with --journal PATH (or leave --journal out).")
+            if resume and fmt >= 2:
+                diff = identity_differences(header, script_path, self.identity)
+                if diff:
+                    raise UserError(
+                        f"The journal {path} records a run of {'; '.join(diff)}: its completed calls are "
+                        f"not calls of this run, so --resume cannot skip them. Resume with the same options, "
+                        f"or start this run over without --resume (the journal is then kept as {path}.prev), "
+                        f"or give it another journal with --journal PATH.")
             if resume:
                 if fmt != FORMAT:
                     raise UserError(
@@ -450,17 +564,26 @@ class Journal:
                         f"binning, but this run has bins {bins_text} and {mode} binning: its records do not "
                         f"apply. Resume with the same --bins/--hash/--key, or use another --journal.")
                 self.previous = read(path, for_resume=True)
+                self.first_seq = self.previous.ok_records
+                if self.values is not None:  # a call counts as completed here only with its value
+                    keep = [r for r in self.previous.records if r.values == self.values]
+                    drop = [r for r in self.previous.records if r.values != self.values]
+                    if drop and keep:
+                        covered = {p for r in keep for p in r.positions}
+                        self.dropped_without_values = len({p for r in drop for p in r.positions} - covered)
+                    else:
+                        self.dropped_without_values = sum(len(r.positions) for r in drop)
+                    self.previous.records = keep
                 if self.previous.bad:
                     warn(f"skipped {self.previous.bad} unreadable line(s) of the journal {path} (torn by a "
                          f"kill or a full disk, or edited); the calls they recorded will run again.")
             else:
-                prev = read(path)
+                prev = self.replaced_state = read(path)
                 if prev.last_status is None or prev.last_failed:
                     state = "did not finish" if prev.last_status is None else "finished with failed calls"
-                    warn(f"the previous run of this script and bin spec {state} "
-                         f"({prev.last_done} calls completed, {len(prev.last_failed)} failed); starting over. "
-                         f"--resume would skip the {prev.completed_total} completed calls. "
-                         f"The previous journal is kept as {path}.prev.")
+                    done = (f"{prev.completed_total} calls completed, which --resume would have skipped"
+                            if prev.completed_total else "no call completed")
+                    warn(f"the previous run {state} ({done}); starting over, its journal kept as {path}.prev.")
                 self._keep_previous(path)
                 exists = False
         try:
@@ -472,7 +595,7 @@ class Journal:
                         self._add("")
             else:
                 self._create(path, {HEADER_KEY: FORMAT, "script": script_path, "bins": bins_text,
-                                    "mode": mode, "created": round(time.time(), 3)})
+                                    "mode": mode, "created": round(time.time(), 3), **self.identity})
         except OSError as e:
             raise _write_failed(UserError(f"Cannot write the journal {path}: {e.strerror}. Free some space "
                                           f"or choose another place with --journal PATH."), e) from None
@@ -514,9 +637,10 @@ class Journal:
     def _add(self, text, calls=0):
         self.lines.append((text, calls))
 
-    def completed(self, positions, elements, check=None, digests=None):
+    def completed(self, positions, elements, check=None, digests=None, values=None):
         """Calls at ``positions`` (holding ``elements``) completed.  From the worker: ``check``,
-        its content check when they are a whole batch as sent; ``digests``, per call, if any."""
+        its content check when they are a whole batch as sent; ``digests``, per call, if any;
+        ``values``, the results-file bytes of their values (when the run collects them)."""
         rec = {"t": "ok", "pos": encode_positions(positions)}
         if self.mode == "round-robin":
             rec["c"] = check or elements_check(elements)
@@ -524,7 +648,15 @@ class Journal:
             digests = b"".join(call_digest(e) for e in elements)
         if digests is not None:
             rec["d"] = digests.hex()
+        if self.values is not None:
+            rec["f"] = self.values
+            rec["v"] = base64.b64encode(values or b"").decode("ascii")
         self._add(json.dumps(rec, separators=(",", ":")), len(elements))
+
+    def exported(self, path, st):
+        """The run wrote its results file: ``st`` is its os.stat (so a later run knows it is ours)."""
+        self._add(json.dumps({"t": "results", "path": path, "ino": st.st_ino, "size": st.st_size,
+                              "mtime_ns": st.st_mtime_ns}, separators=(",", ":")))
 
     def failed(self, position, element, attempt, exc_type, message, final):
         self._add(json.dumps({"t": "fail", "pos": position, "attempt": attempt, "final": final,
@@ -620,12 +752,14 @@ class ResumeWork:
     work and the record line up (evenly spaced positions, the usual case) whole records are
     taken and checked at once, without looking at each element.  ``--hash``/``--key``
     journals (``d`` digests): each element's digest is looked up in a multiset.
-    ``skipped`` counts what was skipped.
+    ``skipped`` counts what was skipped, and :class:`Kept` says which recorded calls were kept
+    for which current positions (so that their values can be found: see results.export).
     """
 
     def __init__(self, work, state: JournalState, mode: str):
         self.work = work
         self.skipped = 0
+        self.kept = Kept()
         self.error = None
         self.out_pos, self.out_elem = [], []
         if mode == "round-robin":
@@ -760,6 +894,7 @@ class ResumeWork:
         matches, and run the rest."""
         if elements_check(elements) == rec.check:
             self.skipped += len(elements)
+            self.kept.whole.add(rec.seq)
             return
         d = rec.digests
         if d is None:
@@ -768,6 +903,7 @@ class ResumeWork:
         for k, (p, e) in enumerate(zip(positions, elements)):
             if call_digest(e) == d[8 * k:8 * k + 8]:
                 self.skipped += 1
+                self.kept.some.setdefault(rec.seq, set()).add(p)
             else:
                 self.out_pos.append(p)
                 self.out_elem.append(e)
@@ -784,6 +920,7 @@ class ResumeWork:
             k = index[p]
             if call_digest(e) == d[8 * k:8 * k + 8]:
                 self.skipped += 1
+                self.kept.some.setdefault(rec.seq, set()).add(p)
             else:
                 self.out_pos.append(p)
                 self.out_elem.append(e)
@@ -795,9 +932,22 @@ class ResumeWork:
             if counter.get(d, 0) > 0:
                 counter[d] -= 1
                 self.skipped += 1
+                self.kept.by_digest.setdefault(d, []).append(pos)
             else:
                 self.out_pos.append(pos)
                 self.out_elem.append(elem)
+
+
+@dataclass
+class Kept:
+    """Which recorded calls a resume skipped, i.e. kept as completed, and for which positions of
+    the current ``args``.  Round-robin: the positions are the record's own, whole records by
+    sequence number (``whole``) or some of their positions (``some``).  ``--hash``/``--key``:
+    calls are matched by content, so equal elements may have moved; ``by_digest`` lists, per
+    digest, the current positions that a recorded call with that digest stands for."""
+    whole: set = field(default_factory=set)
+    some: dict = field(default_factory=dict)  # seq -> {position}
+    by_digest: dict = field(default_factory=dict)  # digest -> [position], taken in file order
 
 
 def _disjoint(records):

@@ -15,7 +15,8 @@ from . import bins, worker
 from . import journal as journal_mod
 from .errors import EXIT_WALLTIME, JOB_START_VAR, Interrupted, UserError, signals_held
 from .reporter import Reporter, warner
-from .results import ResultsFile
+from .journal import JournalWriteError
+from .results import Results
 from .runner import Outcome, Runner
 from .script import get_args, get_init_worker, get_target
 
@@ -67,7 +68,7 @@ def run(ns, module, opts) -> int:
     args = get_args(module, args_name)
     spec = opts["bins"] or bins.BinSpec((0,), 1)
     mode = "hash" if opts["hash"] is not None else "key" if opts["key"] is not None else "round-robin"
-    journal_path = opts["journal"] or journal_mod.default_path(opts["script"], str(spec))
+    journal_path = opts["journal"] or journal_mod.default_path(opts["script"], str(spec), target_name)
     if ns.failed:
         return print_failed(journal_path)
 
@@ -79,13 +80,25 @@ def run(ns, module, opts) -> int:
     if opts.get("results") in (".jsonl", ".pkl"):
         raise UserError(f"--results takes a file name with clum, e.g. --results values{opts['results']} "
                         f"(only cluf takes just the format, and names one file per bin).")
-    journal = results = None
+    # Every check before any change: a refused option leaves every file as it was.
+    results = Results(opts["results"], journal_path, bool(opts["resume"])) if opts.get("results") else None
+    identity = {"target": target_name, "args": args_name, "argv": list(opts["passthrough"])}
+    journal = None
     try:
         with signals_held():  # a signal now is handled once the journal is whole (just below)
+            if results is not None:
+                results.acquire()
             journal = journal_mod.Journal(journal_path, opts["script"], str(spec), mode,
-                                          bool(opts["resume"]), warner("clum"))
+                                          bool(opts["resume"]), warner("clum"), identity=identity,
+                                          values=results.format if results is not None else None)
+            if results is not None:
+                results.start()
         resumed = None
         if opts["resume"] and journal.previous is not None:
+            if journal.dropped_without_values:
+                reporter.message(f"--resume --results: {journal.dropped_without_values} calls recorded as completed "
+                                 f"carry no {results.format} value (an earlier run without --results, or with the "
+                                 f"other format): they run again, to get their values.")
             resumed = work = journal_mod.ResumeWork(work, journal.previous, mode)
             recorded = journal.previous.recorded
             if reporter.total is not None:
@@ -105,8 +118,6 @@ def run(ns, module, opts) -> int:
             source = worker.Inherited(target, init_worker)
         else:
             source = worker.FromScript(opts["script"], opts["passthrough"], target_name)
-        if opts.get("results"):
-            results = ResultsFile(opts["results"], bool(opts["resume"]))
         if in_cluf_job():  # the scheduler's own warning signals: the same orderly stop
             for sig in JOB_STOP_SIGNALS:
                 signal.signal(sig, _raise_interrupted)
@@ -120,8 +131,8 @@ def run(ns, module, opts) -> int:
             except OSError:  # no pseudo-terminal to be had: no progress line rather than a garbled one
                 reporter.progress = False
         runner = Runner(source, processes, work, reporter, journal=journal, retries=opts["retries"],
-                        timeout=opts["timeout"], start_method=method, results=results, stop_at=stop_at,
-                        relay=relay)
+                        timeout=opts["timeout"], start_method=method,
+                        values=results.format if results is not None else None, stop_at=stop_at, relay=relay)
         outcome = runner.run()
     except Interrupted as e:  # before the runner took over the signals
         if journal is None:
@@ -131,10 +142,9 @@ def run(ns, module, opts) -> int:
     except BaseException:
         if journal is not None:
             journal.close(0, 0, "aborted")
-        raise
-    finally:
         if results is not None:
-            results.close()
+            results.release()
+        raise
     # Elements whose hash/key position is missing fail without being sent to a worker.
     for position, element, err in counts.bad_elements if runner is not None else ():
         runner.fail_unsent(position, element, "IndexError", err)
@@ -151,9 +161,17 @@ def run(ns, module, opts) -> int:
     status = ("interrupted" if outcome.interrupted_by else
               "aborted" if outcome.fatal or outcome.args_error else
               "walltime" if outcome.walltime_stop else "complete")
+    values_written, export_error = None, None
+    if results is not None:
+        try:
+            values_written = results.export(journal, resumed.kept if resumed is not None else None)
+        except (OSError, JournalWriteError) as e:
+            export_error = getattr(e, "err", e)
     journal.close(outcome.done, outcome.failed, status)
+    if results is not None:
+        results.release()
     say = reporter.message
-    broken = journal.broken or (results.broken if results is not None else None)
+    broken = journal.broken
     if broken is not None:
         lost = outcome.done - journal.written_calls
         outcome.done = journal.written_calls
@@ -165,6 +183,12 @@ def run(ns, module, opts) -> int:
               f" --resume' to do the rest.")
         return EXIT_FAILED
     again = again_cmd(ns, opts, spec, journal_path)
+    if export_error is not None:
+        say(f"stopped: {export_error.strerror or export_error} while writing the results file {results.given} "
+            f"(the previous one, if any, is as it was). The values of the completed calls are safe in the journal "
+            f"{journal_path}: free some space (or fix the file system), then '{again} --resume --results "
+            f"{shlex.quote(results.given)}' writes the file again, running only what did not complete.")
+        return EXIT_FAILED
     if resumed is not None and (not opts["quiet"] or resumed.skipped != journal.previous.recorded):
         say(f"--resume: skipped {resumed.skipped} calls the journal records as completed.")
     if counts.bad_keys:
@@ -206,7 +230,7 @@ def run(ns, module, opts) -> int:
                            f"to do.")
         return EXIT_OK
     if not opts["quiet"]:
-        say(f"{outcome.done} calls done.")
+        say(f"{outcome.done} calls done" + (f"; {values_written} values in {results.given}." if results else "."))
     return EXIT_OK
 
 

@@ -1,23 +1,38 @@
 """Collected return values: ``clum --results PATH`` and ``cluster_func.read_results``.
 
-A results file holds one record per completed call: its position in ``args`` and what
+A results file holds one record per call of the run's ``args``: its position and what
 ``target`` returned.  The format comes from the file name:
 
 ``.jsonl``  JSON Lines, one ``{"pos": 17, "value": 0.93}`` a line (``pandas.read_json(PATH,
             lines=True)`` reads it).  Tuples become lists; NumPy scalars and arrays become
             numbers and lists (anything with ``tolist()``); a value JSON cannot hold makes
-            that call fail, with its type named (never a silent ``repr``).
+            that call fail, with its type named (never a silent ``repr``).  JSON object keys
+            must be strings: a dict with other keys makes the call fail (``{1: "a", "1": "b"}``
+            would otherwise come back as one key).
 ``.pkl``    a stream of pickles, each a tuple ``(pos, value)`` (load them one by one with
             ``pickle.load`` until EOFError), for values JSON cannot hold.
 
-Workers turn values into records (the main process only writes bytes and never holds a
-value).  A batch's records are written before the journal records the batch as completed,
-so every call the journal says is complete has its value in the file; a call in flight when
-a run was killed may be written twice (it runs again on ``--resume``): reading keeps one
-record per position, the last.  Without ``--resume`` a new run keeps the old file as
-``PATH.prev``, as the journal does; a file that is not a results file is never touched.
+Where the values live.  Workers turn values into records (the main process only moves bytes
+and never holds a value); the records of a batch travel inside the journal record that says
+the batch completed (see :mod:`cluster_func.journal`): one writer, one write, one lock, one
+torn-record rule, so a call counts as completed exactly when its value is in the journal.  The
+results file is an export of the journal, written whole (a temporary file fsync'ed and renamed
+over it) when the run ends, however it ends short of ``kill -9``: this run's values and the
+values of the calls its ``--resume`` skipped, at the positions those calls have in the current
+``args`` (under ``--hash``/``--key`` an element may have moved; the value moves with it).  So
+the invariant: for every position of the current ``args``, the file holds exactly one value,
+the one ``target`` returned for the element now there, or the run said (its summary and exit
+status) that the position has none: failed, interrupted, not reached.  A full disk while
+exporting leaves the previous file whole (exit 1); ``--resume`` writes it again, running
+nothing that completed.
+
+Ownership.  The journal records each file it exported (inode, size, modification time): a
+file at PATH (or PATH.prev) is replaced or moved only when it is one of those; any other file,
+another run's or the user's, is refused (exit 2) before anything changes.  A results file is
+locked as the journal is (``PATH.lock``, symbolic links resolved).
 """
 
+import collections
 import glob
 import io
 import json
@@ -61,6 +76,31 @@ def _json_default(value):
                     f"results as pickles with --results PATH.pkl")
 
 
+def _json_key(k):
+    if isinstance(k, str):
+        return k
+    if k is True or k is False or k is None:
+        return {True: "true", False: "false", None: "null"}[k]
+    return float.__repr__(k) if isinstance(k, float) else str(k)
+
+
+def _check_keys(value):
+    """JSON turns dict keys into strings: refuse a dict where two keys would become one."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            if len({_json_key(k) for k in v}) < len(v):
+                keys = [k for k in v if not isinstance(k, str)][:3]
+                raise ValueNotWritable(
+                    f"the value returned holds a dict whose keys {', '.join(map(repr, keys))} become the same "
+                    f"JSON strings as other keys of it (JSON keys are strings), so one would be lost: return "
+                    f"distinct string keys, or write the results as pickles with --results PATH.pkl")
+            stack.extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            stack.extend(x for x in v if isinstance(x, (dict, list, tuple)))
+
+
 def encoder(fmt: str):
     """A function (position, value) -> the bytes of one record."""
     if fmt == "jsonl":
@@ -71,6 +111,8 @@ def encoder(fmt: str):
                 text = dumps(value)
             except (TypeError, ValueError) as e:
                 raise ValueNotWritable(str(e)) from None
+            if "{" in text:  # a dict somewhere: its keys must stay apart once JSON made them strings
+                _check_keys(value)
             return f'{{"pos":{pos},"value":{text}}}\n'.encode("utf-8", "surrogatepass")
         return encode
 
@@ -85,98 +127,222 @@ def encoder(fmt: str):
 
 # --- in the main process -----------------------------------------------------------------
 
-def _first_record(path, fmt):
-    """The first record of the file at path, or None if it is not a results file of ``fmt``."""
-    with open(path, "rb") as f:
-        if fmt == "jsonl":
-            line = f.readline(1 << 20)
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                return None
-            return rec if isinstance(rec, dict) and set(rec) == {"pos", "value"} else None
+def _stat_key(st):
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _exports(journal_path):
+    """(ino, size, mtime_ns) of every results file the journal at ``journal_path`` (or its
+    ``.prev``) says its runs wrote: a file with one of them is this run's own."""
+    from . import journal as journal_mod
+
+    keys = set()
+    for path in (journal_path, journal_path + ".prev"):
         try:
-            rec = pickle.load(f)
-        except Exception:  # noqa: BLE001 - not a pickle, or not ours
-            return None
-        return rec if isinstance(rec, tuple) and len(rec) == 2 and type(rec[0]) is int else None
+            if os.path.isfile(path):
+                keys.update((e["ino"], e["size"], e["mtime_ns"]) for e in journal_mod.read(path).exports)
+        except OSError:
+            pass
+    return keys
 
 
-def _is_results_file(path, fmt):
-    return os.path.getsize(path) == 0 or _first_record(path, fmt) is not None
+class Results:
+    """The ``--results`` file of one run.
 
+    The values themselves travel in the journal's records (see :mod:`cluster_func.journal`);
+    this file is their export, written whole when the run ends.  Construct it to check the
+    path (nothing is changed then, so a refused option leaves every file as it was); ``lock``
+    it, ``start`` it (a new run keeps the previous file as ``PATH.prev``), and ``export`` at the
+    end.  A file is replaced or moved only when the run's journal says one of its runs wrote it.
+    """
 
-class ResultsFile:
-    """The results file of one run: checked, rotated or appended to, then written to."""
-
-    def __init__(self, path: str, resume: bool):
-        self.path = path
+    def __init__(self, path: str, journal_path: str, resume: bool):
+        self.given = path
         self.format = format_of(path)
-        self.broken = None  # the JournalWriteError that stopped writing
-        if os.path.isdir(path):
+        self.path = os.path.realpath(path)
+        self.resume = resume
+        self.lock = None
+        if os.path.isdir(self.path):
             raise UserError(f"--results {path} is a directory. Name a file, e.g. --results "
                             f"{os.path.join(path, 'results.' + self.format)}.")
-        folder = os.path.dirname(path) or "."
+        real_journal = os.path.realpath(journal_path)
+        if self.path in (real_journal, real_journal + ".prev", real_journal + ".lock"):
+            raise UserError(f"--results {path} is the run's journal{'' if self.path == real_journal else ' file'} "
+                            f"({journal_path}): the two must be different files. Name another file with --results "
+                            f"(e.g. --results {os.path.splitext(path)[0]}.values.{self.format}).")
+        ours = _exports(real_journal)
+        for p, what in ((self.path, "the results file"), (self.path + ".prev", "the previous results file")):
+            if not os.path.lexists(p) or (p != self.path and resume):
+                continue
+            if not os.path.isfile(p):
+                raise UserError(f"{what} {p} is not a regular file; clum will not replace it. Move it away, or "
+                                f"name another file with --results PATH.")
+            if _stat_key(os.stat(p)) not in ours:
+                raise UserError(
+                    f"{p} is not a results file of this run: no run of its journal ({journal_path}) wrote it (it "
+                    f"is another run's, a file of yours, or it was changed since). clum will not overwrite, move or add to it. "
+                    f"Name another file with --results PATH, or move it away.")
+
+    def acquire(self):
+        """Lock the file (two runs never write one results file)."""
+        from .journal import JournalLock
+
+        folder = os.path.dirname(self.path)
         try:
             os.makedirs(folder, exist_ok=True)
         except OSError as e:
             raise UserError(f"Cannot create the folder {folder} for --results: {e.strerror}.") from None
-        if os.path.exists(path):
-            if not os.path.isfile(path) or not _is_results_file(path, self.format):
-                raise UserError(f"{path} is not a results file of clum ({self.format}), so clum will not "
-                                f"move, overwrite or append to it. Name another file with --results PATH.")
-            if not resume:
-                prev = path + ".prev"
-                if os.path.lexists(prev) and not (os.path.isfile(prev) and _is_results_file(prev, self.format)):
-                    raise UserError(f"Cannot keep the previous results as {prev}: that file is not a results "
-                                    f"file of clum, and clum will not overwrite it. Move it away, or name "
-                                    f"another file with --results PATH.")
-                os.replace(path, prev)
-        try:
-            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise UserError(f"Cannot write the results file {path}: {e.strerror}. Name another file "
-                            f"with --results PATH.") from None
+        self.lock = JournalLock(self.path, what="results file")
 
-    def write(self, data: bytes):
-        """Write the records of some calls (one write); a failure raises JournalWriteError."""
-        from .journal import JournalWriteError, _PartialWrite, _write_all
+    def start(self):
+        """A new run (not --resume): keep the previous file as PATH.prev, so that a run killed
+        before its export leaves no values of another run under the name."""
+        if not self.resume and os.path.lexists(self.path):
+            try:
+                os.replace(self.path, self.path + ".prev")
+            except OSError as e:
+                raise UserError(f"Cannot move the previous results {self.given} to {self.given}.prev: "
+                                f"{e.strerror}. Name another file with --results PATH.") from None
 
-        if self.broken is not None:
-            raise self.broken
-        try:
-            _write_all(self.fd, data)
-        except _PartialWrite as e:
-            self.broken = JournalWriteError(self.path, e.err, what="the results file")
-            raise self.broken from None
+    def export(self, journal, kept) -> int:
+        """Write the file whole from the journal: this run's values and those its resume kept.
+        Returns the number of values.  OSError (a full disk) leaves the previous file as it was."""
+        journal.flush()
+        with replaced(self.path, "wb", sync=True) as f:
+            n = export(journal.path, self.format, journal.first_seq, kept, f.write)
+        journal.exported(self.path, os.stat(self.path))
+        return n
 
-    def close(self):
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+    def release(self):
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+
+def _split(data, fmt):
+    """(position, record bytes) of each record of results-file bytes."""
+    if fmt == "jsonl":
+        for line in data.split(b"\n")[:-1]:
+            yield int(line[7:line.index(b",", 7)]), line + b"\n"
+        return
+    buf = io.BytesIO(data)
+    start = 0
+    while start < len(data):
+        pos, _ = pickle.load(buf)
+        end = buf.tell()
+        yield pos, data[start:end]
+        start = end
+
+
+def _moved(record, pos, fmt):
+    """A record of results-file bytes, with its position replaced."""
+    if fmt == "jsonl":
+        return b'{"pos":%d' % pos + record[record.index(b",", 7):]
+    return pickle.dumps((pos, pickle.loads(record)[1]), 4)
+
+
+def export(journal_path, fmt, first_seq, kept, write) -> int:
+    """Write, with ``write``, the results-file records of the values that the journal's records
+    of format ``fmt`` carry: every record from ``first_seq`` on (this run's), and of the earlier
+    ones what ``kept`` (a journal.Kept, or None) says a resume kept, at the positions it says.
+    Returns the number of records written."""
+    from . import journal as journal_mod
+
+    n = 0
+    pending = {d: collections.deque(ps) for d, ps in kept.by_digest.items()} if kept is not None else {}
+    for seq, rec in journal_mod.ok_records(journal_path):
+        if rec.get("f") != fmt:
+            continue
+        if seq >= first_seq or (kept is not None and seq in kept.whole):
+            data = journal_mod.record_values(rec)
+            write(data)
+            n += sum(run[1] for run in rec["pos"])
+            continue
+        if kept is None:
+            continue
+        some = kept.some.get(seq)
+        if some:
+            for pos, item in _split(journal_mod.record_values(rec), fmt):
+                if pos in some:
+                    write(item)
+                    n += 1
+        elif pending and rec.get("d"):
+            d = bytes.fromhex(rec["d"])
+            for k, (pos, item) in enumerate(_split(journal_mod.record_values(rec), fmt)):
+                q = pending.get(d[8 * k:8 * k + 8])
+                if q:
+                    write(_moved(item, q.popleft(), fmt))
+                    n += 1
+    return n
 
 
 # --- reading -------------------------------------------------------------------------------------
 
+class TornRecords(UserWarning):
+    """A results file held records that could not be read (torn, or not a record)."""
+
+
+def _journal_records(path) -> Iterator[Tuple[int, object]]:
+    """The values a journal's records carry, at the positions their calls had when they ran."""
+    from . import journal as journal_mod
+
+    for _, rec in journal_mod.ok_records(path):
+        data = journal_mod.record_values(rec)
+        if data:
+            if rec["f"] == "jsonl":
+                for line in data.split(b"\n")[:-1]:
+                    r = json.loads(line)
+                    yield r["pos"], r["value"]
+            else:
+                buf = io.BytesIO(data)
+                while buf.tell() < len(data):
+                    yield pickle.load(buf)
+
+
 def _records(path) -> Iterator[Tuple[int, object]]:
+    from . import journal as journal_mod
+
+    try:
+        is_journal = journal_mod.identify(path)[0] is not None
+    except OSError:
+        is_journal = False
+    if is_journal:
+        yield from _journal_records(path)
+        return
     fmt = format_of(path[:-len(".prev")] if path.endswith(".prev") else path)
+    bad = 0
     with open(path, "rb") as f:
         if fmt == "jsonl":
             for line in f:
                 try:
                     rec = json.loads(line)
-                    yield rec["pos"], rec["value"]
-                except (ValueError, KeyError, TypeError):
-                    continue  # a line torn by a kill
+                    if not (isinstance(rec, dict) and type(rec.get("pos")) is int and "value" in rec):
+                        raise ValueError
+                    if not line.endswith(b"\n"):
+                        raise ValueError
+                except (ValueError, UnicodeDecodeError):
+                    bad += 1
+                    continue
+                yield rec["pos"], rec["value"]
         else:
             data = f.read()
             buf = io.BytesIO(data)
             while buf.tell() < len(data):
                 try:
-                    pos, value = pickle.load(buf)
-                except Exception:  # noqa: BLE001 - a record torn by a kill: the rest is unreadable
+                    rec = pickle.load(buf)
+                    if not (isinstance(rec, tuple) and len(rec) == 2 and type(rec[0]) is int):
+                        raise ValueError
+                except Exception:  # noqa: BLE001 - a torn or foreign pickle: what follows cannot be framed
+                    bad += 1
                     break
-                yield pos, value
+                yield rec
+    if bad:
+        import warnings
+
+        warnings.warn(f"{path}: skipped {bad} record(s) that could not be read (torn by a crash or a full disk, "
+                      f"or not a record){'; the rest of the file could not be read' if fmt == 'pkl' else ''}. "
+                      f"The run's journal still has the values: 'clum SCRIPT --resume --results {path}' "
+                      f"writes the file again.", TornRecords, stacklevel=3)
 
 
 def result_files(path: str):
@@ -190,7 +356,11 @@ def result_files(path: str):
 def read_results(*paths: Union[str, Iterable[str]]) -> Iterator[Tuple[int, object]]:
     """Yield ``(position, value)`` in position order, one per position (the last written),
     from results files (``.jsonl`` or ``.pkl``), several of them (the ``--bins`` runs of
-    several machines), or a cluf jobs dir."""
+    several machines), or a cluf jobs dir.  Records that cannot be read are skipped, with a
+    :class:`TornRecords` warning that says how many.  A run's journal may be given too (for a
+    run killed before it wrote its results file): it yields the values its records carry, at
+    the positions their calls had when they ran (``clum --resume`` checks them against the
+    current ``args``; this does not)."""
     files = []
     for p in paths:
         for one in ([p] if isinstance(p, (str, os.PathLike)) else list(p)):
@@ -210,7 +380,7 @@ def write_records(path: str, items: Iterable[Tuple[int, object]]) -> int:
     """Write ``(position, value)`` items to a new results file (for ``cluf --gather``)."""
     encode = encoder(format_of(path))
     n = 0
-    with replaced(path, "wb") as f:
+    with replaced(path, "wb", sync=True) as f:
         for pos, value in items:
             f.write(encode(pos, value))
             n += 1

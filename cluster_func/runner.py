@@ -180,14 +180,14 @@ class Runner:
     """
 
     def __init__(self, source, processes, work, reporter: Reporter, journal=None, retries=0,
-                 timeout=None, start_method=None, results=None, stop_at=None, relay=None):
+                 timeout=None, start_method=None, values=None, stop_at=None, relay=None):
         """``stop_at``: (start no new call after, stop running calls at), time.monotonic() values.
         ``relay``: a :class:`cluster_func.relay.Relay` (whose ``wrap`` made ``source``) to pump."""
         self.relay = relay
         self.source = source
         self.stop_new_at, self.kill_at = stop_at or (None, None)
         self.draining = False
-        self.results = results  # a results.ResultsFile, or None
+        self.values = values  # "jsonl"/"pkl": workers make value records, which go into the journal
         self.processes = processes
         self.work = work
         self.reporter = reporter
@@ -242,7 +242,7 @@ class Runner:
             target=worker_module.main,
             args=(task_r, result_w, self.source, self.shared, w.slot, close_fds,
                   None if method == "forkserver" else os.getpid(), method == "fork",
-                  self.results.format if self.results is not None else None),
+                  self.values),
             name=f"clum-worker-{w.slot}", daemon=True,
         )
         try:
@@ -367,7 +367,7 @@ class Runner:
             self.batches[b.id] = b
             w.outstanding.append(b)
             header = HEADER.pack(b.id, self.sizer.split_after, self.digests, len(data))
-            if self.results is not None:  # the worker writes each value's record with its position
+            if self.values is not None:  # the worker writes each value's record with its position
                 data = bytes(data) + pickle.dumps(b.positions, 4)
             self._send(w, header, data)
 
@@ -427,13 +427,9 @@ class Runner:
             positions, elements = b.positions[:n_done], b.elements[:n_done]
             if digests is not None:
                 digests = digests[:8 * n_done]
-        if records:  # before the journal: a call it records as complete has its value written
-            if self.results.broken is not None:
-                return  # its value cannot be kept: not complete, it runs again on --resume
-            self.results.write(records)
         self.outcome.done += len(elements)
-        if self.journal and elements:
-            self.journal.completed(positions, elements, check if whole else None, digests)
+        if self.journal and elements:  # the values travel in the record that says their calls completed
+            self.journal.completed(positions, elements, check if whole else None, digests, records)
 
     def _on_done(self, w: Worker, batch_id, n_done, seconds, check, digests, records):
         b = w.outstanding.popleft()
@@ -511,7 +507,7 @@ class Runner:
         """The first n calls of b ended, but the worker never reported the batch done.  They are
         complete, unless values are being collected: their values are lost with the worker,
         so those that did not fail run again."""
-        if self.results is None:
+        if self.values is None:
             self._complete(b, n)
             return
         again = [k for k in range(n) if k not in b.failed]

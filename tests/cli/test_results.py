@@ -10,6 +10,7 @@ import pytest
 
 import cluster_func
 from cluster_func import journal as jmod
+from cluster_func import results as rmod
 
 SWEEP = """\
     import os
@@ -102,11 +103,15 @@ def test_a_killed_run_resumed_has_every_positions_value_once(clum, tmp_path):
     out, j = tmp_path / "v.jsonl", tmp_path / "s.journal"
     p = clum.popen("slow.py", "-p", "2", "--results", out, "--journal", j)
     clum.signal_when(p, lambda: clum.count_lines(prefix="E") >= 100, signal.SIGKILL, group=True)
-    # the journal never records a call whose value is not in the file
-    recorded = set()
-    for rec in jmod.read(str(j), for_resume=True).records:
-        recorded.update(rec.positions)
-    assert recorded and recorded <= {pos for pos, _ in cluster_func.read_results(str(out))}
+    # killed, the run wrote no results file, but every call its journal records as completed
+    # carries its value in the same record
+    assert not out.exists()
+    recorded, with_values = set(), set()
+    for _, rec in jmod.ok_records(str(j)):
+        recorded.update(jmod.decode_positions(rec["pos"]))
+        with_values.update(p for p, _ in rmod._split(jmod.record_values(rec), "jsonl"))
+    assert recorded and recorded == with_values
+    assert {p for p, _ in cluster_func.read_results(str(j))} == recorded  # a journal reads as its values
     r = clum.run("slow.py", "-p", "2", "--results", out, "--journal", j, "--resume")
     assert r.returncode == 0, r.stderr
     assert list(cluster_func.read_results(str(out))) == [(i, i * i) for i in range(400)]
