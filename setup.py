@@ -20,7 +20,7 @@ setup(
     python_requires=">=3.9",
     install_requires=[],
     extras_require={"test": ["pytest>=7", "pytest-timeout>=2", "numpy", "ruff"]},
-    entry_points={"console_scripts": ["clum=cluster_func.cli:clum_main", "cluf=cluster_func.cli:cluf_main"]},
+    entry_points={"console_scripts": ["clum=cluster_func._start:clum", "cluf=cluster_func._start:cluf"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "License :: OSI Approved :: MIT License",

@@ -216,6 +216,8 @@ class Runner:
             import multiprocessing
 
             self._ctx = multiprocessing.get_context(self.start_method)
+            if self.start_method == "forkserver":  # (see cluster_func._forkserver)
+                self._ctx.set_forkserver_preload(["__main__", "cluster_func._forkserver"])
         return self._ctx
 
     # --- workers -------------------------------------------------------------

@@ -97,7 +97,8 @@ class FromScript:
 
 
 def _die_with_parent():
-    """Ask Linux to kill this worker when the runner dies, however it dies."""
+    """Ask Linux to kill this worker when its parent dies, however it dies (the parent is the
+    runner, or under forkserver the forkserver: see _watch_runner)."""
     try:
         import ctypes
 
@@ -105,6 +106,34 @@ def _die_with_parent():
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except Exception:  # noqa: BLE001 - not Linux: the ppid check below still works
         pass
+
+
+RUNNER_GONE_GRACE = 2.0  # seconds a worker may still take to end by itself once the runner is gone
+
+
+def _watch_runner(task_fd):
+    """End this worker, even in the middle of a call, once the runner is gone however it went
+    (``kill -9`` included, under every start method): only the runner holds the write end of
+    the worker's task pipe, so the pipe hanging up means no runner will ever take a result.
+    (A runner that ends normally closes the pipe once the worker has nothing left to do: the
+    worker ends by itself within the grace.)"""
+    import select
+    import threading
+    import time
+
+    def watch():
+        poller = select.poll()
+        poller.register(task_fd, 0)  # no events asked for: only a hang-up (or error) is reported
+        while True:
+            try:
+                events = poller.poll()
+            except InterruptedError:
+                continue
+            if any(ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, ev in events):
+                time.sleep(RUNNER_GONE_GRACE)
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="clum-runner-watch", daemon=True).start()
 
 
 def _reseed_numpy():
@@ -151,6 +180,7 @@ def _main(task_conn, result_conn, source, shared, slot, close_fds, parent_pid, f
             pass
     if parent_pid is not None and os.getppid() != parent_pid:
         return
+    _watch_runner(task_conn.fileno())
     if forked:
         _reseed_numpy()
     send = result_conn.send
