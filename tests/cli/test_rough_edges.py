@@ -118,9 +118,9 @@ def test_the_scripts_own_failures_are_never_reported_as_a_bug(clum):
     assert r.returncode == 2 and "bug in cluster-func" not in r.stderr, r.stderr
 
 
-def test_the_readme_and_the_help_document_exit_status_70():
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert re.search(r"^\| 70 \|", readme, re.M), "README's exit statuses lack 70"
+def test_the_docs_and_the_help_document_exit_status_70():
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "clum.md").read_text()
+    assert re.search(r"^\| 70 \|", guide, re.M), "docs/clum.md's exit statuses lack 70"
     from cluster_func import cli
 
     assert "70" in cli.__doc__
