@@ -295,6 +295,8 @@ def read(path: str, for_resume=False, state: Optional[JournalState] = None, incr
                     st.bad += 1
                 break  # (read incrementally, it is read again next time)
             st.size += len(raw)
+            if not for_resume and b',"v":"' in raw:  # counting only: the values (last, no quote in base64) need no parse
+                raw = raw[:raw.rindex(b',"v":"')] + b"}"
             rec = _parse(raw)
             if rec is None:
                 st.bad += 1
@@ -321,7 +323,7 @@ def _parse(raw):
         if d is not None and not (isinstance(d, str) and _DIGESTS_RE.match(d)
                                   and len(d) == 16 * sum(run[1] for run in rec["pos"])):
             return None
-        if ("v" in rec or "f" in rec) and not (rec.get("f") in VALUE_FORMATS and isinstance(rec.get("v"), str)):
+        if ("v" in rec or "f" in rec) and rec.get("f") not in VALUE_FORMATS or not isinstance(rec.get("v", ""), str):
             return None
         return rec
     if t == "fail":

@@ -413,6 +413,10 @@ def gather(jobs_dir, out=None) -> int:
                             f"Submit it with --results jsonl (or pkl) to collect them.")
         target = os.path.abspath(out) if out else path[:-len(jobs.MANIFEST_SUFFIX)] + ".results." + plan.results
         format_of(target)
+        if out and os.path.lexists(target):
+            raise UserError(f"cluf --gather -o {out}: that file exists, and --gather never overwrites a file "
+                            f"named with -o (it may be yours). Remove it first, or name a new file with -o; "
+                            f"without -o the merged file goes to the jobs dir, replaced at each --gather.")
         values, missing, not_done, unknown = {}, 0, [], []
         for i in range(plan.nodes):
             bin_values = {}

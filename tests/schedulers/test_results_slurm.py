@@ -38,6 +38,11 @@ def test_a_slurm_run_with_results_is_gathered_in_position_order(tmp_path):
     got = list(cluster_func.read_results(str(tmp_path / "all.jsonl")))
     assert got == [(x, {"x": x, "square": x * x}) for x in range(25)]
     assert list(cluster_func.read_results(str(tmp_path / "jobs"))) == got
+    # -o never overwrites a file: not a user's, not even one an earlier --gather wrote
+    before = (tmp_path / "all.jsonl").read_bytes()
+    r = cs.run_cluf("--gather", "jobs", "-o", tmp_path / "all.jsonl", cwd=tmp_path, env=env)
+    assert r.returncode == 2 and "never overwrites" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert (tmp_path / "all.jsonl").read_bytes() == before
 
 
 def test_gather_says_how_many_positions_are_missing_and_exits_1(tmp_path):
