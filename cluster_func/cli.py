@@ -84,6 +84,19 @@ def _common(p: argparse.ArgumentParser, prog: str):
                         "workers share its memory), spawn or forkserver (each worker loads the script "
                         "itself: for scripts that open connections or start threads at import). "
                         "Example: --start-method spawn")
+    if prog == "clum":
+        p.add_argument("--gpus", metavar="SPEC",
+                       help="give each worker its own GPU(s) through CUDA_VISIBLE_DEVICES: all, a count, or a "
+                            "comma list of GPU ids (one id as 3,); the GPUs are CUDA_VISIBLE_DEVICES if set "
+                            "(a job's), else nvidia-smi -L; -p defaults to the GPUs divided by "
+                            "--gpus-per-worker (default: no GPU pinning). Example: --gpus all or --gpus 0,2")
+    else:
+        p.add_argument("--gpus", metavar="N",
+                       help="GPUs per job, as the scheduler spells it (Slurm --gres=gpu:N, PBS ngpus=N, "
+                            "Torque gpus=N, Grid Engine -l gpu=N, LSF -gpu num=N); each job's clum gives "
+                            "each worker its own (default: none). Example: --gpus 4")
+    p.add_argument("--gpus-per-worker", metavar="K",
+                   help="with --gpus: K GPUs for each worker (default: 1). Example: --gpus-per-worker 2")
     p.add_argument("--version", action="version", version=f"{prog} (cluster-func) {__version__}")
 
 
