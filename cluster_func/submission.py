@@ -147,8 +147,9 @@ def job_gpus(opts):
         return None
     if not isinstance(gpus, int):
         raise UserError(f"cluf --gpus takes the number of GPUs each job asks the scheduler for (e.g. --gpus 2), "
-                        f"not {describe(gpus)!r}: a job's clum then uses the GPUs the scheduler gave it. (With "
-                        f"clum, --gpus also takes all or GPU ids; set those in clum_options only for clum runs.)")
+                        f"not {describe(gpus)!r}: a job's clum then uses the GPUs the scheduler gave it. Only clum takes all "
+                        f"or GPU ids; if they come from the script's clum_options, give cluf its own count on the "
+                        f"command line or in cluf_options (e.g. cluf_options = {{\"gpus\": 2}}).")
     if per_worker and per_worker > gpus:
         raise UserError(f"--gpus-per-worker {per_worker} is more than the {gpus} GPUs per job (--gpus {gpus}): "
                         f"no worker could start. Ask for more GPUs per job or fewer per worker.")
