@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from . import worker as worker_module
-from .gpus import Pinned
 from .errors import Interrupted, signals_held
+from .gpus import Pinned
 from .journal import JournalWriteError, pickle_elements
 from .reporter import Reporter
 from .script import args_error_where, user_traceback

@@ -155,8 +155,9 @@ def job_gpus(opts):
                         f"no worker could start. Ask for more GPUs per job or fewer per worker.")
     most = gpus // (per_worker or 1)
     if processes and processes > most:
-        raise UserError(f"-p {processes} workers per job with {per_worker or 1} GPU each need "
-                        f"{processes * (per_worker or 1)} GPUs, but each job asks for {gpus} (--gpus {gpus}). "
+        k = per_worker or 1
+        raise UserError(f"-p {processes} workers per job with {k} GPU{'s' * (k != 1)} each need "
+                        f"{processes * k} GPUs, but each job asks for {gpus} (--gpus {gpus}). "
                         f"Give -p {most} or less (or leave -p out: one worker per --gpus-per-worker GPUs), "
                         f"or more GPUs per job.")
     return gpus

@@ -1,9 +1,14 @@
-"""cluf --gpus on the real Slurm of tests/schedulers/slurm_up.sh, whose node has two fake
-GPUs (gres.conf on /dev/nvidia0-1): Slurm gives each job its GPUs in CUDA_VISIBLE_DEVICES
-and SLURM_JOB_GPUS, and each worker of the job's clum sees only its own of them.
+"""cluf --gpus on the real schedulers of tests/schedulers/up.sh.
 
-Each call records its job, its worker's pid, the CUDA_VISIBLE_DEVICES it saw and the
-job's SLURM_JOB_GPUS (which clum leaves alone: what Slurm gave the job).
+Slurm (slurm_up.sh gives its node two fake GPUs: gres.conf on /dev/nvidia0-1) gives each
+job its GPUs in CUDA_VISIBLE_DEVICES and SLURM_JOB_GPUS, and each worker of the job's clum
+sees only its own of them.  Each call records its job, its worker's pid, the
+CUDA_VISIBLE_DEVICES it saw and the job's SLURM_JOB_GPUS (which clum leaves alone: what
+Slurm gave the job).
+
+OpenPBS (pbs_up.sh: ngpus=2 on the node) schedules the job's select statement with ngpus,
+and keeps it as the job's Resource_List; it sets no CUDA_VISIBLE_DEVICES without its
+cgroups hook, so the job's prepend script sets what that hook would.
 """
 
 import json
@@ -39,7 +44,7 @@ args = range(8)
 '''
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def slurm_with_gpus():
     ss.require_slurm()
     out = subprocess.run(["sinfo", "-h", "-o", "%G"], capture_output=True, text=True, timeout=30).stdout
@@ -48,18 +53,20 @@ def slurm_with_gpus():
                     f"tests/schedulers/slurm_up.sh, which gives its node two fake ones")
 
 
-def submit_and_wait(tmp_path, *args):
+def submit_and_wait(tmp_path, *args, env=None, wait=None):
     (tmp_path / "example.py").write_text(TARGET)
-    env = cs.base_env(tmp_path)
-    env.pop("SLURM_CONF", None)
-    cs.ok(cs.run_cluf("example.py", "-j", "jobs", "--scheduler", "slurm", *map(str, args), cwd=tmp_path, env=env))
+    if env is None:
+        env = cs.base_env(tmp_path)
+        env.pop("SLURM_CONF", None)
+    cs.ok(cs.run_cluf("example.py", "-j", "jobs", *map(str, args), cwd=tmp_path, env=env))
     nodes = int(args[args.index("-n") + 1])
     manifest = json.loads((tmp_path / "jobs" / f"example-{nodes}.manifest.json").read_text())
     ids = [j["id"] for j in manifest["jobs"].values()]
     try:
-        outcomes = ss.wait_slurm_jobs(ids, timeout=150)
-    finally:
-        subprocess.run(["scancel", *ids], capture_output=True, timeout=30)  # a failed wait leaves none
+        outcomes = (wait or ss.wait_slurm_jobs)(ids, timeout=150)
+    finally:  # a failed wait leaves no job behind
+        cancel = [ss.pbs_bin("qdel")] if wait is ss.wait_pbs_jobs else ["scancel"]
+        subprocess.run([*cancel, *ids], capture_output=True, timeout=30, env=env)
     assert all(o.state == "COMPLETED" and o.exit_code == 0 for o in outcomes.values()), (
         outcomes, [p.read_text() for p in (tmp_path / "jobs").glob("*.stderr")])
     lines = [json.loads(line) for line in (tmp_path / "gpus.evidence").read_text().splitlines()]
@@ -67,8 +74,8 @@ def submit_and_wait(tmp_path, *args):
     return ids, lines
 
 
-def test_two_jobs_of_one_gpu_each_see_only_the_gpu_slurm_gave_them(tmp_path):
-    ids, calls = submit_and_wait(tmp_path, "--gpus", 1, "-n", 2)
+def test_two_jobs_of_one_gpu_each_see_only_the_gpu_slurm_gave_them(tmp_path, slurm_with_gpus):
+    ids, calls = submit_and_wait(tmp_path, "--scheduler", "slurm", "--gpus", 1, "-n", 2)
     jobs = {c["job"] for c in calls}
     assert jobs == set(ids), (jobs, ids)
     for job in jobs:
@@ -79,10 +86,26 @@ def test_two_jobs_of_one_gpu_each_see_only_the_gpu_slurm_gave_them(tmp_path):
         assert len({c["pid"] for c in mine}) == 1, mine  # one worker per GPU: -p 1
 
 
-def test_one_job_of_two_gpus_gives_each_of_its_two_workers_one_of_them(tmp_path):
-    ids, calls = submit_and_wait(tmp_path, "--gpus", 2, "-n", 1)
+def test_one_job_of_two_gpus_gives_each_of_its_two_workers_one_of_them(tmp_path, slurm_with_gpus):
+    ids, calls = submit_and_wait(tmp_path, "--scheduler", "slurm", "--gpus", 2, "-n", 1)
     assert {c["job"] for c in calls} == set(ids)
     assert {c["job_gpus"] for c in calls} == {"0,1"}  # Slurm gave the job both GPUs
+    by_worker = {}
+    for c in calls:
+        by_worker.setdefault(c["pid"], set()).add(c["cuda"])
+    assert sorted(v for s in by_worker.values() for v in s) == ["0", "1"] and len(by_worker) == 2, by_worker
+
+
+def test_openpbs_schedules_a_job_asking_for_ngpus_in_its_select_statement(tmp_path):
+    ss.require_pbs()
+    env = ss.pbs_env(cs.base_env(tmp_path))
+    (tmp_path / "hook.sh").write_text("export CUDA_VISIBLE_DEVICES=0,1  # as PBS's cgroups hook would\n")
+    ids, calls = submit_and_wait(tmp_path, "--scheduler", "pbs", "--gpus", 2, "-n", 1, "-P", "hook.sh",
+                                 env=dict(env, CLUF_PBS_FLAVOUR="pro"), wait=ss.wait_pbs_jobs)
+    [job] = ids
+    resources = ss.pbs_job_records(job)[job]["Resource_List"]
+    assert (resources.get("ngpus"), resources.get("ncpus")) == (2, 2), resources
+    assert "ngpus=2" in resources.get("select", ""), resources
     by_worker = {}
     for c in calls:
         by_worker.setdefault(c["pid"], set()).add(c["cuda"])
