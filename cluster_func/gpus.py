@@ -197,15 +197,15 @@ def fork_advice(what: str) -> str:
             f"script itself, with its own GPUs set).")
 
 
-def for_run(opts, method: str, warn) -> Optional[Plan]:
-    """clum's GPU plan from its options (None without --gpus), checked against the start method."""
+def for_run(opts, method, warn) -> Optional[Plan]:
+    """clum's GPU plan from its options (None without --gpus), checked against the start method
+    (``method()``: asked only when CUDA was initialised, as it may import multiprocessing)."""
     gpu_plan = plan(opts.get("gpus"), opts.get("gpus_per_worker"), opts.get("processes"))
-    if method == "fork":
-        what = cuda_in_parent()
-        if what is not None and gpu_plan is not None:
+    what = cuda_in_parent()
+    if what is not None and method() == "fork":
+        if gpu_plan is not None:
             raise UserError(fork_advice(what))
-        if what is not None:
-            warn(fork_advice(what))
+        warn(fork_advice(what))
     if gpu_plan is not None and gpu_plan.unused:
         warn(f"GPU{'s' * (len(gpu_plan.unused) != 1)} {', '.join(gpu_plan.unused)} not used: "
              f"{gpu_plan.processes} worker{'s' * (gpu_plan.processes != 1)} with {len(gpu_plan.slots[0])} GPU"

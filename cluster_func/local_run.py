@@ -76,7 +76,7 @@ def run(ns, module, opts) -> int:
     counts = bins.SelectionCounts()
     work = selection = bins.select(args, spec, opts["hash"], opts["key"], counts)
     stop_at = walltime_stop_at(opts)
-    gpu_plan = gpus.for_run(opts, start_method(opts), warner("clum"))  # each worker's own GPUs
+    gpu_plan = gpus.for_run(opts, lambda: start_method(opts), warner("clum"))  # each worker's own GPUs
     if opts.get("results") in (".jsonl", ".pkl"):
         raise UserError(f"--results takes a file name with clum, e.g. --results values{opts['results']} "
                         f"(only cluf takes just the format, and names one file per bin).")
