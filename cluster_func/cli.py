@@ -207,8 +207,8 @@ exit status: 0 all written (and submitted), 1 a submission failed, 2 bad input,
                    "(default: the scheduler's). Example: --queue long")
     p.add_argument("--account", metavar="NAME", help="account to charge (default: the "
                    "scheduler's). Example: --account proj42")
-    p.add_argument("--cpus", metavar="N", help="cores per job (default: --processes if given, else "
-                   "the scheduler's). Example: --cpus 8")
+    p.add_argument("--cpus", metavar="N", help="cores per job (default: --processes if given, else with "
+                   "--gpus one per worker, else the scheduler's). Example: --cpus 8")
     for name in schedulers.names():  # --pbs-options (-o), --slurm-options, ...
         cls = schedulers.SCHEDULERS[name]
         p.add_argument(*filter(None, [cls.options_short, f"--{schedulers.options_key(name)}"]),
