@@ -84,6 +84,19 @@ def _common(p: argparse.ArgumentParser, prog: str):
                         "workers share its memory), spawn or forkserver (each worker loads the script "
                         "itself: for scripts that open connections or start threads at import). "
                         "Example: --start-method spawn")
+    if prog == "clum":
+        p.add_argument("--gpus", metavar="SPEC",
+                       help="give each worker its own GPU(s) through CUDA_VISIBLE_DEVICES: all, a count, or a "
+                            "comma list of GPU ids (one id as 3,); the GPUs are CUDA_VISIBLE_DEVICES if set "
+                            "(a job's), else nvidia-smi -L; -p defaults to the GPUs divided by "
+                            "--gpus-per-worker (default: no GPU pinning). Example: --gpus all or --gpus 0,2")
+    else:
+        p.add_argument("--gpus", metavar="N",
+                       help="GPUs per job, as the scheduler spells it (Slurm --gres=gpu:N, PBS ngpus=N, "
+                            "Torque gpus=N, Grid Engine -l gpu=N, LSF -gpu num=N); each job's clum gives "
+                            "each worker its own (default: none). Example: --gpus 4")
+    p.add_argument("--gpus-per-worker", metavar="K",
+                   help="with --gpus: K GPUs for each worker (default: 1). Example: --gpus-per-worker 2")
     p.add_argument("--version", action="version", version=f"{prog} (cluster-func) {__version__}")
 
 
@@ -194,8 +207,8 @@ exit status: 0 all written (and submitted), 1 a submission failed, 2 bad input,
                    "(default: the scheduler's). Example: --queue long")
     p.add_argument("--account", metavar="NAME", help="account to charge (default: the "
                    "scheduler's). Example: --account proj42")
-    p.add_argument("--cpus", metavar="N", help="cores per job (default: --processes if given, else "
-                   "the scheduler's). Example: --cpus 8")
+    p.add_argument("--cpus", metavar="N", help="cores per job (default: --processes if given, else with "
+                   "--gpus one per worker, else the scheduler's). Example: --cpus 8")
     for name in schedulers.names():  # --pbs-options (-o), --slurm-options, ...
         cls = schedulers.SCHEDULERS[name]
         p.add_argument(*filter(None, [cls.options_short, f"--{schedulers.options_key(name)}"]),

@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 
-from . import bins, worker
+from . import bins, gpus, worker
 from . import journal as journal_mod
 from .errors import EXIT_WALLTIME, JOB_START_VAR, Interrupted, UserError, signals_held
 from .reporter import Reporter, warner
@@ -77,6 +77,7 @@ def run(ns, module, opts) -> int:
     counts = bins.SelectionCounts()
     work = selection = bins.select(args, spec, opts["hash"], opts["key"], counts)
     stop_at = walltime_stop_at(opts)
+    gpu_plan = gpus.for_run(opts, lambda: start_method(opts), warner("clum"))  # each worker's own GPUs
     if opts.get("results") in (".jsonl", ".pkl"):
         raise UserError(f"--results takes a file name with clum, e.g. --results values{opts['results']} "
                         f"(only cluf takes just the format, and names one file per bin).")
@@ -109,7 +110,7 @@ def run(ns, module, opts) -> int:
         elif opts["resume"]:
             reporter.message(f"--resume: no journal at {journal_path}, so nothing to skip; running everything.")
         cpus = len(os.sched_getaffinity(0))
-        processes = opts["processes"] or cpus
+        processes = gpu_plan.processes if gpu_plan is not None else opts["processes"] or cpus
         if processes > 4 * cpus:
             warner("clum")(f"-p {processes} is far above the {cpus} CPUs this process may use: calls will "
                           f"share the CPUs (fine for calls that wait on I/O, slower for computing ones).")
@@ -132,7 +133,8 @@ def run(ns, module, opts) -> int:
                 reporter.progress = False
         runner = Runner(source, processes, work, reporter, journal=journal, retries=opts["retries"],
                         timeout=opts["timeout"], start_method=method,
-                        values=results.format if results is not None else None, stop_at=stop_at, relay=relay)
+                        values=results.format if results is not None else None, stop_at=stop_at, relay=relay,
+                        slot_env=gpu_plan.env if gpu_plan is not None else None)
         outcome = runner.run()
     except Interrupted as e:  # before the runner took over the signals
         if journal is None:

@@ -220,6 +220,12 @@ def _file_list(value, name):
     return out
 
 
+def _gpus(value, name):
+    from .gpus import parse_spec
+
+    return parse_spec(value, name)
+
+
 def _choice(*choices):
     def parse(value, name):
         if value not in choices:
@@ -282,6 +288,8 @@ OPTIONS = [
     Option("timeout", _float_positive, None),
     Option("start-method", _choice("fork", "spawn", "forkserver"), None),
     Option("results", _results, None),
+    Option("gpus", _gpus, None),  # clum: all, a count or ids; cluf: a count per job
+    Option("gpus-per-worker", _int(1, 10_000), None),
     # cluf only
     Option("nodes", _int(1, MAX_NODES), None, "cluf"),
     Option("iterations", _int(1), None, "cluf"),

@@ -21,6 +21,7 @@ from typing import List, Optional
 
 from . import worker as worker_module
 from .errors import Interrupted, signals_held
+from .gpus import Pinned
 from .journal import JournalWriteError, pickle_elements
 from .reporter import Reporter
 from .script import args_error_where, user_traceback
@@ -180,10 +181,12 @@ class Runner:
     """
 
     def __init__(self, source, processes, work, reporter: Reporter, journal=None, retries=0,
-                 timeout=None, start_method=None, values=None, stop_at=None, relay=None):
+                 timeout=None, start_method=None, values=None, stop_at=None, relay=None, slot_env=None):
         """``stop_at``: (start no new call after, stop running calls at), time.monotonic() values.
-        ``relay``: a :class:`cluster_func.relay.Relay` (whose ``wrap`` made ``source``) to pump."""
+        ``relay``: a :class:`cluster_func.relay.Relay` (whose ``wrap`` made ``source``) to pump.
+        ``slot_env``: slot -> the environment variables its worker sets first (its GPUs), or None."""
         self.relay = relay
+        self.slot_env = slot_env
         self.source = source
         self.stop_new_at, self.kill_at = stop_at or (None, None)
         self.draining = False
@@ -242,7 +245,9 @@ class Runner:
         method = self.ctx.get_start_method()
         w.proc = self.ctx.Process(
             target=worker_module.main,
-            args=(task_r, result_w, self.source, self.shared, w.slot, close_fds,
+            args=(task_r, result_w,
+                  self.source if self.slot_env is None else Pinned(self.source, self.slot_env(w.slot)),
+                  self.shared, w.slot, close_fds,
                   None if method == "forkserver" else os.getpid(), method == "fork",
                   self.values),
             name=f"clum-worker-{w.slot}", daemon=True,

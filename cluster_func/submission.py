@@ -76,6 +76,11 @@ def run(ns, module, opts, argv_all) -> int:
         clum_args += ["--timeout", f"{opts['timeout']:.15g}"]
     if opts["start_method"]:
         clum_args += ["--start-method", opts["start_method"]]
+    gpus = job_gpus(opts)
+    if gpus:  # each job's clum gives each worker its own of the job's GPUs
+        clum_args += ["--gpus", str(gpus)]
+        if opts["gpus_per_worker"]:
+            clum_args += ["--gpus-per-worker", str(opts["gpus_per_worker"])]
     if opts["grace"] is not None and (not opts["walltime"] or opts["grace"] >= opts["walltime"]):
         raise UserError(f"--grace {opts['grace']:g} needs a longer --walltime: the jobs start no new call that "
                         f"long before their walltime. Example: --walltime 24:00:00 --grace 600")
@@ -89,7 +94,8 @@ def run(ns, module, opts, argv_all) -> int:
         submit_dir=os.getcwd(), scheduler=sched, clum_args=clum_args, passthrough=opts["passthrough"],
         env=opts["env"] or {}, prepend=opts["prepend_script"] or [], append=opts["append_script"] or [],
         resources={"walltime": opts["walltime"], "memory": opts["memory"], "queue": opts["queue"],
-                   "account": opts["account"], "cpus": opts["cpus"] or opts["processes"]},
+                   "account": opts["account"], "gpus": gpus,
+                   "cpus": opts["cpus"] or opts["processes"] or (gpus and gpus // (opts["gpus_per_worker"] or 1))},
         raw=raw, results=opts["results"].rsplit(".", 1)[-1].lower() if opts["results"] else None,
         max_restarts=opts["max_restarts"],
         scheduler_path=os.path.dirname(shutil.which(sched.submit_command) or "") or None)
@@ -127,6 +133,34 @@ def run(ns, module, opts, argv_all) -> int:
         return EXIT_OK
     status = submit(plan, chosen, paths, argv_all, resume=bool(opts["resume"]), calls=calls)
     return _then_wait(plan, status, opts["wait"])
+
+
+def job_gpus(opts):
+    """cluf --gpus N: the GPUs per job (None without), checked against --gpus-per-worker and -p."""
+    from .gpus import describe
+
+    gpus, per_worker, processes = opts["gpus"], opts["gpus_per_worker"], opts["processes"]
+    if gpus is None:
+        if per_worker:
+            raise UserError(f"--gpus-per-worker {per_worker} needs --gpus N, the GPUs each job asks the "
+                            f"scheduler for. Example: --gpus {2 * per_worker} --gpus-per-worker {per_worker}")
+        return None
+    if not isinstance(gpus, int):
+        raise UserError(f"cluf --gpus takes the number of GPUs each job asks the scheduler for (e.g. --gpus 2), "
+                        f"not {describe(gpus)!r}: a job's clum then uses the GPUs the scheduler gave it. Only clum takes all "
+                        f"or GPU ids; if they come from the script's clum_options, give cluf its own count on the "
+                        f"command line or in cluf_options (e.g. cluf_options = {{\"gpus\": 2}}).")
+    if per_worker and per_worker > gpus:
+        raise UserError(f"--gpus-per-worker {per_worker} is more than the {gpus} GPUs per job (--gpus {gpus}): "
+                        f"no worker could start. Ask for more GPUs per job or fewer per worker.")
+    most = gpus // (per_worker or 1)
+    if processes and processes > most:
+        k = per_worker or 1
+        raise UserError(f"-p {processes} workers per job with {k} GPU{'s' * (k != 1)} each need "
+                        f"{processes * k} GPUs, but each job asks for {gpus} (--gpus {gpus}). "
+                        f"Give -p {most} or less (or leave -p out: one worker per --gpus-per-worker GPUs), "
+                        f"or more GPUs per job.")
+    return gpus
 
 
 def _then_wait(plan, status, wait):

@@ -33,6 +33,7 @@ class JobSpec:
     queue: Optional[str] = None
     account: Optional[str] = None
     cpus: Optional[int] = None
+    gpus: Optional[int] = None  # GPUs for the job (on its one node)
     raw: Dict[str, Optional[str]] = field(default_factory=dict)  # scheduler-specific key=value
     array: Optional[int] = None  # number of tasks, for a job array
     max_running: Optional[int] = None

@@ -91,6 +91,8 @@ class LSF(Scheduler):
             requirements.append("span[hosts=1]")  # all the job's slots on one host
         if requirements:
             d.append(f'-R "{" ".join(requirements)}"')
+        if job.gpus:
+            d.append(f'-gpu "num={job.gpus}"')  # LSF sets CUDA_VISIBLE_DEVICES to the job's GPUs
         if job.queue:
             d.append(f"-q {job.queue}")
         if job.account:

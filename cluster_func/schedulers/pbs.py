@@ -138,7 +138,9 @@ class PBS(Scheduler):
             d.append(f"-l walltime={hms(job.walltime)}")
         if job.memory:
             d.append(f"-l mem={job.memory}mb")
-        if job.cpus:
+        if job.gpus:
+            d.append(self._gpu_directive(job))
+        elif job.cpus:
             d.append(f"-l nodes=1:ppn={job.cpus}")
         if job.queue:
             d.append(f"-q {job.queue}")
@@ -147,6 +149,8 @@ class PBS(Scheduler):
         if job.array:
             d.append(self._array_directive(job.array, job.max_running))
         for k, v in job.raw.items():
+            if k == "ppn" and job.gpus:
+                continue  # in the GPU line already
             if k in _SPECIAL or k == "ppn":
                 # These replace the line cluf writes itself: one -N, -o, -e, -q, nodes=1:ppn.
                 value = shlex.quote(v) if k in _PATHS and v else v
@@ -160,6 +164,14 @@ class PBS(Scheduler):
             else:
                 d.append(f"-l {k}" if v is None else f"-l {k}={v}")
         return d
+
+    def _gpu_directive(self, job):
+        """GPUs and cores on one node: Torque's nodes=1:ppn=C:gpus=N; PBS Professional's select
+        statement (which may not be mixed with nodes=)."""
+        cpus = job.raw.get("ppn") or job.cpus or 1
+        if self.torque:
+            return f"-l nodes=1:ppn={cpus}:gpus={job.gpus}"
+        return f"-l select=1:ncpus={cpus}:ngpus={job.gpus}"
 
     def _array_directive(self, count, max_running):
         if self.torque:  # Torque: -t 0-N%K

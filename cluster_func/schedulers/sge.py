@@ -18,6 +18,15 @@ def parse_max_array_size(text: str) -> Optional[int]:
     return int(m.group(1)) or None if m else None
 
 
+_GPU_RESOURCE_KEYS = ("gpu_resource", "gpu-resource")
+_NOT_RESOURCES = ("pe", *_GPU_RESOURCE_KEYS)  # sge_options keys that name things, not -l resources
+
+
+def gpu_resource(raw) -> str:
+    """The consumable that --gpus asks for: sge_options gpu_resource=NAME, else gpu."""
+    return next((raw[k] for k in _GPU_RESOURCE_KEYS if raw.get(k)), "gpu")
+
+
 @register
 class GridEngine(Scheduler):
     name = "sge"
@@ -25,7 +34,9 @@ class GridEngine(Scheduler):
     extension = ".sge"
     prefix = "#$"
     submit_command = "qsub"
-    options_help = "raw Grid Engine directives: each becomes '#$ -l K=V'. Example: --sge-options h_vmem=4G"
+    options_help = ("raw Grid Engine directives: each becomes '#$ -l K=V', except pe (the parallel environment "
+                    "for --cpus, default smp) and gpu_resource (the consumable for --gpus, default gpu). "
+                    "Example: --sge-options h_vmem=4G,gpu_resource=gpus")
     detect_order = 20
     detect_hint = "qsub with SGE_ROOT set means sge"
     array_index_var = "SGE_TASK_ID"
@@ -65,6 +76,9 @@ class GridEngine(Scheduler):
             # Slots on one host need a parallel environment; its name is site-specific
             # (sge_options pe=NAME), "smp" is the common one.
             d.append(f"-pe {job.raw.get('pe') or 'smp'} {job.cpus}")
+        if job.gpus:
+            # A consumable complex the site defines; its name is site-specific too.
+            d.append(f"-l {gpu_resource(job.raw)}={job.gpus}")
         if job.queue:
             d.append(f"-q {job.queue}")
         if job.account:
@@ -74,7 +88,7 @@ class GridEngine(Scheduler):
             if job.max_running:
                 d.append(f"-tc {job.max_running}")
         for k, v in job.raw.items():
-            if k != "pe":
+            if k not in _NOT_RESOURCES:
                 d.append(f"-l {k}" if v is None else f"-l {k}={v}")
         return d
 

@@ -50,6 +50,8 @@ class Slurm(Scheduler):
             d.append(f"--mem={job.memory}M")
         if job.cpus:
             d.append(f"--cpus-per-task={job.cpus}")
+        if job.gpus:
+            d.append(f"--gres=gpu:{job.gpus}")  # Slurm sets CUDA_VISIBLE_DEVICES to the job's GPUs
         if job.queue:
             d.append(f"--partition={job.queue}")
         if job.account:

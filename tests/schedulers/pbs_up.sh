@@ -25,6 +25,7 @@ PBS_HOME=/var/spool/pbs
 PBS_CONF=/etc/pbs.conf
 INIT="$PBS_EXEC/libexec/pbs_init.d"
 NCPUS="${PBS_UP_NCPUS:-8}"
+NGPUS="${PBS_UP_NGPUS:-2}"
 READY_TIMEOUT="${PBS_UP_READY_TIMEOUT:-90}"
 BUILD_LOG=/tmp/pbs_up.build.log
 START_LOG=/tmp/pbs_up.start.log
@@ -316,6 +317,28 @@ if [ "$ncpus" != "$NCPUS" ]; then
     log "qmgr: set node $NAME resources_available.ncpus = $NCPUS (was ${ncpus:-unset})"
     qm "set node $NAME resources_available.ncpus = $NCPUS" || fail "qmgr set node ncpus failed"
 fi
+# GPUs: a consumable host-level resource ngpus (this OpenPBS build has none),
+# two of them on the node, and the scheduler counting it, so that a job can ask
+# for select=1:ngpus=N. (PBS sets no CUDA_VISIBLE_DEVICES without its cgroups hook.)
+if ! "$QMGR" -c 'list resource ngpus' >/dev/null 2>&1; then
+    log "qmgr: create resource ngpus type=long, flag=nh"
+    qm 'create resource ngpus type=long, flag=nh' || fail "qmgr create resource ngpus failed"
+fi
+ngpus="$(awk -F' = ' '$1 ~ /^ *resources_available.ngpus$/ {print $2}' <<<"$node")"
+if [ "$ngpus" != "$NGPUS" ]; then
+    log "qmgr: set node $NAME resources_available.ngpus = $NGPUS (was ${ngpus:-unset})"
+    qm "set node $NAME resources_available.ngpus = $NGPUS" || fail "qmgr set node ngpus failed"
+fi
+SCHED_CONF="$PBS_HOME/sched_priv/sched_config"
+if ! grep -Eq '^resources: ".*\bngpus\b' "$SCHED_CONF"; then
+    log "adding ngpus to the scheduler's resources ($SCHED_CONF)"
+    sed -i -E 's/^(resources: "[^"]*)"/\1, ngpus"/' "$SCHED_CONF"
+    sched_pid="$(tr -dc '0-9' <"$PBS_HOME/sched_priv/sched.lock" 2>/dev/null || true)"
+    if pid_live "$sched_pid" pbs_sched; then
+        log "HUP to pbs_sched (pid $sched_pid)"
+        kill -HUP "$sched_pid"
+    fi
+fi
 
 # The job's login shell runs ~/.bashrc; where that runs `pyenv init`, a rehash
 # lock left behind by a killed job makes it wait 60 s (see
@@ -334,4 +357,4 @@ if ! out="$(cd / && timeout 60 "$PBS_EXEC/bin/qsub" -W block=true -N pbs_up_chec
     fail "test job failed"
 fi
 touch "$OK_MARK"
-log "ready: node $NAME ($NCPUS cpus), queue workq, commands $PBS_EXEC/bin (conf $PBS_CONF)"
+log "ready: node $NAME ($NCPUS cpus, $NGPUS gpus), queue workq, commands $PBS_EXEC/bin (conf $PBS_CONF)"

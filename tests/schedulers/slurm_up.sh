@@ -102,6 +102,19 @@ else
 fi
 munge -n | unmunge >/dev/null || fail "munge -n | unmunge failed"
 
+# --- fake GPUs ------------------------------------------------------------
+# Two character devices with NVIDIA's major number are enough for Slurm to
+# schedule GPUs (gres.conf, AutoDetect=off): each job then gets
+# CUDA_VISIBLE_DEVICES set to the GPUs it was given. No GPU or driver needed.
+GRES_CONF="$CONF_DIR/gres.conf"
+for i in 0 1; do
+    if [ ! -c "/dev/nvidia$i" ]; then
+        log "creating fake GPU device /dev/nvidia$i"
+        rm -f "/dev/nvidia$i"
+        mknod "/dev/nvidia$i" c 195 "$i"
+    fi
+done
+
 # --- slurm.conf -----------------------------------------------------------
 mem_mb="$(awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo)"
 real_mem=$((mem_mb * 8 / 10))
@@ -112,6 +125,7 @@ tmp_conf="$(mktemp)"
 cat >"$tmp_conf" <<EOF
 # Written by cluster-func tests/schedulers/slurm_up.sh: single-node test cluster.
 ClusterName=clusterfunc
+GresTypes=gpu
 SlurmctldHost=${HOST}(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
@@ -142,7 +156,7 @@ SlurmctldLogFile=${CTLD_LOG}
 SlurmdLogFile=${SLURMD_LOG}
 SlurmctldDebug=info
 SlurmdDebug=info
-NodeName=${HOST} NodeAddr=127.0.0.1 CPUs=8 RealMemory=${real_mem} State=UNKNOWN
+NodeName=${HOST} NodeAddr=127.0.0.1 CPUs=8 RealMemory=${real_mem} Gres=gpu:2 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
 conf_changed=0
@@ -152,6 +166,19 @@ if ! cmp -s "$tmp_conf" "$CONF"; then
     conf_changed=1
 fi
 rm -f "$tmp_conf"
+
+tmp_gres="$(mktemp)"
+cat >"$tmp_gres" <<EOF
+# Written by cluster-func tests/schedulers/slurm_up.sh: two fake GPUs.
+AutoDetect=off
+Name=gpu File=/dev/nvidia[0-1]
+EOF
+if ! cmp -s "$tmp_gres" "$GRES_CONF"; then
+    log "writing $GRES_CONF"
+    install -m 644 "$tmp_gres" "$GRES_CONF"
+    conf_changed=1
+fi
+rm -f "$tmp_gres"
 
 # A changed config while the daemons run: restart them so they pick it up.
 if [ $conf_changed = 1 ]; then
