@@ -486,7 +486,7 @@ class Bench:
         # compile once, so that no runner pays for writing .pyc files
         subprocess.run([self.py, "-m", "compileall", "-q", HERE, os.path.join(ROOT, "cluster_func")],
                        env=self.env, stdout=subprocess.DEVNULL, check=False)
-        subprocess.run([self.py, "-c", "import multiprocessing.pool, joblib, mpire, cluster_func.runner"],
+        subprocess.run([self.py, "-c", "import multiprocessing.pool, joblib, mpire, cluster_func.local.runner"],
                        env=self.env, check=False)
 
     # one run of one runner on one workload

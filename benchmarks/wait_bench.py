@@ -9,7 +9,7 @@ calls, one ``ok`` record each (a slow call per batch: the most records a bin can
 the bins are done (their journal ends ``complete``); the other half are running: a stand-in
 ``squeue`` (first on PATH) lists their jobs, and their journals have no end yet.
 
-``cluster_func.status.wait`` then runs on that jobs dir, for real, with its ``time.sleep``
+``cluster_func.cluster.status.wait`` then runs on that jobs dir, for real, with its ``time.sleep``
 replaced by a stand-in that returns at once (and, after the P-th poll, stops the wait as Ctrl-C would).
 Between two polls, outside the timed part, 1% of the running bins' journals get 5 more
 records, as if their jobs had completed calls meanwhile.  A poll's cost is the time from the
@@ -43,12 +43,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 try:
-    from cluster_func import continuation, jobs, status
-    from cluster_func.schedulers import SCHEDULERS
+    from cluster_func.cluster import continuation, jobs, status
+    from cluster_func.cluster.schedulers import SCHEDULERS
 except ImportError:  # a source checkout that is not installed
     sys.path.insert(0, ROOT)
-    from cluster_func import continuation, jobs, status
-    from cluster_func.schedulers import SCHEDULERS
+    from cluster_func.cluster import continuation, jobs, status
+    from cluster_func.cluster.schedulers import SCHEDULERS
 
 BINS = (10_000, 2_000)  # full, quick
 CALLS_PER_BIN = (100, 20)

@@ -12,8 +12,8 @@ __all__ = ["__version__", "read_results", *_QUEUE_NAMES]
 
 def read_results(*paths):
     """Yield ``(position, value)`` in position order from ``--results`` files, several of them,
-    or a cluf jobs dir (see :mod:`cluster_func.results`)."""
-    from .results import read_results as read
+    or a cluf jobs dir (see :mod:`cluster_func.record.results`)."""
+    from .record.results import read_results as read
 
     return read(*paths)
 

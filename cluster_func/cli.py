@@ -13,10 +13,11 @@ import sys
 import textwrap
 import traceback
 
-from . import __version__, options, schedulers
+from . import __version__, options
+from .cluster import schedulers
 from .options import split_passthrough
-from .errors import Interrupted, SubmitError, UserError
-from .script import get_options, load_script, resolve_path
+from .core.errors import Interrupted, SubmitError, UserError
+from .core.script import get_options, load_script, resolve_path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_BUG = 70  # EX_SOFTWARE: an exception escaped from inside the tool
@@ -290,7 +291,7 @@ def load(ns, command, passthrough):
 
 
 def run_clum(argv):
-    from . import local_run
+    from .local import run as local_run
 
     argv, passthrough = split_passthrough(argv)
     ns = clum_parser().parse_args(argv)
@@ -313,7 +314,7 @@ def run_cluf(argv):
     argv_all = list(argv)
     argv, passthrough = split_passthrough(argv)
     if _manages(argv):
-        from . import status
+        from .cluster import status
 
         ns = cluf_manage_parser().parse_args(argv)
         ns.jobs_dir = ns.jobs_dir or ns.jobs_dir_opt
@@ -324,11 +325,11 @@ def run_cluf(argv):
         if ns.wait:
             return status.wait(ns.jobs_dir)
         if ns.gather:
-            from .results import gather
+            from .record.results import gather
 
             return gather(ns.jobs_dir, ns.output)
         return status.cancel(ns.jobs_dir)
-    from . import submission
+    from .cluster import submission
 
     ns = cluf_parser().parse_args(argv)
     module, opts = load(ns, "cluf", passthrough)

@@ -11,8 +11,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from . import bins, schedulers
-from .errors import UserError
+from .core import bins
+from .cluster import schedulers
+from .core.errors import UserError
 
 
 # --- value parsers: each takes a CLI string or a Python value from a dict -------
@@ -221,7 +222,7 @@ def _file_list(value, name):
 
 
 def _gpus(value, name):
-    from .gpus import parse_spec
+    from .local.gpus import parse_spec
 
     return parse_spec(value, name)
 
@@ -237,7 +238,7 @@ def _choice(*choices):
 def _results(value, name):
     """clum: a path ending in .jsonl or .pkl; cluf: that too, or just the format (each bin gets
     its own file in the jobs dir)."""
-    from .results import format_of
+    from .record.results import format_of
 
     text = _str(value, name)
     if text.lower() in ("jsonl", "pkl", ".jsonl", ".pkl"):

@@ -2,8 +2,8 @@
 
 import pytest
 
-from cluster_func import runner
-from cluster_func.runner import BatchSizer
+from cluster_func.local import runner
+from cluster_func.local.runner import BatchSizer
 
 T = runner.TARGET_BATCH_SECONDS
 
@@ -109,9 +109,9 @@ def test_split_after_turns_off_again_when_calls_get_cheap():
 def test_a_batch_handed_back_part_way_is_re_dealt_in_batches_sized_for_the_new_cost():
     """A worker that hands back the rest of a batch (its calls got dear) must not get the whole
     rest again: it is re-dealt in small batches so that every worker gets a share."""
-    from cluster_func.bins import Work
-    from cluster_func.reporter import Reporter
-    from cluster_func.runner import Batch, Runner, Worker
+    from cluster_func.core.bins import Work
+    from cluster_func.local.reporter import Reporter
+    from cluster_func.local.runner import Batch, Runner, Worker
 
     r = Runner(None, 2, Work(iter(()), 0, 1), Reporter(progress=False))
     r.sizer.observe(40, 40 * 0.0001)  # cheap calls so far: 0.1 ms each

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from cluster_func import bins
-from cluster_func.bins import BinSpec, parse_bin_spec, parse_positions
-from cluster_func.errors import UserError
+from cluster_func.core import bins
+from cluster_func.core.bins import BinSpec, parse_bin_spec, parse_positions
+from cluster_func.core.errors import UserError
 
 
 # --- parse_positions -------------------------------------------------------------
@@ -183,7 +183,7 @@ def test_hash_bins_spread_the_work():
 
 _HASH_PROGRAM = r"""
 import json, sys
-from cluster_func import bins
+from cluster_func.core import bins
 keys = [("file-%d" % i, i, i * 0.5) for i in range(300)] + [("1", "23"), ("12", "3"), ("\u00e9t\u00e9", None)]
 print(json.dumps([bins.hash_bin(k, (0, 1), 7) for k in keys] + [bins.hash_key(["x", 1]).hex()]))
 """

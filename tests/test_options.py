@@ -3,8 +3,8 @@
 import pytest
 
 from cluster_func import options
-from cluster_func.bins import BinSpec
-from cluster_func.errors import UserError
+from cluster_func.core.bins import BinSpec
+from cluster_func.core.errors import UserError
 
 
 def test_canonical_accepts_dashes_underscores_and_leading_dashes():

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 import cluf_support as cs
-from cluster_func import options, schedulers
-from cluster_func.errors import SchedulerError, UserError
-from cluster_func.schedulers.base import (REGISTRY, CommandFailed, CommandNotFound, CommandTimedOut, Scheduler,
+from cluster_func import options
+from cluster_func.cluster import schedulers
+from cluster_func.core.errors import SchedulerError, UserError
+from cluster_func.cluster.schedulers.base import (REGISTRY, CommandFailed, CommandNotFound, CommandTimedOut, Scheduler,
                                           register, run)
 
 PACKAGE = Path(schedulers.__file__).parent

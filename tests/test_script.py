@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from cluster_func import script
-from cluster_func.errors import ScriptError, UserError
+from cluster_func.core import script
+from cluster_func.core.errors import ScriptError, UserError
 
 
 @pytest.fixture(autouse=True)

@@ -417,7 +417,7 @@ def test_partial_submission_failure_prints_the_command_that_submits_the_rest(tmp
 
 
 def _fmt(bins):
-    from cluster_func.bins import format_positions
+    from cluster_func.core.bins import format_positions
     return format_positions(bins)
 
 

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from cluster_func import bins
-from cluster_func import journal as jmod
+from cluster_func.core import bins
+from cluster_func.record import journal as jmod
 
 START_METHODS = ["fork", "spawn", "forkserver"]
 TOOL_FRAME = re.compile(r'File "[^"]*cluster_func[/\\]')  # a traceback frame from inside the tool

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from cluster_func import journal as jmod
-from cluster_func import runner
-from cluster_func.bins import Work
+from cluster_func.record import journal as jmod
+from cluster_func.local import runner
+from cluster_func.core.bins import Work
 
 
 def remaining(state, elements, mode="round-robin", spaced=True, n=7):

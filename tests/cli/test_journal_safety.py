@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from cluster_func import journal as jmod
+from cluster_func.record import journal as jmod
 
 REPLICATES = """\
     import os, time

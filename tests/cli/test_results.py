@@ -9,8 +9,8 @@ import signal
 import pytest
 
 import cluster_func
-from cluster_func import journal as jmod
-from cluster_func import results as rmod
+from cluster_func.record import journal as jmod
+from cluster_func.record import results as rmod
 
 SWEEP = """\
     import os

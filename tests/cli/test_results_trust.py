@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 import cluster_func
-from cluster_func import journal as jmod
+from cluster_func.record import journal as jmod
 
 # args come from the environment: N elements, a permutation seed (PERM) and replicates (REP
 # distinct values), so that a test can reorder or shrink them between runs.
@@ -200,7 +200,7 @@ def test_a_torn_results_file_is_read_with_a_warning_that_says_so(clum, tmp_path)
     assert clum.run("w.py", "--results", "v.jsonl", env={"N": 5}).returncode == 0
     out = tmp_path / "v.jsonl"
     out.write_bytes(out.read_bytes()[:-7])
-    with pytest.warns(cluster_func.results.TornRecords, match="skipped 1 record"):
+    with pytest.warns(cluster_func.record.results.TornRecords, match="skipped 1 record"):
         assert len(list(cluster_func.read_results(str(out)))) == 4
 
 

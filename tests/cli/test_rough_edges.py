@@ -81,7 +81,8 @@ BUG_STATUS = 70
 
 INJECT = """\
 import sys
-from cluster_func import {module} as m
+from cluster_func.{module} import {function} as _unused
+import cluster_func.{module} as m
 def broken(*a, **k):
     raise KeyError("injected fault")
 m.{function} = broken
@@ -91,10 +92,10 @@ from cluster_func.cli import {main}
 
 
 @pytest.mark.parametrize("main, module, function, extra", [
-    ("clum_main", "local_run", "run", ()),
-    ("clum_main", "local_run", "print_failed", ("--failed",)),
-    ("cluf_main", "submission", "run", ("-n", "2", "-q")),
-    ("cluf_main", "jobs", "write", ("-n", "2", "-q")),
+    ("clum_main", "local.run", "run", ()),
+    ("clum_main", "local.run", "print_failed", ("--failed",)),
+    ("cluf_main", "cluster.submission", "run", ("-n", "2", "-q")),
+    ("cluf_main", "cluster.jobs", "write", ("-n", "2", "-q")),
 ])
 def test_an_exception_escaping_from_inside_the_tool_is_reported_as_a_bug_with_exit_70(
         tmp_path, main, module, function, extra):

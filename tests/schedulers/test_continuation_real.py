@@ -3,7 +3,7 @@ of tests/schedulers/up.sh, through the real ``cluf`` command.
 
 In each job clum stops starting calls a grace period before the walltime, stops the calls
 still running just before it and exits 75; the job script then submits the bin again with
---resume (``python -m cluster_func.continuation``), unless the bin was cancelled, the job
+--resume (``python -m cluster_func.cluster.continuation``), unless the bin was cancelled, the job
 completed no call, or --max-restarts is reached.  ``cluf --wait`` waits for all that and
 exits with the run's status.  The scenarios:
 

@@ -20,8 +20,8 @@ Protocol.
     ``("fatal", text)`` when the script cannot be loaded or ``init_worker`` fails (then it exits);
     ``("fail", batch_id, k, exc_type, exc_message, traceback_text)`` as soon as call k raises;
     ``("done", batch_id, n_done, seconds, check, digests, records)`` when the batch (or its
-    first n_done calls) is over; ``check`` is :func:`cluster_func.journal.content_check` of
-    the bytes received; ``digests`` the :func:`cluster_func.journal.call_digest` of each call
+    first n_done calls) is over; ``check`` is :func:`cluster_func.record.journal.content_check` of
+    the bytes received; ``digests`` the :func:`cluster_func.record.journal.call_digest` of each call
     started (8 bytes each) when asked for (see ``DIGESTS_*``), else None; ``records`` the
     results records of its calls that completed (see results.py), or None when values are
     not collected.
@@ -40,7 +40,7 @@ import traceback
 from pickle import loads
 from time import perf_counter
 
-from .journal import call_digest, content_check
+from ..record.journal import call_digest, content_check
 
 HEADER = struct.Struct("!qdbq")
 # Per-call digests in "done" (the journal's "d"): never, for calls of at least
@@ -90,7 +90,7 @@ class FromScript:
         self.path, self.argv, self.target_name = path, list(argv), target_name
 
     def load(self):
-        from .script import get_init_worker, get_target, load_script
+        from ..core.script import get_init_worker, get_target, load_script
 
         module = load_script(self.path, self.argv)
         return get_target(module, self.target_name), get_init_worker(module)
@@ -199,7 +199,7 @@ def _main(task_conn, result_conn, source, shared, slot, close_fds, parent_pid, f
     send(("ready", os.getpid()))
     encode = None
     if results_format is not None:
-        from .results import encoder
+        from ..record.results import encoder
 
         encode = encoder(results_format)
     run_batches(task_conn, send, target, Counters(shared), slot, encode)

@@ -2,7 +2,7 @@
 stopped at its walltime with work left.
 
 A cluf job script runs clum with ``--walltime``; clum stops a grace period before it and exits
-75 (``local_run.EXIT_WALLTIME``).  The job script then runs ``python -m cluster_func.continuation
+75 (``local_run.EXIT_WALLTIME``).  The job script then runs ``python -m cluster_func.cluster.continuation
 MANIFEST BIN``, which submits the bin again from the compute node.  Where the site refuses
 that, ``cluf --wait`` (status.py) calls :func:`continue_bin` from the submitting side instead.
 Either way the decision is taken under the manifest's lock, on a fresh read, so that a bin
@@ -19,8 +19,8 @@ import os
 import sys
 
 from . import jobs
-from . import journal as journal_mod
-from .errors import SchedulerError
+from ..record import journal as journal_mod
+from ..core.errors import SchedulerError
 
 DEFAULT_MAX_RESTARTS = 20
 
@@ -68,7 +68,7 @@ def continue_bin(manifest_path: str, i: int, stopped_id=None) -> str:
 
 
 def main(argv=None):
-    """``python -m cluster_func.continuation MANIFEST BIN`` (from a job script)."""
+    """``python -m cluster_func.cluster.continuation MANIFEST BIN`` (from a job script)."""
     argv = sys.argv[1:] if argv is None else argv
     manifest_path, i = argv[0], int(argv[1])
     m = jobs.load_manifest(manifest_path) or {}

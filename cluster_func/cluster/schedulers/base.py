@@ -20,7 +20,7 @@ import shutil
 from dataclasses import dataclass, field
 from typing import ClassVar, Dict, Iterable, List, Optional, Sequence, Type
 
-from ..errors import SchedulerError
+from ...core.errors import SchedulerError
 
 
 @dataclass

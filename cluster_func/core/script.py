@@ -8,6 +8,8 @@ import traceback
 
 from .errors import Interrupted, ScriptError
 
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # cluster_func/: our frames
+
 MODULE_NAME = "__cluster_func_target__"
 
 
@@ -66,7 +68,7 @@ def load_script(path: str, argv=()):
         tb = traceback.TracebackException.from_exception(e)
         # Keep only the frames from the user's script and below: drop our loader.
         frames = [f for f in tb.stack
-                  if not f.filename.startswith((os.path.dirname(__file__), "<frozen"))]
+                  if not f.filename.startswith((PACKAGE_DIR, "<frozen"))]
         tb.stack = traceback.StackSummary.from_list(frames)
         detail = "".join(tb.format()).rstrip()
         not_python = _not_python(path, e)
@@ -167,9 +169,8 @@ def get_args(module, name: str):
 def user_traceback(error) -> str:
     """The traceback of an exception raised by the script's code, from its first frame outside
     cluster-func (our frames that called it are left out)."""
-    here = os.path.dirname(os.path.abspath(__file__))
     tb = error.__traceback__
-    while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(here + os.sep):
+    while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(PACKAGE_DIR + os.sep):
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(error), error, tb)).rstrip()
 

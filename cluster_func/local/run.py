@@ -11,14 +11,15 @@ import signal
 import sys
 import time
 
-from . import bins, gpus, worker
-from . import journal as journal_mod
-from .errors import EXIT_WALLTIME, JOB_START_VAR, Interrupted, UserError, signals_held
+from ..core import bins
+from . import gpus, worker
+from ..record import journal as journal_mod
+from ..core.errors import EXIT_WALLTIME, JOB_START_VAR, Interrupted, UserError, signals_held
 from .reporter import Reporter, warner
-from .journal import JournalWriteError
-from .results import Results
+from ..record.journal import JournalWriteError
+from ..record.results import Results
 from .runner import Outcome, Runner
-from .script import get_args, get_init_worker, get_target
+from ..core.script import get_args, get_init_worker, get_target
 
 EXIT_OK, EXIT_FAILED = 0, 1
 JOB_STOP_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)  # Grid Engine's -notify warnings
@@ -125,7 +126,7 @@ def run(ns, module, opts) -> int:
         relay = None
         if reporter.progress:  # the workers' output goes through us, so it never mixes with the line
             try:
-                from .relay import Relay, shared_fds  # only on a terminal: clum in a job never pays for it
+                from .relay import Relay, shared_fds# only on a terminal: clum in a job never pays for it
 
                 relay = Relay(reporter, shared_fds(reporter.stream))
                 source = relay.wrap(source)

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from . import worker as worker_module
-from .errors import Interrupted, signals_held
+from ..core.errors import Interrupted, signals_held
 from .gpus import Pinned
-from .journal import JournalWriteError, pickle_elements
+from ..record.journal import JournalWriteError, pickle_elements
 from .reporter import Reporter
-from .script import args_error_where, user_traceback
+from ..core.script import args_error_where, user_traceback
 from .worker import DIGESTS_ALWAYS, DIGESTS_IF_DEAR, DIGESTS_NEVER, HEADER, Counters
 
 # Adaptive batching.  A batch should keep a worker busy for about TARGET seconds:
@@ -173,9 +173,9 @@ def describe_exit(exitcode) -> str:
 class Runner:
     """Run the target over ``work`` on up to ``processes`` workers.
 
-    ``source`` gives workers their target: :class:`cluster_func.worker.Inherited` (fork) or
-    :class:`cluster_func.worker.FromScript`.  ``work`` offers ``take(n)`` (a
-    :class:`cluster_func.bins.Work` or :class:`cluster_func.journal.ResumeWork`).  ``journal``
+    ``source`` gives workers their target: :class:`cluster_func.local.worker.Inherited` (fork) or
+    :class:`cluster_func.local.worker.FromScript`.  ``work`` offers ``take(n)`` (a
+    :class:`cluster_func.core.bins.Work` or :class:`cluster_func.record.journal.ResumeWork`).  ``journal``
     (optional) gets ``completed(positions, elements, check)`` and ``failed(...)``.
     Workers start when there is work for them, never more than ``processes``.
     """
@@ -183,7 +183,7 @@ class Runner:
     def __init__(self, source, processes, work, reporter: Reporter, journal=None, retries=0,
                  timeout=None, start_method=None, values=None, stop_at=None, relay=None, slot_env=None):
         """``stop_at``: (start no new call after, stop running calls at), time.monotonic() values.
-        ``relay``: a :class:`cluster_func.relay.Relay` (whose ``wrap`` made ``source``) to pump.
+        ``relay``: a :class:`cluster_func.local.relay.Relay` (whose ``wrap`` made ``source``) to pump.
         ``slot_env``: slot -> the environment variables its worker sets first (its GPUs), or None."""
         self.relay = relay
         self.slot_env = slot_env
@@ -219,8 +219,8 @@ class Runner:
             import multiprocessing
 
             self._ctx = multiprocessing.get_context(self.start_method)
-            if self.start_method == "forkserver":  # (see cluster_func._forkserver)
-                self._ctx.set_forkserver_preload(["__main__", "cluster_func._forkserver"])
+            if self.start_method == "forkserver":  # (see cluster_func.local._forkserver)
+                self._ctx.set_forkserver_preload(["__main__", "cluster_func.local._forkserver"])
         return self._ctx
 
     # --- workers -------------------------------------------------------------

@@ -12,7 +12,7 @@ import pkgutil
 import sys
 from typing import List
 
-from ..errors import SchedulerError, UserError  # noqa: F401
+from ...core.errors import SchedulerError, UserError# noqa: F401
 
 _LAZY = ("REGISTRY", "JobSpec", "Scheduler", "register", "run")
 
@@ -37,7 +37,7 @@ def _registry():
             importlib.import_module(f"{__name__}.{name}")
         missing = [m for m in _modules() if m not in REGISTRY]
         if missing:
-            raise RuntimeError(f"every module in cluster_func/schedulers/ must register one scheduler named "
+            raise RuntimeError(f"every module in cluster_func/cluster/schedulers/ must register one scheduler named "
                                f"as the module: {', '.join(missing)} did not")
     return REGISTRY
 

@@ -5,7 +5,7 @@ import re
 import shlex
 from typing import Optional
 
-from ..errors import SchedulerError
+from ...core.errors import SchedulerError
 from .base import CONFIG_TIMEOUT, QUEUED, RUNNING, Scheduler, hms, lines_all_match, register, run
 
 _QUEUED_STATES = {"PENDING", "REQUEUED", "SUSPENDED", "REQUEUE_HOLD"}

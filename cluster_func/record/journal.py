@@ -30,7 +30,7 @@ value is written in the same line, the same write and under the same lock as the
 says its call completed, and a torn record loses both.  A run that wants values resumes only
 from records that carry them in its format (the others run again).  The ``--results`` file is
 an export, written whole (a temporary file renamed over it) when a run ends, from this run's
-records and the earlier records its resume kept (see :mod:`cluster_func.results`); the
+records and the earlier records its resume kept (see :mod:`cluster_func.record.results`); the
 ``results`` record then says which file that is, so that a later run knows the file is its own.
 
 ``pos`` lists positions as runs (a range is one run), in the order in which the batch held
@@ -77,9 +77,9 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .errors import UserError
-from .files import replaced
-from .script import short_repr
+from ..core.errors import UserError
+from ..core.files import replaced
+from ..core.script import short_repr
 
 FORMAT = 2
 HEADER_KEY = "cluster_func_journal"
@@ -747,7 +747,7 @@ def _write_all(fd, data):
 class ResumeWork:
     """The runner's work with the calls a journal records as completed taken out.
 
-    Wraps a :class:`cluster_func.bins.Work` and offers the same ``take(n)``, which may return
+    Wraps a :class:`cluster_func.core.bins.Work` and offers the same ``take(n)``, which may return
     fewer than n before the end (the work is over when it returns nothing).  Round-robin
     journals (``c`` checks): the elements at a record's positions are held back until all of
     them have been seen, then skipped together when their check matches, or run; where the

@@ -14,9 +14,9 @@ import time
 from typing import List
 
 from . import jobs, submission
-from . import journal as journal_mod
-from .bins import format_positions
-from .errors import SchedulerError, UserError
+from ..record import journal as journal_mod
+from ..core.bins import format_positions
+from ..core.errors import SchedulerError, UserError
 from .schedulers import SCHEDULERS
 from .schedulers.base import ERROR, QUEUED, RUNNING
 
@@ -248,7 +248,7 @@ def wait(jobs_dir, poll_first=POLL_FIRST, poll_max=POLL_MAX, out=sys.stderr) -> 
     its status.  One scheduler query per run and poll; journals are read on from where the
     last poll stopped.  Ctrl-C stops waiting, not the jobs."""
     from . import continuation
-    from .errors import Interrupted
+    from ..core.errors import Interrupted
 
     paths = manifests_in(jobs_dir)
     shown = os.path.abspath(jobs_dir or os.getcwd())

@@ -14,7 +14,7 @@ A results file holds one record per call of the run's ``args``: its position and
 
 Where the values live.  Workers turn values into records (the main process only moves bytes
 and never holds a value); the records of a batch travel inside the journal record that says
-the batch completed (see :mod:`cluster_func.journal`): one writer, one write, one lock, one
+the batch completed (see :mod:`cluster_func.record.journal`): one writer, one write, one lock, one
 torn-record rule, so a call counts as completed exactly when its value is in the journal.  The
 results file is an export of the journal, written whole (a temporary file fsync'ed and renamed
 over it) when the run ends, however it ends short of ``kill -9``: this run's values and the
@@ -40,8 +40,8 @@ import os
 import pickle
 from typing import Iterable, Iterator, Tuple, Union
 
-from .errors import UserError
-from .files import replaced
+from ..core.errors import UserError
+from ..core.files import replaced
 
 FORMATS = (".jsonl", ".pkl")
 
@@ -149,7 +149,7 @@ def _exports(journal_path):
 class Results:
     """The ``--results`` file of one run.
 
-    The values themselves travel in the journal's records (see :mod:`cluster_func.journal`);
+    The values themselves travel in the journal's records (see :mod:`cluster_func.record.journal`);
     this file is their export, written whole when the run ends.  Construct it to check the
     path (nothing is changed then, so a refused option leaves every file as it was); ``lock``
     it, ``start`` it (a new run keeps the previous file as ``PATH.prev``), and ``export`` at the
@@ -392,9 +392,9 @@ def write_records(path: str, items: Iterable[Tuple[int, object]]) -> int:
 def gather(jobs_dir, out=None) -> int:
     """Merge the results files of a cluf run's bins into one file in position order; say how
     many positions have no value (bins not done, calls failed).  Exit status 1 if any."""
-    from . import jobs
+    from ..cluster import jobs
     from . import journal as journal_mod
-    from .bins import format_positions
+    from ..core.bins import format_positions
 
     jobs_dir = os.path.abspath(jobs_dir or os.getcwd())
     manifests = jobs.find_manifests(jobs_dir)

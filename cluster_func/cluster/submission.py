@@ -12,12 +12,13 @@ import os
 import shlex
 import shutil
 
-from . import bins, jobs, schedulers
-from .errors import SubmitError, UserError
-from .options import split_passthrough
-from .reporter import warner
+from ..core import bins
+from . import jobs, schedulers
+from ..core.errors import SubmitError, UserError
+from ..options import split_passthrough
+from ..local.reporter import warner
 from .schedulers.base import hms
-from .script import args_error_where, as_args, get_args, get_target, short_repr, user_traceback
+from ..core.script import args_error_where, as_args, get_args, get_target, short_repr, user_traceback
 
 EXIT_OK = 0
 
@@ -137,7 +138,7 @@ def run(ns, module, opts, argv_all) -> int:
 
 def job_gpus(opts):
     """cluf --gpus N: the GPUs per job (None without), checked against --gpus-per-worker and -p."""
-    from .gpus import describe
+    from ..local.gpus import describe
 
     gpus, per_worker, processes = opts["gpus"], opts["gpus_per_worker"], opts["processes"]
     if gpus is None:

@@ -13,7 +13,7 @@ import re
 import shlex
 from typing import Dict, Optional
 
-from ..errors import SchedulerError
+from ...core.errors import SchedulerError
 from .base import (CONFIG_TIMEOUT, QUEUED, RUNNING, CommandFailed, Scheduler, hms, lines_all_match,
                    register, run)
 

@@ -18,7 +18,7 @@ import shutil
 import sys
 from typing import Dict, List, Optional, Tuple
 
-from .errors import UserError
+from ..core.errors import UserError
 
 CUDA, ROCR = "CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES"
 SMI_TIMEOUT = 30  # seconds for nvidia-smi -L

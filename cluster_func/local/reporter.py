@@ -10,7 +10,7 @@ import os
 import sys
 import time
 
-from .script import short_repr
+from ..core.script import short_repr
 
 
 def warner(prog):

@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from . import __version__
-from .errors import EXIT_WALLTIME, JOB_START_VAR
-from .files import replaced
+from .. import __version__
+from ..core.errors import EXIT_WALLTIME, JOB_START_VAR
+from ..core.files import replaced
 from .schedulers.base import JobSpec, Scheduler
 
 MANIFEST_SUFFIX = ".manifest.json"
@@ -140,7 +140,7 @@ def _render(plan, spec, bins_word, journal_word, what, by_hand, resume, preamble
         out += [f"# --- from {path} ---", _read(path).rstrip("\n"), "# ---"]
     if continuing:  # stopped at the walltime with work left: the bin continues in a new job
         out += [f"if [ $cluf_status = {EXIT_WALLTIME} ]; then",
-                f"    {q(plan.python)} -m cluster_func.continuation {q(plan.manifest_path())} "
+                f"    {q(plan.python)} -m cluster_func.cluster.continuation {q(plan.manifest_path())} "
                 f"{_quote(bin_of(bins_word), expand=True)}",
                 "fi"]
     out.append("exit $cluf_status")
