@@ -16,7 +16,8 @@ from . import gpus, worker
 from ..record import journal as journal_mod
 from ..core.errors import EXIT_WALLTIME, JOB_START_VAR, Interrupted, UserError, signals_held
 from .reporter import Reporter, warner
-from ..record.journal import JournalWriteError
+from ..record.resume import ResumeWork
+from ..record.writer import Journal, JournalWriteError
 from ..record.results import Results
 from .runner import Outcome, Runner
 from ..core.script import get_args, get_init_worker, get_target
@@ -90,7 +91,7 @@ def run(ns, module, opts) -> int:
         with signals_held():  # a signal now is handled once the journal is whole (just below)
             if results is not None:
                 results.acquire()
-            journal = journal_mod.Journal(journal_path, opts["script"], str(spec), mode,
+            journal = Journal(journal_path, opts["script"], str(spec), mode,
                                           bool(opts["resume"]), warner("clum"), identity=identity,
                                           values=results.format if results is not None else None)
             if results is not None:
@@ -101,7 +102,7 @@ def run(ns, module, opts) -> int:
                 reporter.message(f"--resume --results: {journal.dropped_without_values} calls recorded as completed "
                                  f"carry no {results.format} value (an earlier run without --results, or with the "
                                  f"other format): they run again, to get their values.")
-            resumed = work = journal_mod.ResumeWork(work, journal.previous, mode)
+            resumed = work = ResumeWork(work, journal.previous, mode)
             recorded = journal.previous.recorded
             if reporter.total is not None:
                 reporter.total = max(0, reporter.total - recorded)

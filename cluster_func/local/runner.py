@@ -22,7 +22,8 @@ from typing import List, Optional
 from . import worker as worker_module
 from ..core.errors import Interrupted, signals_held
 from .gpus import Pinned
-from ..record.journal import JournalWriteError, pickle_elements
+from ..record.fingerprints import pickle_elements
+from ..record.writer import JournalWriteError
 from .reporter import Reporter
 from ..core.script import args_error_where, user_traceback
 from .worker import DIGESTS_ALWAYS, DIGESTS_IF_DEAR, DIGESTS_NEVER, HEADER, Counters
@@ -175,7 +176,7 @@ class Runner:
 
     ``source`` gives workers their target: :class:`cluster_func.local.worker.Inherited` (fork) or
     :class:`cluster_func.local.worker.FromScript`.  ``work`` offers ``take(n)`` (a
-    :class:`cluster_func.core.bins.Work` or :class:`cluster_func.record.journal.ResumeWork`).  ``journal``
+    :class:`cluster_func.core.bins.Work` or :class:`cluster_func.record.resume.ResumeWork`).  ``journal``
     (optional) gets ``completed(positions, elements, check)`` and ``failed(...)``.
     Workers start when there is work for them, never more than ``processes``.
     """

@@ -20,8 +20,8 @@ Protocol.
     ``("fatal", text)`` when the script cannot be loaded or ``init_worker`` fails (then it exits);
     ``("fail", batch_id, k, exc_type, exc_message, traceback_text)`` as soon as call k raises;
     ``("done", batch_id, n_done, seconds, check, digests, records)`` when the batch (or its
-    first n_done calls) is over; ``check`` is :func:`cluster_func.record.journal.content_check` of
-    the bytes received; ``digests`` the :func:`cluster_func.record.journal.call_digest` of each call
+    first n_done calls) is over; ``check`` is :func:`cluster_func.record.fingerprints.content_check` of
+    the bytes received; ``digests`` the :func:`cluster_func.record.fingerprints.call_digest` of each call
     started (8 bytes each) when asked for (see ``DIGESTS_*``), else None; ``records`` the
     results records of its calls that completed (see results.py), or None when values are
     not collected.
@@ -40,7 +40,7 @@ import traceback
 from pickle import loads
 from time import perf_counter
 
-from ..record.journal import call_digest, content_check
+from ..record.fingerprints import call_digest, content_check
 
 HEADER = struct.Struct("!qdbq")
 # Per-call digests in "done" (the journal's "d"): never, for calls of at least

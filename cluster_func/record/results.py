@@ -185,7 +185,7 @@ class Results:
 
     def acquire(self):
         """Lock the file (two runs never write one results file)."""
-        from .journal import JournalLock
+        from .writer import JournalLock
 
         folder = os.path.dirname(self.path)
         try:

@@ -13,6 +13,9 @@ import time
 import pytest
 
 from cluster_func.record import journal as jmod
+from cluster_func.record.fingerprints import call_digest
+from cluster_func.record.resume import ResumeWork
+from cluster_func.record.writer import Journal
 from cluster_func.local import runner
 from cluster_func.core.bins import Work
 
@@ -20,7 +23,7 @@ from cluster_func.core.bins import Work
 def remaining(state, elements, mode="round-robin", spaced=True, n=7):
     """Run ResumeWork over ``elements`` like the runner does; (positions left, ResumeWork)."""
     work = Work(iter(elements), 0, 1) if spaced else Work(iter(list(enumerate(elements))))
-    rw = jmod.ResumeWork(work, state, mode)
+    rw = ResumeWork(work, state, mode)
     left = []
     while True:
         positions, elems, error = rw.take(n)
@@ -563,9 +566,9 @@ def _journal_with(tmp_path, records, mode="round-robin"):
     for leftover in (path, path + ".prev"):
         if os.path.exists(leftover):
             os.unlink(leftover)
-    j = jmod.Journal(path, "s.py", "0/1", mode, False, lambda text: None)
+    j = Journal(path, "s.py", "0/1", mode, False, lambda text: None)
     for positions, elements, dear in records:
-        digests = b"".join(jmod.call_digest(e) for e in elements) if dear else None
+        digests = b"".join(call_digest(e) for e in elements) if dear else None
         j.completed(positions, elements, None, digests)
     j.close(0, 0, "complete")
     return jmod.read(path, for_resume=True)
@@ -620,7 +623,7 @@ def test_resume_streams(tmp_path):
             pulled.append(i)
             yield f"e{i}"
 
-    rw = jmod.ResumeWork(Work(work(), 0, 1), st, "round-robin")
+    rw = ResumeWork(Work(work(), 0, 1), st, "round-robin")
     positions, elements, _ = rw.take(1)
     assert list(positions) == [3] and elements == ["e3"]
     assert len(pulled) <= 5000

@@ -1,0 +1,381 @@
+"""Writing a journal: the lock that makes one live run per journal, and the writer.
+
+Only one live run may use a journal: it holds an OS lock (``lockf``) on ``PATH.lock`` for as
+long as it runs; the lock ends however the process ends (a ``kill -9`` leaves the file, not the
+lock).  The file holds the holder's pid, for the message a second run gets; the holder removes
+it when it ends, and a run that locked a file that was removed meanwhile locks again.  The
+same lock guards a run's results file.
+
+Records are written as results arrive (one ``write`` per round of results, so a killed run loses
+none that it had received) and fsync'ed about once a second; a write that fails (a full disk)
+stops the run, and only the records that reached the file count.  A torn last line is ended
+before anything is appended, so a torn record is never followed by another on its line.
+"""
+
+import base64
+import errno
+import fcntl
+import json
+import os
+import re
+import time
+from typing import Optional
+
+from ..core.errors import UserError
+from ..core.files import replaced
+from ..core.script import short_repr
+from .fingerprints import call_digest, elements_check
+from .journal import FORMAT, HEADER_KEY, FLUSH_SECONDS, IDENTITY_DEFAULTS, encode_positions, identify, identity_differences, read
+
+
+class JournalWriteError(Exception):
+    """Writing the journal failed (a full disk, a lost file server): the run must stop."""
+
+    def __init__(self, path, err: OSError, what="the journal"):
+        self.path = path
+        self.err = err
+        self.what = what
+        super().__init__(f"cannot write {what} {path}: {err.strerror or err}")
+
+
+# --- the lock --------------------------------------------------------------------------
+
+_LOCK_TEXT = re.compile(rb"^(clum pid [0-9]+\n)?$")
+
+
+class JournalLock:
+    """An OS lock on ``PATH.lock``, held for as long as a run uses the file at PATH (a journal,
+    or a results file).  PATH is taken with its symbolic links resolved, so that one file is one
+    lock however it is named.  A ``PATH.lock`` that is not a lock of clum's (empty, or
+    ``clum pid N``) is never written or removed: the run stops and names it."""
+
+    def __init__(self, journal_path, what="journal"):
+        journal_path = os.path.realpath(journal_path)
+        self.what = what
+        self.path = journal_path + ".lock"
+        for _ in range(100):
+            fd = self._lock(journal_path)
+            try:  # the holder removes the file when it ends: make sure ours is still the one
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        try:  # the pid is only for the message a second run gets: a full disk does not stop us here
+            os.ftruncate(fd, 0)
+            os.write(fd, f"clum pid {os.getpid()}\n".encode())
+        except OSError:
+            pass
+        self.fd = fd
+
+    def _lock(self, journal_path):
+        if os.path.lexists(self.path) and (os.path.islink(self.path) or not os.path.isfile(self.path)):
+            raise UserError(f"Cannot lock the {self.what} {journal_path}: {self.path} is not a lock file of clum "
+                            f"(it is a {'symbolic link' if os.path.islink(self.path) else 'directory or special file'}), "
+                            f"and clum will not touch it. Move it away, or choose another path.")
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except IsADirectoryError:
+            raise UserError(f"Cannot lock the journal {journal_path}: {self.path} is a directory. "
+                            f"Remove it, or choose another journal with --journal PATH.") from None
+        except OSError as e:
+            raise UserError(f"Cannot lock the journal {journal_path}: cannot open {self.path}: "
+                            f"{e.strerror}. Choose a writable place with --journal PATH.") from None
+        try:
+            text = os.pread(fd, 200, 0)
+        except OSError:
+            text = b""
+        if not _LOCK_TEXT.match(text):
+            os.close(fd)
+            raise UserError(f"Cannot lock the {self.what} {journal_path}: {self.path} exists and is not a lock file "
+                            f"of clum (it holds other text), so clum will neither overwrite nor remove it. Move it "
+                            f"away, or choose another path for the {self.what}.")
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.read(fd, 100).decode("ascii", "replace").split()
+            os.close(fd)
+            if e.errno not in (errno.EACCES, errno.EAGAIN):
+                raise UserError(f"Cannot lock the journal {journal_path}: {e.strerror}. Choose a "
+                                f"file system that supports locks with --journal PATH.") from None
+            who = f"pid {holder[-1]}" if holder and holder[-1].isdigit() else "another process"
+            if self.what != "journal":
+                raise UserError(
+                    f"Another clum run ({who}) is using the {self.what} {journal_path}: two runs writing one file "
+                    f"would mix their values. Wait for it to end (or stop it), or name another file.") from None
+            raise UserError(
+                f"Another clum run ({who}) is using the journal {journal_path}: two runs on one journal "
+                f"would run calls twice. Wait for it to end (or stop it), or give this run a journal "
+                f"of its own with --journal PATH.") from None
+        return fd
+
+    def release(self):
+        if self.fd is not None:
+            try:
+                os.unlink(self.path)  # while still holding it (see __init__)
+            except OSError:
+                pass
+            os.close(self.fd)  # closing it releases the lock
+            self.fd = None
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+def _check_path(path):
+    if os.path.isdir(path):
+        raise UserError(f"The journal path {path} is a directory. Give the path of a file with "
+                        f"--journal PATH (e.g. --journal {os.path.join(path, 'run.journal')}).")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise UserError(f"The journal path {path} is not a regular file. Give another path with --journal PATH.")
+
+
+def _foreign(path, what):
+    return UserError(f"{path} is not a clum journal ({what}), so clum will not move, overwrite or append "
+                     f"to it. Give the run another journal with --journal PATH, or move the file away.")
+
+
+class Journal:
+    """The journal of one run.  Construct it to lock, check and open; ``close`` at the end.
+
+    Writing errors raise :class:`JournalWriteError`; afterwards ``written_calls`` says how many
+    completed calls reached the file.
+    """
+
+    def __init__(self, path: str, script_path: str, bins_text: str, mode: str, resume: bool, warn,
+                 identity: Optional[dict] = None, values: Optional[str] = None):
+        path = os.path.realpath(path)  # a link to a journal is that journal (one lock, one file)
+        self.path = path
+        self.mode = mode
+        self.identity = dict(IDENTITY_DEFAULTS, **(identity or {}))
+        self.values = values  # "jsonl"/"pkl": completed records carry their calls' values
+        self.first_seq = 0  # the sequence number of this run's first completed-calls record
+        self.dropped_without_values = 0
+        self.lines = []  # (text, completed calls in it)
+        self.last_sync = time.monotonic()
+        self.written_calls = 0
+        self.broken: Optional[JournalWriteError] = None
+        self.fd = None
+        _check_path(path)
+        folder = os.path.dirname(path) or "."
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"Cannot create the journal folder {folder}: {e.strerror}. "
+                            f"Choose another place with --journal PATH.") from None
+        self.lock = JournalLock(path)
+        try:
+            self._open(path, script_path, bins_text, mode, resume, warn)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _open(self, path, script_path, bins_text, mode, resume, warn):
+        self.previous = self.replaced_state = None
+        exists = os.path.exists(path)
+        if exists:
+            try:
+                fmt, header = identify(path)
+            except OSError as e:
+                raise UserError(f"Cannot read the journal {path}: {e.strerror}. Choose another "
+                                f"journal with --journal PATH.") from None
+            if fmt is None:
+                raise _foreign(path, "its first line is not a journal header")
+            if fmt >= 2 and header.get("script") not in (None, script_path):
+                raise UserError(
+                    f"The journal {path} belongs to another script, {header.get('script')} (this run: "
+                    f"{script_path}), so clum will neither resume from it nor move it. Give this run its own "
+                    f"journal with --journal PATH (or leave --journal out).")
+            if resume and fmt >= 2:
+                diff = identity_differences(header, script_path, self.identity)
+                if diff:
+                    raise UserError(
+                        f"The journal {path} records a run of {'; '.join(diff)}: its completed calls are "
+                        f"not calls of this run, so --resume cannot skip them. Resume with the same options, "
+                        f"or start this run over without --resume (the journal is then kept as {path}.prev), "
+                        f"or give it another journal with --journal PATH.")
+            if resume:
+                if fmt != FORMAT:
+                    raise UserError(
+                        f"The journal {path} is of format {fmt}, written by an earlier cluster-func, which "
+                        f"this one cannot resume from safely. Run without --resume to start over (the old "
+                        f"journal is kept as {path}.prev).")
+                if header.get("bins") != bins_text or header.get("mode") != mode:
+                    raise UserError(
+                        f"The journal {path} is of a run with bins {header.get('bins')} and {header.get('mode')} "
+                        f"binning, but this run has bins {bins_text} and {mode} binning: its records do not "
+                        f"apply. Resume with the same --bins/--hash/--key, or use another --journal.")
+                self.previous = read(path, for_resume=True)
+                self.first_seq = self.previous.ok_records
+                if self.values is not None:  # a call counts as completed here only with its value
+                    keep = [r for r in self.previous.records if r.values == self.values]
+                    drop = [r for r in self.previous.records if r.values != self.values]
+                    if drop and keep:
+                        covered = {p for r in keep for p in r.positions}
+                        self.dropped_without_values = len({p for r in drop for p in r.positions} - covered)
+                    else:
+                        self.dropped_without_values = sum(len(r.positions) for r in drop)
+                    self.previous.records = keep
+                if self.previous.bad:
+                    warn(f"skipped {self.previous.bad} unreadable line(s) of the journal {path} (torn by a "
+                         f"kill or a full disk, or edited); the calls they recorded will run again.")
+            else:
+                prev = self.replaced_state = read(path)
+                if prev.last_status is None or prev.last_failed:
+                    state = "did not finish" if prev.last_status is None else "finished with failed calls"
+                    done = (f"{prev.completed_total} calls completed, which --resume would have skipped"
+                            if prev.completed_total else "no call completed")
+                    warn(f"the previous run {state} ({done}); starting over, its journal kept as {path}.prev.")
+                self._keep_previous(path)
+                exists = False
+        try:
+            if exists:
+                self.fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+                with open(path, "rb") as r:  # a torn last line stays on its own line
+                    r.seek(-1, os.SEEK_END)
+                    if r.read(1) != b"\n":
+                        self._add("")
+            else:
+                self._create(path, {HEADER_KEY: FORMAT, "script": script_path, "bins": bins_text,
+                                    "mode": mode, "created": round(time.time(), 3), **self.identity})
+        except OSError as e:
+            raise _write_failed(UserError(f"Cannot write the journal {path}: {e.strerror}. Free some space "
+                                          f"or choose another place with --journal PATH."), e) from None
+        self._add(json.dumps({"t": "start", "time": round(time.time(), 3), "pid": os.getpid(),
+                              "resume": bool(resume)}, separators=(",", ":")))
+        try:
+            self.flush()
+        except JournalWriteError as e:
+            raise _write_failed(UserError(f"{e}. Free some space or choose another place with --journal PATH."),
+                                e.err) from None
+
+    def _keep_previous(self, path):
+        prev = path + ".prev"
+        if os.path.lexists(prev):
+            if os.path.isdir(prev) or not os.path.isfile(prev):
+                raise UserError(f"Cannot keep the previous journal as {prev}: that is not a file. Move it away, "
+                                f"or choose another journal with --journal PATH.")
+            try:
+                fmt, _ = identify(prev)
+            except OSError:
+                fmt = None
+            if fmt is None:
+                raise UserError(f"Cannot keep the previous journal as {prev}: that file is not a clum journal, "
+                                f"and clum will not overwrite it. Move it away, or choose another journal "
+                                f"with --journal PATH.")
+        try:
+            os.replace(path, prev)
+        except OSError as e:
+            raise UserError(f"Cannot move the previous journal {path} to {prev}: {e.strerror}. "
+                            f"Choose another place with --journal PATH.") from None
+
+    def _create(self, path, header):
+        """A new journal appears with its header, whole, or not at all."""
+        with replaced(path, "wb") as f:
+            f.write((json.dumps(header, separators=(",", ":")) + "\n").encode("utf-8", "surrogatepass"))
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+
+    # --- records ---
+    def _add(self, text, calls=0):
+        self.lines.append((text, calls))
+
+    def completed(self, positions, elements, check=None, digests=None, values=None):
+        """Calls at ``positions`` (holding ``elements``) completed.  From the worker: ``check``,
+        its content check when they are a whole batch as sent; ``digests``, per call, if any;
+        ``values``, the results-file bytes of their values (when the run collects them)."""
+        rec = {"t": "ok", "pos": encode_positions(positions)}
+        if self.mode == "round-robin":
+            rec["c"] = check or elements_check(elements)
+        elif digests is None:
+            digests = b"".join(call_digest(e) for e in elements)
+        if digests is not None:
+            rec["d"] = digests.hex()
+        if self.values is not None:
+            rec["f"] = self.values
+            rec["v"] = base64.b64encode(values or b"").decode("ascii")
+        self._add(json.dumps(rec, separators=(",", ":")), len(elements))
+
+    def exported(self, path, st):
+        """The run wrote its results file: ``st`` is its os.stat (so a later run knows it is ours)."""
+        self._add(json.dumps({"t": "results", "path": path, "ino": st.st_ino, "size": st.st_size,
+                              "mtime_ns": st.st_mtime_ns}, separators=(",", ":")))
+
+    def failed(self, position, element, attempt, exc_type, message, final):
+        self._add(json.dumps({"t": "fail", "pos": position, "attempt": attempt, "final": final,
+                              "type": exc_type, "msg": str(message)[:2000], "args": short_repr(element, 300)},
+                             separators=(",", ":")))
+
+    def maybe_flush(self, now):
+        """Write what is pending (one write: it survives the process being killed);
+        fsync at most once every FLUSH_SECONDS (so a power loss loses at most that)."""
+        if self.lines:
+            self.flush(sync=now - self.last_sync >= FLUSH_SECONDS)
+
+    def flush(self, sync=True):
+        if self.broken is not None:
+            raise self.broken
+        if self.lines:
+            lines, self.lines = self.lines, []
+            data = ("\n".join(text for text, _ in lines) + "\n").encode("utf-8", "surrogatepass")
+            try:
+                _write_all(self.fd, data)
+            except _PartialWrite as e:
+                self._count_written(lines, e.written)
+                self.broken = JournalWriteError(self.path, e.err)
+                raise self.broken from None
+            self.written_calls += sum(n for _, n in lines)
+        if sync:
+            self.last_sync = time.monotonic()
+            try:
+                os.fsync(self.fd)
+            except OSError as e:
+                if e.errno in (errno.EINVAL, errno.EROFS):  # cannot be synced (a pipe, /dev/null)
+                    return
+                self.broken = JournalWriteError(self.path, e)
+                raise self.broken from None
+
+    def _count_written(self, lines, nbytes):
+        """Count the calls of the lines that reached the file whole before a write failed."""
+        end = 0
+        for text, n in lines:
+            end += len(text.encode("utf-8", "surrogatepass")) + 1
+            if end > nbytes:
+                break
+            self.written_calls += n
+
+    def close(self, done, failed, status):
+        """Write the end record (unless writing already failed) and release the journal."""
+        try:
+            if self.broken is None:
+                self._add(json.dumps({"t": "end", "done": done, "failed": failed, "status": status},
+                                     separators=(",", ":")))
+                self.flush()
+        except JournalWriteError:
+            pass
+        finally:
+            if self.fd is not None:
+                os.close(self.fd)
+                self.fd = None
+            self.lock.release()
+
+
+def _write_failed(error: UserError, cause: OSError) -> UserError:
+    """A full disk or a failing file system is a failed run (exit 1), not bad input (exit 2)."""
+    if cause.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG):
+        error.exit_status = 1
+    return error
+
+
+class _PartialWrite(Exception):
+    def __init__(self, written, err):
+        self.written = written
+        self.err = err
+
+
+def _write_all(fd, data):
+    view, done = memoryview(data), 0
+    while done < len(data):
+        try:
+            done += os.write(fd, view[done:])
+        except OSError as e:
+            raise _PartialWrite(done, e) from None
+    return done
