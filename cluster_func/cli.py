@@ -325,7 +325,7 @@ def run_cluf(argv):
         if ns.wait:
             return status.wait(ns.jobs_dir)
         if ns.gather:
-            from .record.results import gather
+            from .cluster.gather import gather
 
             return gather(ns.jobs_dir, ns.output)
         return status.cancel(ns.jobs_dir)

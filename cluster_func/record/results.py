@@ -299,7 +299,8 @@ def _journal_records(path) -> Iterator[Tuple[int, object]]:
                     yield pickle.load(buf)
 
 
-def _records(path) -> Iterator[Tuple[int, object]]:
+def read_records(path) -> Iterator[Tuple[int, object]]:
+    """``(position, value)`` of one results file (or journal), in file order."""
     from . import journal as journal_mod
 
     try:
@@ -370,7 +371,7 @@ def read_results(*paths: Union[str, Iterable[str]]) -> Iterator[Tuple[int, objec
             files += result_files(one)
     values = {}
     for path in files:
-        for pos, value in _records(path):
+        for pos, value in read_records(path):
             values[pos] = value
     for pos in sorted(values):
         yield pos, values[pos]
@@ -385,71 +386,3 @@ def write_records(path: str, items: Iterable[Tuple[int, object]]) -> int:
             f.write(encode(pos, value))
             n += 1
     return n
-
-
-# --- cluf --gather -------------------------------------------------------------------------------
-
-def gather(jobs_dir, out=None) -> int:
-    """Merge the results files of a cluf run's bins into one file in position order; say how
-    many positions have no value (bins not done, calls failed).  Exit status 1 if any."""
-    from ..cluster import jobs
-    from . import journal as journal_mod
-    from ..core.bins import format_positions
-
-    jobs_dir = os.path.abspath(jobs_dir or os.getcwd())
-    manifests = jobs.find_manifests(jobs_dir)
-    if not manifests:
-        raise UserError(f"No cluf run in {jobs_dir}: there is no *{jobs.MANIFEST_SUFFIX} file there. Give the "
-                        f"jobs dir of a run submitted with --results.")
-    if out is not None and len(manifests) > 1:
-        raise UserError(f"{jobs_dir} holds {len(manifests)} cluf runs; -o names one output file: gather "
-                        f"without -o (one file per run) or give a jobs dir with one run.")
-    status = 0
-    for path in manifests:
-        m = jobs.load_manifest(path)
-        plan = jobs.plan_from_dict(m["plan"])
-        if not plan.results:
-            raise UserError(f"The run {path} was submitted without --results, so its jobs kept no values. "
-                            f"Submit it with --results jsonl (or pkl) to collect them.")
-        target = os.path.abspath(out) if out else path[:-len(jobs.MANIFEST_SUFFIX)] + ".results." + plan.results
-        format_of(target)
-        if out and os.path.lexists(target):
-            raise UserError(f"cluf --gather -o {out}: that file exists, and --gather never overwrites a file "
-                            f"named with -o (it may be yours). Remove it first, or name a new file with -o; "
-                            f"without -o the merged file goes to the jobs dir, replaced at each --gather.")
-        values, missing, not_done, unknown = {}, 0, [], []
-        for i in range(plan.nodes):
-            bin_values = {}
-            f = plan.path(i, ".results." + plan.results)
-            if os.path.exists(f):
-                for pos, value in _records(f):
-                    bin_values[pos] = value
-            values.update(bin_values)
-            expected = m["jobs"].get(str(i), {}).get("calls")
-            st = journal_mod.read(plan.path(i, ".journal"))
-            done = st.format is not None and st.last_status == "complete"
-            if not done:
-                not_done.append(i)
-            if expected is not None:
-                missing += max(0, expected - len(bin_values))
-            elif not done or st.last_failed:
-                unknown.append(i)
-        try:
-            n = write_records(target, ((p, values[p]) for p in sorted(values)))
-        except ValueNotWritable as e:
-            raise UserError(f"Cannot write {target}: {e}. Gather into a .pkl file with -o.") from None
-        except OSError as e:
-            raise UserError(f"Cannot write {target}: {e.strerror}.") from None
-        print(f"cluf: gathered {n} values of {m['script']} into {target}.")
-        if missing or unknown or not_done:
-            status = 1
-            parts = []
-            if missing:
-                parts.append(f"{missing} positions have no value (calls not done or failed)")
-            if not_done:
-                parts.append(f"bins {format_positions(not_done)} of {plan.nodes} are not done")
-            if unknown:
-                parts.append(f"the call count of bins {format_positions(unknown)} is not known, so what "
-                             f"they lack is not counted")
-            print(f"cluf: incomplete: {'; '.join(parts)}. 'cluf --status {jobs_dir}' shows the bins.")
-    return status
