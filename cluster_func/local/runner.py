@@ -250,7 +250,7 @@ class Runner:
                   self.source if self.slot_env is None else Pinned(self.source, self.slot_env(w.slot)),
                   self.shared, w.slot, close_fds,
                   None if method == "forkserver" else os.getpid(), method == "fork",
-                  self.values),
+                  self.values, os.getpid() if method == "forkserver" else None),
             name=f"clum-worker-{w.slot}", daemon=True,
         )
         try:

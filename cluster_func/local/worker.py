@@ -111,15 +111,25 @@ def _die_with_parent():
 RUNNER_GONE_GRACE = 2.0  # seconds a worker may still take to end by itself once the runner is gone
 
 
-def _watch_runner(task_fd):
-    """End this worker, even in the middle of a call, once the runner is gone however it went
-    (``kill -9`` included, under every start method): only the runner holds the write end of
-    the worker's task pipe, so the pipe hanging up means no runner will ever take a result.
-    (A runner that ends normally closes the pipe once the worker has nothing left to do: the
-    worker ends by itself within the grace.)"""
+def _watch_runner(task_fd, runner_pid):
+    """Under forkserver, end this worker, even in the middle of a call, once the runner is gone
+    however it went (``kill -9`` included).  The worker's parent is the forkserver, so the
+    kernel's parent-death signal does not cover the runner; but only the runner holds the write
+    end of the worker's task pipe: once the pipe hangs up and the runner's pid is gone, no one
+    will ever take a result.  (A runner that ends normally closes the pipe once the worker has
+    nothing left to do, and the worker ends by itself.)"""
     import select
     import threading
     import time
+
+    def runner_alive():
+        try:
+            os.kill(runner_pid, 0)
+        except ProcessLookupError:
+            return False
+        except OSError:
+            return True
+        return True
 
     def watch():
         poller = select.poll()
@@ -130,8 +140,10 @@ def _watch_runner(task_fd):
             except InterruptedError:
                 continue
             if any(ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, ev in events):
-                time.sleep(RUNNER_GONE_GRACE)
-                os.kill(os.getpid(), signal.SIGKILL)
+                if not runner_alive():
+                    time.sleep(RUNNER_GONE_GRACE)
+                    os.kill(os.getpid(), signal.SIGKILL)
+                time.sleep(0.5)
 
     threading.Thread(target=watch, name="clum-runner-watch", daemon=True).start()
 
@@ -161,14 +173,16 @@ def _format_exception(e):
 
 
 def main(task_conn, result_conn, source, shared, slot, close_fds=(), parent_pid=None, forked=False,
-         results_format=None):
+         results_format=None, runner_pid=None):
     try:
-        _main(task_conn, result_conn, source, shared, slot, close_fds, parent_pid, forked, results_format)
+        _main(task_conn, result_conn, source, shared, slot, close_fds, parent_pid, forked, results_format,
+              runner_pid)
     except (BrokenPipeError, ConnectionResetError, EOFError):
         pass  # the runner is gone or stopped listening (interrupted): nothing to report to
 
 
-def _main(task_conn, result_conn, source, shared, slot, close_fds, parent_pid, forked, results_format):
+def _main(task_conn, result_conn, source, shared, slot, close_fds, parent_pid, forked, results_format,
+          runner_pid):
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner handles Ctrl-C for everyone
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # see Runner._start_worker
@@ -180,7 +194,8 @@ def _main(task_conn, result_conn, source, shared, slot, close_fds, parent_pid, f
             pass
     if parent_pid is not None and os.getppid() != parent_pid:
         return
-    _watch_runner(task_conn.fileno())
+    if runner_pid is not None:  # forkserver: see _watch_runner
+        _watch_runner(task_conn.fileno(), runner_pid)
     if forked:
         _reseed_numpy()
     send = result_conn.send
