@@ -171,17 +171,10 @@ class ResumeWork:
             self.skipped += len(elements)
             self.kept.whole.add(rec.seq)
             return
-        d = rec.digests
-        if d is None:
+        if rec.digests is None:
             self._emit(positions, elements)
             return
-        for k, (p, e) in enumerate(zip(positions, elements)):
-            if call_digest(e) == d[8 * k:8 * k + 8]:
-                self.skipped += 1
-                self.kept.some.setdefault(rec.seq, set()).add(p)
-            else:
-                self.out_pos.append(p)
-                self.out_elem.append(e)
+        self._by_digest(rec, enumerate(zip(positions, elements)))
 
     def _partial_verdict(self, rec: Record, held):
         """Some of a record's positions are gone: with per-call digests, skip the held elements
@@ -190,12 +183,18 @@ class ResumeWork:
             self._emit(list(held), list(held.values()))
             return
         index = {p: k for k, p in enumerate(rec.positions)}
-        d = rec.digests
-        for p, e in held.items():
-            k = index[p]
+        self._by_digest(rec, ((index[p], (p, e)) for p, e in held.items()))
+
+    def _by_digest(self, rec: Record, items):
+        """Skip each (k, (position, element)) whose element still has the record's k-th digest;
+        run the others."""
+        d, kept = rec.digests, None
+        for k, (p, e) in items:
             if call_digest(e) == d[8 * k:8 * k + 8]:
                 self.skipped += 1
-                self.kept.some.setdefault(rec.seq, set()).add(p)
+                if kept is None:
+                    kept = self.kept.some.setdefault(rec.seq, set())
+                kept.add(p)
             else:
                 self.out_pos.append(p)
                 self.out_elem.append(e)
