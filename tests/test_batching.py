@@ -2,10 +2,10 @@
 
 import pytest
 
-from cluster_func.local import runner
-from cluster_func.local.runner import BatchSizer
+from cluster_func.local import batching
+from cluster_func.local.batching import BatchSizer
 
-T = runner.TARGET_BATCH_SECONDS
+T = batching.TARGET_BATCH_SECONDS
 
 
 def feed(sizer, per_call, rounds):
@@ -37,8 +37,8 @@ def test_grows_at_most_four_times_per_batch():
 
 def test_caps_at_max_batch():
     sizes = feed(BatchSizer(), 1e-12, 30)
-    assert max(sizes) == runner.MAX_BATCH
-    assert sizes[-1] == runner.MAX_BATCH
+    assert max(sizes) == batching.MAX_BATCH
+    assert sizes[-1] == batching.MAX_BATCH
     small = feed(BatchSizer(max_batch=10), 1e-12, 10)
     assert max(small) == 10
 
@@ -91,10 +91,10 @@ def test_zero_duration_does_not_divide_by_zero():
 def test_split_after_only_for_slow_calls():
     s = BatchSizer()
     assert s.split_after == 0  # nothing measured yet
-    s.observe(1000, 1000 * runner.CLOCK_CHECK_MIN_CALL / 10)
+    s.observe(1000, 1000 * batching.CLOCK_CHECK_MIN_CALL / 10)
     assert s.split_after == 0  # cheap calls: the worker never checks the clock
-    s.observe(10, 10 * runner.CLOCK_CHECK_MIN_CALL * 10)
-    assert s.split_after == pytest.approx(T * runner.SPLIT_FACTOR)
+    s.observe(10, 10 * batching.CLOCK_CHECK_MIN_CALL * 10)
+    assert s.split_after == pytest.approx(T * batching.SPLIT_FACTOR)
     assert s.split_after > 0
 
 
@@ -111,7 +111,9 @@ def test_a_batch_handed_back_part_way_is_re_dealt_in_batches_sized_for_the_new_c
     rest again: it is re-dealt in small batches so that every worker gets a share."""
     from cluster_func.core.bins import Work
     from cluster_func.local.reporter import Reporter
-    from cluster_func.local.runner import Batch, Runner, Worker
+    from cluster_func.local.batching import Batch
+    from cluster_func.local.pool import Worker
+    from cluster_func.local.runner import Runner
 
     r = Runner(None, 2, Work(iter(()), 0, 1), Reporter(progress=False))
     r.sizer.observe(40, 40 * 0.0001)  # cheap calls so far: 0.1 ms each

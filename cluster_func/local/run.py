@@ -19,7 +19,8 @@ from .reporter import Reporter, warner
 from ..record.resume import ResumeWork
 from ..record.writer import Journal, JournalWriteError
 from ..record.results import Results
-from .runner import Outcome, Runner
+from .accounting import Outcome
+from .runner import Runner
 from ..core.script import get_args, get_init_worker, get_target
 
 EXIT_OK, EXIT_FAILED = 0, 1

@@ -16,7 +16,7 @@ from cluster_func.record import journal as jmod
 from cluster_func.record.fingerprints import call_digest
 from cluster_func.record.resume import ResumeWork
 from cluster_func.record.writer import Journal
-from cluster_func.local import runner
+from cluster_func.local import batching
 from cluster_func.core.bins import Work
 
 
@@ -238,7 +238,7 @@ def test_sigkill_mid_run_of_cheap_calls_then_resume(clum, tmp_path):
     recorded = recorded_positions(j, list(range(n)))
     assert recorded <= set(e1), "the journal records calls that never finished"
     assert len(recorded) >= n // 16
-    assert len(set(e1) - recorded) <= 3 * 2 * runner.MAX_BATCH
+    assert len(set(e1) - recorded) <= 3 * 2 * batching.MAX_BATCH
 
     r = clum.run("work.py", "--journal", j, "--resume", env={"N": n})
     assert r.returncode == 0, r.stderr

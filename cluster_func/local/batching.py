@@ -1,0 +1,84 @@
+"""Adaptive batches: how many calls the runner sends a worker at once.
+
+A batch should keep a worker busy for about ``TARGET_BATCH_SECONDS``: long enough that the
+runner's per-batch cost is small, short enough that the last batches spread evenly over the
+workers.  The size follows the measured seconds per call (:class:`BatchSizer`); a batch that
+runs past ``SPLIT_FACTOR`` times the target is handed back part-way by its worker and dealt
+again (:meth:`Batch.tail`).
+"""
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+# Adaptive batching.  A batch should keep a worker busy for about TARGET seconds:
+# long enough that the runner's per-batch cost is small, short enough that the
+# last batches spread evenly.  A worker hands back the rest of a batch that runs
+# past SPLIT x TARGET (only asked for when calls are slow enough that checking
+# the clock costs nothing measurable).
+TARGET_BATCH_SECONDS = 0.004
+SPLIT_FACTOR = 3.0
+MAX_BATCH = 20000
+MAX_BATCH_BYTES = 1 << 20  # pickled; keeps memory flat when elements are large
+PREFETCH = 2  # batches outstanding per worker
+CLOCK_CHECK_MIN_CALL = 20e-6  # check the clock per call only for calls slower than this
+
+
+class BatchSizer:
+    """Chooses the next batch size from the measured seconds per call.
+
+    Starts at one call, grows at most 4x per batch, and follows the most recent
+    measurements closely (an exponential average weighted by calls), so a run
+    whose calls turn expensive shrinks its batches at once.
+    """
+
+    def __init__(self, target=TARGET_BATCH_SECONDS, max_batch=MAX_BATCH):
+        self.target = target
+        self.max_batch = max_batch
+        self.per_call: Optional[float] = None
+        self.last_size = 0
+
+    def observe(self, n_calls: int, seconds: float):
+        if n_calls <= 0:
+            return
+        x = max(seconds, 1e-9) / n_calls
+        if self.per_call is None:
+            self.per_call = x
+        elif x > self.per_call:
+            self.per_call = x  # calls got dearer: react immediately
+        else:
+            w = min(1.0, n_calls / max(self.last_size, 1))
+            self.per_call = (1 - 0.5 * w) * self.per_call + 0.5 * w * x
+
+    def next_size(self) -> int:
+        if self.per_call is None:
+            size = 1 if self.last_size == 0 else self.last_size
+        else:
+            size = int(self.target / self.per_call)
+            size = min(size, max(1, self.last_size) * 4)
+        size = max(1, min(self.max_batch, size))
+        self.last_size = size
+        return size
+
+    @property
+    def split_after(self) -> float:
+        """Deadline to give a batch, or 0 for none."""
+        if self.per_call is not None and self.per_call >= CLOCK_CHECK_MIN_CALL:
+            return self.target * SPLIT_FACTOR
+        return 0.0
+
+
+@dataclass
+class Batch:
+    id: int
+    positions: object  # range or list of positions in the args iterable
+    elements: list
+    attempts: Optional[list] = None  # per element, None means all first attempts
+    failed: set = field(default_factory=set)  # indices k reported failed (this attempt)
+    worker: Optional[object] = None  # the pool.Worker it was sent to
+
+    def attempt(self, k):
+        return self.attempts[k] if self.attempts else 0
+
+    def tail(self, start, new_id):
+        return Batch(new_id, self.positions[start:], self.elements[start:],
+                     self.attempts[start:] if self.attempts else None)

@@ -1,0 +1,238 @@
+"""The worker processes behind clum's runner: starting them (under fork, spawn or forkserver),
+giving each its slot's environment, writing to their pipes without blocking, and stopping them.
+
+Sending never blocks (non-blocking pipes and a selector), so a worker that is busy reporting
+failures can never deadlock the runner.  Under fork, a new worker closes the runner's ends of
+every other worker's pipes; a worker holds SIGINT/SIGTERM until it has started (the runner
+handles Ctrl-C for everyone).
+"""
+
+import collections
+import itertools
+import os
+import selectors
+import signal
+import struct
+import time
+from typing import List
+
+from ..core.errors import signals_held
+from . import worker as worker_module
+from .gpus import Pinned
+from .worker import Counters
+
+class Worker:
+    def __init__(self, slot):
+        self.slot = slot
+        self.proc = None
+        self.task_w = None
+        self.result_r = None
+        self.outq = collections.deque()  # memoryviews still to write to the task pipe
+        self.pipe_size = PIPE_SIZE
+        self.outstanding = collections.deque()
+        self.finished_calls = 0  # calls the runner has seen reported done by this worker
+        self.ready = False
+        self.watch_value = -1
+        self.watch_since = 0.0
+        self.gen = 0  # bumped at each (re)start: events of an earlier process are stale
+
+
+PIPE_SIZE = 1 << 16  # Linux's default pipe buffer
+MAX_PIPE_SIZE = 1 << 20  # what an unprivileged process may ask for by default
+_F_SETPIPE_SZ = getattr(__import__("fcntl"), "F_SETPIPE_SZ", 1031)
+
+
+def _grow_pipe(fd, wanted, current):
+    """Ask for a pipe buffer of ``wanted`` bytes (at most MAX_PIPE_SIZE); returns the size got."""
+    if current >= MAX_PIPE_SIZE:
+        return current
+    import fcntl
+
+    try:
+        return fcntl.fcntl(fd, _F_SETPIPE_SZ, min(MAX_PIPE_SIZE, wanted))
+    except OSError:  # over the per-user pipe limit: keep what there is
+        return MAX_PIPE_SIZE
+
+
+def describe_exit(exitcode) -> str:
+    if exitcode is None:
+        return "the worker vanished"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = " (out of memory? the OOM killer sends SIGKILL)" if -exitcode == signal.SIGKILL else ""
+        return f"its worker process was killed by {name}{hint}"
+    return f"its worker process exited with status {exitcode}"
+
+
+class Pool:
+    """Up to ``processes`` worker processes of one start method, and the selector the runner's
+    loop waits on (their results, their exits, pipes ready for more, the relay).
+
+    A worker is started in a slot (:class:`Worker`) and replaced in the same slot; messages to
+    it are queued and written without blocking (:meth:`send`, :meth:`flush`).
+    """
+
+    def __init__(self, source, processes, start_method=None, values=None, slot_env=None, relay=None):
+        """``source`` gives workers their target (see cluster_func.local.worker); ``values``:
+        the results format the workers encode values in, or None; ``slot_env``: slot -> the
+        environment variables its worker sets first (its GPUs), or None; ``relay``: the relay
+        to pump while waiting for a worker to end."""
+        self.source = source
+        self.processes = processes
+        self.start_method = start_method
+        self.values = values
+        self.slot_env = slot_env
+        self.relay = relay
+        self._ctx = None  # multiprocessing is imported with the first worker (a resume may need none)
+        self.workers: List[Worker] = [Worker(i) for i in range(processes)]
+        self.sel = selectors.DefaultSelector()
+        self.shared = self.counters = None  # allocated with the first worker (a resume may need none)
+
+    @property
+    def ctx(self):
+        if self._ctx is None:
+            import multiprocessing
+
+            self._ctx = multiprocessing.get_context(self.start_method)
+            if self.start_method == "forkserver":  # (see cluster_func.local._forkserver)
+                self._ctx.set_forkserver_preload(["__main__", "cluster_func.local._forkserver"])
+        return self._ctx
+
+    def start(self, w: Worker):
+        # A signal arriving half-way through starting a process would leave it without a
+        # handle: hold SIGINT/SIGTERM until the start is over (the worker unblocks them).
+        with signals_held():
+            self._start_blocked(w)
+
+    def _start_blocked(self, w: Worker):
+        if self.shared is None:
+            self.shared = Counters.allocate(self.ctx, self.processes)
+            self.counters = Counters(self.shared)
+        task_r, task_w = self.ctx.Pipe(duplex=False)
+        result_r, result_w = self.ctx.Pipe(duplex=False)
+        close_fds = []
+        if self.ctx.get_start_method() == "fork":  # the child inherits every runner-side end
+            close_fds = [task_w.fileno(), result_r.fileno()]
+            for other in self.workers:
+                if other is not w and other.proc is not None and other.task_w is not None:
+                    close_fds += [other.task_w.fileno(), other.result_r.fileno()]
+        method = self.ctx.get_start_method()
+        w.proc = self.ctx.Process(
+            target=worker_module.main,
+            args=(task_r, result_w,
+                  self.source if self.slot_env is None else Pinned(self.source, self.slot_env(w.slot)),
+                  self.shared, w.slot, close_fds,
+                  None if method == "forkserver" else os.getpid(), method == "fork",
+                  self.values, os.getpid() if method == "forkserver" else None),
+            name=f"clum-worker-{w.slot}", daemon=True,
+        )
+        try:
+            w.proc.start()
+        except BaseException:
+            w.proc = None  # not started: nothing to join or settle
+            for c in (task_r, task_w, result_r, result_w):
+                c.close()
+            raise
+        task_r.close()
+        result_w.close()
+        w.task_w, w.result_r = task_w, result_r
+        os.set_blocking(task_w.fileno(), False)
+        w.outq = collections.deque()
+        w.pipe_size = PIPE_SIZE
+        w.outstanding = collections.deque()
+        self.counters.reset_started(w.slot)
+        w.finished_calls = self.counters.finished(w.slot)
+        w.ready = False
+        w.watch_value, w.watch_since = -1, time.monotonic()
+        w.gen += 1
+        self.sel.register(result_r.fileno(), selectors.EVENT_READ, ("result", w, w.gen))
+        self.sel.register(w.proc.sentinel, selectors.EVENT_READ, ("exit", w, w.gen))
+
+    def unregister(self, w: Worker):
+        for fd in (w.result_r.fileno(), w.proc.sentinel, w.task_w.fileno()):
+            try:
+                self.sel.unregister(fd)
+            except (KeyError, ValueError):
+                pass
+
+    def send(self, w: Worker, header: bytes, payload: bytes):
+        """Queue one message in ``Connection.send_bytes`` framing, without copying the payload."""
+        n = len(header) + len(payload)
+        if n > w.pipe_size:  # big arguments: a bigger pipe moves them in fewer, larger writes
+            w.pipe_size = _grow_pipe(w.task_w.fileno(), n, w.pipe_size)
+        size = struct.pack("!i", n) if n < 0x7FFFFFFF else struct.pack("!iQ", -1, n)
+        w.outq.append(memoryview(size + header))
+        w.outq.append(memoryview(payload))
+        self.flush(w)
+
+    def flush(self, w: Worker):
+        q = w.outq
+        fd = w.task_w.fileno()
+        try:
+            while q:
+                sent = os.writev(fd, list(itertools.islice(q, 16)))
+                while sent and sent >= len(q[0]):
+                    sent -= len(q.popleft())
+                if sent:
+                    q[0] = q[0][sent:]
+                    break  # the pipe is full
+        except BlockingIOError:
+            pass
+        except OSError:
+            q.clear()  # the worker is gone; its exit event will requeue the work
+            return
+        key = self.sel.get_map().get(fd)
+        if q and key is None:
+            self.sel.register(fd, selectors.EVENT_WRITE, ("write", w, w.gen))
+        elif not q and key is not None:
+            self.sel.unregister(fd)
+
+    def join(self, p, deadline):
+        """Wait for worker p until deadline, passing on its last output meanwhile (a worker
+        blocked writing to a full relay would not exit)."""
+        if self.relay is None:
+            p.join(max(0.0, deadline - time.monotonic()))
+            return
+        while p.is_alive() and time.monotonic() < deadline:
+            self.relay.pump()
+            p.join(0.02)
+        self.relay.pump()
+
+    def shutdown(self, force=False):
+        procs = [w.proc for w in self.workers if w.proc is not None and w.proc.pid is not None]
+        if not force:
+            for w in self.workers:
+                try:
+                    if w.task_w is not None:
+                        w.task_w.close()  # EOF: the worker returns
+                except OSError:
+                    pass
+            deadline = time.monotonic() + 5
+            for p in procs:
+                self.join(p, deadline)
+        for w in self.workers:
+            p = w.proc
+            if p is not None and p.pid is not None and p.is_alive():
+                # A worker still starting has SIGTERM held: it would only notice the runner gone
+                # (and print multiprocessing's traceback); stop it for good at once.
+                p.terminate() if w.ready else p.kill()
+        deadline = time.monotonic() + 1.0
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join(1)
+        for w in self.workers:
+            try:
+                if w.task_w is not None:
+                    w.task_w.close()
+            except OSError:
+                pass
+        try:
+            self.sel.close()
+        except Exception:  # noqa: BLE001
+            pass
