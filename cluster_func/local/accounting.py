@@ -95,3 +95,39 @@ class Accounting:
             leftovers.append(Batch(next(ids), [b.positions[k] for k in again],
                                    [b.elements[k] for k in again],
                                    [b.attempt(k) for k in again] if b.attempts else None))
+
+    def settle(self, w, blame: Optional[str], counters, batches, ids):
+        """Worker w's process is gone: complete the calls its counters say it finished.
+
+        ``blame``: why the call it was running failed (it died, it timed out); None when it
+        was stopped on purpose (that call is then neither complete nor failed).  ``counters``:
+        the pool's shared counters; ``batches``: the runner's batches by id (w's are taken
+        out); ``ids``: where new batch ids come from.  Returns the batches, or parts of
+        batches, that still have to run, in order.
+        """
+        current = counters.started(w.slot)  # calls of the batch it was on, 0 between batches
+        finished = counters.finished(w.slot)  # calls finished in all, at batch ends
+        leftovers = []
+        if w.outstanding and finished > w.finished_calls:  # it finished a batch, report lost
+            b = w.outstanding.popleft()
+            batches.pop(b.id, None)
+            n = finished - w.finished_calls
+            self.complete_unreported(b, n, leftovers, ids)
+            w.finished_calls = finished
+            if n < len(b.elements):
+                leftovers.append(b.tail(n, next(ids)))
+        if w.outstanding and current > 0:  # call current-1 of the next batch was running
+            b = w.outstanding.popleft()
+            batches.pop(b.id, None)
+            k = current - 1
+            self.complete_unreported(b, k, leftovers, ids)
+            if blame is not None and k not in b.failed:
+                kind = "TimedOut" if blame.startswith("timed out") else "WorkerDied"
+                self.fail(b.positions[k], b.elements[k], b.attempt(k), kind, blame, f"{kind}: {blame}")
+            if k + 1 < len(b.elements):
+                leftovers.append(b.tail(k + 1, next(ids)))
+        while w.outstanding:
+            o = w.outstanding.popleft()
+            batches.pop(o.id, None)
+            leftovers.append(o.tail(0, next(ids)))
+        return leftovers

@@ -7,8 +7,11 @@ runs past ``SPLIT_FACTOR`` times the target is handed back part-way by its worke
 again (:meth:`Batch.tail`).
 """
 
+import pickle
 from dataclasses import dataclass, field
 from typing import Optional
+
+from ..record.fingerprints import pickle_elements
 
 # Adaptive batching.  A batch should keep a worker busy for about TARGET seconds:
 # long enough that the runner's per-batch cost is small, short enough that the
@@ -82,3 +85,23 @@ class Batch:
     def tail(self, start, new_id):
         return Batch(new_id, self.positions[start:], self.elements[start:],
                      self.attempts[start:] if self.attempts else None)
+
+
+def pickled(b: Batch, fail_unsent):
+    """The batch's elements pickled; elements that cannot be pickled fail here (``fail_unsent``)
+    and are taken out of the batch."""
+    try:
+        return pickle_elements(b.elements)
+    except Exception:  # noqa: BLE001 - find the culprits, send the rest
+        keep = []
+        for k, e in enumerate(b.elements):
+            try:
+                pickle.dumps(e, 4)
+                keep.append(k)
+            except Exception as err:  # noqa: BLE001
+                msg = f"cannot be sent to a worker process: {type(err).__name__}: {err}"
+                fail_unsent(b.positions[k], e, "PicklingError", msg)
+        b.positions = [b.positions[k] for k in keep]
+        b.elements = [b.elements[k] for k in keep]
+        b.attempts = [b.attempts[k] for k in keep] if b.attempts else None
+        return pickle_elements(b.elements) if keep else None

@@ -18,10 +18,9 @@ from typing import Optional
 
 from ..core.errors import Interrupted
 from ..core.script import args_error_where, user_traceback
-from ..record.fingerprints import pickle_elements
 from ..record.writer import JournalWriteError
 from .accounting import Accounting, Outcome
-from .batching import MAX_BATCH, MAX_BATCH_BYTES, Batch, BatchSizer
+from .batching import MAX_BATCH, MAX_BATCH_BYTES, Batch, BatchSizer, pickled
 from .pool import Pool, Worker, describe_exit
 from .reporter import Reporter
 from .worker import DIGESTS_ALWAYS, DIGESTS_IF_DEAR, DIGESTS_NEVER, HEADER
@@ -104,30 +103,12 @@ class Runner:
         self.reporter.message(f"the arguments iterable raised an exception {where}; no more calls will "
                               f"be started (the calls already sent still run):\n{user_traceback(error)}")
 
-    def _pickled(self, b: Batch):
-        """The batch's elements pickled; elements that cannot be pickled fail here."""
-        try:
-            return pickle_elements(b.elements)
-        except Exception:  # noqa: BLE001 - find the culprits, send the rest
-            keep = []
-            for k, e in enumerate(b.elements):
-                try:
-                    pickle.dumps(e, 4)
-                    keep.append(k)
-                except Exception as err:  # noqa: BLE001
-                    msg = f"cannot be sent to a worker process: {type(err).__name__}: {err}"
-                    self.acct.fail_unsent(b.positions[k], e, "PicklingError", msg)
-            b.positions = [b.positions[k] for k in keep]
-            b.elements = [b.elements[k] for k in keep]
-            b.attempts = [b.attempts[k] for k in keep] if b.attempts else None
-            return pickle_elements(b.elements) if keep else None
-
     def _feed(self, w: Worker):
         while len(w.outstanding) < PREFETCH:
             b = self._next_batch()
             if b is None:
                 return
-            data = self._pickled(b)
+            data = pickled(b, self.acct.fail_unsent)
             if data is None:
                 continue
             if len(data) > MAX_BATCH_BYTES // 2:  # shrink batches of large elements
@@ -197,40 +178,6 @@ class Runner:
         except (EOFError, OSError):
             pass
 
-    def _account(self, w: Worker, blame: Optional[str]):
-        """Worker w's process is gone: complete the calls its counters say it finished.
-
-        ``blame``: why the call it was running failed (it died, it timed out); None when it
-        was stopped on purpose (that call is then neither complete nor failed).  Returns the
-        batches, or parts of batches, that still have to run, in order.
-        """
-        current = self.pool.counters.started(w.slot)  # calls of the batch it was on, 0 between batches
-        finished = self.pool.counters.finished(w.slot)  # calls finished in all, at batch ends
-        leftovers = []
-        if w.outstanding and finished > w.finished_calls:  # it finished a batch, report lost
-            b = w.outstanding.popleft()
-            self.batches.pop(b.id, None)
-            n = finished - w.finished_calls
-            self.acct.complete_unreported(b, n, leftovers, self.ids)
-            w.finished_calls = finished
-            if n < len(b.elements):
-                leftovers.append(b.tail(n, next(self.ids)))
-        if w.outstanding and current > 0:  # call current-1 of the next batch was running
-            b = w.outstanding.popleft()
-            self.batches.pop(b.id, None)
-            k = current - 1
-            self.acct.complete_unreported(b, k, leftovers, self.ids)
-            if blame is not None and k not in b.failed:
-                kind = "TimedOut" if blame.startswith("timed out") else "WorkerDied"
-                self.acct.fail(b.positions[k], b.elements[k], b.attempt(k), kind, blame, f"{kind}: {blame}")
-            if k + 1 < len(b.elements):
-                leftovers.append(b.tail(k + 1, next(self.ids)))
-        while w.outstanding:
-            o = w.outstanding.popleft()
-            self.batches.pop(o.id, None)
-            leftovers.append(o.tail(0, next(self.ids)))
-        return leftovers
-
     def _on_exit(self, w: Worker, reason: Optional[str] = None):
         """Worker w is gone (or is being replaced): settle its batches, start another."""
         self._drain(w)
@@ -239,7 +186,8 @@ class Runner:
         exitcode = w.proc.exitcode
         if not w.ready and self.outcome.fatal is None:
             self.deaths_before_ready += 1
-        self.pending.extendleft(reversed(self._account(w, reason or describe_exit(exitcode))))
+        leftovers = self.acct.settle(w, reason or describe_exit(exitcode), self.pool.counters, self.batches, self.ids)
+        self.pending.extendleft(reversed(leftovers))
         for c in (w.task_w, w.result_r):
             try:
                 c.close()
@@ -374,6 +322,6 @@ class Runner:
                 continue
             try:
                 self._drain(w)
-                self._account(w, blame=None)
+                self.acct.settle(w, None, self.pool.counters, self.batches, self.ids)
             except JournalWriteError as e:  # the disk filled up meanwhile: what is left is not done
                 self.outcome.journal_error = self.outcome.journal_error or str(e)

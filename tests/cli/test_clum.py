@@ -827,3 +827,15 @@ def test_exceptions_that_cannot_be_printed_or_pickled_are_still_reported(clum):
     for word in ["Weird", "Unpicklable", "SystemExit", "KeyboardInterrupt"]:
         assert word in r.stderr
     assert sorted(int(line[0]) for line in clum.evidence()) == list(range(8))
+
+
+def test_an_element_that_cannot_be_pickled_fails_its_call_and_the_rest_run(clum):
+    clum.script("lam.py", """\
+        def target(x):
+            rec("E", x)
+        args = [(lambda: 1,), (2,), (3,)]
+        """)
+    r = clum.run("lam.py", "-p", "1", "--start-method", "spawn")
+    assert r.returncode == 1, r.stderr
+    assert "position 0" in r.stderr and "cannot be sent to a worker process" in r.stderr
+    assert sorted(e[1] for e in clum.evidence()) == ["2", "3"]
