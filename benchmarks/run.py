@@ -83,6 +83,14 @@ FIG_RESUME_HALF = 1.0  # resuming a half-done journal: at most this times a fres
 FIG_IMPORT_EXTRA = 1.2e9 - GIB  # summed PSS at most the data + this (1.2 GB for 1 GiB)
 FIG_FIRST_CALL_S = 0.5  # -p 64: the first call within this many seconds of the start
 FIG_RESULTS_COST = 1.05  # --results on 1 ms calls: at most this times the run without
+FIG_RESULTS_TINY = 2.0  # --results on tiny: at most this times the run without (the issue's aim)
+FIG_RESULTS_POOL = 1.0  # --results on tiny: at most this times Pool.imap writing JSON lines (issue: 0.38x)
+
+RESULTS_WORKLOADS = ["tiny", "ms"]
+RESULTS_PKL_WORKLOADS = ["tiny"]
+# Pool.imap + JSON lines: the two best of POOL_CHUNKSIZES on 2,000,000 calls; on 2,000 calls of
+# 1 ms, chunks of 1000 or more would leave a worker idle, so 10 and 100 there
+RESULTS_POOL_CHUNKSIZES = {"tiny": [1000, 10000], "ms": [10, 100]}
 
 OTHER_LOAD_BUSY = 0.25  # cores' worth of CPU used outside the timed command: a contended run
 SHOWN_INFO = ("this_run_ran", "toplevel", "pss_kb", "rss_sum_kb", "procs", "first_call", "results_lines")
@@ -745,36 +753,46 @@ class Bench:
 
                 self.run_variant("startup64", variant, cmd, env, rep, check=check)
 
-    # results: what --results OUT.jsonl costs
-    RESULTS_VARIANTS = [("tiny", False), ("tiny", True), ("ms", False), ("ms", True)]
+    # results: what --results OUT.jsonl costs, against the same run without it and a hand-written Pool
+    def results_variants(self, workload):
+        """The results section's runs of one workload, in the order they run: clum without values,
+        with --results OUT.jsonl (and OUT.pkl on tiny), and Pool.imap writing JSON lines."""
+        return (["clum", "clum-jsonl"] + (["clum-pkl"] if workload in RESULTS_PKL_WORKLOADS else [])
+                + [f"pool-jsonl-{c}" for c in RESULTS_POOL_CHUNKSIZES[workload]])
 
     def results_rep(self, rep):
-        if not self.clum_has("--results"):
-            for workload, with_results in self.RESULTS_VARIANTS:
-                self.skip[("results", results_variant(workload, with_results))] = \
-                    "n/a: this clum has no --results (clum --help)"
-            return
+        has = self.clum_has("--results")
         sizes = {"tiny": self.size["TINY_N"], "ms": self.size["MS_N"]}
         for _ in range(self.size["RESULTS_SAMPLES"]):
-            for workload, with_results in self.RESULTS_VARIANTS:
-                out = self.fresh_path("results") + ".jsonl"
-                extra = ["--results", out] if with_results else []
-                cmd, journal = self.clum_cmd(workload, *extra)
-                journal_check = self.journal_check(journal, sizes[workload])
+            for workload in RESULTS_WORKLOADS:
+                n = sizes[workload]
+                for variant in self.results_variants(workload):
+                    key = results_variant(workload, variant)
+                    if variant in ("clum-jsonl", "clum-pkl") and not has:
+                        self.skip[("results", key)] = "n/a: this clum has no --results (clum --help)"
+                        continue
+                    fmt = "pkl" if variant == "clum-pkl" else "jsonl"
+                    out = self.fresh_path("results") + "." + fmt
+                    journal_check = None
+                    if variant.startswith("clum"):
+                        cmd, journal = self.clum_cmd(workload, *(["--results", out] if variant != "clum" else []))
+                        journal_check = self.journal_check(journal, n)
+                    else:
+                        cmd = [self.py, os.path.join(HERE, "runners.py"), variant, self.script(workload), out]
 
-                def check(sample, out=out, with_results=with_results, journal_check=journal_check):
-                    if with_results:
-                        try:
-                            with open(out, "rb") as f:
-                                sample.info["results_lines"] = sum(1 for line in f if line.strip())
+                    def check(sample, out=out, fmt=fmt, n=n, writes=variant != "clum", journal_check=journal_check):
+                        if writes:
+                            if not os.path.exists(out):
+                                return f"wrote no file {out}"
+                            records = count_records(out, fmt)
+                            sample.info["results_lines"] = records
                             sample.info["results_mib"] = round(os.path.getsize(out) / 2**20, 1)
                             os.unlink(out)
-                        except FileNotFoundError:
-                            return f"--results wrote no file {out}"
-                    return journal_check(sample)
+                            if records != n:
+                                return f"wrong count: {records:,} records in {out}, expected {n:,}"
+                        return journal_check(sample) if journal_check else None
 
-                self.run_variant("results", results_variant(workload, with_results), cmd, self.env, rep,
-                                 check=check)
+                    self.run_variant("results", key, cmd, self.env, rep, check=check)
 
     # --- IterableQueue -------------------------------------------------------------------
     def queue_section(self):
@@ -860,8 +878,23 @@ class Bench:
         self.sections["cluf"] = {"rows": rows}
 
 
-def results_variant(workload, with_results):
-    return f"{workload}{' --results' if with_results else ''}"
+def results_variant(workload, variant):
+    return f"{workload} {variant}"
+
+
+def count_records(path, fmt):
+    """The records in a results file: its lines (.jsonl) or its pickles (.pkl)."""
+    with open(path, "rb") as f:
+        if fmt == "jsonl":
+            return sum(1 for line in f if line.strip())
+        import pickle
+        n = 0
+        while True:
+            try:
+                pickle.load(f)
+            except EOFError:
+                return n
+            n += 1
 
 
 def loadavg():
@@ -1433,35 +1466,83 @@ def report_startup64(bench, lines, verdict):
 
 def report_results(bench, lines, verdict):
     size, res = bench.size, bench.results
-    sizes = {"tiny": f"`tiny`, {size['TINY_N']:,} calls of `return x`",
-             "ms": f"`ms`, {size['MS_N']:,} calls of ~1 ms returning a float"}
-    rows = []
-    ratios = {}
-    for w in ("tiny", "ms"):
-        without = res.get(("results", results_variant(w, False)), [])
-        with_ = res.get(("results", results_variant(w, True)), [])
-        note = row_note(bench, ("results", results_variant(w, True)), with_) or \
-            row_note(bench, ("results", results_variant(w, False)), without)
-        a, b = median(without), median(with_)
-        ratios[w] = b / a if a and b is not None else None
-        rows.append([sizes[w], na_or(fmt_s(a), note), na_or(fmt_s(b), note), na_or(fmt_x(ratios[w]), note),
-                     na_or(fmt_count(median_info(with_, "results_lines")), note),
-                     na_or(fmt_cell(median_info(with_, "results_mib")), note),
-                     f"{len([s for s in without if s.ok])} / {len([s for s in with_ if s.ok])}",
-                     fmt_other(without + with_), note])
-    lines += ["## Results: the cost of `--results OUT.jsonl`", "",
-              table(["workload", "without s (median)", "with --results s", "ratio", "lines in OUT",
-                     "OUT MiB", "samples (without / with)", "other load", "note"], rows,
-                    ["l", "r", "r", "r", "r", "r", "r", "r", "l"]), "",
-              f"`clum W -p 2 --quiet --journal J` against the same with `--results OUT.jsonl`; the four runs in "
-              f"turn, {size['RESULTS_SAMPLES']} times a repetition.", ""]
-    if ratios.get("ms") is not None:
-        verdict.append((ratios["ms"] <= FIG_RESULTS_COST,
-                        f"`results`: --results adds {100 * (ratios['ms'] - 1):.1f}% on the 1 ms workload "
-                        f"(ratio {ratios['ms']:.3f}, limit {FIG_RESULTS_COST})"))
+    sizes = {"tiny": f"`tiny`: {size['TINY_N']:,} calls of `return x`",
+             "ms": f"`ms`: {size['MS_N']:,} calls of ~1 ms returning a float"}
+    labels = {"clum": "clum -p 2 (no values)", "clum-jsonl": "clum -p 2 --results OUT.jsonl",
+              "clum-pkl": "clum -p 2 --results OUT.pkl",
+              **{f"pool-jsonl-{c}": f"Pool(2).imap chunksize {c} + JSON lines"
+                 for cs in RESULTS_POOL_CHUNKSIZES.values() for c in cs}}
+    figures = {}  # workload -> (without, with --results, best Pool + JSON lines (median, chunksize))
+    lines += ["## Results: the cost of `--results OUT`", ""]
+    for w in RESULTS_WORKLOADS:
+        get = lambda v, w=w: res.get(("results", results_variant(w, v)), [])  # noqa: E731
+        pools = [(median(get(f"pool-jsonl-{c}")), c) for c in RESULTS_POOL_CHUNKSIZES[w]]
+        pools = [(m, c) for m, c in pools if m is not None]
+        best = min(pools) if pools else None
+        without = median(get("clum"))
+        figures[w] = (without, median(get("clum-jsonl")), best)
+        rows = []
+        for v in bench.results_variants(w):
+            samples = get(v)
+            note = row_note(bench, ("results", results_variant(w, v)), samples)
+            if not samples and not note:
+                continue
+            m = median(samples)
+            label = labels[v] + (" (best)" if best and v == f"pool-jsonl-{best[1]}" and len(pools) > 1 else "")
+            rows.append([label, na_or(fmt_s(m), note), na_or(fmt_range(min_wall(samples), max_wall(samples)), note),
+                         na_or(fmt_x(m / without if m is not None and without else None), note),
+                         na_or(fmt_x(m / best[0] if m is not None and best else None), note),
+                         "-" if v == "clum" else na_or(fmt_count(median_info(samples, "results_lines")), note),
+                         "-" if v == "clum" else na_or(fmt_cell(median_info(samples, "results_mib")), note),
+                         len([s for s in samples if s.ok]), fmt_other(samples), note])
+        lines += [f"### {sizes[w]}", "",
+                  table(["runner", "median s", "min–max s", "÷ clum without", "÷ best Pool + JSON lines",
+                         "records in OUT", "OUT MiB", "samples", "other load", "note"], rows,
+                        ["l", "r", "r", "r", "r", "r", "r", "r", "r", "l"]), ""]
+    summary = []
+    for w, (without, with_, best) in figures.items():
+        parts = []
+        if without and with_ is not None:
+            parts.append(f"with --results ÷ without {with_ / without:.2f}x")
+        if best and with_ is not None:
+            parts.append(f"with --results ÷ Pool + JSON lines (chunksize {best[1]}) {with_ / best[0]:.2f}x")
+        if parts:
+            summary.append(f"`{w}`: " + "; ".join(parts) + ".")
+    pool_chunks = "; ".join(f"`{w}` {' and '.join(map(str, cs))}" for w, cs in RESULTS_POOL_CHUNKSIZES.items())
+    lines += [" ".join(summary), "",
+              f"`clum W -p 2 --quiet --journal J` without values, with `--results OUT.jsonl`"
+              f"{' and (on ' + ', '.join(RESULTS_PKL_WORKLOADS) + ') `--results OUT.pkl`' if RESULTS_PKL_WORKLOADS else ''}, "
+              f"and a hand-written `multiprocessing.Pool(2).imap(f, args, chunksize)` whose main process writes "
+              f"`json.dumps({{\"pos\": i, \"value\": v}})` a line to OUT (`runners.py pool-jsonl-N`; chunksizes "
+              f"{pool_chunks}: on `tiny` the two fastest of Pool's in table 1, on `ms` chunks of 1000 or more "
+              f"would leave a worker idle). All of a workload's runs in turn, {size['RESULTS_SAMPLES']} times a "
+              f"repetition; each OUT must hold one record per call. '÷ best Pool + JSON lines' divides by the "
+              f"faster Pool row's median.", ""]
+    without, with_, best = figures["tiny"]
+    if without and with_ is not None:
+        verdict.append((with_ <= FIG_RESULTS_TINY * without,
+                        f"`results`: --results on `tiny` {with_:.3f} s ≤ {FIG_RESULTS_TINY}x the run without "
+                        f"({without:.3f} s, limit {FIG_RESULTS_TINY * without:.3f} s); ratio {with_ / without:.2f}x"))
     else:
-        verdict.append(not_measured(bench, [("results", results_variant("ms", False)),
-                                            ("results", results_variant("ms", True))],
+        verdict.append(not_measured(bench, [("results", results_variant("tiny", v)) for v in ("clum", "clum-jsonl")],
+                                    "`results` --results on `tiny` against without"))
+    if best and with_ is not None:
+        verdict.append((with_ <= FIG_RESULTS_POOL * best[0],
+                        f"`results`: --results on `tiny` {with_:.3f} s ≤ {FIG_RESULTS_POOL}x Pool.imap writing JSON "
+                        f"lines (chunksize {best[1]}: {best[0]:.3f} s); ratio {with_ / best[0]:.2f}x (the issue "
+                        f"measured 0.38x)"))
+    else:
+        verdict.append(not_measured(bench, [("results", results_variant("tiny", v)) for v in
+                                            ["clum-jsonl"] + [f"pool-jsonl-{c}" for c in RESULTS_POOL_CHUNKSIZES["tiny"]]],
+                                    "`results` --results on `tiny` against Pool + JSON lines"))
+    without, with_, _ = figures["ms"]
+    if without and with_ is not None:
+        ratio = with_ / without
+        verdict.append((ratio <= FIG_RESULTS_COST,
+                        f"`results`: --results adds {100 * (ratio - 1):.1f}% on the 1 ms workload "
+                        f"(ratio {ratio:.3f}, limit {FIG_RESULTS_COST})"))
+    else:
+        verdict.append(not_measured(bench, [("results", results_variant("ms", v)) for v in ("clum", "clum-jsonl")],
                                     "`results` on the 1 ms workload"))
 
 

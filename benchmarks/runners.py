@@ -5,6 +5,9 @@
 RUNNER is one of:
   serial            a plain for loop in one process
   pool-N            multiprocessing.Pool(P).imap_unordered(f, args, chunksize=N)
+  pool-jsonl-N      multiprocessing.Pool(P).imap(f, args, chunksize=N), each value written to
+                    OUT (a third argument) as a JSON line {"pos": i, "value": v}: the hand-written
+                    counterpart of clum --results OUT.jsonl
   joblib            joblib.Parallel(n_jobs=P)(delayed(target)(...) for a in args)
   mpire             mpire.WorkerPool(n_jobs=P).map_unordered(target, args)
   clum              exec: clum WORKLOAD -p P --quiet (for a manual run; run.py calls clum itself)
@@ -98,6 +101,16 @@ def run_pool(target, args, chunksize):
             pass
 
 
+def run_pool_jsonl(target, args, chunksize, out):
+    import multiprocessing
+
+    first, it = peek(args)
+    fn = call_star if isinstance(first, tuple) else call_one
+    with multiprocessing.Pool(PROCESSES) as pool, open(out, "w") as f:
+        for i, v in enumerate(pool.imap(fn, it, chunksize)):
+            f.write(json.dumps({"pos": i, "value": v}) + "\n")
+
+
 def run_joblib(target, args):
     from joblib import Parallel, delayed
 
@@ -171,6 +184,10 @@ def main(argv):
     target, args = load(workload)
     if runner == "serial":
         run_serial(target, args)
+    elif runner.startswith("pool-jsonl-"):
+        if len(argv) < 3:
+            sys.exit(f"{runner} needs the output file: runners.py {runner} WORKLOAD OUT.jsonl")
+        run_pool_jsonl(target, args, int(runner[len("pool-jsonl-"):]), argv[2])
     elif runner.startswith("pool-"):
         run_pool(target, args, int(runner[len("pool-"):]))
     elif runner == "joblib":

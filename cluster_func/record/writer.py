@@ -289,10 +289,14 @@ class Journal:
             digests = b"".join(call_digest(e) for e in elements)
         if digests is not None:
             rec["d"] = digests.hex()
-        if self.values is not None:
-            rec["f"] = self.values
-            rec["v"] = base64.b64encode(values or b"").decode("ascii")
-        self._add(json.dumps(rec, separators=(",", ":")), len(elements))
+        if self.values is None:
+            self._add(json.dumps(rec, separators=(",", ":")), len(elements))
+            return
+        rec["f"] = self.values
+        # "v" last, as json.dumps would write it, but spliced in: base64 needs no escaping, and
+        # json.dumps would scan the whole (large) string for characters to escape
+        text = json.dumps(rec, separators=(",", ":"))
+        self._add(f'{text[:-1]},"v":"{base64.b64encode(values or b"").decode("ascii")}"}}', len(elements))
 
     def exported(self, path, st):
         """The run wrote its results file: ``st`` is its os.stat (so a later run knows it is ours)."""
