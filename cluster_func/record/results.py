@@ -104,15 +104,27 @@ def _check_keys(value):
 def encoder(fmt: str):
     """A function (position, value) -> the bytes of one record."""
     if fmt == "jsonl":
+        from json.encoder import encode_basestring_ascii
+
         dumps = json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
+        int_text, float_text, inf = int.__repr__, float.__repr__, float("inf")
 
         def encode(pos, value):
+            t = type(value)
             try:
-                text = dumps(value)
+                # The usual scalars without building an encoder per call (what json.dumps writes).
+                if t is int:
+                    text = int_text(value)
+                elif t is float and -inf < value < inf:
+                    text = float_text(value)
+                elif t is str:
+                    text = encode_basestring_ascii(value)
+                else:
+                    text = dumps(value)
+                    if "{" in text:  # a dict somewhere: its keys must stay apart once JSON made them strings
+                        _check_keys(value)
             except (TypeError, ValueError) as e:
                 raise ValueNotWritable(str(e)) from None
-            if "{" in text:  # a dict somewhere: its keys must stay apart once JSON made them strings
-                _check_keys(value)
             return f'{{"pos":{pos},"value":{text}}}\n'.encode("utf-8", "surrogatepass")
         return encode
 
