@@ -8,6 +8,7 @@ left (--resume does the rest); 130 interrupted by SIGINT; 143 by SIGTERM.
 
 import argparse
 import os
+import re
 import signal
 import sys
 import textwrap
@@ -24,51 +25,76 @@ EXIT_BUG = 70  # EX_SOFTWARE: an exception escaped from inside the tool
 
 
 class _Parser(argparse.ArgumentParser):
+    passthrough = ()  # the words after '--', for the message when SCRIPT is missing
+
+    def parse_args(self, args=None, namespace=None):
+        return super().parse_args(self._negative_values(sys.argv[1:] if args is None else list(args)), namespace)
+
+    def _negative_values(self, argv):
+        """``--bins -1/3``: a value that starts with '-' and a digit is the option's value (argparse
+        would take it for an option and say "expected one argument"); it is given as --bins=-1/3."""
+        out, k = [], 0
+        while k < len(argv):
+            a = argv[k]
+            action = self._option_string_actions.get(a)
+            if (action is not None and action.nargs is None and k + 1 < len(argv)
+                    and re.match(r"-\d", argv[k + 1])):
+                out.append(f"{a}={argv[k + 1]}" if a.startswith("--") else a + argv[k + 1])
+                k += 2
+                continue
+            out.append(a)
+            k += 1
+        return out
+
     def error(self, message):
+        if "SCRIPT" in message and "required" in message and self.passthrough:
+            message += (f" (everything after '--' goes to the script as its sys.argv[1:], so the script must "
+                        f"come before '--': {self.prog} {self.passthrough[0]} [options] -- ARGS)")
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}. Run '{self.prog} --help' for every option.\n")
 
 
-def _common(p: argparse.ArgumentParser, prog: str):
-    p.add_argument("script", metavar="SCRIPT",
+def _common(p: argparse.ArgumentParser, g: dict, prog: str):
+    """The options clum and cluf share, in the help groups ``g``: main, bins, calls."""
+    g["main"].add_argument("script", metavar="SCRIPT",
                    help="path of the Python file holding the target function and its args "
                         "('example' finds example.py too)")
-    p.add_argument("-t", "--target", metavar="NAME",
+    g["main"].add_argument("-t", "--target", metavar="NAME",
                    help="name of the function to call (default: target). Example: -t process_file")
-    p.add_argument("-a", "--args", metavar="NAME",
+    g["main"].add_argument("-a", "--args", metavar="NAME",
                    help="name of the iterable of arguments, or of a function returning one "
                         "(default: args). Example: -a file_pairs")
-    p.add_argument("-p", "--processes", metavar="N",
+    g["main"].add_argument("-p", "--processes", metavar="N",
                    help="worker processes per machine (default: the CPUs this process may use, "
                         f"here {len(os.sched_getaffinity(0))}). Example: -p 8")
-    p.add_argument("-b", "--bins", "--bin", metavar="SPEC", dest="bins",
+    g["main"].add_argument("-b", "--bins", "--bin", metavar="SPEC", dest="bins",
                    help="do only these bins of the work: 'x/y' with x a comma list of bins and "
                         "ranges (default: all the work). Example: -b 0,1/3 or -b 0-2,7/8" if prog == "clum" else
                         "write and submit only these of the N jobs: 'x/N' with x a comma list of bins and "
                         "ranges, N the number of jobs (default: all N). Example: -n 12 -b 3,7/12")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("-x", "--hash", "-hash", metavar="POSITIONS",
+    x = g["bins"].add_mutually_exclusive_group()
+    x.add_argument("-x", "--hash", "-hash", metavar="POSITIONS",
                    help="bin by a stable hash of str() of the arguments at these positions, for "
                         "unstable iterators (default: round-robin by position). Example: -x 0 or -x 0-2,7")
-    g.add_argument("-k", "--key", "-key", metavar="POSITION",
+    x.add_argument("-k", "--key", "-key", metavar="POSITION",
                    help="the argument at this position is the bin number (default: round-robin). "
                         "Example: -k 2")
-    p.add_argument("--resume", action="store_const", const=True, default=None,
+    g["main"].add_argument("--resume", action="store_const", const=True, default=None,
                    help="skip the calls the journal records as completed (default: start over). "
                         "Example: clum sweep.py --resume")
-    p.add_argument("--retries", metavar="N",
+    g["calls"].add_argument("--retries", metavar="N",
                    help="run a failing call again up to N times before it counts as failed (default: 0). "
                         "Example: --retries 2")
-    p.add_argument("--timeout", metavar="SECONDS",
+    g["calls"].add_argument("--timeout", metavar="SECONDS",
                    help="stop a call that runs longer, count it failed, go on (default: none). "
                         "Example: --timeout 600")
-    p.add_argument("--results", metavar="PATH",
+    g["main"].add_argument("--results", metavar="PATH",
                    help="write what target returns, with each call's position, to PATH: .jsonl (JSON "
                         "Lines) or .pkl (pickles); read it with cluster_func.read_results (default: "
                         "values are dropped). " + ("Example: --results scores.jsonl" if prog == "clum" else
                         "With cluf, each bin gets its own file in the jobs dir: give the format. "
                         "Example: --results jsonl"))
-    p.add_argument("--walltime", metavar="DURATION",
+    g.get("sched", g["calls"]).add_argument("--walltime", metavar="DURATION",
                    help=("stop this run before its time limit: no new call starts a grace period before "
                          "it, running calls are stopped at it (not failed), exit 75; --resume does the rest "
                          "(default: no limit). " if prog == "clum" else
@@ -77,10 +103,10 @@ def _common(p: argparse.ArgumentParser, prog: str):
                    + "DURATION is HH:MM:SS, D-HH:MM:SS or a whole number with a unit (90s, 30m, 12h, 2d, "
                      "1h30m); a bare number is refused (Slurm reads minutes, PBS seconds). "
                    + ("Example: --walltime 12:00:00" if prog == "clum" else "Example: --walltime 24:00:00"))
-    p.add_argument("--grace", metavar="SECONDS",
+    g["calls"].add_argument("--grace", metavar="SECONDS",
                    help="with --walltime: start no new call this long before it (default: 5%% of the "
                         "walltime, at least 10 s, at most 600 s). Example: --grace 300")
-    p.add_argument("--start-method", metavar="METHOD",
+    g["calls"].add_argument("--start-method", metavar="METHOD",
                    help="how workers start: fork (default on Linux: the script is loaded once and "
                         "workers share its memory), spawn or forkserver (each worker loads the script "
                         "itself: for scripts that open connections or start threads at import). "
@@ -99,6 +125,18 @@ def _common(p: argparse.ArgumentParser, prog: str):
     p.add_argument("--gpus-per-worker", metavar="K",
                    help="with --gpus: K GPUs for each worker (default: 1). Example: --gpus-per-worker 2")
     p.add_argument("--version", action="version", version=f"{prog} (cluster-func) {__version__}")
+
+
+def _groups(p, prog):
+    """The help's sections, the most used options first (the order of --help)."""
+    g = {"main": p.add_argument_group("the most used options")}
+    if prog == "cluf":
+        g["sched"] = p.add_argument_group("resources and the scheduler")
+        g["scripts"] = p.add_argument_group("what else goes into the job scripts")
+    g["bins"] = p.add_argument_group("binning for iterators that are not stable (default: round-robin)")
+    g["calls"] = p.add_argument_group("failing calls, time limits, workers" + (", the journal" if prog == "clum"
+                                                                              else ""))
+    return g
 
 
 def clum_parser():
@@ -122,14 +160,15 @@ exit status: 0 all calls done, 1 some failed, 2 bad input, 70 a bug in cluster-f
 75 stopped at --walltime with work left, 130/143 interrupted.""",
         allow_abbrev=False,
     )
-    _common(p, "clum")
-    p.add_argument("--quiet", action="store_const", const=True, default=None,
+    g = _groups(p, "clum")
+    _common(p, g, "clum")
+    g["main"].add_argument("--quiet", action="store_const", const=True, default=None,
                    help="no progress line (default: a progress line when stderr is a terminal). "
                         "Example: clum sweep.py --quiet")
-    p.add_argument("--journal", metavar="PATH",
+    g["calls"].add_argument("--journal", metavar="PATH",
                    help="where to keep the run's journal (default: .cluster_func/ next to the script, "
                         "one per script and bin spec). Example: --journal runs/sweep.journal")
-    p.add_argument("--failed", action="store_true",
+    g["main"].add_argument("--failed", action="store_true",
                    help="print the failed calls of the last run from the journal, run nothing "
                         "(default: off). Example: clum sweep.py --failed")
     return p
@@ -170,54 +209,55 @@ exit status: 0 all written (and submitted), 1 a submission failed, 2 bad input,
 70 a bug in cluster-func, 130/143 interrupted.""",
         allow_abbrev=False,
     )
-    _common(p, "cluf")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("-n", "--nodes", metavar="N", help="number of jobs (nodes): bin i of N each. Example: -n 12")
-    g.add_argument("-i", "--iterations", metavar="K",
+    g = _groups(p, "cluf")
+    n = g["main"].add_mutually_exclusive_group()
+    n.add_argument("-n", "--nodes", metavar="N", help="number of jobs (nodes): bin i of N each. Example: -n 12")
+    n.add_argument("-i", "--iterations", metavar="K",
                    help="about K calls per job: cluf counts the calls (which may take a while) "
                         "and makes ceil(count/K) jobs. Example: -i 200")
-    p.add_argument("-j", "--jobs-dir", metavar="DIR",
+    g["main"].add_argument("-j", "--jobs-dir", metavar="DIR",
                    help="where job scripts, their stdout/stderr, journals and the manifest go "
                         "(default: the current directory; created if missing). Example: -j jobs")
-    p.add_argument("-q", "--no-q", "-no-q", action="store_const", const=True, default=None,
+    g["main"].add_argument("-q", "--no-q", "-no-q", action="store_const", const=True, default=None,
                    help="write the job scripts but submit nothing (default: submit them). "
                         "Example: -q")
-    p.add_argument("--scheduler", metavar="NAME",
+    _common(p, g, "cluf")
+    g["sched"].add_argument("--scheduler", metavar="NAME",
                    help=f"{', '.join(schedulers.names())} or auto (default: auto: {schedulers.detection_text()}). "
                         "Example: --scheduler slurm")
-    p.add_argument("-e", "--env", metavar="NAME[=VALUE]", action="append",
+    g["scripts"].add_argument("-e", "--env", metavar="NAME[=VALUE]", action="append",
                    help="set a variable in every job; NAME alone copies this shell's value. "
                         "Repeatable. Nothing else of this environment reaches the jobs "
                         "(default: none). Example: -e OMP_NUM_THREADS=1 -e HOME")
-    p.add_argument("-P", "--prepend-script", metavar="FILES",
+    g["scripts"].add_argument("-P", "--prepend-script", metavar="FILES",
                    help="shell files (comma-separated) whose text goes before the command in "
                         "each job script (default: none). Example: -P modules.sh")
-    p.add_argument("-A", "--append-script", metavar="FILES",
+    g["scripts"].add_argument("-A", "--append-script", metavar="FILES",
                    help="shell files (comma-separated) whose text goes after the command "
                         "(default: none). Example: -A cleanup.sh")
-    p.add_argument("--wait", action="store_const", const=True, default=None,
+    g["main"].add_argument("--wait", action="store_const", const=True, default=None,
                    help="after submitting, wait for the run as 'cluf --wait' does (default: return at once). "
                         "Example: cluf sweep.py -n 100 --walltime 24:00:00 --wait")
-    p.add_argument("--max-restarts", metavar="N",
+    g["calls"].add_argument("--max-restarts", metavar="N",
                    help="a bin stopped at its walltime continues in a new job at most N times, while each "
                         "job completes at least one call (default: 20). Example: --max-restarts 5")
-    p.add_argument("--memory", metavar="SIZE", help="memory per job: a number with a unit K, M, G or T "
+    g["sched"].add_argument("--memory", metavar="SIZE", help="memory per job: a number with a unit K, M, G or T "
                    "(powers of 1024; B or iB optional); a bare number is refused (Slurm reads megabytes, "
                    "PBS bytes) (default: the scheduler's). Example: --memory 4G or --memory 500M")
-    p.add_argument("--queue", metavar="NAME", help="PBS queue, Slurm partition or SGE queue "
+    g["sched"].add_argument("--queue", metavar="NAME", help="PBS queue, Slurm partition or SGE queue "
                    "(default: the scheduler's). Example: --queue long")
-    p.add_argument("--account", metavar="NAME", help="account to charge (default: the "
+    g["sched"].add_argument("--account", metavar="NAME", help="account to charge (default: the "
                    "scheduler's). Example: --account proj42")
-    p.add_argument("--cpus", metavar="N", help="cores per job (default: --processes if given, else with "
+    g["sched"].add_argument("--cpus", metavar="N", help="cores per job (default: --processes if given, else with "
                    "--gpus one per worker, else the scheduler's). Example: --cpus 8")
     for name in schedulers.names():  # --pbs-options (-o), --slurm-options, ...
         cls = schedulers.SCHEDULERS[name]
-        p.add_argument(*filter(None, [cls.options_short, f"--{schedulers.options_key(name)}"]),
+        g["sched"].add_argument(*filter(None, [cls.options_short, f"--{schedulers.options_key(name)}"]),
                        metavar="K=V,...", help=cls.options_help)
-    p.add_argument("--array", action="store_const", const=True, default=None,
+    g["sched"].add_argument("--array", action="store_const", const=True, default=None,
                    help="submit one job array of N tasks instead of N jobs; run one bin of it by hand "
                         "with CLUF_BIN=<bin> bash SCRIPT (default: N jobs). Example: -n 200 --array")
-    p.add_argument("--max-running", metavar="K",
+    g["sched"].add_argument("--max-running", metavar="K",
                    help="with --array: at most K tasks running at once, where the scheduler "
                         "supports it (default: no limit). Example: --max-running 20")
     return p
@@ -276,6 +316,8 @@ def load(ns, command, passthrough):
     else:
         layers.append(options.from_dict(get_options(module, "clum_options"), "clum", "clum_options",
                                         ignore_foreign=True))
+    if command == "cluf":
+        _refuse_a_results_path(layers[0], layers[2], given)
     opts = options.merge(command, *layers, given)
     # --hash and --key exclude each other; the command line replaces what the script set.
     if "hash" in given:
@@ -290,11 +332,28 @@ def load(ns, command, passthrough):
     return module, opts
 
 
+def _refuse_a_results_path(rc, cluf_options, given):
+    """cluf's --results is a format: each bin writes its own file in the jobs dir.  A path given to
+    cluf (command line, cluf_options, ~/.clufrc) is refused rather than silently ignored; in
+    clum_options (written for clum) a path stands for its format."""
+    for where, layer in (("--results", given), ("'results' in cluf_options", cluf_options),
+                         ("'results' in the defaults file", rc)):
+        value = layer.get("results")
+        if value is not None and value not in (".jsonl", ".pkl"):
+            fmt = value.rsplit(".", 1)[-1]
+            raise UserError(f"cluf {where} takes a format, jsonl or pkl, not a file name ({value}): each bin "
+                            f"writes its own file in the jobs dir (<script>-<i>-<n>.results.{fmt}), and "
+                            f"'cluf --gather JOBS_DIR -o {os.path.basename(value)}' merges them into one. Use "
+                            f"--results {fmt}.")
+
+
 def run_clum(argv):
     from .local import run as local_run
 
     argv, passthrough = split_passthrough(argv)
-    ns = clum_parser().parse_args(argv)
+    parser = clum_parser()
+    parser.passthrough = passthrough
+    ns = parser.parse_args(argv)
     module, opts = load(ns, "clum", passthrough)
     return local_run.run(ns, module, opts)
 
@@ -331,7 +390,9 @@ def run_cluf(argv):
         return status.cancel(ns.jobs_dir)
     from .cluster import submission
 
-    ns = cluf_parser().parse_args(argv)
+    parser = cluf_parser()
+    parser.passthrough = passthrough
+    ns = parser.parse_args(argv)
     module, opts = load(ns, "cluf", passthrough)
     return submission.run(ns, module, opts, argv_all)
 

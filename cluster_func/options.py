@@ -68,6 +68,37 @@ def _str(value, name):
     return value
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_NAMES = {"\n": "a newline", "\r": "a carriage return", "\x00": "a NUL character", "\t": "a tab"}
+
+
+def _control(text):
+    """What control character ``text`` holds, in words, or None."""
+    m = _CONTROL.search(text)
+    return None if m is None else _CONTROL_NAMES.get(m.group(), f"the control character {m.group()!r}")
+
+
+def one_line(value, name, what="value", shown=None):
+    """Refuse a value that would not stay on one line of a job script (a newline would end a
+    directive or comment there and make the rest a shell command of the job)."""
+    bad = _control(value)
+    if bad:
+        raise UserError(f"--{name} {value if shown is None else shown!r}: the {what} holds {bad}, which cannot be part of a job script's "
+                        f"directive or comment line (the rest would become a command of the job). Give it on "
+                        f"one line, without control characters.")
+    return value
+
+
+def _directive_word(value, name):
+    """A queue or account name: one word of a scheduler directive."""
+    value = one_line(_str(value, name), name)
+    if re.search(r"[\s'\"\\]", value):
+        raise UserError(f"--{name} {value!r} cannot be one scheduler directive: it holds a space, a quote or a "
+                        f"backslash, which the scheduler would read as more than one word. {name.capitalize()} "
+                        f"names are single words, e.g. --{name} long.")
+    return value
+
+
 def _identifier(value, name):
     value = _str(value, name)
     if not value.isidentifier():
@@ -154,10 +185,30 @@ def _memory(value, name):
     return int(round(mb))
 
 
+_DIRECTIVE_KEY = re.compile(r"-{0,2}[A-Za-z0-9_][A-Za-z0-9_.:-]*")
+_QUOTED = re.compile(r"\"[^\"\\]*\"|'[^'\\]*'")
+
+
+def _directive(k, v, name, given):
+    """Check one raw directive K=V: each becomes one line of the job script."""
+    one_line(k, name, f"name {k!r}", given)
+    if not _DIRECTIVE_KEY.fullmatch(k):
+        raise UserError(f"--{name} {given!r}: {k!r} cannot be the name of one scheduler directive (names are "
+                        f"letters, digits, '_', '.', ':' and '-', without spaces). Example: --{name} mem=4gb.")
+    if v is not None:
+        one_line(v, name, f"value of {k}", given)
+        if re.search(r"\s", v) and not _QUOTED.fullmatch(v):
+            raise UserError(f"--{name} {given!r}: the value of {k}, {v!r}, holds a space, which the scheduler "
+                            f"would read as more than one word of the directive. Write it without spaces, or "
+                            f"quote the whole value for the scheduler ({k}=\"{v}\").")
+    return k, v
+
+
 def _key_values(value, name):
-    """'a=1,b=2' or a dict -> dict of str to str (a value may be None for a bare flag)."""
+    """'a=1,b=2' or a dict -> dict of str to str (a value may be None for a bare flag); each
+    pair must be able to be one directive line."""
     if isinstance(value, dict):
-        return {str(k): (None if v is None else str(v)) for k, v in value.items()}
+        return dict(_directive(str(k), None if v is None else str(v), name, value) for k, v in value.items())
     if isinstance(value, (list, tuple)):
         out = {}
         for item in value:
@@ -173,7 +224,8 @@ def _key_values(value, name):
         k, sep, v = part.partition("=")
         if not k.strip():
             raise UserError(f"--{name} {value!r}: {part!r} has no name before '='.")
-        out[k.strip()] = v.strip() if sep else None
+        k, v = _directive(k.strip(), v.strip() if sep else None, name, value)
+        out[k] = v
     return out
 
 
@@ -196,6 +248,8 @@ def _env(value, name):
                     f"Set it, or give the value with --env {k}=VALUE."
                 )
             v = os.environ[k]
+        if not isinstance(v, str) or "\x00" in v:
+            raise UserError(f"--env {k}: the value {v!r} is not a string without NUL characters.")
         out[k] = v
     return out
 
@@ -209,6 +263,7 @@ def _file_list(value, name):
         item = str(item).strip()
         if not item:
             continue
+        one_line(item, name, "file name")  # it is named in a comment of the job script
         path = os.path.abspath(os.path.expanduser(item))
         if os.path.isdir(path):
             raise UserError(f"--{name}: {item!r} is a directory; give the shell file(s) whose text goes "
@@ -255,8 +310,8 @@ def _path(value, name):
 
 
 def _dir(value, name):
-    """A directory that exists or can be made."""
-    path = _path(value, name)
+    """A directory that exists or can be made (its path goes into the job scripts' directives)."""
+    path = _path(one_line(_str(value, name), name, "path"), name)
     if os.path.islink(path) and not os.path.exists(path):
         raise UserError(f"--{name} {value}: a symbolic link to {os.readlink(path)!r}, which does not exist.")
     if os.path.exists(path) and not os.path.isdir(path):
@@ -305,8 +360,8 @@ OPTIONS = [
     Option("max-restarts", _int(0), 20, "cluf"),
     Option("wait", _bool, False, "cluf"),
     Option("memory", _memory, None, "cluf"),
-    Option("queue", _str, None, "cluf"),
-    Option("account", _str, None, "cluf"),
+    Option("queue", _directive_word, None, "cluf"),
+    Option("account", _directive_word, None, "cluf"),
     Option("cpus", _int(1), None, "cluf"),
     # raw directives for each scheduler: pbs-options, slurm-options, ...
     *(Option(schedulers.options_key(name), _key_values, None, "cluf") for name in schedulers.names()),
@@ -357,12 +412,20 @@ def from_dict(d: dict, command: str, source: str, ignore_foreign=False) -> dict:
 
 
 def load_rc(path: Optional[str] = None) -> dict:
-    """The user-wide defaults file ``~/.clufrc`` (JSON, the same keys as cluf_options)."""
+    """The user-wide defaults file ``~/.clufrc`` (JSON, the same keys as cluf_options).  ``CLUFRC=PATH``
+    names another, which must exist; ``CLUFRC=`` (empty) or ``CLUFRC=/dev/null``: none."""
+    named = path is None and "CLUFRC" in os.environ
+    if named and os.environ["CLUFRC"] in ("", os.devnull):
+        return {}
     path = path or os.environ.get("CLUFRC") or os.path.expanduser("~/.clufrc")
     if os.path.islink(path) and not os.path.exists(path):
         raise UserError(f"The defaults file {path} is a symbolic link to {os.readlink(path)!r}, which does not "
                         f"exist. Fix or remove it (CLUFRC=path names another).")
     if not os.path.exists(path):
+        if named:
+            raise UserError(f"CLUFRC names the defaults file {path}, which does not exist (looked in "
+                            f"{os.getcwd()}). Fix the path, create the file (a JSON object of option names to "
+                            f"values), or set CLUFRC= (empty) for no defaults file.")
         return {}
     if not os.path.isfile(path):  # a FIFO would block the read; a directory cannot be read
         raise UserError(f"The defaults file {path} is not a regular file. It must be a JSON object of option "

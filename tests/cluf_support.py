@@ -8,7 +8,7 @@
   the call saw, and its working directory.
 * :func:`run_cluf` runs the real ``cluf`` entry point as
   ``python -c "from cluster_func.cli import cluf_main; cluf_main()"``, with
-  ``CLUFRC`` pointing at a file that does not exist (the real ``~/.clufrc`` is
+  ``CLUFRC`` set to /dev/null (no defaults file: the real ``~/.clufrc`` is
   never read) unless the test sets it.
 * :func:`stand_in` writes a recording stand-in for a scheduler command
   (``qsub``, ``sbatch``, ``squeue``, ``scontrol``, ...) into a bin dir.
@@ -97,11 +97,11 @@ def round_robin(n, nodes, i):
 # --- running cluf ---------------------------------------------------------------
 
 def base_env(tmp_path, bindir=None, **extra):
-    """os.environ with CLUFRC pointing at a missing file, no CLUF_PBS_FLAVOUR, no test
+    """os.environ with CLUFRC=/dev/null (no defaults file), no CLUF_PBS_FLAVOUR, no test
     variables, and ``bindir`` (stand-ins) first on PATH."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(TEST_VAR_PREFIX) and k not in ("CLUF_PBS_FLAVOUR", "CLUF_BIN")}
-    env["CLUFRC"] = str(Path(tmp_path) / "no-such-clufrc.json")
+    env["CLUFRC"] = os.devnull
     if bindir is not None:
         env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', '')}"
     env.update({k: str(v) for k, v in extra.items()})

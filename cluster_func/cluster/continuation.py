@@ -71,7 +71,11 @@ def main(argv=None):
     """``python -m cluster_func.cluster.continuation MANIFEST BIN`` (from a job script)."""
     argv = sys.argv[1:] if argv is None else argv
     manifest_path, i = argv[0], int(argv[1])
-    m = jobs.load_manifest(manifest_path) or {}
+    try:
+        m = jobs.load_manifest(manifest_path) or {}
+    except jobs.ManifestError as e:  # the job ends either way; say why it does not continue
+        print(f"cluf: bin {i} stopped at its walltime with work left; could not continue: {e}", file=sys.stderr)
+        return 0
     folder = m.get("plan", {}).get("scheduler_path")
     if folder:  # the submit command cluf used, not another scheduler's of the same name
         os.environ["PATH"] = folder + os.pathsep + os.environ.get("PATH", "")

@@ -13,6 +13,7 @@ from ..core.errors import UserError
 from ..record import journal as journal_mod
 from ..record.results import ValueNotWritable, format_of, read_records, write_records
 from . import jobs
+from .status import check_bin_journal
 
 
 def gather(jobs_dir, out=None) -> int:
@@ -43,11 +44,22 @@ def gather(jobs_dir, out=None) -> int:
         for i in range(plan.nodes):
             bin_values = {}
             f = plan.path(i, ".results." + plan.results)
-            if os.path.exists(f):
-                for pos, value in read_records(f):
-                    bin_values[pos] = value
+            if os.path.lexists(f):
+                if not os.path.isfile(f):
+                    raise UserError(f"The results file of bin {i}, {f}, is "
+                                    f"{'a directory' if os.path.isdir(f) else 'not a regular file'}, so it "
+                                    f"holds no values that cluf can gather. Move it away (the bin's job writes a "
+                                    f"new one when it runs again: cluf --resubmit {jobs_dir}) and gather again.")
+                try:
+                    for pos, value in read_records(f):
+                        bin_values[pos] = value
+                except OSError as e:
+                    raise UserError(f"Cannot read the results file of bin {i}, {f}: {e.strerror or e}. Fix its "
+                                    f"permissions (or run cluf as the user whose jobs wrote it) and gather "
+                                    f"again.") from None
             values.update(bin_values)
             expected = m["jobs"].get(str(i), {}).get("calls")
+            check_bin_journal(plan.path(i, ".journal"))
             st = journal_mod.read(plan.path(i, ".journal"))
             done = st.format is not None and st.last_status == "complete"
             if not done:

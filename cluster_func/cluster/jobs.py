@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from .. import __version__
-from ..core.errors import EXIT_WALLTIME, JOB_START_VAR
+from ..core.errors import EXIT_WALLTIME, JOB_START_VAR, UserError
 from ..core.files import replaced
 from .schedulers.base import JobSpec, Scheduler
 
@@ -110,7 +110,25 @@ def _quote(word: str, expand=False) -> str:
     return (shlex.quote(head) if head else "") + f'"{BIN_VAR}"' + (shlex.quote(tail) if tail else "")
 
 
+def _one_line_paths(plan):
+    """Paths named in the job script's comments and directives stay on one line; variable names
+    are names (a manifest edited by hand goes through here too on --resubmit)."""
+    import re
+
+    for what, path in [("the script's path", plan.script), ("the jobs dir", plan.jobs_dir),
+                       ("the directory cluf ran in", plan.submit_dir),
+                       *(("a --prepend-script/--append-script file", p) for p in [*plan.prepend, *plan.append])]:
+        if re.search(r"[\x00-\x1f\x7f]", path):
+            raise UserError(f"{what.capitalize()}, {path!r}, holds a newline or another control character, so it "
+                            f"cannot be named on one line of a job script. Rename it (or run cluf from another "
+                            f"directory).")
+    for k in plan.env:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
+            raise UserError(f"--env: {k!r} is not a valid environment variable name.")
+
+
 def _render(plan, spec, bins_word, journal_word, what, by_hand, resume, preamble=()):
+    _one_line_paths(plan)
     q = shlex.quote
     # Only the --bins and --journal words of an array script hold $cluf_bin; every other word
     # (a pass-through '$cluf_bin' included) stays literal.
@@ -125,7 +143,7 @@ def _render(plan, spec, bins_word, journal_word, what, by_hand, resume, preamble
     words += map(q, rest)
     continuing = bool(plan.resources.get("walltime"))
     out = ["#!/bin/bash", *plan.scheduler.lines(spec), "",
-           f"# Written by cluf (cluster-func {__version__}): {what} of {plan.script}.",
+           f"{WRITTEN_BY} (cluster-func {__version__}): {what} of {plan.script}.",
            f"# Runs by hand too: {by_hand}", ""]
     if continuing:  # clum's walltime counts from here
         out.append(f"export {JOB_START_VAR}=$(date +%s)")
@@ -147,8 +165,33 @@ def _render(plan, spec, bins_word, journal_word, what, by_hand, resume, preamble
     return "\n".join(out) + "\n"
 
 
+WRITTEN_BY = "# Written by cluf"
+
+
+def check_ours(paths):
+    """Refuse to overwrite a file at a job script's path unless cluf wrote it (it carries the
+    '# Written by cluf' line of every job script): it may be the user's own."""
+    for path in paths:
+        if not os.path.lexists(path):
+            continue
+        if os.path.isdir(path) or not os.path.isfile(path):
+            raise UserError(f"{path} exists and is not a file, so cluf cannot write a job script there. Move it "
+                            f"away, or write the job scripts elsewhere with -j DIR.")
+        try:
+            with open(path, "rb") as f:
+                head = f.read(1 << 16)
+        except OSError as e:
+            raise UserError(f"Cannot read {path} to check it is a job script of cluf before replacing it: "
+                            f"{e.strerror}. Move it away, or write the job scripts elsewhere with -j DIR.") from None
+        if b"\n" + WRITTEN_BY.encode() not in head:
+            raise UserError(f"{path} exists and was not written by cluf (it has no '{WRITTEN_BY}' line), so cluf "
+                            f"will not overwrite it with a job script. Move it away, or write the job scripts "
+                            f"elsewhere with -j DIR.")
+
+
 def write(plan: RunPlan, bins: List[int], resume=False) -> List[str]:
     os.makedirs(plan.jobs_dir, exist_ok=True)
+    check_ours([plan.script_path(i) for i in bins])
     paths = []
     for i in bins:
         path = plan.script_path(i)
@@ -205,6 +248,7 @@ def render_array(plan: RunPlan, first: int, count: int, max_running=None, resume
 def write_array(plan: RunPlan, first: int, count: int, max_running=None, resume=False) -> str:
     os.makedirs(plan.jobs_dir, exist_ok=True)
     path = array_script_path(plan, first, count)
+    check_ours([path])
     with replaced(path, perms=0o755) as f:
         f.write(render_array(plan, first, count, max_running, resume))
     return path
@@ -212,12 +256,154 @@ def write_array(plan: RunPlan, first: int, count: int, max_running=None, resume=
 
 # --- the manifest -----------------------------------------------------------------
 
+# What a manifest holds, field by field: (the types it may have, required).  Every reader goes
+# through load_manifest, which checks all of it here, so that a damaged file is one clear message
+# rather than an error wherever a field is first used.
+_NONE = type(None)
+MANIFEST_SCHEMA = {
+    "script": ((str,), True), "nodes": ((int,), True), "scheduler": ((str,), True),
+    "jobs_dir": ((str,), True), "plan": ((dict,), True), "jobs": ((dict,), True), "planned": ((list,), False),
+}
+PLAN_SCHEMA = {
+    "script": ((str,), True), "nodes": ((int,), True), "jobs_dir": ((str,), True), "submit_dir": ((str,), True),
+    "scheduler": ((str,), True), "clum_args": ((list,), True), "passthrough": ((list,), True),
+    "env": ((dict,), False), "prepend": ((list,), False), "append": ((list,), False),
+    "resources": ((dict,), False), "raw": ((dict,), False), "python": ((str,), False),
+    "results": ((str, _NONE), False), "max_restarts": ((int, _NONE), False),
+    "scheduler_path": ((str, _NONE), False),
+}
+RESOURCES_SCHEMA = {
+    "walltime": ((int, _NONE), False), "memory": ((int, _NONE), False), "queue": ((str, _NONE), False),
+    "account": ((str, _NONE), False), "cpus": ((int, _NONE), False),
+}
+JOB_SCHEMA = {
+    "bin": ((int,), True), "script": ((str,), True), "history": ((list,), False), "id": ((str, _NONE), False),
+    "array_id": ((str, _NONE), False), "resume": ((bool,), False), "submitted": ((str, _NONE), False),
+    "calls": ((int, _NONE), False), "cancelled": ((bool,), False), "failed_reason": ((str, _NONE), False),
+    "continue_failed": ((str, _NONE), False), "restarts": ((int,), False),
+}
+
+
+class ManifestError(UserError):
+    """A manifest that cannot be read or does not hold what cluf wrote."""
+
+
+def _type_names(types):
+    names = {str: "a string", int: "an integer", bool: "true or false", list: "a list", dict: "an object",
+             _NONE: "null"}
+    return " or ".join(names[t] for t in types)
+
+
+_MISSING = object()
+
+
+def _check_fields(d, schema, where):
+    """The first problem with the fields of ``d`` (a dict) against ``schema``, or None.  (Exact
+    types, so that true is not an integer; quick, since --wait checks a 10,000-bin manifest a poll.)"""
+    for name, (types, required) in schema.items():
+        v = d.get(name, _MISSING)
+        if v is _MISSING:
+            if required:
+                return f"{where.rstrip('.') or 'it'} has no {name!r}"
+            continue
+        t = type(v)
+        if t not in types:
+            return f"{where}{name!r} is {json.dumps(v)[:40]}, not {_type_names(types)}"
+        if t is int and v < 0:
+            return f"{where}{name!r} is {v}, a negative number"
+    return None
+
+
+def manifest_problem(m) -> Optional[str]:
+    """What is wrong with a manifest's content (as loaded from JSON), or None."""
+    from .schedulers import SCHEDULERS
+
+    if not isinstance(m, dict):
+        return f"it holds {json.dumps(m)[:40]}, not a JSON object"
+    problem = _check_fields(m, MANIFEST_SCHEMA, "")
+    if problem:
+        return problem
+    if m["nodes"] < 1:
+        return f"'nodes' is {m['nodes']}, not a number of jobs"
+    if m["scheduler"] not in SCHEDULERS:
+        return f"'scheduler' is {m['scheduler']!r}, not one of {', '.join(sorted(SCHEDULERS))}"
+    plan = m["plan"]
+    problem = _check_fields(plan, PLAN_SCHEMA, "plan.")
+    if problem:
+        return problem
+    if plan["scheduler"] != m["scheduler"] or plan["nodes"] != m["nodes"]:
+        return "the plan's 'scheduler' and 'nodes' differ from the manifest's"
+    for name in ("clum_args", "passthrough", "prepend", "append"):
+        if not all(isinstance(w, str) for w in plan.get(name, [])):
+            return f"plan.{name!r} holds something that is not a string"
+    for name in ("env", "raw"):
+        if not all(isinstance(v, str) or (v is None and name == "raw") for v in plan.get(name, {}).values()):
+            return f"plan.{name!r} holds a value that is not a string"
+    problem = _check_fields(plan.get("resources", {}), RESOURCES_SCHEMA, "plan.resources.")
+    if problem:
+        return problem
+    if plan.get("results") not in (None, "jsonl", "pkl"):
+        return f"plan.'results' is {plan['results']!r}, not jsonl or pkl"
+    for i in m.get("planned", []):
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < m["nodes"]:
+            return f"'planned' holds {json.dumps(i)[:40]}, not a bin from 0 to {m['nodes'] - 1}"
+    for key, job in m["jobs"].items():
+        if not (key.isascii() and key.isdigit()) or int(key) >= m["nodes"]:
+            return f"'jobs' has the key {key!r}, not a bin from 0 to {m['nodes'] - 1}"
+        if not isinstance(job, dict):
+            return f"jobs.{key} is {json.dumps(job)[:40]}, not an object"
+        problem = _check_fields(job, JOB_SCHEMA, f"jobs.{key}.")
+        if problem:
+            return problem
+        if job["bin"] != int(key):
+            return f"jobs.{key}.'bin' is {job['bin']}, not {key}"
+        if not all(isinstance(h, dict) for h in job.get("history", [])):
+            return f"jobs.{key}.'history' holds something that is not an object"
+    return None
+
+
 def load_manifest(path) -> Optional[dict]:
+    """The manifest at ``path``, checked field by field; None when there is no file.  A file
+    that cannot be read, is not JSON or does not hold what cluf writes is a ManifestError
+    saying what is wrong and what to do."""
+    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):  # a FIFO blocks a read
+        raise ManifestError(f"{path} is not a regular file, so not a cluf manifest. " + _manifest_fix(path))
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            text = f.read()
     except FileNotFoundError:
         return None
+    except IsADirectoryError:
+        raise ManifestError(f"{path} is a directory, not a cluf manifest. " + _manifest_fix(path)) from None
+    except UnicodeDecodeError:
+        raise ManifestError(f"{path} is not a cluf manifest: it is a binary file, not JSON. "
+                            + _manifest_fix(path)) from None
+    except OSError as e:
+        raise ManifestError(f"Cannot read the cluf manifest {path}: {e.strerror or e}. Fix its permissions, "
+                            f"or run cluf as the user who submitted the run.") from None
+    if not text.strip():
+        raise ManifestError(f"The cluf manifest {path} is empty (a full disk or a kill while it was "
+                            f"written?). " + _manifest_fix(path))
+    try:
+        m = json.loads(text)
+    except ValueError as e:
+        raise ManifestError(f"The cluf manifest {path} is not valid JSON ({e}; cut short, or edited by "
+                            f"hand?). " + _manifest_fix(path)) from None
+    problem = manifest_problem(m)
+    if problem:
+        raise ManifestError(f"{path} is not a cluf manifest of this version of cluster-func, or it is damaged: "
+                            f"{problem}. " + _manifest_fix(path, m))
+    return m
+
+
+def _manifest_fix(path, m=None):
+    script = m.get("script") if isinstance(m, dict) and isinstance(m.get("script"), str) else "SCRIPT"
+    nodes = m.get("nodes") if isinstance(m, dict) and isinstance(m.get("nodes"), int) else "N"
+    return (f"cluf writes this file when it submits a run and reads it for --status, --resubmit, --cancel, "
+            f"--gather and --wait. Restore it if you have a copy; otherwise move it away and submit the run "
+            f"again with 'cluf {shlex.quote(script)} -n {nodes} -j {shlex.quote(os.path.dirname(path) or '.')} "
+            f"--resume' (with your other options): the bins' journals are kept, so --resume skips the calls "
+            f"they record as completed.")
 
 
 def save_manifest(path, data):

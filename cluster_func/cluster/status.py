@@ -53,14 +53,26 @@ class BinState:
 
 
 def load_run(manifest_path):
-    m = jobs.load_manifest(manifest_path)
-    if not m or "plan" not in m:
-        raise UserError(f"{manifest_path} is not a cluf manifest (or is from another version).")
+    m = jobs.load_manifest(manifest_path)  # checked field by field: a damaged one says what to do
+    if m is None:
+        raise UserError(f"The cluf manifest {manifest_path} has gone (moved or deleted while cluf ran). "
+                        f"Give the jobs dir of a submitted run again.")
     return m
+
+
+def check_bin_journal(path):
+    """A bin's journal that is there but is not a file (a directory, a FIFO that would block the
+    read) is refused, naming it, before it is read."""
+    if os.path.lexists(path) and not os.path.isfile(path):
+        what = "a directory" if os.path.isdir(path) else "not a regular file"
+        raise UserError(f"The journal of a bin, {path}, is {what}, so cluf cannot tell what the bin did. Move it "
+                        f"away; the bin then counts as vanished, and 'cluf --resubmit {os.path.dirname(path)}' runs "
+                        f"it again.")
 
 
 def _journal(path, cache):
     """The journal at ``path``, read on from where the last read stopped when ``cache`` holds it."""
+    check_bin_journal(path)
     if cache is None:
         return journal_mod.read(path) if os.path.exists(path) else None
     try:
@@ -219,6 +231,9 @@ def _mark_cancelled(m):
 
 def cancel(jobs_dir) -> int:
     for path in manifests_in(jobs_dir):
+        plan = jobs.plan_from_dict(load_run(path)["plan"])
+        for k in load_run(path)["jobs"]:  # a journal that cannot be read: refused before anything is marked
+            check_bin_journal(plan.path(int(k), ".journal"))
         # First mark the bins (under the lock a continuing job takes too), then cancel what the
         # manifest names: a continuation submitted before the mark is in it, none comes after.
         jobs.update_manifest(path, None, _mark_cancelled)

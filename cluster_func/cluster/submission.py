@@ -11,14 +11,16 @@ exactly what was and was not submitted.  ``cluf --resubmit`` (status.py) submits
 import os
 import shlex
 import shutil
+import sys
+import time
 
 from ..core import bins
 from . import jobs, schedulers
-from ..core.errors import SubmitError, UserError
+from ..core.errors import Interrupted, SubmitError, UserError
 from ..options import split_passthrough
 from ..local.reporter import warner
 from .schedulers.base import hms
-from ..core.script import args_error_where, as_args, get_args, get_target, short_repr, user_traceback
+from ..core.script import args_error_where, check_positions, get_args, get_target, user_traceback
 
 EXIT_OK = 0
 
@@ -85,6 +87,11 @@ def run(ns, module, opts, argv_all) -> int:
     if opts["grace"] is not None and (not opts["walltime"] or opts["grace"] >= opts["walltime"]):
         raise UserError(f"--grace {opts['grace']:g} needs a longer --walltime: the jobs start no new call that "
                         f"long before their walltime. Example: --walltime 24:00:00 --grace 600")
+    if opts["walltime"] and opts["grace"] is None:
+        from ..local.run import grace_seconds, no_time_for_calls
+
+        if grace_seconds(opts["walltime"]) >= opts["walltime"]:
+            raise UserError(no_time_for_calls(opts["walltime"]))
     if opts["walltime"]:  # clum stops a grace period before it; the bin continues in a new job
         clum_args += ["--walltime", hms(opts["walltime"])]
         if opts["grace"] is not None:
@@ -198,9 +205,11 @@ def survey_args(args, name, path, need_count, need_first):
         if first is not _NOTHING:
             position = 1
             if count is None and need_count:
-                for position, _ in enumerate(it, 2):
-                    pass
-                count = position
+                seen = [1]
+                try:
+                    position = count = _count(it, name, path, seen)
+                finally:
+                    position = seen[0]  # where it raised, if it did
         elif count is None:
             count = 0
     except (Exception, SystemExit) as e:  # noqa: BLE001 - the script's iterable failed
@@ -213,21 +222,69 @@ def survey_args(args, name, path, need_count, need_first):
     return count, first
 
 
+COUNT_FIRST_WORD_TTY, COUNT_FIRST_WORD, COUNT_EVERY = 0.5, 10.0, 60.0  # seconds
+
+
+def _count(it, name, path, seen):
+    """1 + the number of elements left in ``it`` (the first was taken), keeping none (also in
+    ``seen[0]``, where it got to when ``it`` raises).  While it
+    counts, a thread says how far it got: on a terminal a line redrawn twice a second, otherwise a
+    line after 10 s and then every minute, each saying how to stop (an endless generator never
+    ends).  Ctrl-C stops it with a message (exit 130)."""
+    import itertools
+    import threading
+
+    counter = itertools.count(2)  # advanced by zip per element: costs nothing to read from the thread
+    done = threading.Event()
+    tty = sys.stderr.isatty()
+
+    def so_far():
+        return int(repr(counter)[len("count("):-1]) - 1
+
+    first_word = COUNT_FIRST_WORD_TTY if tty else COUNT_FIRST_WORD
+    try:  # (the tests' hook: a first line sooner)
+        first_word = float(os.environ.get("CLUSTER_FUNC_COUNT_FIRST_WORD", first_word))
+    except ValueError:
+        pass
+
+    def report():
+        started = time.monotonic()
+        wait = first_word
+        while not done.wait(wait):
+            text = (f"cluf: counting the calls of {name!r} for -i: {so_far():,} so far, "
+                    f"{time.monotonic() - started:.0f} s (an endless generator never ends: Ctrl-C stops, "
+                    f"then use -n N)")
+            sys.stderr.write(f"\r\033[K{text}" if tty else text + "\n")
+            sys.stderr.flush()
+            wait = COUNT_FIRST_WORD_TTY if tty else COUNT_EVERY
+        if tty:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+    thread = threading.Thread(target=report, name="cluf-counting", daemon=True)
+    thread.start()
+    try:
+        for _ in zip(it, counter):
+            pass
+    except (KeyboardInterrupt, Interrupted):
+        done.set()
+        thread.join()
+        sys.stderr.write(f"cluf: stopped counting the calls of {name!r} in {path} after {so_far():,}; nothing was "
+                         f"written or submitted. Give the number of jobs with -n N instead of -i, which needs "
+                         f"the total.\n")
+        raise
+    finally:
+        done.set()
+        thread.join()
+        seen[0] = so_far()
+    return so_far()
+
+
 def check_first_element(first, opts):
     """A --hash/--key position beyond the first element's arguments: refused before submitting
     (every job would fail those calls)."""
-    positions = opts["hash"] if opts["hash"] is not None else \
-        (opts["key"],) if opts["key"] is not None else ()
-    if not positions or first is _NOTHING:
-        return
-    n = len(as_args(first))
-    if max(positions) >= n:
-        flag = "--hash" if opts["hash"] is not None else "--key"
-        has = "no arguments" if n == 0 else f"{n} argument{'s' * (n != 1)} (positions 0 to {n - 1})"
-        raise UserError(
-            f"{flag} {bins.format_positions(positions)}: the first element of {opts['args']!r}, "
-            f"{short_repr(first)}, has {has}, so position {max(positions)} does not exist. Positions "
-            f"count from 0; an element that is not a tuple is one argument.")
+    if first is not _NOTHING:
+        check_positions(first, opts)
 
 
 def replace_bins(argv, new_spec):

@@ -15,11 +15,22 @@ from .errors import UserError
 _ITEM = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 
 
-def parse_positions(text, what="position list"):
+MAX_BINS = 1_000_000  # bins of one run: cluf's most jobs, and more than any machine count
+MAX_POSITION = 99_999  # an argument position: no call has more arguments than that
+
+
+def parse_positions(text, what="position list", limit=MAX_POSITION, beyond=None):
     """Parse ``"0-2,7"`` into the sorted tuple ``(0, 1, 2, 7)``.
 
-    Accepts an int or a list/tuple of ints too (as found in ``*_options`` dicts).
+    Accepts an int or a list/tuple of ints too (as found in ``*_options`` dicts).  A number
+    above ``limit`` is refused before any range is expanded, so a typed number never costs
+    memory in proportion to it; ``beyond(n)`` gives the message for such a number.
     """
+    def too_big(n):
+        raise UserError(beyond(n) if beyond is not None else
+                        f"{what} {_short(str(text))}: {_short(str(n), quote=False)} is not an argument position "
+                        f"(positions count the arguments of one call from 0, at most {limit:,}).")
+
     if isinstance(text, bool):
         raise UserError(f"{what} must be non-negative integers, not {text!r}.")
     if isinstance(text, int):
@@ -27,7 +38,7 @@ def parse_positions(text, what="position list"):
     if isinstance(text, (list, tuple)):
         out = set()
         for item in text:
-            out.update(parse_positions(item, what))
+            out.update(parse_positions(item, what, limit, beyond))
         if not out:
             raise UserError(f"{what} is empty: give at least one non-negative integer.")
         return tuple(sorted(out))
@@ -41,12 +52,21 @@ def parse_positions(text, what="position list"):
                 f"{what} {text!r} does not parse: expected non-negative integers and inclusive "
                 f"ranges separated by commas, e.g. '0', '0,3' or '0-2,7'."
             )
+        if max(len(g or "") for g in m.groups()) > 15:  # (int() of thousands of digits fails)
+            too_big(max(m.groups(), key=lambda g: len(g or "")))
         lo = int(m.group(1))
         hi = int(m.group(2)) if m.group(2) is not None else lo
         if hi < lo:
             raise UserError(f"{what} {text!r}: the range {lo}-{hi} is empty (write it low-high).")
+        if hi > limit:
+            too_big(hi)
         out.update(range(lo, hi + 1))
     return tuple(sorted(out))
+
+
+def _short(text, quote=True, limit=40):
+    text = text if len(text) <= limit else text[:limit] + "..."
+    return repr(text) if quote else text
 
 
 class BinSpec(NamedTuple):
@@ -91,19 +111,22 @@ def parse_bin_spec(text) -> BinSpec:
     right = right.strip()
     if not (right.isascii() and right.isdigit()):
         raise UserError(f"Bin spec {text!r} does not parse: {right!r} is not a number of bins. {hint}")
+    if len(right) > 7 or int(right) > MAX_BINS:
+        raise UserError(f"Bin spec {_short(text)}: {_short(right, quote=False)} bins is more than the {MAX_BINS:,} "
+                        f"a run may have. Use fewer bins: a few per machine is plenty. {hint}")
     total = int(right)
     if total < 1:
         raise UserError(f"Bin spec {text!r}: the number of bins must be at least 1. {hint}")
+
+    def beyond(n):
+        return (f"Bin spec {_short(text)} names bin {_short(str(n), quote=False)}, but bins are numbered 0 to {total - 1} "
+                f"when there are {total}. {hint}")
     try:
-        bins = parse_positions(left, "bin list")
-    except UserError:
+        bins = parse_positions(left, "bin list", limit=total - 1, beyond=beyond)
+    except UserError as e:
+        if str(e).startswith("Bin spec"):
+            raise
         raise UserError(f"Bin spec {text!r} does not parse: {left!r} is not a list of bins. {hint}") from None
-    bad = [b for b in bins if b >= total]
-    if bad:
-        raise UserError(
-            f"Bin spec {text!r} names bin {bad[0]}, but bins are numbered 0 to {total - 1} "
-            f"when there are {total}. {hint}"
-        )
     return BinSpec(bins, total)
 
 

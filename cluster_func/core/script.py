@@ -1,5 +1,7 @@
 """Load the user's script by path and find its target, arguments and options."""
 
+import collections.abc
+import contextlib
 import importlib.machinery
 import importlib.util
 import os
@@ -45,18 +47,33 @@ def load_script(path: str, argv=()):
     ``sys.argv`` is ``[path, *argv]`` while it runs (and stays so afterwards,
     since a target may read it at call time).
     """
+    if os.environ.pop(_UNSET_SAFE_PATH, None):  # set for the forkserver only: not the script's business
+        os.environ.pop("PYTHONSAFEPATH", None)
     path = resolve_path(path)
     folder = os.path.dirname(path)
     if folder not in sys.path:
         sys.path.insert(0, folder)
+    _shield_standard_library(folder)
     sys.argv = [path, *argv]
     # An explicit loader: importlib finds none for a name without the .py suffix.
     loader = importlib.machinery.SourceFileLoader(MODULE_NAME, path)
     spec = importlib.util.spec_from_file_location(MODULE_NAME, path, loader=loader)
     module = importlib.util.module_from_spec(spec)
     sys.modules[MODULE_NAME] = module
+    real_exit, loader_pid = os._exit, os.getpid()
+
+    def exit_while_loading(status):  # os._exit at the top level: say so instead of vanishing
+        if os.getpid() != loader_pid:  # a process the script forked: exit for real
+            real_exit(status)
+        raise _ExitWhileLoading(status)
+    os._exit = exit_while_loading
     try:
         spec.loader.exec_module(module)
+    except _ExitWhileLoading as e:
+        raise ScriptError(
+            f"The script {path} called os._exit({e.status!r}) while being loaded, which ends the process at once "
+            f"with exit status {e.status!r}, before anything can run. Put code that should only run as "
+            f"a program under `if __name__ == '__main__':`.") from None
     except SystemExit as e:
         raise ScriptError(
             f"The script {path} called sys.exit({e.code!r}) while being loaded. Put code that should "
@@ -77,7 +94,96 @@ def load_script(path: str, argv=()):
                               f"Python file that defines the target function and its args. Python "
                               f"could not read it:\n{detail}") from None
         raise ScriptError(f"The script {path} failed while being imported:\n{detail}") from None
+    finally:
+        os._exit = real_exit
     return module
+
+
+class _ExitWhileLoading(BaseException):
+    """os._exit called by the script's top level while clum loads it."""
+
+    def __init__(self, status):
+        super().__init__(status)
+        self.status = status
+
+
+class _StandardLibraryFirst:
+    """A finder (first on ``sys.meta_path``) for top-level imports that the script's own code
+    does not make: a name the standard library has is found there, never in the script's folder.
+
+    The script's folder is first on ``sys.path`` so that the script imports its siblings; a
+    ``random.py`` or ``tempfile.py`` there must not replace the standard module that clum (or
+    multiprocessing, or a library the script uses) imports later.  Imports made by code in the
+    script's folder keep Python's own rule (the sibling first)."""
+
+    def __init__(self):
+        self.folders = set()
+        self.stdlib = []  # the standard library's folders (set on install: no import in find_spec)
+
+    def find_spec(self, name, path=None, target=None):
+        if path is not None or not self.folders:
+            return None
+        frame = sys._getframe(1)
+        while frame is not None and frame.f_code.co_filename.startswith("<frozen"):  # importlib's own
+            frame = frame.f_back
+        importer = frame.f_globals.get("__file__") if frame is not None else None
+        if importer and os.path.dirname(os.path.abspath(importer)) in self.folders:
+            return None  # the script's (or a sibling's) own import
+        return importlib.machinery.PathFinder.find_spec(name, self.stdlib, target)
+
+
+_SHIELD = _StandardLibraryFirst()
+
+
+def _stdlib_dirs():
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    dirs = [paths["stdlib"], paths["platstdlib"]]
+    return list(dict.fromkeys([*dirs, *(os.path.join(d, "lib-dynload") for d in dirs)]))
+
+
+def _shield_standard_library(folder):
+    """Install :class:`_StandardLibraryFirst` for ``folder`` when it holds a module named as one of
+    the standard library's (one listdir; nothing is installed otherwise)."""
+    try:
+        names = {os.path.splitext(n)[0] for n in os.listdir(folder) if n.endswith(".py") or
+                 os.path.isdir(os.path.join(folder, n))}
+    except OSError:
+        return
+    if not names & set(getattr(sys, "stdlib_module_names", ())) and sys.version_info >= (3, 10):
+        return
+    _SHIELD.stdlib = _SHIELD.stdlib or _stdlib_dirs()
+    _SHIELD.folders.add(folder)
+    if _SHIELD not in sys.meta_path:
+        sys.meta_path.insert(0, _SHIELD)
+
+
+_UNSET_SAFE_PATH = "CLUSTER_FUNC_UNSET_PYTHONSAFEPATH"
+
+
+@contextlib.contextmanager
+def without_script_folders():
+    """The script folders that :func:`_shield_standard_library` guards are off ``sys.path`` for
+    the block: a spawned or forkserver worker starts with the parent's ``sys.path`` and imports
+    multiprocessing's modules before it loads the script (which shields it again).  The forkserver
+    process starts as ``python -c``, which puts the current directory first: PYTHONSAFEPATH (Python
+    3.11+) keeps it off, and the worker removes the variable again before loading the script."""
+    folders = _SHIELD.folders
+    saved = list(sys.path) if folders else None
+    set_safe_path = bool(folders) and "PYTHONSAFEPATH" not in os.environ
+    if folders:
+        sys.path[:] = [p for p in sys.path if p not in folders]
+    if set_safe_path:
+        os.environ.update({"PYTHONSAFEPATH": "1", _UNSET_SAFE_PATH: "1"})
+    try:
+        yield
+    finally:
+        if saved is not None:
+            sys.path[:] = saved
+        if set_safe_path:
+            os.environ.pop("PYTHONSAFEPATH", None)
+            os.environ.pop(_UNSET_SAFE_PATH, None)
 
 
 def _not_python(path, error):
@@ -148,6 +254,11 @@ def get_args(module, name: str):
         except (Exception, SystemExit) as e:  # noqa: BLE001 - the script's own error
             raise ScriptError(f"Calling {name}() in {path} to get the arguments failed; its traceback:\n"
                               f"{user_traceback(e)}") from None
+    if isinstance(args, collections.abc.Mapping):
+        raise ScriptError(
+            f"The args {name!r} in {path} is a dict; iterating it gives only its keys, which is rarely what is "
+            f"meant, so clum does not guess. Say which: list({name}.items()) calls target(key, value), "
+            f"list({name}.values()) calls target(value), list({name}) calls target(key).")
     if isinstance(args, (str, bytes)):
         raise ScriptError(
             f"The args {name!r} in {path} is a string; clum would call the target once per "
@@ -191,6 +302,82 @@ def get_options(module, name: str) -> dict:
     if not isinstance(opts, dict):
         raise ScriptError(f"{name} in {module.__file__} must be a dict, not a {type(opts).__name__}.")
     return dict(opts)
+
+
+def check_positions(first, opts):
+    """Refuse a --hash/--key position beyond the arguments of ``first``, the first element of
+    args (every call would fail), naming the element."""
+    from .bins import format_positions
+
+    positions = opts["hash"] if opts["hash"] is not None else \
+        (opts["key"],) if opts["key"] is not None else ()
+    if not positions:
+        return
+    n = len(as_args(first))
+    if max(positions) >= n:
+        flag = "--hash" if opts["hash"] is not None else "--key"
+        has = "no arguments" if n == 0 else f"{n} argument{'s' * (n != 1)} (positions 0 to {n - 1})"
+        raise ScriptError(
+            f"{flag} {format_positions(positions)}: the first element of {opts['args']!r}, "
+            f"{short_repr(first)}, has {has}, so position {max(positions)} does not exist. Positions "
+            f"count from 0; an element that is not a tuple is one argument.")
+    if opts["key"] is not None:
+        import operator
+
+        value = as_args(first)[opts["key"]]
+        try:
+            ok = not isinstance(value, bool) and operator.index(value) is not None
+        except TypeError:
+            ok = False
+        if not ok:
+            raise ScriptError(
+                f"--key {opts['key']}: the first element of {opts['args']!r}, {short_repr(first)}, has "
+                f"{short_repr(value, 40)} at position {opts['key']}, which is not a bin number: with --key the "
+                f"argument at that position is the bin, an integer from 0 to the number of bins - 1, so no bin "
+                f"would run it. Make that argument the bin number, or bin by a hash of it with --hash "
+                f"{opts['key']}.")
+
+
+def peek_first(args):
+    """(the first element of args or None when there is none, an iterable of all of args again):
+    for checks before a run; an iterable that raises gives its exception back to whoever iterates."""
+    import itertools
+
+    it = iter(args)
+    try:
+        first = next(it)
+    except StopIteration:
+        return None, ()
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - the runner reports it where it happened
+        error = e
+
+        def again():
+            yield from ()
+            raise error
+        return None, again()
+    return (first,), itertools.chain((first,), it)
+
+
+def pickling_hint(element) -> str:
+    """How to make an element of args that cannot be pickled into one that can (a sentence)."""
+    import io
+    import types
+
+    parts = as_args(element)
+    for a in parts:
+        if isinstance(a, types.FunctionType) and ("<lambda>" in a.__qualname__ or "<locals>" in a.__qualname__):
+            return ("Each element of args is pickled to reach a worker, and a lambda or a function defined "
+                    "inside another cannot be: define it with def at the top level of the script (module level) "
+                    "and pass that.")
+        if isinstance(a, io.IOBase):
+            return ("Each element of args is pickled to reach a worker, and an open file cannot be: pass the "
+                    "file's path instead and open it in target.")
+        if isinstance(a, types.GeneratorType):
+            return ("Each element of args is pickled to reach a worker, and a generator cannot be: pass a list, "
+                    "or what the generator is made from.")
+    return ("Each element of args is pickled to reach a worker: pass plain data (numbers, strings, tuples, lists, "
+            "dicts), objects of classes defined at the top level of a module, or a path or name that target turns "
+            "into the object.")
 
 
 def as_args(element) -> tuple:

@@ -11,6 +11,7 @@ import pickle
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ..core.script import pickling_hint
 from ..record.fingerprints import pickle_elements
 
 # Adaptive batching.  A batch should keep a worker busy for about TARGET seconds:
@@ -99,7 +100,7 @@ def pickled(b: Batch, fail_unsent):
                 pickle.dumps(e, 4)
                 keep.append(k)
             except Exception as err:  # noqa: BLE001
-                msg = f"cannot be sent to a worker process: {type(err).__name__}: {err}"
+                msg = f"cannot be sent to a worker process: {type(err).__name__}: {err}. {pickling_hint(e)}"
                 fail_unsent(b.positions[k], e, "PicklingError", msg)
         b.positions = [b.positions[k] for k in keep]
         b.elements = [b.elements[k] for k in keep]

@@ -17,6 +17,7 @@ import time
 from typing import List
 
 from ..core.errors import signals_held
+from ..core.script import without_script_folders
 from . import worker as worker_module
 from .gpus import Pinned
 from .worker import Counters
@@ -130,7 +131,11 @@ class Pool:
             name=f"clum-worker-{w.slot}", daemon=True,
         )
         try:
-            w.proc.start()
+            if method == "fork":
+                w.proc.start()
+            else:
+                with without_script_folders():  # a spawned child imports the standard library first
+                    w.proc.start()
         except BaseException:
             w.proc = None  # not started: nothing to join or settle
             for c in (task_r, task_w, result_r, result_w):

@@ -21,7 +21,7 @@ from ..record.writer import Journal, JournalWriteError
 from ..record.results import Results
 from .accounting import Outcome
 from .runner import Runner
-from ..core.script import get_args, get_init_worker, get_target
+from ..core.script import check_positions, get_args, get_init_worker, get_target, peek_first
 
 EXIT_OK, EXIT_FAILED = 0, 1
 JOB_STOP_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)  # Grid Engine's -notify warnings
@@ -40,6 +40,13 @@ def grace_seconds(walltime, grace=None):
     return grace if grace is not None else min(600.0, max(10.0, 0.05 * walltime))
 
 
+def no_time_for_calls(walltime):
+    """The message for a --walltime within its default grace period."""
+    return (f"--walltime {walltime} s leaves no time for any call: no new call starts a grace period before the "
+            f"walltime, by default 5% of it but at least 10 s. Give a longer --walltime, or a shorter --grace "
+            f"(e.g. --walltime {walltime}s --grace {max(walltime / 4, 0.1):g}).")
+
+
 def walltime_stop_at(opts):
     """(start no new call after, stop running calls at) as time.monotonic() values, or None.
 
@@ -55,6 +62,8 @@ def walltime_stop_at(opts):
     if opts.get("grace") is not None and opts["grace"] >= walltime:
         raise UserError(f"--grace {opts['grace']:g} is not shorter than --walltime ({walltime} s): no call could "
                         f"ever start. Give a grace period shorter than the walltime, or leave it out (5% of it).")
+    if opts.get("grace") is None and grace_seconds(walltime) >= walltime:
+        raise UserError(no_time_for_calls(walltime))
     try:
         started = float(os.environ.get(JOB_START_VAR) or time.time())
     except ValueError:
@@ -69,6 +78,10 @@ def run(ns, module, opts) -> int:
     target = get_target(module, target_name)
     init_worker = get_init_worker(module)
     args = get_args(module, args_name)
+    if (opts["hash"] is not None or opts["key"] is not None) and not ns.failed:
+        first, args = peek_first(args)  # a position beyond the first element: refused, as cluf does
+        if first is not None:
+            check_positions(first[0], opts)
     spec = opts["bins"] or bins.BinSpec((0,), 1)
     mode = "hash" if opts["hash"] is not None else "key" if opts["key"] is not None else "round-robin"
     journal_path = opts["journal"] or journal_mod.default_path(opts["script"], str(spec), target_name)
@@ -196,6 +209,12 @@ def run(ns, module, opts) -> int:
         return EXIT_FAILED
     if resumed is not None and (not opts["quiet"] or resumed.skipped != journal.previous.recorded):
         say(f"--resume: skipped {resumed.skipped} calls the journal records as completed.")
+    if counts.bad_keys and outcome.done + outcome.failed == 0 and not (resumed is not None and resumed.skipped):
+        raise UserError(f"Nothing ran: the key (argument {opts['key']}) of every one of the {counts.bad_keys} "
+                        f"elements of {args_name!r} is not a bin number, an integer from 0 to {spec.total - 1} "
+                        f"(for example position {counts.first_bad_key[0]}, key {counts.first_bad_key[1]!r}). "
+                        f"With --key the argument at that position is the bin: make it one, or bin by a hash "
+                        f"of it with --hash {opts['key']}.")
     if counts.bad_keys:
         say(f"warning: {counts.bad_keys} calls were run by no bin: their key (argument {opts['key']}) "
             f"is not an integer from 0 to {spec.total - 1}. Example: position {counts.first_bad_key[0]}, "
@@ -214,7 +233,8 @@ def run(ns, module, opts) -> int:
             f"rest not started (calls stopped at the end of the grace period count as not done). "
             f"'{again} --resume' does the rest"
             + ("; in a cluf job, the bin continues in a new job unless it was cancelled, made no progress "
-               "or reached --max-restarts (the next line says which)." if in_cluf_job() else "."))
+               "or reached --max-restarts (cluf --status shows which)." if in_cluf_job()
+               else "."))
         return EXIT_WALLTIME
     if outcome.args_error:
         say(f"stopped early: {outcome.args_error} (see above). {outcome.done} calls completed, "

@@ -329,7 +329,7 @@ def read_records(path) -> Iterator[Tuple[int, object]]:
             for line in f:
                 try:
                     rec = json.loads(line)
-                    if not (isinstance(rec, dict) and type(rec.get("pos")) is int and "value" in rec):
+                    if not (isinstance(rec, dict) and type(rec.get("pos")) is int and rec["pos"] >= 0 and "value" in rec):
                         raise ValueError
                     if not line.endswith(b"\n"):
                         raise ValueError
@@ -343,7 +343,7 @@ def read_records(path) -> Iterator[Tuple[int, object]]:
             while buf.tell() < len(data):
                 try:
                     rec = pickle.load(buf)
-                    if not (isinstance(rec, tuple) and len(rec) == 2 and type(rec[0]) is int):
+                    if not (isinstance(rec, tuple) and len(rec) == 2 and type(rec[0]) is int and rec[0] >= 0):
                         raise ValueError
                 except Exception:  # noqa: BLE001 - a torn or foreign pickle: what follows cannot be framed
                     bad += 1

@@ -222,9 +222,11 @@ class Journal:
                 prev = self.replaced_state = read(path)
                 if prev.last_status is None or prev.last_failed:
                     state = "did not finish" if prev.last_status is None else "finished with failed calls"
-                    done = (f"{prev.completed_total} calls completed, which --resume would have skipped"
-                            if prev.completed_total else "no call completed")
-                    warn(f"the previous run {state} ({done}); starting over, its journal kept as {path}.prev.")
+                    counts = ", ".join(filter(None, [f"{prev.last_done} calls completed" if prev.last_done else "",
+                                                     f"{len(prev.last_failed)} failed" if prev.last_failed else ""]))
+                    skips = "; --resume skips the completed ones" if prev.completed_total else ""
+                    warn(f"starting over: the last run {state}" + (f" ({counts}{skips})" if counts or skips else "")
+                         + f"; its journal is kept as {path}.prev.")
                 self._keep_previous(path)
                 exists = False
         try:

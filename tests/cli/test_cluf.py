@@ -282,7 +282,7 @@ def test_unknown_clufrc_key_is_an_error(tmp_path, env):
 def test_no_submit_command_on_path_is_a_usage_error(tmp_path, sched):
     """PATH holds only python's bin dir: no sbatch, no qsub. The entry point must still run."""
     cs.write_target(tmp_path, n=4)
-    env = {"PATH": os.path.dirname(sys.executable), "CLUFRC": str(tmp_path / "none.json")}
+    env = {"PATH": os.path.dirname(sys.executable), "CLUFRC": os.devnull}
     r = subprocess.run([*cs.CLUF, "example.py", "-n", "2", "-j", "jobs", "--scheduler", sched],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     cs.assert_clean_error(r, "-q")
@@ -635,7 +635,7 @@ def test_scheduler_auto_detection(tmp_path, case):
         cs.stand_in(only, name, "{id}\n")
     only.mkdir(exist_ok=True)
     cs.write_target(tmp_path, n=4)
-    env = {"PATH": f"{only}{os.pathsep}{os.path.dirname(sys.executable)}", "CLUFRC": str(tmp_path / "none.json"),
+    env = {"PATH": f"{only}{os.pathsep}{os.path.dirname(sys.executable)}", "CLUFRC": os.devnull,
            **extra}
     cs.ok(cs.run_cluf("example.py", "-n", 2, "-q", "-j", "jobs", cwd=tmp_path, env=env))
     assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == [f"example-0-2{ext}", f"example-1-2{ext}"]

@@ -734,3 +734,489 @@ def test_the_scripts_args_code_failing_is_the_scripts_error_with_its_traceback_n
     assert "bug in cluster-func" not in r.stderr and not TOOL_FRAME.search(r.stderr), r.stderr
     if words:
         assert words in r.stderr and 's.py", line' in r.stderr, r.stderr
+
+
+# --- issue 20: bad input never ends in a traceback, silence, a hang or memory in proportion to a number -----
+
+import json  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+
+from cluster_func.cluster import jobs as _jobs  # noqa: E402
+from cluster_func import options as _options  # noqa: E402
+from cluster_func.cluster import schedulers as _schedulers  # noqa: E402
+
+MANAGING = ["--status", "--resubmit", "--cancel", "--gather", "--wait"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A run submitted with --results to stand-in Slurm commands (nothing is ever queued), both of
+    its bins then run by hand: a jobs dir with a real manifest, journals and results files."""
+    root = tmp_path_factory.mktemp("finished-run")
+    for name, out in (("sbatch", "{id}\n"), ("squeue", ""), ("scancel", "")):
+        cs.stand_in(root / "bin", name, out)
+    cs.write_target(root, n=6)
+    env = cs.base_env(root, root / "bin")
+    cs.ok(cs.run_cluf("example.py", "-n", 2, "-j", "jobs", "--scheduler", "slurm", "--results", "jsonl",
+                      cwd=root, env=env))
+    for i in range(2):
+        assert cs.run_by_hand(root / "jobs" / f"example-{i}-2.slurm").returncode == 0
+    return root
+
+
+def _copy_run(finished_run, folder):
+    """A copy of the run whose manifest names the copy's paths (they are absolute)."""
+    shutil.copytree(finished_run, folder, symlinks=True)
+    manifest = folder / MANIFEST
+    manifest.write_text(manifest.read_text().replace(str(finished_run), str(folder)))
+    return folder, cs.base_env(folder, folder / "bin")
+
+
+def _manage(folder, env, command):
+    try:
+        return subprocess.run([*cs.CLUF, command, "jobs"], cwd=folder, env=env, capture_output=True, text=True,
+                              timeout=60, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+MANIFEST = Path("jobs") / "example-2.manifest.json"
+
+
+def _wrong_value(types):
+    """A JSON value of none of these types."""
+    return {"x": 1} if str in types else "x"
+
+
+def _field_cases():
+    """(case name, change(manifest dict), the words the message must hold): every field of the
+    manifest's schema given a value of the wrong type, every required one missing, and values of the
+    right type that still cannot be (a scheduler cluf does not know, a bin beyond the run...)."""
+    sections = [("", _jobs.MANIFEST_SCHEMA), ("plan", _jobs.PLAN_SCHEMA),
+                ("plan.resources", _jobs.RESOURCES_SCHEMA), ("jobs.0", _jobs.JOB_SCHEMA)]
+
+    def at(m, section):
+        for part in filter(None, section.split(".")):
+            m = m[part]
+        return m
+
+    cases = []
+    for section, schema in sections:
+        for name, (types, required) in schema.items():
+            wrong = _wrong_value(types)
+            cases.append((f"{section}.{name} wrong".lstrip("."),
+                          lambda m, s=section, n=name, w=wrong: at(m, s).__setitem__(n, w), [repr(name)]))
+            if required:
+                cases.append((f"{section}.{name} missing".lstrip("."),
+                              lambda m, s=section, n=name: at(m, s).pop(n), [f"has no {name!r}"]))
+    cases += [
+        ("no scheduler of cluf's", lambda m: m.update(scheduler="nope"), ["'scheduler'", "nope", "slurm"]),
+        ("zero nodes", lambda m: m.update(nodes=0), ["'nodes'"]),
+        ("a negative count", lambda m: m["jobs"]["0"].update(calls=-3), ["'calls'", "negative"]),
+        ("a bin key that is not a number", lambda m: m["jobs"].update(x=m["jobs"]["0"]), ["'x'"]),
+        ("a bin beyond the run", lambda m: m["jobs"].update({"7": m["jobs"]["0"]}), ["'7'", "0 to 1"]),
+        ("a job's bin is another", lambda m: m["jobs"]["0"].update(bin=1), ["'bin'"]),
+        ("a job that is not an object", lambda m: m["jobs"].update({"0": "x"}), ["jobs.0"]),
+        ("planned bins beyond the run", lambda m: m.update(planned=[99]), ["'planned'"]),
+        ("a results format cluf does not write", lambda m: m["plan"].update(results="csv"), ["'results'"]),
+        ("a clum argument that is not a string", lambda m: m["plan"].update(clum_args=[1]), ["clum_args"]),
+        ("an env value that is not a string", lambda m: m["plan"].update(env={"A": 1}), ["'env'"]),
+        ("a history entry that is not an object", lambda m: m["jobs"]["0"].update(history=[1]), ["'history'"]),
+        ("the plan's nodes differ", lambda m: m["plan"].update(nodes=3), ["'nodes'"]),
+    ]
+    return cases
+
+
+FIELD_CASES = _field_cases()
+FILE_CASES = {  # what replaces the manifest: bytes, or "dir" / "fifo"
+    "truncated": lambda text: text[: len(text) // 2].encode(),
+    "empty": lambda text: b"",
+    "binary": lambda text: b"\x00\xff\xfe\x89PNG\r\n\x1a\n" * 20,
+    "a JSON list": lambda text: b"[1, 2]",
+    "null": lambda text: b"null",
+    "a directory": lambda text: "dir",
+    "a FIFO": lambda text: "fifo",
+}
+
+
+def _check_manifest_error(r, what, words):
+    assert r is not None, f"{what}: no answer within 60 s (a hang)"
+    err = r.stderr
+    assert r.returncode == 2, f"{what}: exit {r.returncode}\n{err}"
+    assert not TOOL_FRAME.search(err) and "Traceback" not in err, f"{what}: a traceback\n{err}"
+    assert "cluf: error:" in err and "manifest" in err, f"{what}\n{err}"
+    assert "move it away and submit the run again" in err and "--resume" in err, f"{what}: no fix offered\n{err}"
+    for w in words:
+        assert w.lower() in err.lower(), f"{what}: {w!r} not in the message\n{err}"
+
+
+@pytest.mark.parametrize("command", MANAGING)
+def test_a_sound_manifest_of_a_real_run_passes_the_check_under_every_managing_command(finished_run, tmp_path,
+                                                                                       command):
+    folder, env = _copy_run(finished_run, tmp_path / "run")
+    r = _manage(folder, env, command)
+    assert r is not None and r.returncode == 0, (command, r and r.stderr)
+
+
+@pytest.mark.parametrize("command", MANAGING)
+def test_a_corrupt_manifest_file_is_named_with_a_fix_under_every_managing_command(finished_run, tmp_path, command):
+    def one(kind):
+        folder, env = _copy_run(finished_run, tmp_path / kind.replace(" ", "-"))
+        path = folder / MANIFEST
+        content = FILE_CASES[kind](path.read_text())
+        path.unlink()
+        if content == "dir":
+            path.mkdir()
+        elif content == "fifo":
+            os.mkfifo(path)
+        else:
+            path.write_bytes(content)
+        return kind, _manage(folder, env, command)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(one, FILE_CASES))
+    for kind, r in results:
+        _check_manifest_error(r, f"cluf {command} with a manifest that is {kind}", [str(MANIFEST.name)])
+
+
+@pytest.mark.parametrize("command", MANAGING)
+def test_every_field_of_the_manifest_wrong_is_named_with_a_fix_under_every_managing_command(finished_run, tmp_path,
+                                                                                           command):
+    def one(case):
+        name, change, words = case
+        folder, env = _copy_run(finished_run, tmp_path / re.sub(r"\W+", "-", name))
+        path = folder / MANIFEST
+        m = json.loads(path.read_text())
+        change(m)
+        path.write_text(json.dumps(m))
+        return name, words, _manage(folder, env, command)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(one, FIELD_CASES))
+    for name, words, r in results:
+        _check_manifest_error(r, f"cluf {command} with a manifest whose {name}", words)
+
+
+JOURNAL_CASES = {  # bin 0's journal replaced by: bytes, or "dir" / "fifo"
+    "a directory": "dir",
+    "a FIFO": "fifo",
+    "binary": b"\x00\xff\xfe\x89PNG\r\n\x1a\n" * 20,
+    "empty": b"",
+}
+
+
+@pytest.mark.parametrize("command", MANAGING)
+def test_a_bins_journal_that_is_not_a_journal_is_named_or_counts_as_vanished_under_every_managing_command(
+        finished_run, tmp_path, command):
+    def one(kind):
+        folder, env = _copy_run(finished_run, tmp_path / kind.replace(" ", "-"))
+        path = folder / "jobs" / "example-0-2.journal"
+        path.unlink()
+        content = JOURNAL_CASES[kind]
+        if content == "dir":
+            path.mkdir()
+        elif content == "fifo":
+            os.mkfifo(path)
+        else:
+            path.write_bytes(content)
+        return kind, folder, _manage(folder, env, command)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(one, JOURNAL_CASES))
+    for kind, folder, r in results:
+        what = f"cluf {command} with bin 0's journal {kind}"
+        _check(r, what, ["example-0-2.journal"])
+        if JOURNAL_CASES[kind] in ("dir", "fifo"):
+            assert r.returncode == 2 and "Move it away" in r.stderr, (what, r.stderr)
+            manifest = json.loads((folder / MANIFEST).read_text())
+            assert not any(j.get("cancelled") for j in manifest["jobs"].values()), f"{what}: bins marked cancelled"
+
+
+RESULTS_CASES = {  # bin 0's results file (3 values when sound) replaced by: (bytes or "dir"/"fifo", exit status)
+    "a truncated last line": (lambda text: text[:-7].encode(), 1),
+    "binary": (lambda text: b"\x00\xff\xfe\x89PNG\r\n\x1a\n" * 20, 1),
+    "empty": (lambda text: b"", 1),
+    "positions that are not numbers": (lambda text: b'{"pos": "x", "value": 1}\n{"pos": [1], "value": 2}\n', 1),
+    "a directory": (lambda text: "dir", 2),
+    "a FIFO": (lambda text: "fifo", 2),
+}
+
+
+def test_a_corrupt_results_file_under_gather_is_a_clear_message_or_counted_as_missing(finished_run, tmp_path):
+    def one(kind):
+        folder, env = _copy_run(finished_run, tmp_path / kind.replace(" ", "-"))
+        path = folder / "jobs" / "example-0-2.results.jsonl"
+        make, status = RESULTS_CASES[kind]
+        content = make(path.read_text())
+        path.unlink()
+        if content == "dir":
+            path.mkdir()
+        elif content == "fifo":
+            os.mkfifo(path)
+        else:
+            path.write_bytes(content)
+        return kind, status, folder, _manage(folder, env, "--gather")
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(one, RESULTS_CASES))
+    for kind, status, folder, r in results:
+        assert r is not None, f"{kind}: a hang"
+        assert r.returncode == status, (kind, r.returncode, r.stderr)
+        assert not TOOL_FRAME.search(r.stderr) and "Traceback" not in r.stderr, (kind, r.stderr)
+        if status == 2:
+            assert "example-0-2.results.jsonl" in r.stderr and "Move it away" in r.stderr, (kind, r.stderr)
+        else:  # the other bin's values are gathered; what bin 0 lacks is counted
+            assert "positions have no value" in r.stdout, (kind, r.stdout)
+            gathered = [json.loads(line) for line in (folder / "jobs" / "example-2.results.jsonl").open()]
+            assert {rec["pos"] for rec in gathered} >= {1, 3, 5}, (kind, gathered)
+            assert all(type(rec["pos"]) is int for rec in gathered), (kind, gathered)
+
+
+def test_a_hand_edited_manifest_cannot_put_a_newline_into_a_resubmitted_job_script(finished_run, tmp_path):
+    folder, env = _copy_run(finished_run, tmp_path / "run")
+    path = folder / MANIFEST
+    m = json.loads(path.read_text())
+    m["plan"]["raw"] = {"qos": "long\nrm -rf ~"}
+    (folder / "jobs" / "example-0-2.journal").unlink()  # bin 0 vanished: --resubmit writes its script again
+    path.write_text(json.dumps(m))
+    r = _manage(folder, env, "--resubmit")
+    cs.assert_clean_error(r, "directive", "newline")
+    assert "rm -rf" not in (folder / "jobs" / "example-0-2.slurm").read_text()
+
+
+# Options whose values become directive lines (or are named in the job script's comments): every
+# scheduler's raw options, and the portable ones that are one word of a directive.
+DIRECTIVE_OPTIONS = [o.name for o in _options.OPTIONS if o.parse in (_options._key_values, _options._directive_word)]
+BAD_DIRECTIVE_VALUES = {
+    "a newline and a command": "qos=long\nsrun rm -rf ~",
+    "a carriage return": "mem=4gb\r#PBS -l evil=1",
+    "a newline and a directive": "mem=4gb\n#PBS -l evil=1",
+    "a name with spaces": "key with space=1",
+    "a value with a space": "a=b c",
+}
+
+
+def test_the_directive_options_are_found_from_the_option_table():
+    assert {"queue", "account", *(_schedulers.options_key(n) for n in _schedulers.names())} <= set(DIRECTIVE_OPTIONS)
+
+
+@pytest.mark.parametrize("option", DIRECTIVE_OPTIONS)
+def test_a_value_that_cannot_be_one_directive_is_refused_naming_the_option(clum, tmp_path, option):
+    raw = option.endswith("-options")
+    values = BAD_DIRECTIVE_VALUES if raw else {"a space": "a b", "a newline": "a\nsrun rm -rf ~", "a NUL": "a\x01b"}
+
+    def one(kind, value, where):
+        folder = _sweep_dir(tmp_path / f"{where}-{kind.replace(' ', '-')}")
+        extra = {}
+        if where == "command line":
+            argv = [f"--{option}", value]
+        elif where == "cluf_options":
+            with (folder / "s.py").open("a") as f:
+                f.write(f"cluf_options = {{{option!r}: {value!r}}}\n")
+            argv = []
+        else:
+            (folder / "rc.json").write_text(json.dumps({option: value}))
+            extra, argv = {"CLUFRC": str(folder / "rc.json")}, []
+        scheduler = option[:-len("-options")] if raw else "slurm"
+        r = _run_case(clum, folder, "cluf", ["s.py", "-n", "2", "-q", "-j", "jobs", "--scheduler", scheduler, *argv],
+                      extra)
+        return kind, where, folder, r
+
+    cases = [(k, v, w) for k, v in values.items() for w in ("command line", "cluf_options", "clufrc")]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda c: one(*c), cases))
+    for kind, where, folder, r in results:
+        what = f"--{option} with {kind} ({where})"
+        _check(r, what, [option])
+        assert r.returncode == 2, (what, r.stderr)
+        assert not (folder / "jobs").exists(), f"{what}: job scripts were written"
+
+
+def test_a_path_that_cannot_stay_on_one_line_of_a_job_script_is_refused(clum, tmp_path):
+    folder = _sweep_dir(tmp_path / "f")
+    (folder / "pre\nrm -rf ~.sh").write_text("echo hi\n")
+    for argv, word in ((["-j", "jobs\nrm -rf ~"], "--jobs-dir"), (["-P", "pre\nrm -rf ~.sh"], "--prepend-script")):
+        r = _run_case(clum, folder, "cluf", ["s.py", "-n", "2", "-q", *argv])
+        assert r.returncode == 2 and word in r.stderr and "newline" in r.stderr, r.stderr
+    assert not list(folder.glob("*.pbs"))
+
+
+def test_cluf_never_overwrites_a_file_it_did_not_write_that_has_a_job_scripts_name(tmp_path, cluf_env):
+    cs.write_target(tmp_path, n=4)
+    (tmp_path / "userj").mkdir()
+    mine = tmp_path / "userj" / "example-1-2.slurm"
+    mine.write_text("my own notes\n")
+    r = cluf(tmp_path, cluf_env, "example.py", "-n", 2, "-q", "-j", "userj", "--scheduler", "slurm")
+    cs.assert_clean_error(r, str(mine), "not written by cluf", "-j DIR")
+    assert mine.read_text() == "my own notes\n" and not (tmp_path / "userj" / "example-0-2.slurm").exists()
+    mine.unlink()
+    for _ in range(2):  # its own job scripts it replaces
+        cs.ok(cluf(tmp_path, cluf_env, "example.py", "-n", 2, "-q", "-j", "userj", "--scheduler", "slurm"))
+
+
+# Bad inputs through the real commands: (command, script source, argv, extra environment, exit status,
+# words of the message).  Memory: the range cases run under ulimit -v, so expanding a range in memory
+# fails them.
+OK_SCRIPT = "def target(x):\n    return x\nargs = range(6)\n"
+HUGE = "9" * 5000
+BAD_INPUTS = {
+    "a bin count beyond any int": ("clum", OK_SCRIPT, ["--bins", "0/99999999999999999999"], {}, 2, ["1,000,000"]),
+    "a bin range of 10^11": ("clum", OK_SCRIPT, ["--bins", "0-99999999999/100000000000"], {}, 2, ["bins"]),
+    "a bin of 5000 digits": ("clum", OK_SCRIPT, ["--bins", f"{HUGE}/3"], {}, 2, ["numbered 0 to 2"]),
+    "a hash range of 10^12": ("clum", OK_SCRIPT, ["-x", "0-999999999999"], {}, 2, ["not an argument position"]),
+    "cluf: a hash range of 10^12": ("cluf", OK_SCRIPT, ["-n", "2", "-q", "-x", "0-999999999999"], {}, 2,
+                                    ["not an argument position"]),
+    "a key of 5000 digits": ("clum", OK_SCRIPT, ["-k", HUGE], {}, 2, ["--key"]),
+    "a negative bin spec after a space": ("clum", OK_SCRIPT, ["--bins", "-1/3"], {}, 2, ["Bin spec '-1/3'"]),
+    "the script after --": ("clum", OK_SCRIPT, ["--"], {}, 2, ["after '--' goes to the script", "before '--'"]),
+    "cluf: the script after --": ("cluf", OK_SCRIPT, ["-n", "2", "--"], {}, 2, ["before '--'"]),
+    "a hash position beyond the arguments": ("clum", OK_SCRIPT, ["-x", "9"], {}, 2, ["position 9 does not exist"]),
+    "a walltime inside the default grace": ("clum", OK_SCRIPT, ["--walltime", "1s"], {}, 2,
+                                            ["leaves no time", "--grace"]),
+    "cluf: a walltime inside the default grace": ("cluf", OK_SCRIPT, ["-n", "2", "-q", "--walltime", "5s"], {}, 2,
+                                                  ["leaves no time"]),
+    "os._exit at import": ("clum", "import os\nos._exit(4)\n", [], {}, 2, ["os._exit(4)", "while being loaded"]),
+    "cluf: os._exit at import": ("cluf", "import os\nos._exit(4)\n", ["-n", "2", "-q"], {}, 2, ["os._exit(4)"]),
+    "a dict as args": ("clum", "def target(k, v):\n    pass\nargs = {'a': 1, 'b': 2}\n", [], {}, 2,
+                       ["is a dict", "list(args.items())", "args.values()"]),
+    "string keys": ("clum", "def target(k, v):\n    pass\nargs = [('a', 1), ('b', 2)]\n", ["-k", "0"], {}, 2,
+                    ["'a'", "not a bin number", "--hash 0"]),
+    "cluf: string keys": ("cluf", "def target(k, v):\n    pass\nargs = [('a', 1), ('b', 2)]\n",
+                          ["-n", "2", "-q", "-k", "0"], {}, 2, ["not a bin number"]),
+    "keys none of which is a bin": ("clum", "def target(k):\n    pass\nargs = (k for k in [5, 7, 9])\n",
+                                    ["-k", "0", "-b", "0/3"], {}, 2, ["Nothing ran", "0 to 2"]),
+    "a CLUFRC that does not exist": ("cluf", OK_SCRIPT, ["-n", "2", "-q"], {"CLUFRC": "missing.json"}, 2,
+                                     ["CLUFRC", "missing.json", "does not exist"]),
+    "a results path to cluf": ("cluf", OK_SCRIPT, ["-n", "2", "-q", "--results", "out.jsonl"], {}, 2,
+                               ["takes a format", "--gather", "--results jsonl"]),
+    "a lambda in args": ("clum", "def target(f):\n    pass\nargs = [lambda: 1]\n", [], {}, 1,
+                         ["top level of the script (module level)"]),
+    "an open file in args": ("clum", "def target(f):\n    pass\nargs = [open(__file__)]\n", [], {}, 1,
+                             ["pass the file's path instead"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_a_bad_input_ends_in_one_clear_message_with_the_documented_status_in_bounded_memory(clum, tmp_path, case):
+    cmd, source, argv, extra, status, words = BAD_INPUTS[case]
+    (tmp_path / "s.py").write_text(source)
+    exe = clum.exe if cmd == "clum" else " ".join(map(shlex_quote, cs.CLUF))
+    env = {**cs.base_env(tmp_path), **extra}
+    words_argv = ["s.py", *argv] if argv[-1:] != ["--"] else [*argv, "s.py"]
+    command = f"ulimit -v 2000000; exec {exe} {' '.join(map(shlex_quote, words_argv))}"
+    r = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == status, (case, r.returncode, r.stderr)
+    assert not TOOL_FRAME.search(r.stderr) and "MemoryError" not in r.stderr, (case, r.stderr)
+    for w in words:
+        assert w in r.stderr, (case, w, r.stderr)
+    if status == 2:
+        assert r.stderr.count(f"{cmd}: error:") == 1, r.stderr
+
+
+def shlex_quote(word):
+    import shlex
+
+    return shlex.quote(str(word))
+
+
+@pytest.mark.parametrize("name", ["random.py", "tempfile.py"])
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_a_script_folder_shadowing_a_standard_module_does_not_break_clum_and_siblings_still_import(
+        clum, name, method):
+    clum.script(name, "raise ImportError('the user\\'s own module, imported by clum')\n", preamble=False)
+    clum.script("helper.py", "VALUE = 7\n", preamble=False)
+    clum.script("s.py", """\
+        def target(x):
+            import helper
+            assert "PYTHONSAFEPATH" not in _os.environ  # (set for the forkserver only)
+            rec("E", x * helper.VALUE)
+        args = range(4)
+        """)
+    r = clum.run("s.py", "-p", "2", "--start-method", method)
+    assert r.returncode == 0, r.stderr
+    assert sorted(int(line[1]) for line in clum.evidence()) == [0, 7, 14, 21]
+
+
+def test_a_rerun_after_a_failed_run_says_so_in_one_short_line_never_mentioning_zero_calls(clum):
+    clum.script("f.py", "def target(x):\n    raise ValueError(x)\nargs = range(3)\n")
+    clum.run("f.py")
+    r = clum.run("f.py")
+    [line] = [line for line in r.stderr.splitlines() if "starting over" in line]
+    assert "0 completed" not in line and "--resume" not in line, line
+    assert len(line.replace(str(clum.dir), "")) < 150, line
+    clum.script("g.py", "def target(x):\n    if x == 2:\n        raise ValueError(x)\nargs = range(3)\n")
+    clum.run("g.py")
+    [line] = [line for line in clum.run("g.py").stderr.splitlines() if "starting over" in line]
+    assert "2 calls completed" in line and "--resume skips" in line, line
+
+
+def test_in_a_cluf_job_the_walltime_stop_message_promises_no_next_line(clum):
+    clum.script("slow.py", "import time\ndef target(x):\n    time.sleep(0.3)\nargs = range(40)\n")
+    r = clum.run("slow.py", "-p", "1", "--walltime", "2s", "--grace", "1", env={"CLUF_JOB_START": str(int(time.time()))})
+    assert r.returncode == 75, r.stderr
+    assert "next line" not in r.stderr and "cluf --status" in r.stderr, r.stderr
+
+
+def test_clufs_help_starts_with_the_most_used_options(tmp_path, cluf_env):
+    out = cluf(tmp_path, cluf_env, "--help").stdout
+    sections = re.split(r"\n\n(?=\S)", out)
+    first = next(s for s in sections if s.startswith("the most used options"))
+    for option in ("-n N, --nodes N", "-i K, --iterations K", "-q, --no-q", "-j DIR, --jobs-dir DIR", "SCRIPT"):
+        assert option in first, (option, first)
+    assert out.index("--nodes") < out.index("--scheduler") < out.index("--retries"), out
+    assert out.index("the most used options") < 12 * 80, "the most used options are not near the top"
+
+
+INFINITE = "import itertools\ndef target(x):\n    pass\ndef args():\n    return itertools.count()\n"
+
+
+def test_counting_an_endless_args_on_a_terminal_shows_progress_and_ctrl_c_stops_it_cleanly(tmp_path, cluf_env):
+    (tmp_path / "infinite.py").write_text(INFINITE)
+    master, slave = pty.openpty()
+    p = subprocess.Popen([*cs.CLUF, "infinite.py", "-i", "10", "-q"], cwd=tmp_path, env=cluf_env,
+                         stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
+    os.close(slave)
+    data = b""
+    try:
+        deadline = time.monotonic() + 30
+        while b"Ctrl-C" not in data and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.1)[0]:
+                data += os.read(master, 1 << 16)
+        assert b"counting the calls of 'args'" in data and b"so far" in data and b"Ctrl-C" in data, data
+        p.send_signal(signal.SIGINT)
+        p.wait(timeout=30)
+        while select.select([master], [], [], 0.2)[0]:
+            try:
+                chunk = os.read(master, 1 << 16)
+            except OSError:
+                break
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(master)
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 130, data
+    assert b"stopped counting" in data and b"-n N" in data and b"Traceback" not in data, data
+    assert not list(tmp_path.glob("*.pbs"))
+
+
+def test_counting_an_endless_args_says_so_when_stderr_is_not_a_terminal(tmp_path, cluf_env):
+    (tmp_path / "infinite.py").write_text(INFINITE)
+    p = subprocess.Popen([*cs.CLUF, "infinite.py", "-i", "10", "-q"], cwd=tmp_path, stdin=subprocess.DEVNULL,
+                         env={**cluf_env, "CLUSTER_FUNC_COUNT_FIRST_WORD": "0.2"}, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        line = p.stderr.readline()
+        assert "counting the calls of 'args'" in line and "Ctrl-C" in line and "\r" not in line, line
+        p.send_signal(signal.SIGINT)
+        rest = p.communicate(timeout=30)[1]
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 130 and "stopped counting" in rest, rest

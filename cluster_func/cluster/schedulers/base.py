@@ -20,7 +20,7 @@ import shutil
 from dataclasses import dataclass, field
 from typing import ClassVar, Dict, Iterable, List, Optional, Sequence, Type
 
-from ...core.errors import SchedulerError
+from ...core.errors import SchedulerError, UserError
 
 
 @dataclass
@@ -166,7 +166,16 @@ class Scheduler(abc.ABC):
         """The directives for ``job`` (without the prefix)."""
 
     def lines(self, job: JobSpec) -> List[str]:
-        return [f"{self.prefix} {d}" for d in self.directives(job)]
+        """The directive lines.  One that would not stay one line (a newline or another control
+        character in a value) is refused: the rest of it would become a command of the job."""
+        out = []
+        for d in self.directives(job):
+            if re.search(r"[\x00-\x1f\x7f]", d):
+                raise UserError(f"The {self.title} directive {d!r} holds a newline or another control character, "
+                                f"so it cannot be one line of a job script (the rest would run as a command). "
+                                f"Give the option that set it on one line.")
+            out.append(f"{self.prefix} {d}")
+        return out
 
     def array_index_expr(self) -> str:
         """Shell expression for the task index of an array task ('' outside an array)."""
