@@ -33,7 +33,7 @@ PROCESSES = 2
 
 MAIN_WORKLOADS = ["tiny", "skewed", "cpu", "stream", "files"]
 SECTIONS = MAIN_WORKLOADS + ["startup", "large", "resume", "import", "startup64", "results", "queue", "cluf",
-                             "wait"]
+                             "wait", "continue"]
 POOL_CHUNKSIZES = [1, 10, 100, 1000, 10000]
 # 2,000 elements: larger chunks than 100 leave a worker idle for most of the run
 LARGE_RUNNERS = ["serial", "pool-1", "pool-10", "pool-100", "clum"]
@@ -836,6 +836,24 @@ class Bench:
             self.sections["wait"] = {"notice": f"wait_bench.run failed: {type(e).__name__}: {e}"}
             self.problems.append(f"wait_bench.run(quick={self.quick}) raised:\n{traceback.format_exc()}")
 
+    # --- continuations at scale --------------------------------------------------------
+    def continue_section(self):
+        """benchmarks/continuation_bench.py: 10,000 bins continuing at the same moment."""
+        log("benchmarks: continuations (continuation_bench.run) ...")
+        t0 = time.monotonic()
+        try:
+            spec = importlib.util.spec_from_file_location("continuation_bench",
+                                                          os.path.join(HERE, "continuation_bench.py"))
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            rows = module.run(quick=self.quick, log=lambda text: log("  continue: " + text))
+            ok, text = module.verdict(rows)
+            self.sections["continue"] = {"rows": rows, "verdict": [ok, text], "seconds": time.monotonic() - t0}
+        except Exception as e:  # noqa: BLE001 - the other tables still count
+            import traceback
+            self.sections["continue"] = {"notice": f"continuation_bench.run failed: {type(e).__name__}: {e}"}
+            self.problems.append(f"continuation_bench.run(quick={self.quick}) raised:\n{traceback.format_exc()}")
+
     # --- cluf ----------------------------------------------------------------------------
     def cluf_section(self):
         cluf = os.path.join(self.bin, "cluf")
@@ -1258,6 +1276,19 @@ def report(bench, elapsed):
             lines += [w.get("notice", "not run"), ""]
             verdict.append((False, f"cluf --wait: {w.get('notice', 'not run')}"))
 
+    # ---- continuations at scale
+    if "continue" in o.only:
+        w = bench.sections.get("continue", {})
+        lines += ["## 5. Bins continuing at the same moment (benchmarks/continuation_bench.py)", ""]
+        if w.get("rows"):
+            lines += [table(["what", "seconds", "note"], [[r["what"].strip(), f"{r['seconds']:.4f}", r["note"]]
+                                                          for r in w["rows"]], ["l", "r", "l"]), "",
+                      f"(continuation_bench.run took {w['seconds']:.0f} s)", ""]
+            verdict.append(tuple(w["verdict"]))
+        else:
+            lines += [w.get("notice", "not run"), ""]
+            verdict.append((False, f"continuations: {w.get('notice', 'not run')}"))
+
     # ---- verdict
     lines += ["## Verdict: the issue's figures", ""]
     for ok, text in verdict:
@@ -1634,6 +1665,8 @@ def main(argv):
             bench.cluf_section()
         if "wait" in opts.only:
             bench.wait_section()
+        if "continue" in opts.only:
+            bench.continue_section()
     finally:
         shutil.rmtree(bench.tmp, ignore_errors=True)
     elapsed = time.monotonic() - t0

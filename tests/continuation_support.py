@@ -14,13 +14,13 @@ continue themselves, on the real Slurm, Grid Engine and OpenPBS.
   seconds of the job runs for ten minutes, so that clum stops it at the walltime.
 * :func:`unfinished_jobs_named`: the scheduler's queued or running jobs of some names (to see
   that no job of a run appears behind the manifest's back).
-* :func:`stop_run`: ``cluf --cancel`` and then the scheduler's own cancel, for fixtures: a job
-  of a run with --walltime killed by the scheduler's own command stops as at the walltime and
-  may continue itself, so the manifest must say "cancelled" first.
+* :func:`stop_run`: ``cluf --cancel`` and then the scheduler's own cancel, for fixtures: the
+  manifest says "cancelled" first, so that a job ending at its walltime at that moment does not
+  continue itself (a job killed by the scheduler's own command takes it for a cancel, but one
+  at its grace point takes it for the walltime).
 """
 
 import collections
-import json
 import os
 import re
 import subprocess
@@ -31,6 +31,7 @@ from typing import Dict, Iterable, List
 
 import cluf_support as cs
 import scheduler_support as ss
+from cluster_func.cluster import jobs as jobs_mod  # (the manifest with its per-bin records)
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,7 @@ def manifest_ids(folder) -> List[str]:
     """Every job id the manifests under ``folder`` name (current and earlier, arrays by their id)."""
     ids = set()
     for manifest in Path(folder).rglob("*.manifest.json"):
-        for job in json.loads(manifest.read_text())["jobs"].values():
+        for job in jobs_mod.load_manifest(str(manifest))["jobs"].values():
             ids.update(h["id"] for h in job.get("history", []))
             ids.add(job.get("array_id") or job["id"])
     return sorted(i for i in ids if i)
@@ -189,7 +190,7 @@ def job_names(folder) -> List[str]:
     """The job names of the runs under ``folder`` (``<stem>-<i>-<n>``)."""
     names = set()
     for manifest in Path(folder).rglob("*.manifest.json"):
-        m = json.loads(manifest.read_text())
+        m = jobs_mod.load_manifest(str(manifest))
         stem = os.path.splitext(os.path.basename(m["script"]))[0]
         names.update(f"{stem}-{i}-{m['nodes']}" for i in range(m["nodes"]))
     return sorted(names)

@@ -193,7 +193,7 @@ def test_the_readmes_second_set_up_command_is_the_one_ci_runs():
 
 def environment(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLUF_", "CLUM_TEST"))}
-    env["CLUFRC"] = str(tmp_path / "no-such-clufrc.json")
+    env["CLUFRC"] = os.devnull
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     return env
 

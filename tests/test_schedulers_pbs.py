@@ -262,8 +262,10 @@ def test_cluf_quotes_job_output_paths_with_spaces(tmp_path, env):
     cs.write_target(tmp_path, n=4)
     cs.ok(cs.run_cluf("example.py", "-n", 2, "-q", "-j", "my jobs", "--scheduler", "pbs", cwd=tmp_path, env=env))
     lines = (tmp_path / "my jobs" / "example-0-2.pbs").read_text().splitlines()
-    assert f"#PBS -o '{tmp_path}/my jobs/example-0-2.stdout'" in lines
-    assert f"#PBS -e '{tmp_path}/my jobs/example-0-2.stderr'" in lines
+    assert f"#PBS -o '{tmp_path}/my jobs/example-0-2.scheduler.stdout'" in lines
+    assert f"#PBS -e '{tmp_path}/my jobs/example-0-2.scheduler.stderr'" in lines
+    assert (f"if [ -n \"${{PBS_JOBID:-}}\" ]; then exec >>'{tmp_path}/my jobs/example-0-2.stdout' "
+            f"2>>'{tmp_path}/my jobs/example-0-2.stderr'; fi") in lines
 
 
 @pytest.mark.parametrize("qsub_says", ["12[].vm-pbs", "12[].vm-pbs.example.org"])

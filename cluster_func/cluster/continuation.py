@@ -1,8 +1,8 @@
 """Bins that continue past their walltime: a new job, with ``--resume``, for a bin whose job
-stopped at its walltime with work left.
+stopped at its walltime with work left; and why a job was stopped from outside.
 
 A cluf job script runs clum with ``--walltime``; clum stops a grace period before it and exits
-75 (``local_run.EXIT_WALLTIME``).  The job script then runs ``python -m cluster_func.cluster.continuation
+75 (``EXIT_WALLTIME``).  The job script then runs ``python -m cluster_func.cluster.continuation
 MANIFEST BIN``, which submits the bin again from the compute node.  Where the site refuses
 that, ``cluf --wait`` (status.py) calls :func:`continue_bin` from the submitting side instead.
 Either way the decision is taken under the manifest's lock, on a fresh read, so that a bin
@@ -13,6 +13,18 @@ continues once however many jobs end at the same moment:
   the bin is failed, with the reason in ``cluf --status``;
 - at most ``--max-restarts`` continuations (default 20), then the bin is failed;
 - failed calls are not retried by continuing (that is ``--retries`` and ``--resubmit``).
+
+The decision is taken under the bin's own lock and recorded in the bin's record
+(``jobs.update_bin``), not by rewriting the manifest: bins that stop together do not wait for
+each other (benchmarks/continuation_bench.py).
+
+Why a job stopped (a walltime, a preemption, a requeue or a cancel) is decided in the job by
+:mod:`cluster_func.local.stops`; a cancelled bin is marked here and never continues.
+
+**Exit status (the scheduler's accounting).**  A job that handed its bin to a new job exits 0:
+its part of the work is done and recorded, and nothing about it needs a person; exit 75 would
+show every long run as a string of failed jobs, and hide real failures among them.  A job
+whose bin could not continue (failed, cancelled, the submission refused) exits non-zero.
 """
 
 import os
@@ -20,9 +32,33 @@ import sys
 
 from . import jobs
 from ..record import journal as journal_mod
-from ..core.errors import SchedulerError
+from ..core.errors import EXIT_WALLTIME, SchedulerError
+from ..local.stops import CANCELLED, REQUEUED, recorded_verdict, why_stopped
 
 DEFAULT_MAX_RESTARTS = 20
+
+
+def _plan_times(plan):
+    """(walltime, grace) of a plan's jobs, as clum counts them."""
+    from ..local.run import grace_seconds
+
+    walltime = plan.resources.get("walltime")
+    args, grace = plan.clum_args, None
+    if "--grace" in args and args.index("--grace") + 1 < len(args):
+        grace = float(args[args.index("--grace") + 1])
+    return walltime, (grace_seconds(walltime, grace) if walltime else None)
+
+
+def mark_cancelled(manifest_path: str, i: int, stopped_id, words: str) -> str:
+    """Bin i's job ``stopped_id`` was cancelled by the scheduler: the bin never continues."""
+    def change(m):
+        job = m["jobs"].get(str(i))
+        if job is None or (stopped_id is not None and job.get("id") != stopped_id):
+            return "already continued: not marked"
+        job["cancelled"], job["cancelled_by"] = True, words
+        return f"cancelled: {words}"
+
+    return jobs.update_bin(manifest_path, i, change)
 
 
 def continue_bin(manifest_path: str, i: int, stopped_id=None) -> str:
@@ -64,28 +100,49 @@ def continue_bin(manifest_path: str, i: int, stopped_id=None) -> str:
         job["restarts"] = restarts + 1
         return f"continued as job {new_id} (restart {restarts + 1} of at most {limit})"
 
-    return jobs.update_manifest(manifest_path, None, decide)
+    return jobs.update_bin(manifest_path, i, decide)
 
 
 def main(argv=None):
-    """``python -m cluster_func.cluster.continuation MANIFEST BIN`` (from a job script)."""
+    """``python -m cluster_func.cluster.continuation MANIFEST BIN [STATUS]`` (from a job script, with
+    clum's exit status: 75 stopped at the walltime, 130/143 stopped by a signal).  Returns the
+    job's exit status: 0 once a new job holds the bin, else non-zero."""
     argv = sys.argv[1:] if argv is None else argv
     manifest_path, i = argv[0], int(argv[1])
+    status = int(argv[2]) if len(argv) > 2 else EXIT_WALLTIME
     try:
-        m = jobs.load_manifest(manifest_path) or {}
+        m = jobs.load_manifest(manifest_path, bins=[i]) or {}
     except jobs.ManifestError as e:  # the job ends either way; say why it does not continue
-        print(f"cluf: bin {i} stopped at its walltime with work left; could not continue: {e}", file=sys.stderr)
-        return 0
+        print(f"cluf: bin {i} stopped with work left; could not continue: {e}", file=sys.stderr)
+        return status
     folder = m.get("plan", {}).get("scheduler_path")
     if folder:  # the submit command cluf used, not another scheduler's of the same name
         os.environ["PATH"] = folder + os.pathsep + os.environ.get("PATH", "")
     stopped = (m.get("jobs", {}).get(str(i)) or {}).get("id")
+    if status != EXIT_WALLTIME:
+        try:
+            plan = jobs.plan_from_dict(m["plan"])
+            said = recorded_verdict(plan.path(i, ".journal")) if status == 143 else None
+            kind, words = said or why_stopped(*_plan_times(plan), signal_name="SIGINT" if status == 130 else "SIGTERM")
+            if kind == REQUEUED:
+                print(f"cluf: bin {i}: {words}; the rerun of this job resumes the bin", file=sys.stderr)
+                return status
+            if kind != CANCELLED:  # clum took it for an interruption; asked again, the scheduler differs
+                print(f"cluf: bin {i} was interrupted ({kind}: {words}); 'cluf --resubmit' resumes it",
+                      file=sys.stderr)
+                return status
+            said = mark_cancelled(manifest_path, i, stopped, words)
+        except Exception as e:  # noqa: BLE001 - the job ends either way
+            said = f"could not record the cancel: {type(e).__name__}: {e}"
+        print(f"cluf: bin {i} was stopped from outside; {said}; it does not continue ('cluf --resubmit' "
+              f"resumes it)", file=sys.stderr)
+        return status
     try:
         said = continue_bin(manifest_path, i, stopped)
     except Exception as e:  # noqa: BLE001 - the job ends either way; --wait can still continue it
         said = f"could not continue: {type(e).__name__}: {e}"
     print(f"cluf: bin {i} stopped at its walltime with work left; {said}", file=sys.stderr)
-    return 0
+    return 0 if said.startswith(("continued as job", "already continued")) else EXIT_WALLTIME
 
 
 if __name__ == "__main__":

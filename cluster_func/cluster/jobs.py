@@ -2,12 +2,42 @@
 
 A job script is a plain bash script: it runs the same by hand
 (``bash jobs/example-0-3.slurm``) from any directory with an empty environment.
+
+What a job script does besides running clum:
+
+- **A rerun resumes.** A script written for a first submission holds a mark of that
+  submission (``cluf_submission=<random hex>``) and writes it to ``<base>.started`` when it
+  starts.  Finding its own mark there, the script has run before (requeued or rerun by the
+  scheduler, run again by hand) and runs clum with ``--resume``; a first run, or the script of
+  a new cluf submission (a new mark), starts over.  Scripts of continuations and of
+  ``--resubmit`` always pass ``--resume``.  The directives ask the scheduler to rerun rather
+  than lose a job where that is its choice (Slurm ``--requeue``, PBS ``-r y``, Grid Engine
+  ``-r y``, LSF ``-r``).
+- **Output is appended.** Every job of a bin adds to ``<base>.stdout``/``.stderr``: Slurm
+  (``--open-mode=append``), Grid Engine and LSF append themselves; where the scheduler
+  replaces its output file with each job (PBS, ``Scheduler.appends_output``), the script
+  appends to the bin's files itself (``exec >>``) and the scheduler's own files are
+  ``<base>.scheduler.stdout``/``.stderr`` (only its own words, of the latest job).
+- **With a walltime** the script exports ``CLUF_JOB_START``, traps SIGTERM (so that it
+  outlives the signal the scheduler sends to all the job's processes) and, when clum exits
+  75 (stopped at the walltime, or preempted), 130 or 143 (stopped by a signal), runs
+  ``python -m cluster_func.continuation MANIFEST BIN STATUS`` and exits with what that
+  returns: 0 once a new job holds the bin (see continuation.py for why), else non-zero.
+
+The manifest (``<stem>-<n>.manifest.json``) is the run's record: the plan and, per bin, its
+job (id, history, restarts, cancelled, failed_reason).  Whole rewrites go through
+:func:`update_manifest` under an exclusive lock.  A continuation changes one bin only, and
+writes that bin's job to ``<stem>-<n>.manifest.bins/<bin>.json`` under :func:`bin_lock`
+instead (shared with other bins, exclusive for its own), so that 10,000 bins stopping at once
+do not queue for one lock.  :func:`load_manifest` merges those records over the manifest;
+:func:`update_manifest` folds them into it and removes them.
 """
 
 import contextlib
 import fcntl
 import json
 import os
+import secrets
 import shlex
 import sys
 import time
@@ -93,10 +123,17 @@ def _read(path):
 def render(plan: RunPlan, i: int, resume=False) -> str:
     """The text of the job script for bin i of plan.nodes."""
     sched = plan.scheduler
-    spec = JobSpec(name=sched.job_name(plan.base(i)), stdout=plan.path(i, ".stdout"),
-                   stderr=plan.path(i, ".stderr"), raw=plan.raw, **plan.resources)
+    own = "" if sched.appends_output else ".scheduler"  # (then the script appends to the bin's files)
+    spec = JobSpec(name=sched.job_name(plan.base(i)), stdout=plan.path(i, own + ".stdout"),
+                   stderr=plan.path(i, own + ".stderr"), raw=plan.raw, **plan.resources)
+    preamble = []
+    if not sched.appends_output:
+        preamble = [f"# {sched.title} replaces its output files with each job: every job of the bin appends to the "
+                    f"bin's own.",
+                    f'if [ -n "${{{sched.job_id_var}:-}}" ]; then exec >>{shlex.quote(plan.path(i, ".stdout"))} '
+                    f'2>>{shlex.quote(plan.path(i, ".stderr"))}; fi']
     return _render(plan, spec, f"{i}/{plan.nodes}", plan.path(i, ".journal"),
-                   f"bin {i} of {plan.nodes}", f"bash {shlex.quote(plan.script_path(i))}", resume)
+                   f"bin {i} of {plan.nodes}", f"bash {shlex.quote(plan.script_path(i))}", resume, preamble)
 
 
 BIN_VAR = "$cluf_bin"  # the shell variable holding an array task's bin
@@ -137,6 +174,8 @@ def _render(plan, spec, bins_word, journal_word, what, by_hand, resume, preamble
         rest += ["--", *plan.passthrough]
     words = [q(plan.python), "-m", "cluster_func", "--bins", _quote(bins_word, expand=True),
              "--journal", _quote(journal_word, expand=True)]
+    if not resume:
+        words.append("$cluf_resume")  # --resume when this script has run before
     if plan.results:
         results_word = journal_word[:-len(".journal")] + ".results." + plan.results
         words += ["--results", _quote(results_word, expand=True)]
@@ -147,7 +186,19 @@ def _render(plan, spec, bins_word, journal_word, what, by_hand, resume, preamble
            f"# Runs by hand too: {by_hand}", ""]
     if continuing:  # clum's walltime counts from here
         out.append(f"export {JOB_START_VAR}=$(date +%s)")
-    out += [*preamble, f"cd {q(plan.submit_dir)} || exit 1"]
+    out += preamble
+    if not resume:
+        marker = _quote(journal_word[:-len(".journal")] + ".started", expand=True)
+        out += ["# Run again (requeued or rerun by the scheduler, or by hand), this script resumes its bin: it "
+                "finds its",
+                "# submission's mark in the .started file it writes when it starts.",
+                f"cluf_submission={secrets.token_hex(8)}",
+                f'if [ "$(cat {marker} 2>/dev/null)" = "$cluf_submission" ]; then cluf_resume=--resume; else',
+                f'  cluf_resume=; echo "$cluf_submission" >{marker}',
+                "fi"]
+    if continuing:  # the scheduler's SIGTERM reaches every process of the job: this script outlives it
+        out.append("trap : TERM")
+    out.append(f"cd {q(plan.submit_dir)} || exit 1")
     for k, v in plan.env.items():
         out.append(f"export {k}={q(v)}")
     for path in plan.prepend:
@@ -156,11 +207,12 @@ def _render(plan, spec, bins_word, journal_word, what, by_hand, resume, preamble
     out.append("cluf_status=$?")
     for path in plan.append:
         out += [f"# --- from {path} ---", _read(path).rstrip("\n"), "# ---"]
-    if continuing:  # stopped at the walltime with work left: the bin continues in a new job
-        out += [f"if [ $cluf_status = {EXIT_WALLTIME} ]; then",
+    if continuing:  # stopped at the walltime or from outside: the bin continues in a new job, or not
+        out += [f"case $cluf_status in {EXIT_WALLTIME}|130|143)",
                 f"    {q(plan.python)} -m cluster_func.cluster.continuation {q(plan.manifest_path())} "
-                f"{_quote(bin_of(bins_word), expand=True)}",
-                "fi"]
+                f"{_quote(bin_of(bins_word), expand=True)} $cluf_status",
+                "    cluf_status=$?;;",
+                "esac"]
     out.append("exit $cluf_status")
     return "\n".join(out) + "\n"
 
@@ -362,17 +414,20 @@ def manifest_problem(m) -> Optional[str]:
     return None
 
 
-def load_manifest(path) -> Optional[dict]:
-    """The manifest at ``path``, checked field by field; None when there is no file.  A file
-    that cannot be read, is not JSON or does not hold what cluf writes is a ManifestError
-    saying what is wrong and what to do."""
+_NO_FILE = object()
+
+
+def _read_manifest(path):
+    """(the manifest file's JSON, its inode), or (_NO_FILE, None) when there is no file; a file that
+    cannot be read or is not JSON is a ManifestError saying what is wrong and what to do."""
     if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):  # a FIFO blocks a read
         raise ManifestError(f"{path} is not a regular file, so not a cluf manifest. " + _manifest_fix(path))
     try:
         with open(path, encoding="utf-8") as f:
+            seen = os.fstat(f.fileno()).st_ino
             text = f.read()
     except FileNotFoundError:
-        return None
+        return _NO_FILE, None
     except IsADirectoryError:
         raise ManifestError(f"{path} is a directory, not a cluf manifest. " + _manifest_fix(path)) from None
     except UnicodeDecodeError:
@@ -385,15 +440,36 @@ def load_manifest(path) -> Optional[dict]:
         raise ManifestError(f"The cluf manifest {path} is empty (a full disk or a kill while it was "
                             f"written?). " + _manifest_fix(path))
     try:
-        m = json.loads(text)
+        return json.loads(text), seen
     except ValueError as e:
         raise ManifestError(f"The cluf manifest {path} is not valid JSON ({e}; cut short, or edited by "
                             f"hand?). " + _manifest_fix(path)) from None
-    problem = manifest_problem(m)
-    if problem:
-        raise ManifestError(f"{path} is not a cluf manifest of this version of cluster-func, or it is damaged: "
-                            f"{problem}. " + _manifest_fix(path, m))
-    return m
+
+
+def load_manifest(path, bins=None) -> Optional[dict]:
+    """The manifest at ``path`` with the per-bin records of :func:`update_bin` merged over it,
+    checked field by field; None when there is no file.  With ``bins``, only those bins' records
+    are merged (their jobs are then current, the others' may be older).  Needs no lock: a fold
+    renames the new manifest over the old one before it removes the records, so a read that saw
+    the old manifest and missed records sees the manifest's file change, and reads again.  A
+    file that cannot be read, is not JSON or does not hold what cluf writes is a ManifestError
+    saying what is wrong and what to do."""
+    while True:
+        m, seen = _read_manifest(path)
+        if m is _NO_FILE:
+            return None
+        if isinstance(m, dict):
+            _merge_bin_records(path, m, bins)
+        try:
+            if os.stat(path).st_ino != seen:
+                continue
+        except FileNotFoundError:
+            return None
+        problem = manifest_problem(m)
+        if problem:
+            raise ManifestError(f"{path} is not a cluf manifest of this version of cluster-func, or it is "
+                                f"damaged: {problem}. " + _manifest_fix(path, m))
+        return m
 
 
 def _manifest_fix(path, m=None):
@@ -406,6 +482,32 @@ def _manifest_fix(path, m=None):
             f"they record as completed.")
 
 
+def bin_records_dir(path) -> str:
+    """``<stem>-<n>.manifest.bins``: one ``<bin>.json`` per bin changed since the last fold."""
+    return path[:-len(".json")] + ".bins" if path.endswith(".json") else path + ".bins"
+
+
+def _bin_record_names(path, bins=None):
+    if bins is not None:
+        return [f"{i}.json" for i in bins]
+    try:
+        return [n for n in os.listdir(bin_records_dir(path)) if n.endswith(".json") and n[:-5].isdigit()]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _merge_bin_records(path, data, bins=None):
+    folder = bin_records_dir(path)
+    for name in _bin_record_names(path, bins):
+        try:
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                job = json.load(f)
+        except (FileNotFoundError, ValueError):  # folded meanwhile (the manifest has it), or half-written
+            continue
+        if isinstance(data.get("jobs"), dict) and isinstance(job, dict):
+            data["jobs"][name[:-5]] = job
+
+
 def save_manifest(path, data):
     """Write the manifest whole (temp file, then rename).  Hold :func:`manifest_lock` around
     the read-change-write, as :func:`update_manifest` does: jobs continuing themselves, cluf
@@ -415,26 +517,73 @@ def save_manifest(path, data):
         f.write("\n")
 
 
-@contextlib.contextmanager
-def manifest_lock(path):
-    """An OS lock (lockf on PATH.lock) around a read-change-write of the manifest."""
+def _lock(path, kind, start):
     fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.lockf(fd, fcntl.LOCK_EX)
+        fcntl.lockf(fd, kind, 1, start)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextlib.contextmanager
+def manifest_lock(path):
+    """The exclusive lock of a whole read-change-write of the manifest: lockf on byte 0 of
+    PATH.lock (:func:`bin_lock` holds it shared)."""
+    fd = _lock(path, fcntl.LOCK_EX, 0)
+    try:
         yield
     finally:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def bin_lock(path, i):
+    """The lock of a change to bin i alone: byte 0 of PATH.lock shared (no whole rewrite
+    meanwhile), byte 1 + i exclusive (one change of this bin at a time).  Bins do not wait
+    for each other."""
+    fd = _lock(path, fcntl.LOCK_SH, 0)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX, 1, 1 + i)
+        yield
+    finally:
+        os.close(fd)  # (releases both)
+
+
 def update_manifest(path, plan: Optional["RunPlan"], change):
     """Load (or start, from ``plan``) the manifest, apply ``change(manifest)``, save; all under
-    the lock.  Returns what ``change`` returned."""
+    the lock.  The per-bin records are folded in (then removed).  Returns what ``change``
+    returned."""
     with manifest_lock(path):
         m = load_manifest(path)
         if m is None:
             m = new_manifest(plan)
         result = change(m)
         save_manifest(path, m)
+        folder = bin_records_dir(path)
+        for name in _bin_record_names(path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(folder, name))
+        return result
+
+
+def update_bin(path, i: int, change):
+    """Apply ``change(manifest)``, which changes bin i's job only, under :func:`bin_lock`;
+    the bin's job is written to its record (not the manifest).  Returns what ``change``
+    returned."""
+    with bin_lock(path, i):
+        m = load_manifest(path, bins=[i])
+        if m is None:
+            raise FileNotFoundError(f"no cluf manifest at {path}")
+        before = json.dumps(m["jobs"].get(str(i)), sort_keys=True)
+        result = change(m)
+        job = m["jobs"].get(str(i))
+        if job is not None and json.dumps(job, sort_keys=True) != before:
+            folder = bin_records_dir(path)
+            os.makedirs(folder, exist_ok=True)
+            with replaced(os.path.join(folder, f"{i}.json")) as f:
+                json.dump(job, f)
         return result
 
 
@@ -451,7 +600,7 @@ def record(manifest: dict, i: int, script_path: str, job_id: Optional[str], resu
         job["history"].append({"id": job["id"], "submitted": job.get("submitted")})
     job.update({"script": script_path, "id": job_id, "array_id": array_id, "resume": resume,
                 "submitted": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    for stale in ("cancelled", "failed_reason", "continue_failed"):  # a new job starts afresh
+    for stale in ("cancelled", "cancelled_by", "failed_reason", "continue_failed"):  # a new job starts afresh
         job.pop(stale, None)
     if calls is not None:
         job["calls"] = calls

@@ -5,7 +5,9 @@ The state of a bin comes from one scheduler query for all the run's jobs
 (queued, running) and, once the scheduler has forgotten the job, from the bin's
 journal in the jobs dir: ``done`` when its last run ended, ``failed`` when it
 was interrupted or aborted, ``vanished`` when it never wrote an end (killed,
-walltime, node lost) or never started.
+walltime, node lost) or never started; ``cancelled`` when ``cluf --cancel``, or the
+scheduler's own cancel as the job saw it (stops.why_stopped), marked it (the note says
+what cancelled it).  The manifest is read with its per-bin records (jobs.load_manifest).
 """
 
 import os
@@ -37,6 +39,7 @@ class BinState:
         self.stuck = False  # still in the scheduler's queue, in an error state
         self.reason = job.get("failed_reason")  # why a bin that stopped at its walltime is failed
         self.restarts = job.get("restarts", 0)
+        self.cancelled_by = job.get("cancelled_by")  # what the scheduler said, for a job cancelled by it
 
     @property
     def needs_rerun(self):
@@ -148,6 +151,8 @@ def print_status(manifest, states, out=sys.stdout):
         note = ""
         if s is not None and s.reason:
             note = f"  ({s.reason})"
+        elif s is not None and s.state == CANCELLED and s.cancelled_by:
+            note = f"  (by {s.cancelled_by})"
         elif s is not None and s.restarts:
             note = f"  (continued {s.restarts} time{'s' * (s.restarts != 1)})"
         out.write("  ".join(v.ljust(widths[c]) if c < 3 else v.rjust(widths[c]) for c, v in enumerate(r)).rstrip()
@@ -227,6 +232,7 @@ def _mark_cancelled(m):
     """Every bin not done is cancelled for good: no job of it continues itself after this."""
     for job in m["jobs"].values():
         job["cancelled"] = True
+        job.setdefault("cancelled_by", "cluf --cancel")
 
 
 def cancel(jobs_dir) -> int:

@@ -171,11 +171,23 @@ def run(ns, module, opts) -> int:
         reporter.message(f"... and {counts.more_bad_elements} more calls failed the same way (too few "
                          f"arguments for the --hash/--key position); not listed one by one.")
     if outcome.interrupted_by in JOB_STOP_SIGNALS + (signal.SIGTERM,) and in_cluf_job():
-        # In a cluf job, SIGTERM (Slurm at the walltime or on preemption, PBS before its SIGKILL)
-        # or Grid Engine's notify signals: stopped from outside with work left, like a walltime.
-        reporter.message(f"{signal.Signals(outcome.interrupted_by).name} from the scheduler: stopping as at "
-                         f"the walltime.")
-        outcome.interrupted_by, outcome.walltime_stop = None, True
+        # In a cluf job: Grid Engine's notify signals, or a SIGTERM at the walltime or on a
+        # preemption, stop as at the walltime (the bin continues); a SIGTERM of a cancel or a
+        # requeue stays an interruption (stops.why_stopped tells them apart).
+        name = signal.Signals(outcome.interrupted_by).name
+        kind, words = "walltime", "the scheduler's warning"
+        if outcome.interrupted_by == signal.SIGTERM:
+            from .stops import record_verdict, why_stopped
+
+            walltime = opts.get("walltime")
+            kind, words = why_stopped(walltime, grace_seconds(walltime, opts.get("grace")) if walltime else None)
+            if kind not in ("walltime", "preempted"):  # (for the job script's continuation step)
+                record_verdict(journal_path, kind, words)
+        if kind in ("walltime", "preempted"):
+            reporter.message(f"{name} from the scheduler ({words}): stopping as at the walltime.")
+            outcome.interrupted_by, outcome.walltime_stop = None, True
+        else:
+            reporter.message(f"{name} from the scheduler: {kind}, {words}.")
     status = ("interrupted" if outcome.interrupted_by else
               "aborted" if outcome.fatal or outcome.args_error else
               "walltime" if outcome.walltime_stop else "complete")

@@ -15,7 +15,6 @@ parallel environment, so --cpus > 1 is not possible there.
 """
 
 import collections
-import json
 import os
 import re
 import subprocess
@@ -25,6 +24,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
+from cluster_func.cluster.schedulers import SCHEDULERS
 
 try:
     import cluf_support as cs
@@ -37,6 +38,7 @@ except ImportError:  # tests/ is not on sys.path when run without the rootdir co
     import scheduler_support as ss
 
 from real_schedulers import QUEUED, RUNNING
+from cluster_func.cluster import jobs as jobs_mod  # (the manifest with its per-bin records)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -55,7 +57,7 @@ def cancel_leftovers(sched, folder):
     """A failing scenario must not leave jobs behind to hold the machine's slots."""
     ids = set()
     for manifest in Path(folder).rglob("*.manifest.json"):
-        for job in json.loads(manifest.read_text())["jobs"].values():
+        for job in jobs_mod.load_manifest(str(manifest))["jobs"].values():
             ids.update(h["id"] for h in job.get("history", []))
             ids.add(job.get("array_id") or job["id"])
     sched.cancel(ids, check=False)
@@ -131,7 +133,11 @@ def test_the_manifest_ids_are_the_jobs_the_scheduler_reports_with_their_names_an
         reported = sched.report(job_id)  # looked up by the manifest's id, as it is
         assert reported["name"] == f"example-{i}-3"
         if sched.reports_output_paths:
-            assert (reported["stdout"], reported["stderr"]) == (str(stdout), str(stderr))
+            # PBS replaces its -o/-e files with each job: they are its own, and the job script
+            # appends to the bin's files itself
+            own = "" if SCHEDULERS[sched.name].appends_output else ".scheduler"
+            assert (reported["stdout"], reported["stderr"]) == (
+                str(run.jobs / f"example-{i}-3{own}.stdout"), str(run.jobs / f"example-{i}-3{own}.stderr"))
         assert stdout.exists()
         assert "calls" in stderr.read_text()
     st = status("the jobs", run.work, run.env)
@@ -290,7 +296,7 @@ def test_cancel_while_a_job_is_ending_is_not_an_error(sched, tmp_path):
     script = cs.write_target(tmp_path, n=2)
     jobs = tmp_path / "jobs"
     jobs.mkdir()
-    fifo = jobs / "example-0-1.stdout"
+    fifo = jobs / "example-0-1.scheduler.stdout"  # PBS's own -o (the bin's .stdout is the job's)
     os.mkfifo(fifo)
     output = []
     reader = threading.Thread(target=lambda: output.append(fifo.read_bytes()), daemon=True)

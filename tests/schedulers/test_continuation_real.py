@@ -24,8 +24,9 @@ scheduler adapters are those of tests/real_schedulers.py.
 
 Skips without a scheduler (fails with CLUSTER_FUNC_REQUIRE_SCHEDULERS=1); ``-m "not slow"``
 leaves out all but the quick --wait scenario.  No test leaves a job behind: the fixture
-cancels every run through ``cluf --cancel`` (a job killed behind cluf's back stops as at its
-walltime and would continue itself), then with the scheduler's own command.
+cancels every run through ``cluf --cancel`` (so that a job ending at that moment does not
+continue itself), then with the scheduler's own command (which a job sees as a cancel:
+tests/schedulers/test_requeue_cancel_real.py).
 """
 
 import json
@@ -37,6 +38,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from cluster_func.cluster import jobs as jobs_mod  # (the manifest with its per-bin records)
 
 try:
     import cluf_support as cs
@@ -63,7 +65,7 @@ def cluf(sched, *args, cwd, env, timeout=120):
 
 def manifest(jobs_dir):
     [path] = Path(jobs_dir).glob("*.manifest.json")
-    return json.loads(path.read_text())
+    return jobs_mod.load_manifest(str(path))
 
 
 def restarts(jobs_dir):
@@ -89,7 +91,9 @@ def finishes(sched, tmp):
     env = sched.env(tmp)
     r = cluf(sched, script.name, "-n", 2, "-p", 1, "-j", "jobs", *t.options, "--wait", cwd=tmp, env=env,
              timeout=600)
-    return SimpleNamespace(script=script, per_bin=per_bin, wait=r, manifest=manifest(tmp / "jobs"),
+    m = manifest(tmp / "jobs")
+    ids = [h["id"] for j in m["jobs"].values() for h in j["history"]] + [j["id"] for j in m["jobs"].values()]
+    return SimpleNamespace(script=script, per_bin=per_bin, wait=r, manifest=m, outcomes=sched.wait(ids, timeout=120),
                            status=cont.run_status("jobs", tmp, env), calls=cont.Calls.read(script, 2))
 
 
@@ -269,6 +273,9 @@ def test_a_run_needing_three_walltimes_finishes_unattended_under_wait(sched, run
     assert run.status.returncode == 0, said
     # the jobs continued themselves: --wait had nothing to continue
     assert "continued as job" not in run.wait.stderr, said
+    # the scheduler records every job as exit 0: those that handed their bin on, and the last
+    assert {i: o.exit_code for i, o in run.outcomes.items()} == {i: 0 for i in run.outcomes}, run.outcomes
+    assert len(run.outcomes) == sum(len(calls.jobs[b]) for b in (0, 1)), run.outcomes
     assert "cluf: bins" in run.wait.stderr  # the progress line
 
 

@@ -146,6 +146,10 @@ class Scheduler(abc.ABC):
     array_first_index: ClassVar[int] = 0
     # What --max-running does here; None means it is supported.
     max_running_note: Optional[str] = None
+    # The variable holding the job's id in a job (set by the scheduler, not by hand).
+    job_id_var: ClassVar[str] = ""
+    # Does the scheduler add to an existing -o/-e file (True), or replace it with each job?
+    appends_output: ClassVar[bool] = True
 
     # --- detection
     @classmethod

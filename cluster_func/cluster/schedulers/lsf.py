@@ -60,6 +60,7 @@ class LSF(Scheduler):
     detect_hint = "bsub on PATH means lsf"
     array_index_var = "LSB_JOBINDEX"
     array_first_index = 1
+    job_id_var = "LSB_JOBID"
 
     def array_index_expr(self):
         # Array indices start at 1; outside an array LSB_JOBINDEX is unset or 0.
@@ -79,7 +80,8 @@ class LSF(Scheduler):
         if job.array:
             name += f"[1-{job.array}]" if job.array > 1 else "[1]"
             name += f"%{job.max_running}" if job.max_running else ""
-        d = [f'-J "{name}"', f"-o {shlex.quote(job.stdout)}", f"-e {shlex.quote(job.stderr)}"]
+        # -o/-e append (-oo/-eo would replace); -r: rerun on another host after a host failure.
+        d = [f'-J "{name}"', f"-o {shlex.quote(job.stdout)}", f"-e {shlex.quote(job.stderr)}", "-r"]
         if job.walltime:
             d.append(f"-W {_minutes(job.walltime)}")
         requirements = []

@@ -116,6 +116,8 @@ class PBS(Scheduler):
     # PBS Professional sets PBS_ARRAY_INDEX, Torque PBS_ARRAYID; the script reads either.
     array_index_var = "PBS_ARRAY_INDEX"
     array_first_index = 0
+    job_id_var = "PBS_JOBID"
+    appends_output = False  # each job's -o/-e replace the files: the job script appends itself
 
     _torque = None
 
@@ -133,7 +135,9 @@ class PBS(Scheduler):
         # No -V: the submitting environment is not exported (only PBS_O_* variables).
         # Paths are shell-quoted: qsub refuses a directive path with a space unless it is
         # quoted ("qsub: directive error"), and reads quoted words (checked on OpenPBS 23.06).
-        d = [f"-N {job.name}", f"-o {shlex.quote(job.stdout)}", f"-e {shlex.quote(job.stderr)}", "-S /bin/bash"]
+        # -r y: rerunnable (qrerun, a node failure: the rerun resumes the bin).
+        d = [f"-N {job.name}", f"-o {shlex.quote(job.stdout)}", f"-e {shlex.quote(job.stderr)}", "-S /bin/bash",
+             "-r y"]
         if job.walltime:
             d.append(f"-l walltime={hms(job.walltime)}")
         if job.memory:

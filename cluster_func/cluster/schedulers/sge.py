@@ -41,6 +41,7 @@ class GridEngine(Scheduler):
     detect_hint = "qsub with SGE_ROOT set means sge"
     array_index_var = "SGE_TASK_ID"
     array_first_index = 1
+    job_id_var = "JOB_ID"
 
     @classmethod
     def detect(cls):
@@ -67,7 +68,9 @@ class GridEngine(Scheduler):
     def directives(self, job):
         # No -V: the submitting environment is not exported.  -S: the queue's shell may be csh.
         # Paths are shell-quoted: qsub reads quoted directive words (a path with a space).
-        d = [f"-N {job.name}", f"-o {shlex.quote(job.stdout)}", f"-e {shlex.quote(job.stderr)}", "-S /bin/bash"]
+        # -r y: rerun after a host failure, and qmod -rj may rerun it (the rerun resumes the bin).
+        d = [f"-N {job.name}", f"-o {shlex.quote(job.stdout)}", f"-e {shlex.quote(job.stderr)}", "-S /bin/bash",
+             "-r y"]
         if job.walltime:
             d.append(f"-l h_rt={hms(job.walltime)}")
         if job.memory:

@@ -29,6 +29,7 @@ class Slurm(Scheduler):
     detect_hint = "sbatch on PATH means slurm"
     array_index_var = "SLURM_ARRAY_TASK_ID"
     array_first_index = 0
+    job_id_var = "SLURM_JOB_ID"
 
     def max_array_size(self):
         try:
@@ -43,7 +44,8 @@ class Slurm(Scheduler):
         # Paths are shell-quoted: sbatch reads quoted directive words (a path with a space).
         d = [f"--job-name={job.name}", f"--output={shlex.quote(job.stdout)}",
              f"--error={shlex.quote(job.stderr)}",
-             "--open-mode=append", "--export=NONE", "--nodes=1", "--ntasks=1"]
+             "--open-mode=append", "--export=NONE", "--nodes=1", "--ntasks=1",
+             "--requeue"]  # a node failure or preemption requeues the job (its rerun resumes the bin)
         if job.walltime:
             d.append(f"--time={hms(job.walltime)}")
         if job.memory:
