@@ -32,8 +32,8 @@ REQUIREMENTS = ["joblib", "mpire", "iterable-queue==1.2.2", "psutil"]
 PROCESSES = 2
 
 MAIN_WORKLOADS = ["tiny", "skewed", "cpu", "stream", "files"]
-SECTIONS = MAIN_WORKLOADS + ["startup", "large", "resume", "import", "startup64", "results", "queue", "cluf",
-                             "wait", "continue"]
+SECTIONS = MAIN_WORKLOADS + ["startup", "large", "resume", "import", "startup64", "results", "map", "queue",
+                             "cluf", "wait", "continue"]
 POOL_CHUNKSIZES = [1, 10, 100, 1000, 10000]
 # 2,000 elements: larger chunks than 100 leave a worker idle for most of the run
 LARGE_RUNNERS = ["serial", "pool-1", "pool-10", "pool-100", "clum"]
@@ -70,6 +70,17 @@ SIZES = {  # full, quick
     "STARTUP64_SAMPLES": (3, 2),
     "MS_N": (2000, 400),
     "RESULTS_SAMPLES": (3, 1),
+}
+
+# map: cluster_func.map against the runners that return the values too
+MAP_WORKLOADS = ["tiny", "skewed", "cpu"]
+POOLMAP_CHUNKSIZES = ["auto", 1, 10, 100, 1000, 10000]
+MAP_RUNNERS = ["map"] + [f"poolmap-{c}" for c in POOLMAP_CHUNKSIZES] + ["joblib-values"]
+MAP_LABELS = {
+    "map": "cluster_func.map(target, args, processes=2)",
+    **{f"poolmap-{c}": f"Pool(2).map chunksize {c}" for c in POOLMAP_CHUNKSIZES},
+    "poolmap-auto": "Pool(2).map, its own chunksize",
+    "joblib-values": "joblib Parallel(n_jobs=2) list",
 }
 
 # The figures the issue asks for.
@@ -575,6 +586,8 @@ class Bench:
                 self.startup64_rep(rep)
             if "results" in self.opts.only:
                 self.results_rep(rep)
+            if "map" in self.opts.only:
+                self.map_rep(rep)
 
     # --- the sections that time clum against itself ----------------------------------------
     def clum_bin(self):
@@ -793,6 +806,30 @@ class Bench:
                         return journal_check(sample) if journal_check else None
 
                     self.run_variant("results", key, cmd, self.env, rep, check=check)
+
+    # map: cluster_func.map, Pool.map and joblib, each returning the list of values
+    def map_rep(self, rep):
+        for workload in MAP_WORKLOADS:
+            n = self.expected[workload]
+            for runner in MAP_RUNNERS:
+                if workload == "tiny" and runner == "poolmap-1":
+                    self.skip.setdefault(("map", f"{workload}/{runner}"),
+                                         "not run: chunksize 1 on 2,000,000 calls reaches any time limit (table 1)")
+                    continue
+                count_file = self.fresh_path("map-count")
+                env = dict(self.env, BENCH_COUNT_FILE=count_file)
+                cmd = [self.py, os.path.join(HERE, "runners.py"), runner, self.script(workload)]
+
+                def check(sample, count_file=count_file, n=n):
+                    try:
+                        with open(count_file) as f:
+                            got = int(f.read())
+                        os.unlink(count_file)
+                    except (FileNotFoundError, ValueError):
+                        return "no count of values written"
+                    return None if got == n else f"wrong count: {got} values, expected {n}"
+
+                self.run_variant("map", f"{workload}/{runner}", cmd, env, rep, check=check)
 
     # --- IterableQueue -------------------------------------------------------------------
     def queue_section(self):
@@ -1216,6 +1253,10 @@ def report(bench, elapsed):
     if "results" in o.only:
         report_results(bench, lines, verdict)
 
+    # ---- map
+    if "map" in o.only:
+        report_map(bench, lines, verdict)
+
     # ---- queue
     if "queue" in o.only:
         q = bench.sections.get("queue", {})
@@ -1575,6 +1616,53 @@ def report_results(bench, lines, verdict):
     else:
         verdict.append(not_measured(bench, [("results", results_variant("ms", v)) for v in ("clum", "clum-jsonl")],
                                     "`results` on the 1 ms workload"))
+
+
+def report_map(bench, lines, verdict):
+    size, res = bench.size, bench.results
+    sizes = {"tiny": f"{size['TINY_N']:,} calls of `return x`",
+             "skewed": f"{size['SKEWED_N']:,} calls, last 1% 200x dearer",
+             "cpu": f"{size['CPU_N']:,} calls of ~10 ms pure Python"}
+    lines += ["## cluster_func.map against Pool.map and joblib (each returns the list of values)", "",
+              "Each a separate command (`python benchmarks/runners.py RUNNER WORKLOAD`), interpreter start-up "
+              "included; every runner returns the values in order and the count is checked.", ""]
+    for w in MAP_WORKLOADS:
+        m = median(res.get(("map", f"{w}/map"), []))
+        rows = []
+        for r in MAP_RUNNERS:
+            key = ("map", f"{w}/{r}")
+            samples = res.get(key, [])
+            note = row_note(bench, key, samples)
+            med = median(samples)
+            if not samples and not note:
+                continue
+            rows.append([MAP_LABELS[r], na_or(fmt_s(med), note),
+                         f"{fmt_s(min_wall(samples))}–{fmt_s(max_wall(samples))}" if med is not None else "-",
+                         fmt_x(med / m if med is not None and m else None), len([s for s in samples if s.ok]),
+                         fmt_other(samples), note])
+        lines += [f"### map, {w}: {sizes[w]}", "",
+                  table(["runner", "median s", "min–max s", "÷ map", "reps", "other load", "note"], rows,
+                        ["l", "r", "r", "r", "r", "r", "l"]), ""]
+        pools = [(median(res.get(("map", f"{w}/poolmap-{c}"), [])), c) for c in POOLMAP_CHUNKSIZES]
+        pools = [(t, c) for t, c in pools if t is not None]
+        best = min(pools) if pools else None
+        if m is not None and best:
+            verdict.append((m <= FIG_BEST_POOL_FACTOR * best[0],
+                            f"`map {w}`: cluster_func.map {m:.3f} s ≤ {FIG_BEST_POOL_FACTOR}x the best Pool.map "
+                            f"(chunksize {best[1]}: {best[0]:.3f} s); ratio {m / best[0]:.2f}x"))
+        else:
+            verdict.append(not_measured(bench, [("map", f"{w}/map")], f"`map {w}` against Pool.map"))
+        jl_samples = res.get(("map", f"{w}/joblib-values"), [])
+        jl = median(jl_samples)
+        jl_limit = next((s.timed_out for s in jl_samples if s.timed_out), None)
+        if m is not None and jl is not None:
+            verdict.append((m < jl, f"`map {w}`: cluster_func.map {m:.3f} s beats joblib {jl:.3f} s "
+                                    f"(ratio {m / jl:.2f}x)"))
+        elif m is not None and jl_limit:
+            verdict.append((m < jl_limit, f"`map {w}`: cluster_func.map {m:.3f} s beats joblib, stopped at the "
+                                          f"{jl_limit:g} s limit (ratio < {m / jl_limit:.2f}x)"))
+        else:
+            verdict.append(not_measured(bench, [("map", f"{w}/joblib-values")], f"`map {w}` against joblib"))
 
 
 def fmt_count(x):

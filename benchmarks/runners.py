@@ -11,8 +11,14 @@ RUNNER is one of:
   joblib            joblib.Parallel(n_jobs=P)(delayed(target)(...) for a in args)
   mpire             mpire.WorkerPool(n_jobs=P).map_unordered(target, args)
   clum              exec: clum WORKLOAD -p P --quiet (for a manual run; run.py calls clum itself)
+  map               values = cluster_func.map(target, args, processes=P, quiet=True)
+  poolmap-N         values = multiprocessing.Pool(P).map(f, args, chunksize=N) (N "auto": Pool's own choice)
+  joblib-values     values = joblib.Parallel(n_jobs=P)(delayed(target)(...) for a in args)
 WORKLOAD is a name from benchmarks/workloads/ (tiny, skewed, cpu, stream, files,
 startup, count, large, import_heavy, first_call, ms) or the path of any clum-style script.  P is $BENCH_PROCESSES (default 2).
+
+The runners that return values (map, poolmap-N, joblib-values) write how many they got to
+$BENCH_COUNT_FILE when it is set, so that run.py can check them.
 
 Each runner is written the way a person would hand-write it: the loop calls
 ``target(*a)`` when the elements are tuples and ``target(a)`` otherwise (decided
@@ -121,6 +127,38 @@ def run_joblib(target, args):
         Parallel(n_jobs=PROCESSES)(delayed(target)(a) for a in it)
 
 
+def count_values(values):
+    path = os.environ.get("BENCH_COUNT_FILE")
+    if path:
+        with open(path, "w") as f:
+            f.write(f"{len(values)}\n")
+
+
+def run_map(target, args):
+    import cluster_func
+
+    count_values(cluster_func.map(target, args, processes=PROCESSES, quiet=True))
+
+
+def run_poolmap(target, args, chunksize):
+    import multiprocessing
+
+    first, it = peek(args)
+    fn = call_star if isinstance(first, tuple) else call_one
+    with multiprocessing.Pool(PROCESSES) as pool:
+        count_values(pool.map(fn, it, chunksize))
+
+
+def run_joblib_values(target, args):
+    from joblib import Parallel, delayed
+
+    first, it = peek(args)
+    if isinstance(first, tuple):
+        count_values(Parallel(n_jobs=PROCESSES)(delayed(target)(*a) for a in it))
+    else:
+        count_values(Parallel(n_jobs=PROCESSES)(delayed(target)(a) for a in it))
+
+
 def run_mpire(target, args):
     from mpire import WorkerPool
 
@@ -194,6 +232,13 @@ def main(argv):
         run_joblib(target, args)
     elif runner == "mpire":
         run_mpire(target, args)
+    elif runner == "map":
+        run_map(target, args)
+    elif runner.startswith("poolmap-"):
+        size = runner[len("poolmap-"):]
+        run_poolmap(target, args, None if size == "auto" else int(size))
+    elif runner == "joblib-values":
+        run_joblib_values(target, args)
     else:
         sys.exit(f"unknown runner {runner!r}; see: python {argv[0] if argv else 'runners.py'} --help")
 

@@ -1,13 +1,20 @@
 """cluster-func: run a function over many arguments on every core (clum) or a cluster (cluf).
 
-``from cluster_func import IterableQueue`` works; the queue's module is imported on first use,
-so that the commands do not pay for it at start-up.
+From Python: :func:`map` and :func:`imap` run ``target`` over ``args`` on local worker processes
+with clum's engine (see docs/api.md); :class:`Arguments` gives one call keyword arguments.
+``from cluster_func import IterableQueue`` works; the queue's module, and the engine, are
+imported on first use, so that the commands do not pay for them at start-up.
 """
+
+from .core.arguments import Arguments
 
 __version__ = "0.1.0"
 
 _QUEUE_NAMES = ("IterableQueue", "ProducerQueueClosedException", "ConsumerQueueClosedException")
-__all__ = ["__version__", "read_results", *_QUEUE_NAMES]
+_API_NAMES = ("map", "imap", "MapError", "Failure", "MISSING")
+# (map and imap are left out of __all__: ``from cluster_func import *`` must not hide the builtin map;
+# call them as cluster_func.map and cluster_func.imap.)
+__all__ = ["__version__", "read_results", "Arguments", "MapError", "Failure", "MISSING", *_QUEUE_NAMES]
 
 
 def read_results(*paths):
@@ -23,4 +30,8 @@ def __getattr__(name):
         from . import iterable_queue
 
         return getattr(iterable_queue, name)
+    if name in _API_NAMES:
+        from . import api
+
+        return getattr(api, name)
     raise AttributeError(f"module 'cluster_func' has no attribute {name!r}")

@@ -75,10 +75,11 @@ def _common(p: argparse.ArgumentParser, g: dict, prog: str):
     x = g["bins"].add_mutually_exclusive_group()
     x.add_argument("-x", "--hash", "-hash", metavar="POSITIONS",
                    help="bin by a stable hash of str() of the arguments at these positions, for "
-                        "unstable iterators (default: round-robin by position). Example: -x 0 or -x 0-2,7")
+                        "unstable iterators; a name is a keyword argument of cluster_func.Arguments "
+                        "elements (default: round-robin by position). Example: -x 0 or -x 0-2,7 or -x 0,scale")
     x.add_argument("-k", "--key", "-key", metavar="POSITION",
-                   help="the argument at this position is the bin number (default: round-robin). "
-                        "Example: -k 2")
+                   help="the argument at this position (or the keyword argument of this name) is the bin "
+                        "number (default: round-robin). Example: -k 2 or -k label")
     g["main"].add_argument("--resume", action="store_const", const=True, default=None,
                    help="skip the calls the journal records as completed (default: start over). "
                         "Example: clum sweep.py --resume")

@@ -111,13 +111,14 @@ def _bin_spec(value, name):
 
 
 def _positions(value, name):
-    return bins.parse_positions(value, f"--{name} position list")
+    return bins.parse_positions(value, f"--{name} position list", names=True)
 
 
 def _position(value, name):
-    p = bins.parse_positions(value, f"--{name} position")
+    p = bins.parse_positions(value, f"--{name} position", names=True)
     if len(p) != 1:
-        raise UserError(f"--{name} takes one argument position (a non-negative integer), not {value!r}.")
+        raise UserError(f"--{name} takes one argument position (a non-negative integer) or the name of one "
+                        f"keyword argument, not {value!r}.")
     return p[0]
 
 

@@ -53,8 +53,8 @@ def test_non_string_key_is_an_error():
 @pytest.mark.parametrize("key, value", [
     ("processes", 0), ("processes", -1), ("processes", "many"), ("processes", 1.5), ("processes", True),
     ("bins", "3/3"), ("bins", "0/0"), ("bins", "a/b"), ("bins", "1"), ("bins", "-1/3"), ("bins", "0-/2"),
-    ("hash", "-1"), ("hash", "a"), ("hash", -1), ("hash", [0, -1]), ("hash", True),
-    ("key", "0,1"), ("key", -1), ("key", "x"), ("key", 1.5), ("key", False),
+    ("hash", "-1"), ("hash", "a b"), ("hash", "2x"), ("hash", -1), ("hash", [0, -1]), ("hash", True),
+    ("key", "0,1"), ("key", -1), ("key", "x-y"), ("key", "x,y"), ("key", 1.5), ("key", False),
     ("retries", -1), ("timeout", 0), ("timeout", -2), ("timeout", "soon"),
     ("target", ""), ("target", "not a name"), ("target", 3), ("args", "a-b"),
     ("quiet", "maybe"),

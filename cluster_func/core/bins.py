@@ -10,6 +10,7 @@ import operator
 import re
 from typing import NamedTuple, Optional, Sequence, Tuple
 
+from .arguments import Arguments
 from .errors import UserError
 
 _ITEM = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
@@ -19,12 +20,20 @@ MAX_BINS = 1_000_000  # bins of one run: cluf's most jobs, and more than any mac
 MAX_POSITION = 99_999  # an argument position: no call has more arguments than that
 
 
-def parse_positions(text, what="position list", limit=MAX_POSITION, beyond=None):
+def _sorted_positions(out):
+    """Integer positions in order, then keyword names in order (a stable order for the hash)."""
+    return tuple(sorted(p for p in out if isinstance(p, int))) + tuple(sorted(p for p in out if isinstance(p, str)))
+
+
+def parse_positions(text, what="position list", limit=MAX_POSITION, beyond=None, names=False):
     """Parse ``"0-2,7"`` into the sorted tuple ``(0, 1, 2, 7)``.
 
     Accepts an int or a list/tuple of ints too (as found in ``*_options`` dicts).  A number
     above ``limit`` is refused before any range is expanded, so a typed number never costs
-    memory in proportion to it; ``beyond(n)`` gives the message for such a number.
+    memory in proportion to it; ``beyond(n)`` gives the message for such a number.  With
+    ``names``, an item may also be the name of a keyword argument (of the elements that are
+    :class:`cluster_func.Arguments`): ``"0,scale"`` is ``(0, "scale")``, the names after the
+    integers.
     """
     def too_big(n):
         raise UserError(beyond(n) if beyond is not None else
@@ -38,19 +47,24 @@ def parse_positions(text, what="position list", limit=MAX_POSITION, beyond=None)
     if isinstance(text, (list, tuple)):
         out = set()
         for item in text:
-            out.update(parse_positions(item, what, limit, beyond))
+            out.update(parse_positions(item, what, limit, beyond, names))
         if not out:
             raise UserError(f"{what} is empty: give at least one non-negative integer.")
-        return tuple(sorted(out))
+        return _sorted_positions(out)
     if not isinstance(text, str):
         raise UserError(f"{what} must be a string like '0-2,7' or a list of integers, not {text!r}.")
     out = set()
     for part in text.split(","):
         m = _ITEM.match(part)
+        if not m and names and part.strip().isidentifier():
+            out.add(part.strip())
+            continue
         if not m:
+            also = (" or names of keyword arguments (for elements that are cluster_func.Arguments), "
+                    "e.g. '0,scale'") if names else ""
             raise UserError(
                 f"{what} {text!r} does not parse: expected non-negative integers and inclusive "
-                f"ranges separated by commas, e.g. '0', '0,3' or '0-2,7'."
+                f"ranges separated by commas, e.g. '0', '0,3' or '0-2,7'{also}."
             )
         if max(len(g or "") for g in m.groups()) > 15:  # (int() of thousands of digits fails)
             too_big(max(m.groups(), key=lambda g: len(g or "")))
@@ -61,7 +75,7 @@ def parse_positions(text, what="position list", limit=MAX_POSITION, beyond=None)
         if hi > limit:
             too_big(hi)
         out.update(range(lo, hi + 1))
-    return tuple(sorted(out))
+    return _sorted_positions(out)
 
 
 def _short(text, quote=True, limit=40):
@@ -84,9 +98,11 @@ class BinSpec(NamedTuple):
 
 
 def format_positions(positions: Sequence[int]) -> str:
-    """Inverse of :func:`parse_positions`: ``(0, 1, 2, 7)`` -> ``"0-2,7"``."""
+    """Inverse of :func:`parse_positions`: ``(0, 1, 2, 7)`` -> ``"0-2,7"`` (keyword names last:
+    ``(0, "scale")`` -> ``"0,scale"``)."""
+    names = sorted(p for p in positions if isinstance(p, str))
     parts = []
-    positions = sorted(positions)
+    positions = sorted(p for p in positions if not isinstance(p, str))
     i = 0
     while i < len(positions):
         j = i
@@ -94,7 +110,7 @@ def format_positions(positions: Sequence[int]) -> str:
             j += 1
         parts.append(str(positions[i]) if i == j else f"{positions[i]}-{positions[j]}")
         i = j + 1
-    return ",".join(parts)
+    return ",".join(parts + names)
 
 
 def parse_bin_spec(text) -> BinSpec:
@@ -152,17 +168,30 @@ def hash_key(values: Sequence[object]) -> bytes:
     return h.digest()
 
 
-def hash_bin(args: tuple, positions: Sequence[int], total: int) -> int:
-    """Bin from a stable hash of ``str()`` of the arguments at ``positions``.
+def argument(args, where):
+    """The argument of a call at an integer position or of a keyword name: ``args`` is the
+    tuple of positional arguments or an :class:`cluster_func.Arguments`.  IndexError when
+    there is no such position, KeyError when there is no such keyword argument."""
+    if args.__class__ is Arguments:
+        return args.get(where)
+    if isinstance(where, str):
+        raise KeyError(where)
+    return args[where]
 
-    Raises IndexError when an element is shorter than a position.
+
+def hash_bin(args, positions: Sequence[object], total: int) -> int:
+    """Bin from a stable hash of ``str()`` of the arguments at ``positions`` (integer positions
+    or keyword names).
+
+    Raises IndexError (KeyError) when an element has no argument at a position (of a name).
     """
-    return int.from_bytes(hash_key([args[p] for p in positions]), "little") % total
+    return int.from_bytes(hash_key([argument(args, p) for p in positions]), "little") % total
 
 
-def key_bin(args: tuple, position: int, total: int) -> Optional[int]:
-    """The argument at ``position`` is the bin; None when it is not an int in [0, total)."""
-    value = args[position]
+def key_bin(args, position, total: int) -> Optional[int]:
+    """The argument at ``position`` (or of that keyword name) is the bin; None when it is not
+    an int in [0, total)."""
+    value = argument(args, position)
     if isinstance(value, bool):
         return None  # True/False are not bin numbers
     if not isinstance(value, int):
@@ -266,28 +295,40 @@ class Work:
         return zip(itertools.count(self.next_position, self.step), self.iterator)
 
 
+def missing_argument(a, hash_positions, key_position) -> str:
+    """Why the element ``a`` (a tuple or an Arguments) has no argument to bin by: the message."""
+    wanted = hash_positions if hash_positions is not None else (key_position,)
+    kwargs = a.kwargs if a.__class__ is Arguments else {}
+    positional = a.args if a.__class__ is Arguments else a
+    names = [p for p in wanted if isinstance(p, str) and p not in kwargs]
+    if names:
+        has = f"keyword arguments {', '.join(sorted(kwargs))}" if kwargs else "no keyword arguments"
+        return (f"keyword argument {names[0]!r} does not exist: this call has {has} (give them with "
+                f"cluster_func.Arguments(..., {names[0]}=...))")
+    pos = max(p for p in wanted if isinstance(p, int))
+    return (f"argument position {pos} does not exist: this call has {len(positional)} argument(s) "
+            f"(positions count from 0)")
+
+
 def _select_by_content(counted, total, chosen, hash_positions, key_position, counts):
     for i, element in counted:
-        a = element if isinstance(element, tuple) else (element,)
+        a = element if isinstance(element, tuple) or element.__class__ is Arguments else (element,)
         try:
             if hash_positions is not None:
                 b = hash_bin(a, hash_positions, total)
             else:
                 b = key_bin(a, key_position, total)
-        except IndexError:
+        except (IndexError, KeyError):
             if i % total in chosen:
-                pos = max(hash_positions) if hash_positions is not None else key_position
                 if len(counts.bad_elements) >= SelectionCounts.MAX_KEPT:
                     counts.more_bad_elements += 1
                     continue
-                counts.bad_elements.append(
-                    (i, element, f"argument position {pos} does not exist: this call has {len(a)} argument(s) "
-                                 f"(positions count from 0)"))
+                counts.bad_elements.append((i, element, missing_argument(a, hash_positions, key_position)))
             continue
         if b is None:
             counts.bad_keys += 1
             if counts.first_bad_key is None:
-                counts.first_bad_key = (i, a[key_position])
+                counts.first_bad_key = (i, argument(a, key_position))
             continue
         if b in chosen:
             yield i, element

@@ -305,26 +305,40 @@ def get_options(module, name: str) -> dict:
 
 
 def check_positions(first, opts):
-    """Refuse a --hash/--key position beyond the arguments of ``first``, the first element of
-    args (every call would fail), naming the element."""
-    from .bins import format_positions
+    """Refuse a --hash/--key position or keyword that ``first``, the first element of args, does
+    not have (every call would fail), naming the element; and a --key whose argument there is
+    not a bin number."""
+    from .arguments import Arguments
+    from .bins import argument, format_positions, missing_argument
 
     positions = opts["hash"] if opts["hash"] is not None else \
         (opts["key"],) if opts["key"] is not None else ()
     if not positions:
         return
-    n = len(as_args(first))
-    if max(positions) >= n:
-        flag = "--hash" if opts["hash"] is not None else "--key"
-        has = "no arguments" if n == 0 else f"{n} argument{'s' * (n != 1)} (positions 0 to {n - 1})"
-        raise ScriptError(
-            f"{flag} {format_positions(positions)}: the first element of {opts['args']!r}, "
-            f"{short_repr(first)}, has {has}, so position {max(positions)} does not exist. Positions "
-            f"count from 0; an element that is not a tuple is one argument.")
+    flag = "--hash" if opts["hash"] is not None else "--key"
+    a = as_args(first)
+    if any(isinstance(p, str) for p in positions):
+        try:
+            for p in positions:
+                argument(a, p)
+        except (IndexError, KeyError):
+            raise ScriptError(
+                f"{flag} {format_positions(positions)}: the first element of {opts['args']!r}, "
+                f"{short_repr(first)}, cannot be binned: {missing_argument(a, opts['hash'], opts['key'])}. "
+                f"Name keyword arguments that every element, a cluster_func.Arguments, has; positions "
+                f"count from 0.") from None
+    else:
+        n = len(a.args if a.__class__ is Arguments else a)
+        if max(positions) >= n:
+            has = "no arguments" if n == 0 else f"{n} argument{'s' * (n != 1)} (positions 0 to {n - 1})"
+            raise ScriptError(
+                f"{flag} {format_positions(positions)}: the first element of {opts['args']!r}, "
+                f"{short_repr(first)}, has {has}, so position {max(positions)} does not exist. Positions "
+                f"count from 0; an element that is not a tuple is one argument.")
     if opts["key"] is not None:
         import operator
 
-        value = as_args(first)[opts["key"]]
+        value = argument(a, opts["key"])
         try:
             ok = not isinstance(value, bool) and operator.index(value) is not None
         except TypeError:
@@ -332,10 +346,9 @@ def check_positions(first, opts):
         if not ok:
             raise ScriptError(
                 f"--key {opts['key']}: the first element of {opts['args']!r}, {short_repr(first)}, has "
-                f"{short_repr(value, 40)} at position {opts['key']}, which is not a bin number: with --key the "
-                f"argument at that position is the bin, an integer from 0 to the number of bins - 1, so no bin "
-                f"would run it. Make that argument the bin number, or bin by a hash of it with --hash "
-                f"{opts['key']}.")
+                f"{short_repr(value, 40)} at {opts['key']!r}, which is not a bin number: with --key that "
+                f"argument is the bin, an integer from 0 to the number of bins - 1, so no bin would run "
+                f"it. Make that argument the bin number, or bin by a hash of it with --hash {opts['key']}.")
 
 
 def peek_first(args):
@@ -380,9 +393,12 @@ def pickling_hint(element) -> str:
             "into the object.")
 
 
-def as_args(element) -> tuple:
-    """A tuple element is the positional arguments; anything else is the single argument."""
-    return element if isinstance(element, tuple) else (element,)
+def as_args(element):
+    """A tuple element is the positional arguments, an :class:`cluster_func.Arguments` is kept
+    as it is; anything else is the single argument."""
+    from .arguments import Arguments
+
+    return element if isinstance(element, tuple) or element.__class__ is Arguments else (element,)
 
 
 def short_repr(obj, limit=120) -> str:

@@ -33,11 +33,12 @@ class Accounting:
     """Outcomes into the journal, the reporter and the :class:`Outcome`; failed calls that
     may run again into ``retry_queue`` ((position, element, attempt) for the runner to send)."""
 
-    def __init__(self, reporter: Reporter, journal=None, retries=0, values=None):
+    def __init__(self, reporter: Reporter, journal=None, retries=0, values=None, collect=None):
         self.reporter = reporter
         self.journal = journal
         self.retries = retries
         self.values = values
+        self.collect = collect  # records -> None: who else takes the values (cluster_func.map)
         self.outcome = Outcome()
         self.retry_queue: collections.deque = collections.deque()
 
@@ -82,6 +83,8 @@ class Accounting:
         self.outcome.done += len(elements)
         if self.journal and elements:  # the values travel in the record that says their calls completed
             self.journal.completed(positions, elements, check if whole else None, digests, records)
+        if self.collect is not None and records:
+            self.collect(records)
 
     def complete_unreported(self, b: Batch, n: int, leftovers: list, ids):
         """The first n calls of b ended, but the worker never reported the batch done.  They are

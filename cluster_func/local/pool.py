@@ -8,6 +8,7 @@ handles Ctrl-C for everyone).
 """
 
 import collections
+import contextlib
 import itertools
 import os
 import selectors
@@ -91,6 +92,7 @@ class Pool:
         self.workers: List[Worker] = [Worker(i) for i in range(processes)]
         self.sel = selectors.DefaultSelector()
         self.shared = self.counters = None  # allocated with the first worker (a resume may need none)
+        self.own_signals = True  # False when run from a thread other than the main one (no handlers there)
 
     @property
     def ctx(self):
@@ -105,7 +107,7 @@ class Pool:
     def start(self, w: Worker):
         # A signal arriving half-way through starting a process would leave it without a
         # handle: hold SIGINT/SIGTERM until the start is over (the worker unblocks them).
-        with signals_held():
+        with signals_held() if self.own_signals else contextlib.nullcontext():
             self._start_blocked(w)
 
     def _start_blocked(self, w: Worker):

@@ -165,7 +165,7 @@ def run(ns, module, opts) -> int:
         raise
     # Elements whose hash/key position is missing fail without being sent to a worker.
     for position, element, err in counts.bad_elements if runner is not None else ():
-        runner.fail_unsent(position, element, "IndexError", err)
+        runner.fail_unsent(position, element, "KeyError" if err.startswith("keyword") else "IndexError", err)
     if counts.more_bad_elements:
         outcome.failed += counts.more_bad_elements
         reporter.message(f"... and {counts.more_bad_elements} more calls failed the same way (too few "

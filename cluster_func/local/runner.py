@@ -13,6 +13,7 @@ import itertools
 import pickle
 import selectors
 import signal
+import threading
 import time
 from typing import Optional
 
@@ -45,13 +46,15 @@ class Runner:
     """
 
     def __init__(self, source, processes, work, reporter: Reporter, journal=None, retries=0,
-                 timeout=None, start_method=None, values=None, stop_at=None, relay=None, slot_env=None):
+                 timeout=None, start_method=None, values=None, stop_at=None, relay=None, slot_env=None,
+                 collect=None):
         """``stop_at``: (start no new call after, stop running calls at), time.monotonic() values.
         ``relay``: a :class:`cluster_func.local.relay.Relay` (whose ``wrap`` made ``source``) to pump.
         ``values``: "jsonl"/"pkl": workers make value records, which go into the journal.
-        ``slot_env``: slot -> the environment variables its worker sets first (its GPUs), or None."""
+        ``slot_env``: slot -> the environment variables its worker sets first (its GPUs), or None.
+        ``collect``: called with each batch's value records too (cluster_func.map keeps them)."""
         self.pool = Pool(source, processes, start_method, values, slot_env, relay)
-        self.acct = Accounting(reporter, journal, retries, values)
+        self.acct = Accounting(reporter, journal, retries, values, collect)
         self.relay = relay
         self.stop_new_at, self.kill_at = stop_at or (None, None)
         self.draining = False
@@ -68,6 +71,15 @@ class Runner:
         self.deaths_before_ready = 0
         self.digests = (DIGESTS_NEVER if journal is None else
                         DIGESTS_ALWAYS if journal.mode != "round-robin" else DIGESTS_IF_DEAR)
+        # Signal handlers can only be set from the main thread: run() from another thread (as
+        # cluster_func.imap does) leaves Ctrl-C to the caller, who stops the run with request_stop().
+        self.own_signals = threading.current_thread() is threading.main_thread()
+        self.pool.own_signals = self.own_signals
+        self.stop_requested = False
+
+    def request_stop(self):
+        """Stop the run as Ctrl-C would (from another thread; noticed within the loop's poll)."""
+        self.stop_requested = True
 
     @property
     def outcome(self) -> Outcome:
@@ -215,14 +227,16 @@ class Runner:
                 self._on_exit(w, reason=f"timed out after {self.timeout:g} s")
 
     def run(self) -> Outcome:
+        own = self.own_signals
         old_term = signal.getsignal(signal.SIGTERM)
         old_int = signal.getsignal(signal.SIGINT)
 
         def on_signal(signum, frame):
             raise Interrupted(signum)
 
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        if own:
+            signal.signal(signal.SIGTERM, on_signal)
+            signal.signal(signal.SIGINT, on_signal)
         stopped_at_walltime = False
         try:
             if self.relay is not None:
@@ -236,8 +250,9 @@ class Runner:
         except _StopNow:
             stopped_at_walltime = True
         finally:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            if own:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
             stopped = (self.outcome.interrupted_by is not None or self.outcome.fatal is not None
                        or self.outcome.journal_error is not None or stopped_at_walltime)
             self.pool.shutdown(force=stopped)
@@ -249,8 +264,9 @@ class Runner:
                         w.result_r.close()
                 except OSError:
                     pass
-            signal.signal(signal.SIGTERM, old_term)
-            signal.signal(signal.SIGINT, old_int)
+            if own:  # (a handler set outside Python reads as None: put back the default then)
+                signal.signal(signal.SIGTERM, old_term if old_term is not None else signal.SIG_DFL)
+                signal.signal(signal.SIGINT, old_int if old_int is not None else signal.default_int_handler)
             if self.relay is not None:
                 self.relay.close()
             self.reporter.close()
@@ -276,6 +292,8 @@ class Runner:
         if self.timeout:
             poll = min(poll, max(0.01, self.timeout / 10))
         while self.outcome.fatal is None:
+            if self.stop_requested:
+                raise Interrupted(signal.SIGINT)
             if not any(w.outstanding for w in self.pool.workers) and not self._has_work():
                 if self.journal:
                     self.journal.flush()

@@ -9,6 +9,8 @@ in each worker by Python itself; the worker re-seeds NumPy's global (legacy) gen
 NumPy is loaded, so that no two workers draw the same numbers.
 
 Protocol.
+  An element that is a tuple is called as ``target(*a)``, an :class:`cluster_func.Arguments`
+  as ``target(*a.args, **a.kwargs)``, anything else as ``target(a)``.
   runner -> worker, on the task pipe, one message a batch (``Connection.send_bytes`` framing):
     ``HEADER`` (batch id: int64, deadline_s: float64, digests: int8, size of the elements'
     pickle: int64) followed by ``pickle.dumps(elements, 4)`` and, when values are collected
@@ -23,8 +25,9 @@ Protocol.
     first n_done calls) is over; ``check`` is :func:`cluster_func.record.fingerprints.content_check` of
     the bytes received; ``digests`` the :func:`cluster_func.record.fingerprints.call_digest` of each call
     started (8 bytes each) when asked for (see ``DIGESTS_*``), else None; ``records`` the
-    results records of its calls that completed (see results.py), or None when values are
-    not collected.
+    results records of its calls that completed (see results.py; an encoder may have ``pack``,
+    which takes the batch's values whole, see run_batches), or None when values are not
+    collected.
   Shared memory (:class:`Counters`), two int64 per worker: [calls of the current batch
   started (0 between batches), calls finished in all, written at each batch's end].  The
   runner reads it only when a worker dies or overruns ``--timeout``, to know which call ran.
@@ -40,6 +43,7 @@ import traceback
 from pickle import loads
 from time import perf_counter
 
+from ..core.arguments import Arguments
 from ..record.fingerprints import call_digest, content_check
 
 HEADER = struct.Struct("!qdbq")
@@ -220,6 +224,21 @@ def _main(task_conn, result_conn, source, shared, slot, close_fds, parent_pid, f
     run_batches(task_conn, send, target, Counters(shared), slot, encode)
 
 
+_PLAIN, _STAR = "plain", "star"
+
+
+def _one_shape(elements):
+    """_PLAIN when every element is passed as the one argument, _STAR when every one is a tuple
+    to unpack, None when they differ (or are Arguments): then each is looked at in turn."""
+    classes = set(map(type, elements))
+    if len(classes) != 1:
+        return None
+    (cls,) = classes
+    if cls is Arguments:
+        return None
+    return _STAR if issubclass(cls, tuple) else _PLAIN
+
+
 def run_batches(task_conn, send, target, counters: Counters, slot, encode=None):
     values = counters.values
     started_slot, finished_slot = 2 * slot, 2 * slot + 1
@@ -227,6 +246,10 @@ def run_batches(task_conn, send, target, counters: Counters, slot, encode=None):
     recv_bytes = task_conn.recv_bytes
     header_size = HEADER.size
     stop_index = counters.stop_index
+    join = getattr(encode, "join", b"".join)  # how a batch's records become one message
+    # An encoder with ``pack`` takes a batch's values whole: ``pack(positions, values, failed)``,
+    # ``values`` one per call started (None for the calls that failed, whose indices are ``failed``).
+    pack = getattr(encode, "pack", None)
     while True:
         try:
             msg = recv_bytes()
@@ -241,25 +264,59 @@ def run_batches(task_conn, send, target, counters: Counters, slot, encode=None):
         if encode is not None:
             positions = loads(memoryview(msg)[header_size + size:])
             records = []
+            keep = records.append
+            failed = []
         del data, msg
         n = 0 if values[stop_index] else len(elements)  # the walltime is near: start nothing
         stop = perf_counter() + deadline_s if deadline_s else None
         i = 0  # calls of this batch started so far
+        # The common batch: every element called the same way, no clock to check, values (if
+        # any) taken whole: a loop that does nothing else (see _one_shape).
+        shape = _one_shape(elements) if stop is None and (encode is None or pack is not None) else None
         t0 = perf_counter()
         while i < n:
             try:
-                for i, a in enumerate(elements[i:] if i else elements, i + 1):
+                rest = elements[i:] if i else elements
+                if shape is _PLAIN and pack is not None:
+                    for i, a in enumerate(rest, i + 1):
+                        values[started_slot] = i
+                        keep(target(a))
+                    continue
+                if shape is _PLAIN:
+                    for i, a in enumerate(rest, i + 1):
+                        values[started_slot] = i
+                        target(a)
+                    continue
+                if shape is _STAR and pack is not None:
+                    for i, a in enumerate(rest, i + 1):
+                        values[started_slot] = i
+                        keep(target(*a))
+                    continue
+                if shape is _STAR:
+                    for i, a in enumerate(rest, i + 1):
+                        values[started_slot] = i
+                        target(*a)
+                    continue
+                for i, a in enumerate(rest, i + 1):
                     values[started_slot] = i
                     if a.__class__ is tuple or isinstance(a, tuple):
                         value = target(*a)
+                    elif a.__class__ is Arguments:
+                        value = target(*a.args, **a.kwargs)
                     else:
                         value = target(a)
                     if encode is not None:
-                        records.append(encode(positions[i - 1], value))
+                        if pack is not None:
+                            keep(value)
+                        else:
+                            records.append(encode(positions[i - 1], value))
                     if stop is not None and perf_counter() > stop:
                         n = i  # hand back the rest
                         break
             except BaseException as e:  # noqa: BLE001 - every failure is reported, the rest runs
+                if pack is not None:
+                    keep(None)
+                    failed.append(i - 1)
                 name, text, tb = _format_exception(e)
                 try:
                     send(("fail", batch_id, i - 1, name, text, tb))
@@ -277,4 +334,4 @@ def run_batches(task_conn, send, target, counters: Counters, slot, encode=None):
         values[started_slot] = 0
         values[finished_slot] = finished
         send(("done", batch_id, i, seconds, check, digests,
-              b"".join(records) if encode is not None else None))
+              None if encode is None else pack(positions, records, failed) if pack is not None else join(records)))

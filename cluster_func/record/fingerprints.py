@@ -12,6 +12,8 @@ import io
 import pickle
 import zlib
 
+from ..core.arguments import Arguments
+
 
 def content_check(data) -> str:
     """The ``c`` check of a batch's pickled elements (bytes or a memoryview)."""
@@ -32,6 +34,7 @@ def elements_check(elements) -> str:
 
 
 _SET_TAG = "\x00cluster_func:set"
+_ARGUMENTS_TAG = "\x00cluster_func:Arguments"
 
 
 def _canonical(obj):
@@ -47,6 +50,9 @@ def _canonical(obj):
     if t is set or t is frozenset:
         items = sorted((_canonical(x) for x in obj), key=lambda x: pickle.dumps(x, 4))
         return (_SET_TAG, t.__name__, tuple(items))
+    if t is Arguments:  # keywords in a fixed order: Arguments(a=1, b=2) is the call Arguments(b=2, a=1)
+        keywords = tuple(sorted((k, _canonical(v)) for k, v in obj.kwargs.items()))
+        return (_ARGUMENTS_TAG, _canonical(obj.args), keywords)
     return obj
 
 

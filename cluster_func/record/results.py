@@ -103,6 +103,8 @@ def _check_keys(value):
 
 def encoder(fmt: str):
     """A function (position, value) -> the bytes of one record."""
+    if fmt == "values":  # cluster_func.map without a file: the values go to the caller in memory
+        return value_encoder()
     if fmt == "jsonl":
         from json.encoder import encode_basestring_ascii
 
@@ -135,6 +137,55 @@ def encoder(fmt: str):
             raise ValueNotWritable(f"the value returned, a {type(value).__qualname__}, cannot be pickled: "
                                    f"{e}") from None
     return encode_pickle
+
+
+def pack_values(positions, values, failed):
+    """A batch's values as one pickle of ``(positions, values, bad)``: ``positions`` is the
+    first position when they run on by one (the usual case, so that this process stores the
+    values with one slice assignment), else the list of them; ``bad`` lists ``(position, type
+    name, error)`` for the values that cannot be pickled (None at their place in ``values``):
+    those calls fail.  ``values`` holds one value per call started, None for a failed call
+    (``failed`` has their indices), which is left out."""
+    if not values:
+        return b""
+    n = len(values)
+    if failed or type(positions) is not range or positions.step != 1:
+        gone = set(failed)
+        keep = [k for k in range(n) if k not in gone]
+        where = [positions[k] for k in keep]
+        values = [values[k] for k in keep]
+        if not where:
+            return b""
+        if where != list(range(where[0], where[0] + len(where))):
+            where = tuple(where)
+        else:
+            where = where[0]
+    else:
+        where = positions[0]
+    try:
+        return pickle.dumps((where, values, None), 4)
+    except Exception:  # noqa: BLE001 - find the values that cannot travel; the others do
+        kept, bad = [], []
+        pos = range(where, where + len(values)) if type(where) is int else where
+        for p, value in zip(pos, values):
+            try:
+                pickle.dumps(value, 4)
+                kept.append(value)
+            except Exception as e:  # noqa: BLE001
+                kept.append(None)
+                bad.append((p, type(value).__qualname__, f"{type(e).__name__}: {e}"))
+        return pickle.dumps((where, kept, bad), 4)
+
+
+def value_encoder():
+    """The workers' encoder for the ``values`` format (cluster_func.map without a journal): the worker hands it
+    a batch's values whole (``pack``, see worker.run_batches), which travel as one pickle."""
+    def encode(pos, value):  # (one call at a time: not used by the worker, which uses pack)
+        return pickle.dumps((pos, value), 4)
+
+    encode.pack = pack_values
+    return encode
+
 
 
 # --- in the main process -----------------------------------------------------------------
