@@ -381,7 +381,9 @@ def run_cluf(argv):
         if ns.status:
             return status.status(ns.jobs_dir)
         if ns.resubmit:
-            return status.resubmit(ns.jobs_dir)
+            from .cluster.submission import resubmit
+
+            return resubmit(ns.jobs_dir)
         if ns.wait:
             return status.wait(ns.jobs_dir)
         if ns.gather:

@@ -1,5 +1,5 @@
 """Where a submitted run stands, and what to do about it: ``cluf --status``,
-``--resubmit`` and ``--cancel``.
+``--cancel`` (``--resubmit`` is submission.resubmit, which reads the state from here).
 
 The state of a bin comes from one scheduler query for all the run's jobs
 (queued, running) and, once the scheduler has forgotten the job, from the bin's
@@ -15,9 +15,8 @@ import sys
 import time
 from typing import List
 
-from . import jobs, submission
+from . import jobs
 from ..record import journal as journal_mod
-from ..core.bins import format_positions
 from ..core.errors import SchedulerError, UserError
 from .schedulers import SCHEDULERS
 from .schedulers.base import ERROR, QUEUED, RUNNING
@@ -187,45 +186,6 @@ def status(jobs_dir) -> int:
         print_status(m, states)
         ok = ok and len(states) == m["nodes"] and all(s.ok for s in states)
     return 0 if ok else 1
-
-
-def resubmit(jobs_dir) -> int:
-    """Submit again, with --resume, the bins that are failed, vanished or done with failed calls."""
-    status_code = 0
-    for path in manifests_in(jobs_dir):
-        m = load_run(path)
-        states = bin_states(m)
-        redo = [s.bin for s in states if s.needs_rerun]
-        planned = set(m.get("planned", range(m["nodes"])))
-        redo += [i for i in sorted(planned) if str(i) not in m["jobs"]]  # their submission failed
-        never = [i for i in range(m["nodes"]) if str(i) not in m["jobs"] and i not in planned]
-        if never:
-            print(f"cluf: bins {format_positions(never)} of {m['nodes']} were never submitted, so they are not "
-                  f"resubmitted; 'cluf {m['plan']['script']} -n {m['nodes']} -b {format_positions(never)}/{m['nodes']}' "
-                  f"(with your other options) submits them.")
-        stuck = [s for s in states if s.stuck]
-        if stuck:
-            sched = SCHEDULERS[m["scheduler"]]()
-            ids = sorted({s.id for s in stuck})
-            try:
-                sched.cancel(ids)
-                print(f"cluf: deleted {len(ids)} job(s) held in an error state: {' '.join(ids)}")
-            except SchedulerError as e:
-                print(f"cluf: warning: could not delete the job(s) held in an error state ({' '.join(ids)}): {e}",
-                      file=sys.stderr)
-        busy = [s for s in states if s.state in (QUEUED, RUNNING)]
-        if busy:
-            print(f"cluf: leaving {len(busy)} queued or running job(s) alone: bins "
-                  f"{', '.join(str(s.bin) for s in busy)}")
-        if not redo:
-            print(f"cluf: nothing to resubmit for {m['plan']['script']}: every bin is done or still queued/running.")
-            continue
-        plan = jobs.plan_from_dict(m["plan"])
-        redo.sort()
-        paths = jobs.write(plan, redo, resume=True)
-        print(f"cluf: resubmitting {len(redo)} bin(s) with --resume: {', '.join(map(str, redo))}")
-        status_code = max(status_code, submission.submit(plan, redo, paths, resume=True, manifest_path=path))
-    return status_code
 
 
 def _mark_cancelled(m):

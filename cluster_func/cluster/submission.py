@@ -4,7 +4,7 @@ submitted, their ids in the run's manifest.
 Top-down: decide how many jobs (``-n``, or ``-i`` by counting the calls), pick the scheduler,
 refuse bins that are still queued or running, write one job script per bin (or job arrays)
 and submit them one by one, saving the manifest after each so that a failure part-way says
-exactly what was and was not submitted.  ``cluf --resubmit`` (status.py) submits through
+exactly what was and was not submitted.  ``cluf --resubmit`` (:func:`resubmit`, here) submits through
 :func:`submit` too.
 """
 
@@ -16,10 +16,12 @@ import time
 
 from ..core import bins
 from . import jobs, schedulers
-from ..core.errors import Interrupted, SubmitError, UserError
+from .status import bin_states, live_bins, load_run, manifests_in
+from .status import wait as wait_for_run
+from ..core.errors import Interrupted, SchedulerError, SubmitError, UserError
 from ..options import split_passthrough
 from ..local.reporter import warner
-from .schedulers.base import hms
+from .schedulers.base import QUEUED, RUNNING, hms
 from ..core.script import args_error_where, check_positions, get_args, get_target, user_traceback
 
 EXIT_OK = 0
@@ -110,8 +112,6 @@ def run(ns, module, opts, argv_all) -> int:
     for warning in schedulers.ignored_options(sched, opts):
         warner("cluf")(warning)
     if submitting:
-        from .status import live_bins
-
         busy = live_bins(plan.manifest_path(), chosen, sched)
         if busy:
             listed = ", ".join(f"bin {i} (job {j}, {st})" for i, j, st in busy[:10])
@@ -175,7 +175,6 @@ def _then_wait(plan, status, wait):
     """--wait on a submitting command: wait for the run (see status.wait)."""
     if not wait or status != EXIT_OK:
         return status
-    from .status import wait as wait_for_run
 
     return wait_for_run(plan.jobs_dir)
 
@@ -392,3 +391,42 @@ def submit(plan, chosen, paths, argv_all=None, resume=False, calls=None, manifes
     print(f"cluf: submitted {len(done)} job{'s' * (len(done) != 1)} to {plan.scheduler.name}; "
           f"manifest: {manifest_path}")
     return EXIT_OK
+
+
+def resubmit(jobs_dir) -> int:
+    """Submit again, with --resume, the bins that are failed, vanished or done with failed calls."""
+    status_code = 0
+    for path in manifests_in(jobs_dir):
+        m = load_run(path)
+        states = bin_states(m)
+        redo = [s.bin for s in states if s.needs_rerun]
+        planned = set(m.get("planned", range(m["nodes"])))
+        redo += [i for i in sorted(planned) if str(i) not in m["jobs"]]  # their submission failed
+        never = [i for i in range(m["nodes"]) if str(i) not in m["jobs"] and i not in planned]
+        if never:
+            print(f"cluf: bins {bins.format_positions(never)} of {m['nodes']} were never submitted, so they are not "
+                  f"resubmitted; 'cluf {m['plan']['script']} -n {m['nodes']} -b {bins.format_positions(never)}/{m['nodes']}' "
+                  f"(with your other options) submits them.")
+        stuck = [s for s in states if s.stuck]
+        if stuck:
+            sched = schedulers.SCHEDULERS[m["scheduler"]]()
+            ids = sorted({s.id for s in stuck})
+            try:
+                sched.cancel(ids)
+                print(f"cluf: deleted {len(ids)} job(s) held in an error state: {' '.join(ids)}")
+            except SchedulerError as e:
+                print(f"cluf: warning: could not delete the job(s) held in an error state ({' '.join(ids)}): {e}",
+                      file=sys.stderr)
+        busy = [s for s in states if s.state in (QUEUED, RUNNING)]
+        if busy:
+            print(f"cluf: leaving {len(busy)} queued or running job(s) alone: bins "
+                  f"{', '.join(str(s.bin) for s in busy)}")
+        if not redo:
+            print(f"cluf: nothing to resubmit for {m['plan']['script']}: every bin is done or still queued/running.")
+            continue
+        plan = jobs.plan_from_dict(m["plan"])
+        redo.sort()
+        paths = jobs.write(plan, redo, resume=True)
+        print(f"cluf: resubmitting {len(redo)} bin(s) with --resume: {', '.join(map(str, redo))}")
+        status_code = max(status_code, submit(plan, redo, paths, resume=True, manifest_path=path))
+    return status_code
