@@ -74,106 +74,157 @@ def walltime_stop_at(opts):
 
 
 def run(ns, module, opts) -> int:
-    target_name, args_name = opts["target"], opts["args"]
-    target = get_target(module, target_name)
-    init_worker = get_init_worker(module)
-    args = get_args(module, args_name)
-    if (opts["hash"] is not None or opts["key"] is not None) and not ns.failed:
-        first, args = peek_first(args)  # a position beyond the first element: refused, as cluf does
-        if first is not None:
-            check_positions(first[0], opts)
-    spec = opts["bins"] or bins.BinSpec((0,), 1)
-    mode = "hash" if opts["hash"] is not None else "key" if opts["key"] is not None else "round-robin"
-    journal_path = opts["journal"] or journal_mod.default_path(opts["script"], str(spec), target_name)
+    """A clum run, top-down: every check first (no file changes before every option is
+    accepted), then the run's records, the workers, what the run came to, and its summary."""
+    r = _Run(ns, module, opts)
     if ns.failed:
-        return print_failed(journal_path)
-
-    reporter = Reporter(progress=not opts["quiet"], total=bins.expected_count(args, spec, mode))
-    reporter.failed_hint = f"'{again_cmd(ns, opts, spec, journal_path)} --failed' lists every one"
-    counts = bins.SelectionCounts()
-    work = selection = bins.select(args, spec, opts["hash"], opts["key"], counts)
-    stop_at = walltime_stop_at(opts)
-    gpu_plan = gpus.for_run(opts, lambda: start_method(opts), warner("clum"))  # each worker's own GPUs
-    if opts.get("results") in (".jsonl", ".pkl"):
-        raise UserError(f"--results takes a file name with clum, e.g. --results values{opts['results']} "
-                        f"(only cluf takes just the format, and names one file per bin).")
-    # Every check before any change: a refused option leaves every file as it was.
-    results = Results(opts["results"], journal_path, bool(opts["resume"])) if opts.get("results") else None
-    identity = {"target": target_name, "args": args_name, "argv": list(opts["passthrough"])}
-    journal = None
+        return print_failed(r.journal_path)
     try:
+        r.open_records()
+        outcome = r.execute()
+    except Interrupted as e:  # before the runner took over the signals
+        if r.journal is None:
+            raise
+        outcome, r.resumed, r.runner = Outcome(interrupted_by=e.signum), None, None
+    except BaseException:
+        r.abort()
+        raise
+    r.settle(outcome)
+    values_written, export_error = r.close(outcome)
+    return r.summary(outcome, values_written, export_error)
+
+
+class _Run:
+    """The state of one clum run, as :func:`run` takes it through its steps."""
+
+    def __init__(self, ns, module, opts):
+        self.ns, self.opts = ns, opts
+        self.target_name, self.args_name = opts["target"], opts["args"]
+        self.target = get_target(module, self.target_name)
+        self.init_worker = get_init_worker(module)
+        args = get_args(module, self.args_name)
+        if (opts["hash"] is not None or opts["key"] is not None) and not ns.failed:
+            first, args = peek_first(args)  # a position beyond the first element: refused, as cluf does
+            if first is not None:
+                check_positions(first[0], opts)
+        self.spec = spec = opts["bins"] or bins.BinSpec((0,), 1)
+        self.mode = "hash" if opts["hash"] is not None else "key" if opts["key"] is not None else "round-robin"
+        self.journal_path = opts["journal"] or journal_mod.default_path(opts["script"], str(spec), self.target_name)
+        self.journal = self.results = self.resumed = self.runner = None
+        if ns.failed:
+            return
+        self.reporter = Reporter(progress=not opts["quiet"], total=bins.expected_count(args, spec, self.mode))
+        self.reporter.failed_hint = f"'{self.again()} --failed' lists every one"
+        self.counts = bins.SelectionCounts()
+        self.work = self.selection = bins.select(args, spec, opts["hash"], opts["key"], self.counts)
+        self.stop_at = walltime_stop_at(opts)
+        self.gpu_plan = gpus.for_run(opts, lambda: start_method(opts), warner("clum"))  # each worker's own GPUs
+        if opts.get("results") in (".jsonl", ".pkl"):
+            raise UserError(f"--results takes a file name with clum, e.g. --results values{opts['results']} "
+                            f"(only cluf takes just the format, and names one file per bin).")
+        if opts.get("results"):  # checked here, changed nothing yet
+            self.results = Results(opts["results"], self.journal_path, bool(opts["resume"]))
+
+    def again(self):
+        return again_cmd(self.ns, self.opts, self.spec, self.journal_path)
+
+    def open_records(self):
+        """Lock the results file, open the journal (a new one, or the one to resume from)."""
+        opts, results = self.opts, self.results
+        identity = {"target": self.target_name, "args": self.args_name, "argv": list(opts["passthrough"])}
         with signals_held():  # a signal now is handled once the journal is whole (just below)
             if results is not None:
                 results.acquire()
-            journal = Journal(journal_path, opts["script"], str(spec), mode,
-                                          bool(opts["resume"]), warner("clum"), identity=identity,
-                                          values=results.format if results is not None else None)
+            self.journal = Journal(self.journal_path, opts["script"], str(self.spec), self.mode,
+                                   bool(opts["resume"]), warner("clum"), identity=identity,
+                                   values=results.format if results is not None else None)
             if results is not None:
                 results.start()
-        resumed = None
-        if opts["resume"] and journal.previous is not None:
-            if journal.dropped_without_values:
-                reporter.message(f"--resume --results: {journal.dropped_without_values} calls recorded as completed "
-                                 f"carry no {results.format} value (an earlier run without --results, or with the "
-                                 f"other format): they run again, to get their values.")
-            resumed = work = ResumeWork(work, journal.previous, mode)
-            recorded = journal.previous.recorded
-            if reporter.total is not None:
-                reporter.total = max(0, reporter.total - recorded)
-            reporter.message(f"--resume: the journal records {recorded} calls as completed; they are skipped "
-                             f"unless their arguments changed"
-                             + (f" ({reporter.total} calls to run)." if reporter.total is not None else "."))
-        elif opts["resume"]:
-            reporter.message(f"--resume: no journal at {journal_path}, so nothing to skip; running everything.")
+
+    def _resume(self):
+        """With --resume: the work without the calls the journal records as completed."""
+        journal, reporter = self.journal, self.reporter
+        if not self.opts["resume"]:
+            return
+        if journal.previous is None:
+            reporter.message(f"--resume: no journal at {self.journal_path}, so nothing to skip; running everything.")
+            return
+        if journal.dropped_without_values:
+            reporter.message(f"--resume --results: {journal.dropped_without_values} calls recorded as completed "
+                             f"carry no {self.results.format} value (an earlier run without --results, or with the "
+                             f"other format): they run again, to get their values.")
+        self.resumed = self.work = ResumeWork(self.work, journal.previous, self.mode)
+        recorded = journal.previous.recorded
+        if reporter.total is not None:
+            reporter.total = max(0, reporter.total - recorded)
+        reporter.message(f"--resume: the journal records {recorded} calls as completed; they are skipped "
+                         f"unless their arguments changed"
+                         + (f" ({reporter.total} calls to run)." if reporter.total is not None else "."))
+
+    def _source(self, method):
+        """How the workers get the target (inherited under fork), with the relay on a terminal."""
+        opts, reporter = self.opts, self.reporter
+        if method == "fork":
+            source = worker.Inherited(self.target, self.init_worker)
+        else:
+            source = worker.FromScript(opts["script"], opts["passthrough"], self.target_name)
+        relay = None
+        if reporter.progress:  # the workers' output goes through us, so it never mixes with the line
+            try:
+                from .relay import Relay, shared_fds  # only on a terminal: clum in a job never pays for it
+
+                relay = Relay(reporter, shared_fds(reporter.stream))
+                source = relay.wrap(source)
+            except OSError:  # no pseudo-terminal to be had: no progress line rather than a garbled one
+                reporter.progress = False
+        return source, relay
+
+    def execute(self) -> Outcome:
+        """The resume filter, the workers, the runner."""
+        opts, gpu_plan = self.opts, self.gpu_plan
+        self._resume()
         cpus = len(os.sched_getaffinity(0))
         processes = gpu_plan.processes if gpu_plan is not None else opts["processes"] or cpus
         if processes > 4 * cpus:
             warner("clum")(f"-p {processes} is far above the {cpus} CPUs this process may use: calls will "
                           f"share the CPUs (fine for calls that wait on I/O, slower for computing ones).")
         method = start_method(opts)
-        if method == "fork":
-            source = worker.Inherited(target, init_worker)
-        else:
-            source = worker.FromScript(opts["script"], opts["passthrough"], target_name)
+        source, relay = self._source(method)
         if in_cluf_job():  # the scheduler's own warning signals: the same orderly stop
             for sig in JOB_STOP_SIGNALS:
                 signal.signal(sig, _raise_interrupted)
-        relay = None
-        if reporter.progress:  # the workers' output goes through us, so it never mixes with the line
-            try:
-                from .relay import Relay, shared_fds# only on a terminal: clum in a job never pays for it
+        self.runner = Runner(source, processes, self.work, self.reporter, journal=self.journal,
+                             retries=opts["retries"], timeout=opts["timeout"], start_method=method,
+                             values=self.results.format if self.results is not None else None,
+                             stop_at=self.stop_at, relay=relay,
+                             slot_env=gpu_plan.env if gpu_plan is not None else None)
+        return self.runner.run()
 
-                relay = Relay(reporter, shared_fds(reporter.stream))
-                source = relay.wrap(source)
-            except OSError:  # no pseudo-terminal to be had: no progress line rather than a garbled one
-                reporter.progress = False
-        runner = Runner(source, processes, work, reporter, journal=journal, retries=opts["retries"],
-                        timeout=opts["timeout"], start_method=method,
-                        values=results.format if results is not None else None, stop_at=stop_at, relay=relay,
-                        slot_env=gpu_plan.env if gpu_plan is not None else None)
-        outcome = runner.run()
-    except Interrupted as e:  # before the runner took over the signals
-        if journal is None:
-            raise
-        outcome, resumed = Outcome(interrupted_by=e.signum), None
-        runner = None
-    except BaseException:
-        if journal is not None:
-            journal.close(0, 0, "aborted")
-        if results is not None:
-            results.release()
-        raise
-    # Elements whose hash/key position is missing fail without being sent to a worker.
-    for position, element, err in counts.bad_elements if runner is not None else ():
-        runner.fail_unsent(position, element, "KeyError" if err.startswith("keyword") else "IndexError", err)
-    if counts.more_bad_elements:
-        outcome.failed += counts.more_bad_elements
-        reporter.message(f"... and {counts.more_bad_elements} more calls failed the same way (too few "
-                         f"arguments for the --hash/--key position); not listed one by one.")
-    if outcome.interrupted_by in JOB_STOP_SIGNALS + (signal.SIGTERM,) and in_cluf_job():
-        # In a cluf job: Grid Engine's notify signals, or a SIGTERM at the walltime or on a
-        # preemption, stop as at the walltime (the bin continues); a SIGTERM of a cancel or a
-        # requeue stays an interruption (stops.why_stopped tells them apart).
+    def abort(self):
+        if self.journal is not None:
+            self.journal.close(0, 0, "aborted")
+        if self.results is not None:
+            self.results.release()
+
+    def settle(self, outcome):
+        """Calls that failed before they could be sent; a signal from the scheduler, judged."""
+        counts, reporter = self.counts, self.reporter
+        # Elements whose hash/key position is missing fail without being sent to a worker.
+        for position, element, err in counts.bad_elements if self.runner is not None else ():
+            self.runner.fail_unsent(position, element, "KeyError" if err.startswith("keyword") else "IndexError",
+                                    err)
+        if counts.more_bad_elements:
+            outcome.failed += counts.more_bad_elements
+            reporter.message(f"... and {counts.more_bad_elements} more calls failed the same way (too few "
+                             f"arguments for the --hash/--key position); not listed one by one.")
+        if outcome.interrupted_by in JOB_STOP_SIGNALS + (signal.SIGTERM,) and in_cluf_job():
+            self._scheduler_stop(outcome)
+
+    def _scheduler_stop(self, outcome):
+        """In a cluf job: Grid Engine's notify signals, or a SIGTERM at the walltime or on a
+        preemption, stop as at the walltime (the bin continues); a SIGTERM of a cancel or a
+        requeue stays an interruption (stops.why_stopped tells them apart)."""
+        opts = self.opts
         name = signal.Signals(outcome.interrupted_by).name
         kind, words = "walltime", "the scheduler's warning"
         if outcome.interrupted_by == signal.SIGTERM:
@@ -182,56 +233,94 @@ def run(ns, module, opts) -> int:
             walltime = opts.get("walltime")
             kind, words = why_stopped(walltime, grace_seconds(walltime, opts.get("grace")) if walltime else None)
             if kind not in ("walltime", "preempted"):  # (for the job script's continuation step)
-                record_verdict(journal_path, kind, words)
+                record_verdict(self.journal_path, kind, words)
         if kind in ("walltime", "preempted"):
-            reporter.message(f"{name} from the scheduler ({words}): stopping as at the walltime.")
+            self.reporter.message(f"{name} from the scheduler ({words}): stopping as at the walltime.")
             outcome.interrupted_by, outcome.walltime_stop = None, True
         else:
-            reporter.message(f"{name} from the scheduler: {kind}, {words}.")
-    status = ("interrupted" if outcome.interrupted_by else
-              "aborted" if outcome.fatal or outcome.args_error else
-              "walltime" if outcome.walltime_stop else "complete")
-    values_written, export_error = None, None
-    if results is not None:
-        try:
-            values_written = results.export(journal, resumed.kept if resumed is not None else None)
-        except (OSError, JournalWriteError) as e:
-            export_error = getattr(e, "err", e)
-    journal.close(outcome.done, outcome.failed, status)
-    if results is not None:
-        results.release()
-    say = reporter.message
-    broken = journal.broken
-    if broken is not None:
-        lost = outcome.done - journal.written_calls
-        outcome.done = journal.written_calls
-        say(f"stopped: {broken.err.strerror or broken.err} while writing {broken.what} {broken.path}. "
-            f"{outcome.done} calls completed and are recorded in the journal {journal_path}, "
-            f"{outcome.failed} failed"
-            + (f"; {lost} more finished but could not be recorded and will run again" if lost > 0 else "")
-            + f". Free some space (or fix the file system), then run '{again_cmd(ns, opts, spec, journal_path)}"
-              f" --resume' to do the rest.")
-        return EXIT_FAILED
-    again = again_cmd(ns, opts, spec, journal_path)
-    if export_error is not None:
-        say(f"stopped: {export_error.strerror or export_error} while writing the results file {results.given} "
-            f"(the previous one, if any, is as it was). The values of the completed calls are safe in the journal "
-            f"{journal_path}: free some space (or fix the file system), then '{again} --resume --results "
-            f"{shlex.quote(results.given)}' writes the file again, running only what did not complete.")
-        return EXIT_FAILED
-    if resumed is not None and (not opts["quiet"] or resumed.skipped != journal.previous.recorded):
-        say(f"--resume: skipped {resumed.skipped} calls the journal records as completed.")
-    if counts.bad_keys and outcome.done + outcome.failed == 0 and not (resumed is not None and resumed.skipped):
-        raise UserError(f"Nothing ran: the key (argument {opts['key']}) of every one of the {counts.bad_keys} "
-                        f"elements of {args_name!r} is not a bin number, an integer from 0 to {spec.total - 1} "
-                        f"(for example position {counts.first_bad_key[0]}, key {counts.first_bad_key[1]!r}). "
-                        f"With --key the argument at that position is the bin: make it one, or bin by a hash "
-                        f"of it with --hash {opts['key']}.")
-    if counts.bad_keys:
-        say(f"warning: {counts.bad_keys} calls were run by no bin: their key (argument {opts['key']}) "
+            self.reporter.message(f"{name} from the scheduler: {kind}, {words}.")
+
+    def close(self, outcome):
+        """Export the values (the results file, whole), write the journal's end, release both.
+        Returns (values written, the error that stopped the export)."""
+        status = ("interrupted" if outcome.interrupted_by else
+                  "aborted" if outcome.fatal or outcome.args_error else
+                  "walltime" if outcome.walltime_stop else "complete")
+        values_written, export_error = None, None
+        if self.results is not None:
+            try:
+                values_written = self.results.export(self.journal, self.resumed.kept if self.resumed else None)
+            except (OSError, JournalWriteError) as e:
+                export_error = getattr(e, "err", e)
+        self.journal.close(outcome.done, outcome.failed, status)
+        if self.results is not None:
+            self.results.release()
+        return values_written, export_error
+
+    def summary(self, outcome, values_written, export_error) -> int:
+        """Say how it went; the exit status."""
+        say, journal, results = self.reporter.message, self.journal, self.results
+        broken = journal.broken
+        if broken is not None:
+            lost = outcome.done - journal.written_calls
+            outcome.done = journal.written_calls
+            say(f"stopped: {broken.err.strerror or broken.err} while writing {broken.what} {broken.path}. "
+                f"{outcome.done} calls completed and are recorded in the journal {self.journal_path}, "
+                f"{outcome.failed} failed"
+                + (f"; {lost} more finished but could not be recorded and will run again" if lost > 0 else "")
+                + f". Free some space (or fix the file system), then run '{self.again()} --resume' to do the rest.")
+            return EXIT_FAILED
+        again = self.again()
+        if export_error is not None:
+            say(f"stopped: {export_error.strerror or export_error} while writing the results file {results.given} "
+                f"(the previous one, if any, is as it was). The values of the completed calls are safe in the "
+                f"journal {self.journal_path}: free some space (or fix the file system), then '{again} --resume "
+                f"--results {shlex.quote(results.given)}' writes the file again, running only what did not complete.")
+            return EXIT_FAILED
+        resumed = self.resumed
+        if resumed is not None and (not self.opts["quiet"] or resumed.skipped != journal.previous.recorded):
+            say(f"--resume: skipped {resumed.skipped} calls the journal records as completed.")
+        self._keys(outcome)
+        status = _stopped_status(outcome, say, again, self.reporter)
+        if status is not None:
+            return status
+        if outcome.done + outcome.failed == 0 and not (resumed is not None and resumed.skipped):
+            self._nothing_to_do()
+            return EXIT_OK
+        if not self.opts["quiet"]:
+            say(f"{outcome.done} calls done" + (f"; {values_written} values in {results.given}." if results else "."))
+        return EXIT_OK
+
+    def _keys(self, outcome):
+        """--key: elements whose key is not a bin number (none of them: an error)."""
+        counts, opts, spec = self.counts, self.opts, self.spec
+        if not counts.bad_keys:
+            return
+        resumed = self.resumed
+        if outcome.done + outcome.failed == 0 and not (resumed is not None and resumed.skipped):
+            raise UserError(f"Nothing ran: the key (argument {opts['key']}) of every one of the {counts.bad_keys} "
+                            f"elements of {self.args_name!r} is not a bin number, an integer from 0 to "
+                            f"{spec.total - 1} (for example position {counts.first_bad_key[0]}, key "
+                            f"{counts.first_bad_key[1]!r}). With --key the argument at that position is the bin: "
+                            f"make it one, or bin by a hash of it with --hash {opts['key']}.")
+        self.reporter.message(
+            f"warning: {counts.bad_keys} calls were run by no bin: their key (argument {opts['key']}) "
             f"is not an integer from 0 to {spec.total - 1}. Example: position {counts.first_bad_key[0]}, "
             f"key {counts.first_bad_key[1]!r}.")
-    total = outcome.done + outcome.failed
+
+    def _nothing_to_do(self):
+        produced = self.selection.produced()
+        where = f"{self.args_name!r} in {self.opts['script']}"
+        if produced == 0:
+            warner("clum")(f"{where} is empty: there was nothing to do (a generator can be used only once; "
+                           f"check how it is built).")
+        else:
+            warner("clum")(f"bins {self.spec} hold none of the {produced} elements of {where}: there was nothing "
+                           f"to do.")
+
+
+def _stopped_status(outcome, say, again, reporter):
+    """The exit status of a run that stopped early or had failed calls (None otherwise), said."""
     if outcome.fatal:
         say(f"stopped: {outcome.fatal}. {outcome.done} calls completed before that.")
         return EXIT_FAILED
@@ -253,22 +342,10 @@ def run(ns, module, opts) -> int:
             f"{outcome.failed} failed. Fix the iterable and run again with --resume.")
         return EXIT_FAILED
     if outcome.failed:
-        say(f"{outcome.failed} of {total} calls failed: {reporter.failure_summary()}. "
+        say(f"{outcome.failed} of {outcome.done + outcome.failed} calls failed: {reporter.failure_summary()}. "
             f"'{again} --failed' lists them.")
         return EXIT_FAILED
-    if total == 0 and not (resumed is not None and resumed.skipped):
-        produced = selection.produced()
-        where = f"{args_name!r} in {opts['script']}"
-        if produced == 0:
-            warner("clum")(f"{where} is empty: there was nothing to do (a generator can be used only once; "
-                           f"check how it is built).")
-        else:
-            warner("clum")(f"bins {spec} hold none of the {produced} elements of {where}: there was nothing "
-                           f"to do.")
-        return EXIT_OK
-    if not opts["quiet"]:
-        say(f"{outcome.done} calls done" + (f"; {values_written} values in {results.given}." if results else "."))
-    return EXIT_OK
+    return None
 
 
 def again_cmd(ns, opts, spec, journal_path):
