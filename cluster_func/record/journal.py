@@ -13,7 +13,7 @@ ever renamed or appended to unless its first line is this header (or a format-1 
 then, in any number (``t`` is the record's type)::
 
     {"t": "start", "time": EPOCH, "pid": N, "resume": BOOL}     a run began (a resumed run appends one)
-    {"t": "ok", "pos": [[first, count, step], ...], "c": "HEX", "d": "HEX", "f": "jsonl", "v": "BASE64"}
+    {"t": "ok", "pos": [[first, count, step], ...], "c": "HEX", "d": "HEX", "f": "jsonl", "vc": "HEX", "v": "BASE64"}
                                                                 these calls completed
     {"t": "fail", "pos": N, "attempt": K, "final": BOOL, "type": "ValueError", "msg": "...", "args": "repr"}
     {"t": "results", "path": PATH, "ino": N, "size": N, "mtime_ns": N}  the run wrote its --results file
@@ -25,7 +25,8 @@ journal written before they were recorded lacks them, which counts as the defaul
 
 Values (``--results``): ``f`` and ``v`` are the values of the record's calls, in its
 position order: ``v`` is the base64 of the records of a results file of format ``f`` (JSON
-lines ``{"pos": P, "value": V}``, or pickled ``(P, V)`` tuples), made by the workers.  So a
+lines ``{"pos": P, "value": V}``, or pickled ``(P, V)`` tuples), made by the workers; ``vc``
+is the CRC-32 of those bytes, so that a record whose values were damaged is skipped as torn.  So a
 value is written in the same line, the same write and under the same lock as the record that
 says its call completed, and a torn record loses both.  A run that wants values resumes only
 from records that carry them in its format (the others run again).  The ``--results`` file is
@@ -64,6 +65,7 @@ import base64
 import json
 import os
 import re
+import zlib
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -255,6 +257,14 @@ def _parse(raw):
             return None
         if ("v" in rec or "f" in rec) and rec.get("f") not in VALUE_FORMATS or not isinstance(rec.get("v", ""), str):
             return None
+        if "v" in rec:  # the values must be whole: their CRC-32 is "vc"
+            try:
+                data = base64.b64decode(rec["v"], validate=True)
+            except ValueError:
+                return None
+            if rec.get("vc") != f"{zlib.crc32(data):08x}":
+                return None
+            rec["v"] = data
         return rec
     if t == "fail":
         return rec if type(rec.get("pos")) is int and rec["pos"] >= 0 else None
@@ -311,8 +321,7 @@ def ok_records(path):
 
 def record_values(rec) -> Optional[bytes]:
     """The results-file bytes of an ok record's values (None if it carries none)."""
-    v = rec.get("v")
-    return base64.b64decode(v) if v is not None else None
+    return rec.get("v")  # (decoded and checked by _parse)
 
 
 def identity_differences(header, script_path, identity):

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import time
+import zlib
 from typing import Optional
 
 from ..core.errors import UserError
@@ -295,6 +296,7 @@ class Journal:
             self._add(json.dumps(rec, separators=(",", ":")), len(elements))
             return
         rec["f"] = self.values
+        rec["vc"] = f"{zlib.crc32(values or b''):08x}"  # a value damaged on disk is a torn record, never a wrong value
         # "v" last, as json.dumps would write it, but spliced in: base64 needs no escaping, and
         # json.dumps would scan the whole (large) string for characters to escape
         text = json.dumps(rec, separators=(",", ":"))

@@ -204,6 +204,23 @@ def test_a_torn_results_file_is_read_with_a_warning_that_says_so(clum, tmp_path)
         assert len(list(cluster_func.read_results(str(out)))) == 4
 
 
+def test_a_journal_record_whose_values_were_damaged_is_skipped_and_its_calls_run_again(clum, tmp_path):
+    clum.script("w.py", ARGS)
+    j, out = tmp_path / "w.journal", tmp_path / "v.jsonl"
+    assert clum.run("w.py", "-p", "1", "--journal", j, "--results", out, env={"N": 30}).returncode == 0
+    lines = j.read_bytes().split(b"\n")
+    k = next(i for i, line in enumerate(lines) if b'"v":"' in line)
+    head, v = lines[k].rsplit(b'"v":"', 1)
+    lines[k] = head + b'"v":"' + (b"A" if v[:1] != b"A" else b"B") + v[1:]  # one base64 character changed
+    j.write_bytes(b"\n".join(lines))
+    damaged = len(jmod.decode_positions(__import__("json").loads(head + b'"v":""}')["pos"]))
+    ran = clum.count_lines(prefix="E")
+    r = clum.run("w.py", "-p", "1", "--journal", j, "--results", out, "--resume", env={"N": 30})
+    assert r.returncode == 0 and "skipped 1 unreadable line" in r.stderr, r.stderr
+    assert clum.count_lines(prefix="E") - ran == damaged  # exactly its calls ran again
+    assert values(out) == expected({"N": 30})
+
+
 # --- ownership -------------------------------------------------------------------------------------
 
 def test_a_results_file_of_another_run_is_refused_before_anything_changes(clum, clean_error, tmp_path):
