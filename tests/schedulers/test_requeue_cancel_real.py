@@ -114,10 +114,19 @@ def requeue(sched, job):
     if sched.name == "slurm":
         subprocess.run(["scontrol", "requeue", job], check=True, timeout=30, capture_output=True)
         # Slurm holds a requeued job back about two minutes (Reason=BeginTime): let it start
-        # again as soon as it is pending
+        # again as soon as it is pending (asked again until it runs: an update that reaches Slurm
+        # while the requeue is still being carried out does not stick)
         cs.wait_for(lambda: sched.states([job]).get(job) == "PENDING", 60, f"job {job} to be pending again")
-        subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, timeout=30,
-                       capture_output=True)
+
+        def started_again():
+            if sched.states([job]).get(job) == "PENDING":
+                subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], timeout=30,
+                               capture_output=True)
+                time.sleep(1)
+                return False
+            return True
+
+        cs.wait_for(started_again, 180, f"job {job} to start again")
     elif sched.name == "pbs":
         subprocess.run([ss.pbs_bin("qrerun"), job], check=True, timeout=30, capture_output=True)
     else:
