@@ -54,78 +54,40 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}. Run '{self.prog} --help' for every option.\n")
 
 
-def _common(p: argparse.ArgumentParser, g: dict, prog: str):
-    """The options clum and cluf share, in the help groups ``g``: main, bins, calls."""
-    g["main"].add_argument("script", metavar="SCRIPT",
-                   help="path of the Python file holding the target function and its args "
-                        "('example' finds example.py too)")
-    g["main"].add_argument("-t", "--target", metavar="NAME",
-                   help="name of the function to call (default: target). Example: -t process_file")
-    g["main"].add_argument("-a", "--args", metavar="NAME",
-                   help="name of the iterable of arguments, or of a function returning one "
-                        "(default: args). Example: -a file_pairs")
-    g["main"].add_argument("-p", "--processes", metavar="N",
-                   help="worker processes per machine (default: the CPUs this process may use, "
-                        f"here {len(os.sched_getaffinity(0))}). Example: -p 8")
-    g["main"].add_argument("-b", "--bins", "--bin", metavar="SPEC", dest="bins",
-                   help="do only these bins of the work: 'x/y' with x a comma list of bins and "
-                        "ranges (default: all the work). Example: -b 0,1/3 or -b 0-2,7/8" if prog == "clum" else
-                        "write and submit only these of the N jobs: 'x/N' with x a comma list of bins and "
-                        "ranges, N the number of jobs (default: all N). Example: -n 12 -b 3,7/12")
-    x = g["bins"].add_mutually_exclusive_group()
-    x.add_argument("-x", "--hash", "-hash", metavar="POSITIONS",
-                   help="bin by a stable hash of str() of the arguments at these positions, for "
-                        "unstable iterators; a name is a keyword argument of cluster_func.Arguments "
-                        "elements (default: round-robin by position). Example: -x 0 or -x 0-2,7 or -x 0,scale")
-    x.add_argument("-k", "--key", "-key", metavar="POSITION",
-                   help="the argument at this position (or the keyword argument of this name) is the bin "
-                        "number (default: round-robin). Example: -k 2 or -k label")
-    g["main"].add_argument("--resume", action="store_const", const=True, default=None,
-                   help="skip the calls the journal records as completed (default: start over). "
-                        "Example: clum sweep.py --resume")
-    g["calls"].add_argument("--retries", metavar="N",
-                   help="run a failing call again up to N times before it counts as failed (default: 0). "
-                        "Example: --retries 2")
-    g["calls"].add_argument("--timeout", metavar="SECONDS",
-                   help="stop a call that runs longer, count it failed, go on (default: none). "
-                        "Example: --timeout 600")
-    g["main"].add_argument("--results", metavar="PATH",
-                   help="write what target returns, with each call's position, to PATH: .jsonl (JSON "
-                        "Lines) or .pkl (pickles); read it with cluster_func.read_results (default: "
-                        "values are dropped). " + ("Example: --results scores.jsonl" if prog == "clum" else
-                        "With cluf, each bin gets its own file in the jobs dir: give the format. "
-                        "Example: --results jsonl"))
-    g.get("sched", g["calls"]).add_argument("--walltime", metavar="DURATION",
-                   help=("stop this run before its time limit: no new call starts a grace period before "
-                         "it, running calls are stopped at it (not failed), exit 75; --resume does the rest "
-                         "(default: no limit). " if prog == "clum" else
-                         "time limit per job; a job stops a grace period before it and its bin continues "
-                         "in a new job with --resume (default: the scheduler's). ")
-                   + "DURATION is HH:MM:SS, D-HH:MM:SS or a whole number with a unit (90s, 30m, 12h, 2d, "
-                     "1h30m); a bare number is refused (Slurm reads minutes, PBS seconds). "
-                   + ("Example: --walltime 12:00:00" if prog == "clum" else "Example: --walltime 24:00:00"))
-    g["calls"].add_argument("--grace", metavar="SECONDS",
-                   help="with --walltime: start no new call this long before it (default: 5%% of the "
-                        "walltime, at least 10 s, at most 600 s). Example: --grace 300")
-    g["calls"].add_argument("--start-method", metavar="METHOD",
-                   help="how workers start: fork (default on Linux: the script is loaded once and "
-                        "workers share its memory), spawn or forkserver (each worker loads the script "
-                        "itself: for scripts that open connections or start threads at import). "
-                        "Example: --start-method spawn")
+def _add_options(p: argparse.ArgumentParser, g: dict, prog: str):
+    """Every option of ``prog`` from the one table (options.OPTIONS), in its help group, in the
+    table's order; then SCRIPT (after cluf's first four) and the options that are actions."""
+    exclusive = {}
+    script_after = "no-q" if prog == "cluf" else None
+    if script_after is None:
+        _script(g["main"])
+    for o in options.OPTIONS:
+        if prog not in o.commands.split():
+            continue
+        group = g.get(o.text("group", prog)) or g["calls"]
+        if o.exclusive:
+            if o.exclusive not in exclusive:
+                exclusive[o.exclusive] = group.add_mutually_exclusive_group()
+            group = exclusive[o.exclusive]
+        flags = [*(f for f in o.flags if len(f) == 2), f"--{o.name}", *(f for f in o.flags if len(f) > 2)]
+        if o.flag:
+            kwargs = dict(action="store_const", const=True, default=None)
+        else:
+            kwargs = dict(metavar=o.text("metavar", prog), action="append" if o.repeat else "store")
+        group.add_argument(*flags, dest=options.attr(o.name), help=o.text("help", prog), **kwargs)
+        if o.name == script_after:
+            _script(g["main"])
     if prog == "clum":
-        p.add_argument("--gpus", metavar="SPEC",
-                       help="give each worker its own GPU(s) through CUDA_VISIBLE_DEVICES: all, a count, or a "
-                            "comma list of GPU ids (one id as 3,); the GPUs are CUDA_VISIBLE_DEVICES if set "
-                            "(a job's), else nvidia-smi -L; -p defaults to the GPUs divided by "
-                            "--gpus-per-worker (default: no GPU pinning). Example: --gpus all or --gpus 0,2")
-    else:
-        p.add_argument("--gpus", metavar="N",
-                       help="GPUs per job, as the scheduler spells it (Slurm --gres=gpu:N, PBS ngpus=N, "
-                            "Torque gpus=N, Grid Engine -l gpu=N, LSF -gpu num=N); each job's clum gives "
-                            "each worker its own (default: none). Example: --gpus 4")
-    p.add_argument("--gpus-per-worker", metavar="K",
-                   help="with --gpus: K GPUs for each worker (default: 1). Example: --gpus-per-worker 2")
+        g["main"].add_argument("--failed", action="store_true",
+                               help="print the failed calls of the last run from the journal, run nothing "
+                                    "(default: off). Example: clum sweep.py --failed")
     p.add_argument("--version", action="version", version=f"{prog} (cluster-func) {__version__}")
+
+
+def _script(group):
+    group.add_argument("script", metavar="SCRIPT",
+                       help="path of the Python file holding the target function and its args "
+                            "('example' finds example.py too)")
 
 
 def _groups(p, prog):
@@ -161,17 +123,7 @@ exit status: 0 all calls done, 1 some failed, 2 bad input, 70 a bug in cluster-f
 75 stopped at --walltime with work left, 130/143 interrupted.""",
         allow_abbrev=False,
     )
-    g = _groups(p, "clum")
-    _common(p, g, "clum")
-    g["main"].add_argument("--quiet", action="store_const", const=True, default=None,
-                   help="no progress line (default: a progress line when stderr is a terminal). "
-                        "Example: clum sweep.py --quiet")
-    g["calls"].add_argument("--journal", metavar="PATH",
-                   help="where to keep the run's journal (default: .cluster_func/ next to the script, "
-                        "one per script and bin spec). Example: --journal runs/sweep.journal")
-    g["main"].add_argument("--failed", action="store_true",
-                   help="print the failed calls of the last run from the journal, run nothing "
-                        "(default: off). Example: clum sweep.py --failed")
+    _add_options(p, _groups(p, "clum"), "clum")
     return p
 
 
@@ -210,57 +162,7 @@ exit status: 0 all written (and submitted), 1 a submission failed, 2 bad input,
 70 a bug in cluster-func, 130/143 interrupted.""",
         allow_abbrev=False,
     )
-    g = _groups(p, "cluf")
-    n = g["main"].add_mutually_exclusive_group()
-    n.add_argument("-n", "--nodes", metavar="N", help="number of jobs (nodes): bin i of N each. Example: -n 12")
-    n.add_argument("-i", "--iterations", metavar="K",
-                   help="about K calls per job: cluf counts the calls (which may take a while) "
-                        "and makes ceil(count/K) jobs. Example: -i 200")
-    g["main"].add_argument("-j", "--jobs-dir", metavar="DIR",
-                   help="where job scripts, their stdout/stderr, journals and the manifest go "
-                        "(default: the current directory; created if missing). Example: -j jobs")
-    g["main"].add_argument("-q", "--no-q", "-no-q", action="store_const", const=True, default=None,
-                   help="write the job scripts but submit nothing (default: submit them). "
-                        "Example: -q")
-    _common(p, g, "cluf")
-    g["sched"].add_argument("--scheduler", metavar="NAME",
-                   help=f"{', '.join(schedulers.names())} or auto (default: auto: {schedulers.detection_text()}). "
-                        "Example: --scheduler slurm")
-    g["scripts"].add_argument("-e", "--env", metavar="NAME[=VALUE]", action="append",
-                   help="set a variable in every job; NAME alone copies this shell's value. "
-                        "Repeatable. Nothing else of this environment reaches the jobs "
-                        "(default: none). Example: -e OMP_NUM_THREADS=1 -e HOME")
-    g["scripts"].add_argument("-P", "--prepend-script", metavar="FILES",
-                   help="shell files (comma-separated) whose text goes before the command in "
-                        "each job script (default: none). Example: -P modules.sh")
-    g["scripts"].add_argument("-A", "--append-script", metavar="FILES",
-                   help="shell files (comma-separated) whose text goes after the command "
-                        "(default: none). Example: -A cleanup.sh")
-    g["main"].add_argument("--wait", action="store_const", const=True, default=None,
-                   help="after submitting, wait for the run as 'cluf --wait' does (default: return at once). "
-                        "Example: cluf sweep.py -n 100 --walltime 24:00:00 --wait")
-    g["calls"].add_argument("--max-restarts", metavar="N",
-                   help="a bin stopped at its walltime continues in a new job at most N times, while each "
-                        "job completes at least one call (default: 20). Example: --max-restarts 5")
-    g["sched"].add_argument("--memory", metavar="SIZE", help="memory per job: a number with a unit K, M, G or T "
-                   "(powers of 1024; B or iB optional); a bare number is refused (Slurm reads megabytes, "
-                   "PBS bytes) (default: the scheduler's). Example: --memory 4G or --memory 500M")
-    g["sched"].add_argument("--queue", metavar="NAME", help="PBS queue, Slurm partition or SGE queue "
-                   "(default: the scheduler's). Example: --queue long")
-    g["sched"].add_argument("--account", metavar="NAME", help="account to charge (default: the "
-                   "scheduler's). Example: --account proj42")
-    g["sched"].add_argument("--cpus", metavar="N", help="cores per job (default: --processes if given, else with "
-                   "--gpus one per worker, else the scheduler's). Example: --cpus 8")
-    for name in schedulers.names():  # --pbs-options (-o), --slurm-options, ...
-        cls = schedulers.SCHEDULERS[name]
-        g["sched"].add_argument(*filter(None, [cls.options_short, f"--{schedulers.options_key(name)}"]),
-                       metavar="K=V,...", help=cls.options_help)
-    g["sched"].add_argument("--array", action="store_const", const=True, default=None,
-                   help="submit one job array of N tasks instead of N jobs; run one bin of it by hand "
-                        "with CLUF_BIN=<bin> bash SCRIPT (default: N jobs). Example: -n 200 --array")
-    g["sched"].add_argument("--max-running", metavar="K",
-                   help="with --array: at most K tasks running at once, where the scheduler "
-                        "supports it (default: no limit). Example: --max-running 20")
+    _add_options(p, _groups(p, "cluf"), "cluf")
     return p
 
 

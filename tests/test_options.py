@@ -89,3 +89,18 @@ def test_merge_returns_attribute_names():
 def test_clum_options_accepts_jobs_dir(key, tmp_path):
     # clum reads clum_options with cluf's keys allowed (a dict shared by both commands)
     options.from_dict({key: str(tmp_path)}, "clum", "clum_options", ignore_foreign=True)
+
+
+def test_a_new_option_is_one_entry_in_the_table_for_both_parsers_the_dicts_and_the_job_scripts(monkeypatch):
+    from cluster_func import cli
+
+    entry = options.Option("test-depth", options._int(1), None, metavar="D", group="calls",
+                           forward=lambda value, opts: [str(value)],
+                           help="a test option (default: none). Example: --test-depth 3")
+    monkeypatch.setattr(options, "OPTIONS", [*options.OPTIONS, entry])
+    monkeypatch.setattr(options, "BY_NAME", {**options.BY_NAME, entry.name: entry})
+    for parser in (cli.clum_parser(), cli.cluf_parser()):
+        assert "--test-depth D" in parser.format_help()
+        assert parser.parse_args(["s.py", "--test-depth", "3"]).test_depth == "3"
+    assert options.from_dict({"test_depth": 4}, "cluf", "cluf_options") == {"test-depth": 4}
+    assert options.forwarded({"target": "t", "args": "a", "test_depth": 4})[-2:] == ["--test-depth", "4"]

@@ -19,9 +19,9 @@ from . import jobs, schedulers
 from .status import bin_states, live_bins, load_run, manifests_in
 from .status import wait as wait_for_run
 from ..core.errors import Interrupted, SchedulerError, SubmitError, UserError
-from ..options import split_passthrough
+from ..options import forwarded, split_passthrough
 from ..local.reporter import warner
-from .schedulers.base import QUEUED, RUNNING, hms
+from .schedulers.base import QUEUED, RUNNING
 from ..core.script import args_error_where, check_positions, get_args, get_target, user_traceback
 
 EXIT_OK = 0
@@ -68,24 +68,7 @@ def run(ns, module, opts, argv_all) -> int:
                 f"{'s' * (count != 1)}, so bin{'s' * (len(empty) != 1)} {bins.format_positions(empty)} of "
                 f"{nodes} would have nothing to do. Use -n {count} or fewer, or -i K for about K calls per job.")
 
-    clum_args = ["--target", opts["target"], "--args", opts["args"]]
-    if opts["hash"] is not None:
-        clum_args += ["--hash", bins.format_positions(opts["hash"])]
-    if opts["key"] is not None:
-        clum_args += ["--key", str(opts["key"])]
-    if opts["processes"]:
-        clum_args += ["--processes", str(opts["processes"])]
-    if opts["retries"]:
-        clum_args += ["--retries", str(opts["retries"])]
-    if opts["timeout"]:
-        clum_args += ["--timeout", f"{opts['timeout']:.15g}"]
-    if opts["start_method"]:
-        clum_args += ["--start-method", opts["start_method"]]
-    gpus = job_gpus(opts)
-    if gpus:  # each job's clum gives each worker its own of the job's GPUs
-        clum_args += ["--gpus", str(gpus)]
-        if opts["gpus_per_worker"]:
-            clum_args += ["--gpus-per-worker", str(opts["gpus_per_worker"])]
+    gpus = job_gpus(opts)  # (checked against --gpus-per-worker and -p)
     if opts["grace"] is not None and (not opts["walltime"] or opts["grace"] >= opts["walltime"]):
         raise UserError(f"--grace {opts['grace']:g} needs a longer --walltime: the jobs start no new call that "
                         f"long before their walltime. Example: --walltime 24:00:00 --grace 600")
@@ -94,10 +77,7 @@ def run(ns, module, opts, argv_all) -> int:
 
         if grace_seconds(opts["walltime"]) >= opts["walltime"]:
             raise UserError(no_time_for_calls(opts["walltime"]))
-    if opts["walltime"]:  # clum stops a grace period before it; the bin continues in a new job
-        clum_args += ["--walltime", hms(opts["walltime"])]
-        if opts["grace"] is not None:
-            clum_args += ["--grace", f"{opts['grace']:.15g}"]
+    clum_args = forwarded(opts)  # what the option table says each job's clum gets
     raw = opts[f"{sched.name}_options"] or {}
     plan = jobs.RunPlan(
         script=opts["script"], nodes=nodes, jobs_dir=opts["jobs_dir"] or os.getcwd(),
