@@ -227,9 +227,7 @@ def load(ns, command, passthrough):
         opts["key"] = None
     elif "key" in given:
         opts["hash"] = None
-    if opts.get("hash") is not None and opts.get("key") is not None:
-        raise UserError("--hash and --key exclude each other: bin either by a hash of some arguments "
-                        "or by an argument that is the bin number, not both (check clum_options/cluf_options).")
+    options.check(opts)
     opts["script"] = path
     opts["passthrough"] = list(passthrough)
     return module, opts

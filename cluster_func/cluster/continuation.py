@@ -40,7 +40,7 @@ DEFAULT_MAX_RESTARTS = 20
 
 def _plan_times(plan):
     """(walltime, grace) of a plan's jobs, as clum counts them."""
-    from ..local.run import grace_seconds
+    from ..core.walltime import grace_seconds
 
     walltime = plan.resources.get("walltime")
     args, grace = plan.clum_args, None

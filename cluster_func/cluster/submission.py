@@ -69,14 +69,6 @@ def run(ns, module, opts, argv_all) -> int:
                 f"{nodes} would have nothing to do. Use -n {count} or fewer, or -i K for about K calls per job.")
 
     gpus = job_gpus(opts)  # (checked against --gpus-per-worker and -p)
-    if opts["grace"] is not None and (not opts["walltime"] or opts["grace"] >= opts["walltime"]):
-        raise UserError(f"--grace {opts['grace']:g} needs a longer --walltime: the jobs start no new call that "
-                        f"long before their walltime. Example: --walltime 24:00:00 --grace 600")
-    if opts["walltime"] and opts["grace"] is None:
-        from ..local.run import grace_seconds, no_time_for_calls
-
-        if grace_seconds(opts["walltime"]) >= opts["walltime"]:
-            raise UserError(no_time_for_calls(opts["walltime"]))
     clum_args = forwarded(opts)  # what the option table says each job's clum gets
     raw = opts[f"{sched.name}_options"] or {}
     plan = jobs.RunPlan(

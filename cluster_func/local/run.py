@@ -14,6 +14,7 @@ import time
 from ..core import bins
 from . import gpus, worker
 from ..record import journal as journal_mod
+from ..core.walltime import grace_seconds
 from ..core.errors import EXIT_WALLTIME, JOB_START_VAR, Interrupted, UserError, signals_held
 from .reporter import Reporter, warner
 from ..record.resume import ResumeWork
@@ -35,35 +36,15 @@ def _raise_interrupted(signum, frame):
     raise Interrupted(signum)
 
 
-def grace_seconds(walltime, grace=None):
-    """--grace, or 5% of the walltime, at least 10 s and at most 10 minutes."""
-    return grace if grace is not None else min(600.0, max(10.0, 0.05 * walltime))
-
-
-def no_time_for_calls(walltime):
-    """The message for a --walltime within its default grace period."""
-    return (f"--walltime {walltime} s leaves no time for any call: no new call starts a grace period before the "
-            f"walltime, by default 5% of it but at least 10 s. Give a longer --walltime, or a shorter --grace "
-            f"(e.g. --walltime {walltime}s --grace {max(walltime / 4, 0.1):g}).")
-
-
 def walltime_stop_at(opts):
     """(start no new call after, stop running calls at) as time.monotonic() values, or None.
 
     The walltime counts from $CLUF_JOB_START (when the job script began) or from now.  Calls
     still running at the walltime are stopped a moment before it (a tenth of the grace, at
     most 5 s), so that the journal is written before the scheduler kills the job."""
-    walltime = opts.get("walltime")
+    walltime = opts.get("walltime")  # (checked against --grace by options.check)
     if not walltime:
-        if opts.get("grace") is not None:
-            raise UserError("--grace only applies with --walltime (how long before the walltime to start no new "
-                            "call). Example: --walltime 12:00:00 --grace 300")
         return None
-    if opts.get("grace") is not None and opts["grace"] >= walltime:
-        raise UserError(f"--grace {opts['grace']:g} is not shorter than --walltime ({walltime} s): no call could "
-                        f"ever start. Give a grace period shorter than the walltime, or leave it out (5% of it).")
-    if opts.get("grace") is None and grace_seconds(walltime) >= walltime:
-        raise UserError(no_time_for_calls(walltime))
     try:
         started = float(os.environ.get(JOB_START_VAR) or time.time())
     except ValueError:
