@@ -77,6 +77,7 @@ def test_pbs_says_rerun_by_its_rerun_exit_status_and_walltime_by_its_own():
     assert st.pbs_verdict(pbs.format(sub=63, status=-11))[0] == st.REQUEUED
     assert st.pbs_verdict(pbs.format(sub=51, status=0))[0] == st.CANCELLED
     assert st.pbs_verdict(pbs.format(sub=51, status=-29))[0] == st.WALLTIME
+    assert st.pbs_verdict(pbs.format(sub=60, status=0))[0] == st.REQUEUED  # a rerun before Exit_status says so
 
 
 def test_a_sigterm_within_the_grace_period_is_the_walltime_and_one_well_before_it_a_cancel():

@@ -79,7 +79,9 @@ def pbs_verdict(text: str):
         return None
     status, comment = fields.get("Exit_status"), fields.get("comment", "")
     said = f"PBS: job_state={fields.get('job_state')}, substate={fields.get('substate')}, Exit_status={status}"
-    if status == "-11":  # JOB_EXEC_RERUN: qrerun, a node failure, preemption by requeue
+    if status == "-11" or fields.get("substate") in ("60", "61", "62", "63"):
+        # JOB_EXEC_RERUN: qrerun, a node failure, preemption by requeue; or the substates of a rerun
+        # (JOB_SUBSTATE_RERUN..RERUN3 in PBS's job.h), seen before Exit_status is set
         return REQUEUED, f"rerun by PBS (qrerun, a node failure or a preemption; {said})"
     if status == "-29":  # JOB_EXEC_KILL_WALLTIME
         return WALLTIME, said

@@ -148,7 +148,7 @@ def requeued(sched, tmp, walltime=True):
     cs.wait_for(lambda: sum(Evidence(script).ends.values()) >= 11, 180, "11 calls to end")
     at_requeue = Evidence(script)
     requeue(sched, first)
-    cs.wait_for(lambda: len(Evidence(script).runs) >= 2, 240, "the rerun to start calls")
+    cs.wait_for(lambda: len(Evidence(script).runs) >= 2, 420, "the rerun to start calls")
     wait = cs.run_cluf("--wait", "jobs", cwd=tmp, env=env, timeout=400)
     base = jobs / f"rq-{TOKEN}-0-1"
     return SimpleNamespace(first=first, at_requeue=at_requeue, calls=Evidence(script), wait=wait,
