@@ -51,6 +51,54 @@ def test_a_job_script_run_again_resumes_and_a_new_submissions_script_starts_over
     assert (tmp_path / "jobs" / "example-0-1.journal.prev").exists()
 
 
+HOLD_LOCK = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.lockf(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+sys.stdin.readline()
+"""
+
+
+def _holding(lock_path):
+    """A process holding the journal's lock (as a stopped run still ending would) until told."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lock_path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    return holder
+
+
+def test_a_rerun_waits_for_the_stopped_run_to_let_go_of_the_journal_and_a_new_submission_does_not(tmp_path, env):
+    cs.write_target(tmp_path, n=4)
+    write = ["example.py", "-n", 1, "-q", "-j", "jobs", "--scheduler", "slurm"]
+    cs.ok(cs.run_cluf(*write, cwd=tmp_path, env=env))
+    script = tmp_path / "jobs" / "example-0-1.slurm"
+    assert cs.run_by_hand(script).returncode == 0
+    holder = _holding(tmp_path / "jobs" / "example-0-1.journal.lock")
+    try:
+        rerun = subprocess.Popen(["env", "-i", "bash", str(script)], cwd="/", stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        said = rerun.stderr.readline()
+        assert "locked by another run" in said and "waiting up to 300 s" in said, said
+        holder.stdin.write("go\n")
+        holder.stdin.close()
+        holder.wait(30)
+        rest = rerun.stderr.read()
+        assert rerun.wait(60) == 0, said + rest
+        assert "got the lock on the journal" in rest and "--resume: skipped 4 calls" in rest, rest
+    finally:
+        holder.kill()
+    assert cs.calls(tmp_path / "example.py") == [0, 1, 2, 3], "a completed call ran again"
+    cs.ok(cs.run_cluf(*write, cwd=tmp_path, env=env))  # a new submission's script: no waiting
+    holder = _holding(tmp_path / "jobs" / "example-0-1.journal.lock")
+    try:
+        fresh = cs.run_by_hand(script)
+    finally:
+        holder.kill()
+    assert fresh.returncode != 0 and "is using the journal" in fresh.stderr, fresh.stderr
+    assert "waiting" not in fresh.stderr, fresh.stderr
+
+
 def test_job_scripts_ask_every_scheduler_to_rerun_them_rather_than_lose_them(tmp_path, env):
     cs.write_target(tmp_path, n=4)
     wanted = {"slurm": "#SBATCH --requeue", "pbs": "#PBS -r y", "sge": "#$ -r y", "lsf": "#BSUB -r"}

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from .. import __version__
-from ..core.errors import EXIT_WALLTIME, JOB_START_VAR, UserError
+from ..core.errors import EXIT_WALLTIME, JOB_START_VAR, LOCK_WAIT_VAR, RERUN_LOCK_WAIT, UserError
 from ..core.files import replaced
 from .schedulers.base import JobSpec, Scheduler
 
@@ -193,7 +193,9 @@ def _render(plan, spec, bins_word, journal_word, what, by_hand, resume, preamble
                 "finds its",
                 "# submission's mark in the .started file it writes when it starts.",
                 f"cluf_submission={secrets.token_hex(8)}",
-                f'if [ "$(cat {marker} 2>/dev/null)" = "$cluf_submission" ]; then cluf_resume=--resume; else',
+                f'if [ "$(cat {marker} 2>/dev/null)" = "$cluf_submission" ]; then',
+                f"  cluf_resume=--resume; export {LOCK_WAIT_VAR}={RERUN_LOCK_WAIT}  # the stopped run may still be ending",
+                "else",
                 f'  cluf_resume=; echo "$cluf_submission" >{marker}',
                 "fi"]
     if continuing:  # the scheduler's SIGTERM reaches every process of the job: this script outlives it

@@ -41,6 +41,12 @@ STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 # walltime counts from), and clum's exit status for "stopped at the walltime, work left".
 JOB_START_VAR = "CLUF_JOB_START"
 EXIT_WALLTIME = 75  # EX_TEMPFAIL: the bin continues with --resume
+# Set by a job script that finds it has run before (requeued or rerun by the scheduler): how
+# many seconds clum waits for the stopped run of the same bin to let go of its journal (it may
+# still be ending, on this node or, after a node failure, on another one whose lock the shared
+# file system keeps until its lease runs out) before it gives up as on any other held journal.
+LOCK_WAIT_VAR = "CLUF_LOCK_WAIT"
+RERUN_LOCK_WAIT = 300
 
 
 @contextlib.contextmanager

@@ -18,11 +18,12 @@ import fcntl
 import json
 import os
 import re
+import sys
 import time
 import zlib
 from typing import Optional
 
-from ..core.errors import UserError
+from ..core.errors import LOCK_WAIT_VAR, UserError
 from ..core.files import replaced
 from ..core.script import short_repr
 from .fingerprints import call_digest, elements_check
@@ -92,14 +93,17 @@ class JournalLock:
                             f"of clum (it holds other text), so clum will neither overwrite nor remove it. Move it "
                             f"away, or choose another path for the {self.what}.")
         try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._wait_for(fd, journal_path)
         except OSError as e:
+            os.lseek(fd, 0, os.SEEK_SET)
             holder = os.read(fd, 100).decode("ascii", "replace").split()
             os.close(fd)
             if e.errno not in (errno.EACCES, errno.EAGAIN):
                 raise UserError(f"Cannot lock the journal {journal_path}: {e.strerror}. Choose a "
                                 f"file system that supports locks with --journal PATH.") from None
             who = f"pid {holder[-1]}" if holder and holder[-1].isdigit() else "another process"
+            if self.waited:
+                who += f", still after {self.waited:.0f} s"
             if self.what != "journal":
                 raise UserError(
                     f"Another clum run ({who}) is using the {self.what} {journal_path}: two runs writing one file "
@@ -109,6 +113,37 @@ class JournalLock:
                 f"would run calls twice. Wait for it to end (or stop it), or give this run a journal "
                 f"of its own with --journal PATH.") from None
         return fd
+
+    waited = 0.0
+
+    def _wait_for(self, fd, journal_path):
+        """Take the lock at once; in the rerun of a cluf job (``CLUF_LOCK_WAIT`` seconds, see
+        core/errors.py) wait that long for the stopped run to let go, saying so once."""
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError as e:
+            if e.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
+            try:
+                wait = float(os.environ.get(LOCK_WAIT_VAR) or 0)
+            except ValueError:
+                wait = 0.0
+            if wait <= 0:
+                raise
+        print(f"clum: the {self.what} {journal_path} is locked by another run; this job is a rerun, so that is "
+              f"likely its stopped run still ending: waiting up to {wait:.0f} s for it.", file=sys.stderr, flush=True)
+        started = time.monotonic()
+        while True:
+            time.sleep(0.2)
+            self.waited = time.monotonic() - started
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                print(f"clum: got the lock on the {self.what} after {self.waited:.1f} s.", file=sys.stderr, flush=True)
+                return
+            except OSError as e:
+                if e.errno not in (errno.EACCES, errno.EAGAIN) or self.waited >= wait:
+                    raise
 
     def release(self):
         if self.fd is not None:

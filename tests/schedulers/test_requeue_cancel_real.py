@@ -148,7 +148,10 @@ def requeued(sched, tmp, walltime=True):
     cs.wait_for(lambda: sum(Evidence(script).ends.values()) >= 11, 180, "11 calls to end")
     at_requeue = Evidence(script)
     requeue(sched, first)
-    cs.wait_for(lambda: len(Evidence(script).runs) >= 2, 420, "the rerun to start calls")
+    try:
+        cs.wait_for(lambda: len(Evidence(script).runs) >= 2, 420, "the rerun to start calls")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{what_happened(sched, first, tmp, script)}") from None
     wait = cs.run_cluf("--wait", "jobs", cwd=tmp, env=env, timeout=400)
     base = jobs / f"rq-{TOKEN}-0-1"
     return SimpleNamespace(first=first, at_requeue=at_requeue, calls=Evidence(script), wait=wait,
@@ -156,6 +159,33 @@ def requeued(sched, tmp, walltime=True):
                            prev=Path(str(base) + ".journal.prev").exists(),
                            stdout=Path(str(base) + ".stdout").read_text(),
                            stderr=Path(str(base) + ".stderr").read_text())
+
+
+def what_happened(sched, job, tmp, script):
+    """For a failure's message: the scheduler's view of the job, the bin's files, the calls."""
+    def run(*argv):
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=ss.sge_env()
+                               if sched.name == "sge" else None)
+            return (p.stdout + p.stderr).strip()
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"{argv[0]}: {e}"
+    said = {"slurm": [["scontrol", "show", "job", job], ["squeue", "-a"], ["sinfo", "-N", "-l"]],
+            "pbs": [[ss.pbs_bin("qstat"), "-x", "-f", job], [ss.pbs_bin("qstat"), "-a"]],
+            "sge": [["qstat", "-j", job], ["qstat", "-f"]]}[sched.name]
+    out = [f"$ {' '.join(argv)}\n{run(*argv)}" for argv in said]
+    if sched.name == "slurm":
+        for log in ("/var/log/slurm/slurmctld.log", "/var/log/slurm/slurmd.log"):
+            try:
+                lines = [ln for ln in Path(log).read_text(errors="replace").splitlines() if job in ln]
+                out.append(f"--- {log} (lines naming {job}):\n" + "\n".join(lines[-40:]))
+            except OSError as e:
+                out.append(f"--- {log}: {e}")
+    for f in sorted((tmp / "jobs").glob("*")):
+        if f.suffix in (".stdout", ".stderr", ".started", ".stopped") or f.name.endswith(".scheduler.stderr"):
+            out.append(f"--- {f.name}:\n{f.read_text(errors='replace')[-3000:]}")
+    out.append(repr(Evidence(script)))
+    return "\n".join(out)
 
 
 def cancelled_by_scheduler(sched, tmp):
