@@ -192,3 +192,31 @@ def procs():
         all_gone = staticmethod(assert_all_gone)
 
     return P
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs (root only; CI runs as root)."""
+    d = tmp_path / "small"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(d)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    yield d
+    subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def scenario_runs(request, tmp_path_factory):
+    """Every selected real-scheduler scenario, started before the session's first test (see
+    tests/scenarios.py); None when no selected test checks one."""
+    if not any(getattr(getattr(item, "function", None), "scenario", None) for item in request.session.items):
+        yield None
+        return
+    import scenarios  # (tests/ is on sys.path: this conftest's folder)
+    runs = scenarios.Scenarios(tmp_path_factory)
+    runs.start_selected(request.session.items)
+    try:
+        yield runs
+    finally:
+        runs.stop()

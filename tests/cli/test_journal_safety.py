@@ -5,7 +5,6 @@ write errors stop the run with nothing lost, malformed records are skipped and c
 import json
 import os
 import signal
-import subprocess
 
 import pytest
 
@@ -186,18 +185,6 @@ def test_two_runs_with_the_default_journal_cannot_overlap(clum, clean_error, tmp
 
 
 # --- write errors ---------------------------------------------------------------------------------
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 4 MiB tmpfs (root only; CI runs as root)."""
-    d = tmp_path / "small"
-    d.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(d)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    yield d
-    subprocess.run(["umount", "-l", str(d)], capture_output=True)
-
 
 def test_a_full_disk_stops_the_run_with_every_reported_call_in_the_journal(clum, small_disk, tmp_path):
     # Under --hash every call gets a per-call digest (16 bytes a call in the journal): 100,000

@@ -7,7 +7,6 @@ import hashlib
 import os
 import random
 import signal
-import subprocess
 
 import pytest
 
@@ -74,18 +73,6 @@ def values(path):
 def digest_files(folder):
     return {p: hashlib.sha256(open(os.path.join(folder, p), "rb").read()).hexdigest()
             for p in sorted(os.listdir(folder)) if os.path.isfile(os.path.join(folder, p))}
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 4 MiB tmpfs (root only; CI runs as root)."""
-    d = tmp_path / "small"
-    d.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(d)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    yield d
-    subprocess.run(["umount", "-l", str(d)], capture_output=True)
 
 
 # --- full disks -------------------------------------------------------------------------------------

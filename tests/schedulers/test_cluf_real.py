@@ -31,11 +31,13 @@ try:
     import cluf_support as cs
     import real_schedulers
     import scheduler_support as ss
+    from scenarios import scenario
 except ImportError:  # tests/ is not on sys.path when run without the rootdir conftest
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import cluf_support as cs
     import real_schedulers
     import scheduler_support as ss
+    from scenarios import scenario
 
 from real_schedulers import QUEUED, RUNNING
 from cluster_func.cluster import jobs as jobs_mod  # (the manifest with its per-bin records)
@@ -372,12 +374,11 @@ def target(x):
 """
 
 
-@pytest.mark.timeout(300)
-@pytest.mark.parametrize("sched", [pytest.param("slurm", marks=pytest.mark.slow), "sge", "pbs"], indirect=True)
-def test_a_bin_killed_at_its_time_limit_is_not_done_and_resubmit_finishes_it(sched, tmp_path):
+def killed_at_its_time_limit(sched, tmp_path):
     """The job hangs in call 1 until the scheduler kills it at the time limit given in its
     own words (Slurm --time, Grid Engine h_rt, PBS walltime; not cluf's --walltime, before
-    which clum would stop by itself)."""
+    which clum would stop by itself); then ``cluf --resubmit``.  (A scenario, started with the
+    session: Slurm's time limit is a whole minute.)"""
     script = cs.write_target(tmp_path, n=4, extra=HOLD)
     hold = tmp_path / "hold"
     hold.touch()
@@ -401,8 +402,28 @@ def test_a_bin_killed_at_its_time_limit_is_not_done_and_resubmit_finishes_it(sch
     assert sched.wait([new_id])[new_id] == COMPLETED
     st = status("jobs", tmp_path, env)
     assert st.returncode == 0, st.stdout + st.stderr
+    return SimpleNamespace(calls=cs.calls(script))
+
+
+SCENARIOS = {f.__name__: f for f in (killed_at_its_time_limit,)}
+
+
+@pytest.fixture(scope="module")
+def runs(request, scenario_runs):
+    """This module's scenarios (started with the session: tests/scenarios.py)."""
+    if scenario_runs is None:
+        pytest.skip("no selected test checks a scenario")
+    yield scenario_runs.of(request.module)
+    scenario_runs.stop(request.module)
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("sched", [pytest.param("slurm", marks=pytest.mark.slow), "sge", "pbs"], indirect=True)
+@scenario("killed_at_its_time_limit")
+def test_a_bin_killed_at_its_time_limit_is_not_done_and_resubmit_finishes_it(sched, runs):
+    calls = runs.get("killed_at_its_time_limit", sched).calls
     # call 0 was done and is not run again; call 1 ran in both jobs
-    assert collections.Counter(cs.calls(script)) == {0: 1, 1: 2, 2: 1, 3: 1}
+    assert collections.Counter(calls) == {0: 1, 1: 2, 2: 1, 3: 1}
 
 
 # --------------------------------------------------------------------------------

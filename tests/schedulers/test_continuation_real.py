@@ -16,9 +16,9 @@ exits with the run's status.  The scenarios:
 - ``cluf --wait JOBS_DIR`` exits with the run's status (a failing call: 1).
 
 Every scenario is slow mostly because it waits for walltimes (Slurm's are whole minutes), so
-the module starts all the selected scenarios on all the selected schedulers at once (a thread
-each, in the ``runs`` fixture) and each test then waits for its own and checks it: the module
-takes about as long as its longest scenario (Slurm's three walltimes, 2-3 minutes).  Timings,
+the session starts all the selected scenarios on all the selected schedulers at once, before
+its first test (tests/scenarios.py), and each test here waits for its own and checks it (the
+longest: Slurm's three walltimes, 2-3 minutes).  Timings,
 the target script and the scheduler queries are in tests/continuation_support.py; the
 scheduler adapters are those of tests/real_schedulers.py.
 
@@ -32,7 +32,6 @@ tests/schedulers/test_requeue_cancel_real.py).
 import json
 import secrets
 import sys
-import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -44,19 +43,18 @@ try:
     import cluf_support as cs
     import continuation_support as cont
     import real_schedulers
-    import scheduler_support as ss
+    from scenarios import scenario
 except ImportError:  # tests/ is not on sys.path when run without the rootdir conftest
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import cluf_support as cs
     import continuation_support as cont
     import real_schedulers
-    import scheduler_support as ss
+    from scenarios import scenario
 
 CALL = 1.5  # seconds per call
 # in the scripts' names, hence the job names: the scheduler is asked about the jobs of these
 # names, which must not be those of the same tests run at the same time from another checkout
 TOKEN = secrets.token_hex(2)
-USABLE = {"slurm": ss.slurm_status, "sge": ss.sge_status, "pbs": ss.pbs_status}
 
 
 def cluf(sched, *args, cwd, env, timeout=120):
@@ -150,78 +148,14 @@ def wait_status(sched, tmp):
 SCENARIOS = {f.__name__: f for f in (finishes, no_progress, cancelled, wait_status)}
 
 
-def scenario(name):
-    """Marks a test as checking scenario ``name`` (the ``runs`` fixture starts the scenarios
-    of the selected tests)."""
-    def mark(test):
-        test.scenario = name
-        return test
-    return mark
-
-
-class Runs:
-    """The scenarios running in threads: ``get(name, sched)`` waits for one and returns what
-    it returned (or raises what it raised)."""
-
-    def __init__(self, tmp_path_factory):
-        self.factory = tmp_path_factory
-        self.threads, self.results, self.folders = {}, {}, {}
-
-    def start(self, name, sched_name):
-        adapter = real_schedulers.ADAPTERS[sched_name]
-        tmp = self.folders[name, sched_name] = self.factory.mktemp(f"{name}-{sched_name}")
-
-        def body():
-            started = time.monotonic()
-            try:
-                result = SCENARIOS[name](adapter, tmp)
-                result.took = time.monotonic() - started
-                self.results[name, sched_name] = ("ok", result)
-            except BaseException as e:  # noqa: BLE001 - re-raised in the test
-                self.results[name, sched_name] = ("error", e)
-
-        thread = self.threads[name, sched_name] = threading.Thread(target=body, daemon=True,
-                                                                   name=f"{name}[{sched_name}]")
-        thread.start()
-
-    def get(self, name, sched):
-        key = (name, sched.name)
-        if key not in self.threads:  # not selected at the start (e.g. run by hand): start it now
-            self.start(name, sched.name)
-        self.threads[key].join(timeout=900)
-        assert not self.threads[key].is_alive(), f"scenario {name} on {sched.name} still running after 900 s"
-        kind, value = self.results[key]
-        if kind == "error":
-            raise value
-        print(f"scenario {name} on {sched.name}: {value.took:.0f} s")  # shown with -rA or -s
-        return value
-
-    def stop(self):
-        for (name, sched_name), tmp in self.folders.items():
-            adapter = real_schedulers.ADAPTERS[sched_name]
-            cont.stop_run(adapter, tmp, adapter.env(tmp))
-        for thread in self.threads.values():
-            thread.join(timeout=120)
-
-
 @pytest.fixture(scope="module")
-def runs(request, tmp_path_factory):
-    """Starts at once every scenario that a selected test of this module checks, on every
-    selected scheduler that is up; cancels whatever they left at the end."""
-    runs = Runs(tmp_path_factory)
-    wanted = set()
-    for item in request.session.items:
-        name = getattr(getattr(item, "function", None), "scenario", None)
-        callspec = getattr(item, "callspec", None)
-        if name and callspec and getattr(item, "module", None) is request.module:
-            wanted.add((name, callspec.params["sched"]))
-    for name, sched_name in sorted(wanted):
-        if USABLE[sched_name]()[0]:
-            runs.start(name, sched_name)
-    try:
-        yield runs
-    finally:
-        runs.stop()
+def runs(request, scenario_runs):
+    """This module's scenarios (started with the session: tests/scenarios.py); what they left
+    queued is cancelled after the module's last test."""
+    if scenario_runs is None:
+        pytest.skip("no selected test checks a scenario")
+    yield scenario_runs.of(request.module)
+    scenario_runs.stop(request.module)
 
 
 @pytest.fixture(params=list(real_schedulers.ADAPTERS))

@@ -12,16 +12,15 @@ Engine of tests/schedulers/up.sh, through the real ``cluf`` command:
 - a PBS run needing three walltimes keeps every job's lines in the bin's output, and the
   jobs that handed the bin on are recorded by PBS as exit 0.
 
-As in test_continuation_real.py, the module starts every selected scenario at once (a
-thread each) and each test waits for its own: the module takes about as long as its longest
-scenario (Slurm's requeue, which Slurm holds back two minutes unless told otherwise; the
-scenario releases it with ``scontrol update StartTime=now``).
+As in test_continuation_real.py, the session starts every selected scenario at once
+(tests/scenarios.py) and each test waits for its own (Slurm holds a requeued job back two
+minutes unless told otherwise; the scenario lets it start sooner with ``scontrol update
+StartTime=now``).
 """
 
 import secrets
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -36,15 +35,16 @@ try:
     import continuation_support as cont
     import real_schedulers
     import scheduler_support as ss
+    from scenarios import scenario
 except ImportError:  # tests/ is not on sys.path when run without the rootdir conftest
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import cluf_support as cs
     import continuation_support as cont
     import real_schedulers
     import scheduler_support as ss
+    from scenarios import scenario
 
 TOKEN = secrets.token_hex(2)
-USABLE = {"slurm": ss.slurm_status, "sge": ss.sge_status, "pbs": ss.pbs_status}
 
 TARGET = '''\
 import json, os, sys, time
@@ -253,73 +253,14 @@ def requeued_without_walltime(sched, tmp):
 SCENARIOS = {f.__name__: f for f in (requeued, requeued_without_walltime, cancelled_by_scheduler, pbs_output)}
 
 
-def scenario(name):
-    def mark(test):
-        test.scenario = name
-        return test
-    return mark
-
-
-class Runs:
-    """The scenarios running in threads (as in test_continuation_real.py)."""
-
-    def __init__(self, tmp_path_factory):
-        self.factory = tmp_path_factory
-        self.threads, self.results, self.folders = {}, {}, {}
-
-    def start(self, name, sched_name):
-        adapter = real_schedulers.ADAPTERS[sched_name]
-        tmp = self.folders[name, sched_name] = self.factory.mktemp(f"{name}-{sched_name}")
-
-        def body():
-            started = time.monotonic()
-            try:
-                result = SCENARIOS[name](adapter, tmp)
-                result.took = time.monotonic() - started
-                self.results[name, sched_name] = ("ok", result)
-            except BaseException as e:  # noqa: BLE001 - re-raised in the test
-                self.results[name, sched_name] = ("error", e)
-
-        thread = self.threads[name, sched_name] = threading.Thread(target=body, daemon=True,
-                                                                   name=f"{name}[{sched_name}]")
-        thread.start()
-
-    def get(self, name, sched):
-        key = (name, sched.name)
-        if key not in self.threads:
-            self.start(name, sched.name)
-        self.threads[key].join(timeout=900)
-        assert not self.threads[key].is_alive(), f"scenario {name} on {sched.name} still running after 900 s"
-        kind, value = self.results[key]
-        if kind == "error":
-            raise value
-        print(f"scenario {name} on {sched.name}: {value.took:.0f} s")
-        return value
-
-    def stop(self):
-        for (name, sched_name), tmp in self.folders.items():
-            adapter = real_schedulers.ADAPTERS[sched_name]
-            cont.stop_run(adapter, tmp, adapter.env(tmp))
-        for thread in self.threads.values():
-            thread.join(timeout=120)
-
-
 @pytest.fixture(scope="module")
-def runs(request, tmp_path_factory):
-    runs = Runs(tmp_path_factory)
-    wanted = set()
-    for item in request.session.items:
-        name = getattr(getattr(item, "function", None), "scenario", None)
-        callspec = getattr(item, "callspec", None)
-        if name and callspec and getattr(item, "module", None) is request.module:
-            wanted.add((name, callspec.params["sched"]))
-    for name, sched_name in sorted(wanted):
-        if USABLE[sched_name]()[0]:
-            runs.start(name, sched_name)
-    try:
-        yield runs
-    finally:
-        runs.stop()
+def runs(request, scenario_runs):
+    """This module's scenarios (started with the session: tests/scenarios.py); what they left
+    queued is cancelled after the module's last test."""
+    if scenario_runs is None:
+        pytest.skip("no selected test checks a scenario")
+    yield scenario_runs.of(request.module)
+    scenario_runs.stop(request.module)
 
 
 def adapter(name):
