@@ -6,9 +6,13 @@ import shlex
 from typing import Optional
 
 from ...core.errors import SchedulerError
-from .base import CONFIG_TIMEOUT, QUEUED, RUNNING, Scheduler, hms, lines_all_match, register, run
+from .base import CONFIG_TIMEOUT, ERROR, QUEUED, RUNNING, Scheduler, hms, lines_all_match, register, run
 
 _QUEUED_STATES = {"PENDING", "REQUEUED", "SUSPENDED", "REQUEUE_HOLD"}
+# A pending job with this reason will never run by itself: Slurm could not launch it (after a
+# requeue, say) and holds it (Priority=0) until someone runs `scontrol release`.  As Grid
+# Engine's Eqw, it is an error state: --status says "held: error", --resubmit replaces it.
+_HELD_FOR_GOOD = ("launch failed requeued held",)
 
 
 def parse_max_array_size(text: str) -> Optional[int]:
@@ -78,15 +82,20 @@ class Slurm(Scheduler):
         return m.group(1) if m else None
 
     def query_argv(self, job_ids):
-        # All of this user's jobs, array tasks one per line (-r): "4_0 PENDING".
-        return ["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i %T"]
+        # All of this user's jobs, array tasks one per line (-r), with the reason of a pending
+        # one: "4_0 PENDING Priority" (the reason may hold spaces).
+        return ["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i %T %r"]
 
     def parse_query(self, text, job_ids):
         wanted, states = set(job_ids), {}
         for line in text.splitlines():
-            parts = line.split()
-            if len(parts) == 2 and parts[0] in wanted:
-                states[parts[0]] = QUEUED if parts[1] in _QUEUED_STATES else RUNNING
+            parts = line.split(None, 2)
+            if len(parts) >= 2 and parts[0] in wanted:
+                reason = parts[2].strip() if len(parts) == 3 else ""
+                if parts[1] == "PENDING" and reason.startswith(_HELD_FOR_GOOD):
+                    states[parts[0]] = ERROR
+                else:
+                    states[parts[0]] = QUEUED if parts[1] in _QUEUED_STATES else RUNNING
         return states
 
     def cancel_argv(self, job_ids):
