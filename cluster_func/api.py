@@ -361,82 +361,62 @@ def _watched(args, box: list):
         raise
 
 
-def _execute(plan: _Plan) -> _Result:
-    """Run the plan with clum's runner; raise what clum would report as an error."""
-    from .core import bins
+def _claim(path) -> str:
+    """Mark the journal ``path`` as used by a map of this process (refused when another is)."""
+    with _IN_USE_LOCK:
+        if path in _IN_USE:
+            raise _usage(f"cluster_func.map: another map of this process is using the journal "
+                         f"{path}: two runs on one journal would run calls twice. Wait for it to "
+                         f"end, or give this one a journal of its own (journal=PATH).")
+        _IN_USE.add(path)
+    return path
+
+
+def _open_journal(plan: _Plan, in_main: bool):
+    """The plan's journal, opened (the caller claimed it); clum's errors said for Python."""
     from .core.errors import signals_held
-    from .local import worker
     from .local.reporter import warner
-    from .local.runner import Runner
-    from .record.resume import ResumeWork
     from .record.writer import Journal
 
-    reporter = _MapReporter(plan.quiet, plan.progress, plan.total)
-    args_error = []
-    # (A list, a tuple or a range cannot raise: no wrapper, which costs this process per element.)
-    source_args = plan.args if type(plan.args) in (list, tuple, range) else _watched(plan.args, args_error)
-    base = work = bins.select(source_args, bins.BinSpec((0,), 1))
-    in_main = threading.current_thread() is threading.main_thread()
-    journal = claimed = resumed = None
-    collector = _Collector("values", keep=plan.keep, sink=plan.sink, size=plan.total)
-    status = "aborted"
-    outcome = None
+    # The journal names map as its script and the target's name as its target, so that a resume
+    # with another function is refused (a function redefined in a notebook keeps its name).
+    label, identity = PROG, {"target": str(getattr(plan.target, "__name__", "?"))}
+    say = warner(PROG)
+    warn = (lambda text: None) if plan.quiet else (lambda text: say(_for_python(text)))
     try:
-        if plan.journal is not None:
-            # The journal names map as its script and the target's name as its target, so that a resume
-            # with another function is refused (a function redefined in a notebook keeps its name).
-            label, identity = PROG, {"target": str(getattr(plan.target, "__name__", "?"))}
-            say = warner(PROG)
-            warn = (lambda text: None) if plan.quiet else (lambda text: say(_for_python(text)))
-            with _IN_USE_LOCK:
-                if plan.journal in _IN_USE:
-                    raise _usage(f"cluster_func.map: another map of this process is using the journal "
-                                 f"{plan.journal}: two runs on one journal would run calls twice. Wait for it to "
-                                 f"end, or give this one a journal of its own (journal=PATH).")
-                _IN_USE.add(plan.journal)
-                claimed = plan.journal
-            try:
-                with signals_held() if in_main else _nothing():
-                    journal = Journal(plan.journal, label, "0/1", "round-robin", plan.resume, warn,
-                                      identity=identity, values="pkl")
-            except UserError as e:
-                raise _usage(f"cluster_func.map: {_for_python(str(e))}") from None
-            collector = _Collector("pkl", keep=plan.keep, sink=plan.sink, size=plan.total)
-            if plan.resume and journal.previous is not None:
-                work = resumed = ResumeWork(work, journal.previous, "round-robin")
-                if reporter.total is not None:
-                    reporter.total = max(0, reporter.total - journal.previous.recorded)
-        if plan.method == "fork":
-            source = worker.Inherited(plan.target, None)
-        else:
-            source = _Importable(plan.target)
-        relay = None
-        if reporter.progress:
-            try:
-                from .local.relay import Relay, shared_fds
+        with signals_held() if in_main else _nothing():
+            return Journal(plan.journal, label, "0/1", "round-robin", plan.resume, warn,
+                           identity=identity, values="pkl")
+    except UserError as e:
+        raise _usage(f"cluster_func.map: {_for_python(str(e))}") from None
 
-                relay = Relay(reporter, shared_fds(reporter.stream))
-                source = relay.wrap(source)
-            except OSError:
-                reporter.progress = False
-        runner = Runner(source, plan.processes, work, reporter, journal=journal, retries=plan.retries,
-                        timeout=plan.timeout, start_method=plan.method, values=collector.format,
-                        relay=relay, collect=collector.write)
-        plan.runner = runner
-        if plan.stop:
-            runner.request_stop()
-        outcome = runner.run()
-        status = ("interrupted" if outcome.interrupted_by else
-                  "aborted" if outcome.fatal or outcome.args_error or outcome.journal_error else "complete")
-    except KeyboardInterrupt:  # Ctrl-C before the runner took the signals over
-        status = "interrupted"
-        raise
-    finally:
-        if journal is not None:
-            journal.close(outcome.done if outcome else 0, outcome.failed if outcome else 0, status)
-        if claimed is not None:
-            with _IN_USE_LOCK:
-                _IN_USE.discard(claimed)
+
+def _runner(plan: _Plan, reporter, work, journal, collector):
+    """clum's runner for the plan: the target as the start method passes it, the relay when the
+    progress line is shown."""
+    from .local import worker
+    from .local.runner import Runner
+
+    if plan.method == "fork":
+        source = worker.Inherited(plan.target, None)
+    else:
+        source = _Importable(plan.target)
+    relay = None
+    if reporter.progress:
+        try:
+            from .local.relay import Relay, shared_fds
+
+            relay = Relay(reporter, shared_fds(reporter.stream))
+            source = relay.wrap(source)
+        except OSError:
+            reporter.progress = False
+    return Runner(source, plan.processes, work, reporter, journal=journal, retries=plan.retries,
+                  timeout=plan.timeout, start_method=plan.method, values=collector.format,
+                  relay=relay, collect=collector.write)
+
+
+def _raise_for(plan: _Plan, outcome, journal, args_error: list):
+    """Raise what clum would report as an error of the run that ended with ``outcome``."""
     broken = journal.broken if journal is not None else None
     if outcome.journal_error or broken is not None:
         raise OSError(f"{PROG} stopped: {outcome.journal_error or broken}. The calls recorded in the journal "
@@ -457,6 +437,10 @@ def _execute(plan: _Plan) -> _Result:
             e.add_note(f"({PROG}: raised by the args iterable; the {outcome.done} calls started before it "
                        f"completed" + (f" and are in the journal {plan.journal}" if plan.journal else "") + ".)")
         raise e
+
+
+def _result(base, reporter, collector, journal, resumed) -> _Result:
+    """The values of a complete run: the collector's, and a resumed run's earlier ones from the journal."""
     n = base.produced()
     failures = dict(reporter.failed_calls)
     failures.update(collector.unpicklable)
@@ -469,6 +453,50 @@ def _execute(plan: _Plan) -> _Result:
             f"{PROG}: {len(lost)} calls (first at position {lost[0]}) have no value, although none of them "
             f"failed: this is a bug in cluster-func. Run again with resume=False to compute every value afresh.")
     return _Result(n, collector.values, previous, failures)
+
+
+def _execute(plan: _Plan) -> _Result:
+    """Run the plan with clum's runner; raise what clum would report as an error."""
+    from .core import bins
+    from .record.resume import ResumeWork
+
+    reporter = _MapReporter(plan.quiet, plan.progress, plan.total)
+    args_error = []
+    # (A list, a tuple or a range cannot raise: no wrapper, which costs this process per element.)
+    source_args = plan.args if type(plan.args) in (list, tuple, range) else _watched(plan.args, args_error)
+    base = work = bins.select(source_args, bins.BinSpec((0,), 1))
+    in_main = threading.current_thread() is threading.main_thread()
+    journal = claimed = resumed = None
+    collector = _Collector("values", keep=plan.keep, sink=plan.sink, size=plan.total)
+    status = "aborted"
+    outcome = None
+    try:
+        if plan.journal is not None:
+            claimed = _claim(plan.journal)
+            journal = _open_journal(plan, in_main)
+            collector = _Collector("pkl", keep=plan.keep, sink=plan.sink, size=plan.total)
+            if plan.resume and journal.previous is not None:
+                work = resumed = ResumeWork(work, journal.previous, "round-robin")
+                if reporter.total is not None:
+                    reporter.total = max(0, reporter.total - journal.previous.recorded)
+        runner = _runner(plan, reporter, work, journal, collector)
+        plan.runner = runner
+        if plan.stop:
+            runner.request_stop()
+        outcome = runner.run()
+        status = ("interrupted" if outcome.interrupted_by else
+                  "aborted" if outcome.fatal or outcome.args_error or outcome.journal_error else "complete")
+    except KeyboardInterrupt:  # Ctrl-C before the runner took the signals over
+        status = "interrupted"
+        raise
+    finally:
+        if journal is not None:
+            journal.close(outcome.done if outcome else 0, outcome.failed if outcome else 0, status)
+        if claimed is not None:
+            with _IN_USE_LOCK:
+                _IN_USE.discard(claimed)
+    _raise_for(plan, outcome, journal, args_error)
+    return _result(base, reporter, collector, journal, resumed)
 
 
 class _nothing:
