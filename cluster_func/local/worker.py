@@ -239,7 +239,71 @@ def _one_shape(elements):
     return _STAR if issubclass(cls, tuple) else _PLAIN
 
 
+def _run_calls(target, elements, n, stop, shape, encode, pack, positions, records, failed, values, started_slot,
+               send, batch_id):
+    """Call the target on the batch's first ``n`` elements; return how many calls started.
+
+    Each call's number (from 1) goes to the worker's ``started`` counter before it starts; a
+    failure is sent at once (``fail``) and the rest runs.  With an encoder, each value is kept in
+    ``records`` (with ``pack``, a failed call's as None, its index in ``failed``).  With a clock
+    (``stop``), the calls end once it is past: the rest is handed back."""
+    keep = records.append if records is not None else None
+    i = 0  # calls of this batch started so far
+    while i < n:
+        try:
+            rest = elements[i:] if i else elements
+            if shape is _PLAIN and pack is not None:
+                for i, a in enumerate(rest, i + 1):
+                    values[started_slot] = i
+                    keep(target(a))
+                continue
+            if shape is _PLAIN:
+                for i, a in enumerate(rest, i + 1):
+                    values[started_slot] = i
+                    target(a)
+                continue
+            if shape is _STAR and pack is not None:
+                for i, a in enumerate(rest, i + 1):
+                    values[started_slot] = i
+                    keep(target(*a))
+                continue
+            if shape is _STAR:
+                for i, a in enumerate(rest, i + 1):
+                    values[started_slot] = i
+                    target(*a)
+                continue
+            for i, a in enumerate(rest, i + 1):
+                values[started_slot] = i
+                if a.__class__ is tuple or isinstance(a, tuple):
+                    value = target(*a)
+                elif a.__class__ is Arguments:
+                    value = target(*a.args, **a.kwargs)
+                else:
+                    value = target(a)
+                if encode is not None:
+                    if pack is not None:
+                        keep(value)
+                    else:
+                        records.append(encode(positions[i - 1], value))
+                if stop is not None and perf_counter() > stop:
+                    n = i  # hand back the rest
+                    break
+        except BaseException as e:  # noqa: BLE001 - every failure is reported, the rest runs
+            if pack is not None:
+                keep(None)
+                failed.append(i - 1)
+            name, text, tb = _format_exception(e)
+            try:
+                send(("fail", batch_id, i - 1, name, text, tb))
+            except Exception:  # noqa: BLE001 - e.g. an unpicklable message
+                send(("fail", batch_id, i - 1, name, repr(text), tb))
+            del e
+    return i
+
+
 def run_batches(task_conn, send, target, counters: Counters, slot, encode=None):
+    """Run each batch the runner sends and answer it (``done``), until the runner sends the stop or
+    is gone (see the protocol in the module docstring)."""
     values = counters.values
     started_slot, finished_slot = 2 * slot, 2 * slot + 1
     finished = values[finished_slot]
@@ -263,66 +327,18 @@ def run_batches(task_conn, send, target, counters: Counters, slot, encode=None):
         elements = loads(data)
         if encode is not None:
             positions = loads(memoryview(msg)[header_size + size:])
-            records = []
-            keep = records.append
-            failed = []
+            records, failed = [], []
+        else:
+            positions = records = failed = None
         del data, msg
         n = 0 if values[stop_index] else len(elements)  # the walltime is near: start nothing
         stop = perf_counter() + deadline_s if deadline_s else None
-        i = 0  # calls of this batch started so far
         # The common batch: every element called the same way, no clock to check, values (if
-        # any) taken whole: a loop that does nothing else (see _one_shape).
+        # any) taken whole: a loop that does nothing else (see _one_shape and _run_calls).
         shape = _one_shape(elements) if stop is None and (encode is None or pack is not None) else None
         t0 = perf_counter()
-        while i < n:
-            try:
-                rest = elements[i:] if i else elements
-                if shape is _PLAIN and pack is not None:
-                    for i, a in enumerate(rest, i + 1):
-                        values[started_slot] = i
-                        keep(target(a))
-                    continue
-                if shape is _PLAIN:
-                    for i, a in enumerate(rest, i + 1):
-                        values[started_slot] = i
-                        target(a)
-                    continue
-                if shape is _STAR and pack is not None:
-                    for i, a in enumerate(rest, i + 1):
-                        values[started_slot] = i
-                        keep(target(*a))
-                    continue
-                if shape is _STAR:
-                    for i, a in enumerate(rest, i + 1):
-                        values[started_slot] = i
-                        target(*a)
-                    continue
-                for i, a in enumerate(rest, i + 1):
-                    values[started_slot] = i
-                    if a.__class__ is tuple or isinstance(a, tuple):
-                        value = target(*a)
-                    elif a.__class__ is Arguments:
-                        value = target(*a.args, **a.kwargs)
-                    else:
-                        value = target(a)
-                    if encode is not None:
-                        if pack is not None:
-                            keep(value)
-                        else:
-                            records.append(encode(positions[i - 1], value))
-                    if stop is not None and perf_counter() > stop:
-                        n = i  # hand back the rest
-                        break
-            except BaseException as e:  # noqa: BLE001 - every failure is reported, the rest runs
-                if pack is not None:
-                    keep(None)
-                    failed.append(i - 1)
-                name, text, tb = _format_exception(e)
-                try:
-                    send(("fail", batch_id, i - 1, name, text, tb))
-                except Exception:  # noqa: BLE001 - e.g. an unpicklable message
-                    send(("fail", batch_id, i - 1, name, repr(text), tb))
-                del e
+        i = _run_calls(target, elements, n, stop, shape, encode, pack, positions, records, failed, values,
+                       started_slot, send, batch_id)
         finished += i
         # This order matters: once `finished` has moved on, `started` is known to be about the
         # next batch. (Killed between the two stores, the batch looks unfinished: it runs again,
