@@ -116,13 +116,13 @@ def test_a_batch_handed_back_part_way_is_re_dealt_in_batches_sized_for_the_new_c
     from cluster_func.local.runner import Runner
 
     r = Runner(None, 2, Work(iter(()), 0, 1), Reporter(progress=False))
-    r.sizer.observe(40, 40 * 0.0001)  # cheap calls so far: 0.1 ms each
+    r.dealer.sizer.observe(40, 40 * 0.0001)  # cheap calls so far: 0.1 ms each
     w = Worker(0)
-    b = Batch(next(r.ids), range(100, 140), list(range(100, 140)))
+    b = Batch(next(r.dealer.ids), range(100, 140), list(range(100, 140)))
     r.batches[b.id] = b
     w.outstanding.append(b)
     r._on_done(w, b.id, 1, 0.02, None, None, None)  # the first call took 20 ms, then the worker gave the rest back
     assert r.outcome.done == 1
-    sizes = [len(p.elements) for p in r.pending]
+    sizes = [len(p.elements) for p in r.dealer.pending]
     assert sum(sizes) == 39 and max(sizes) == 1, sizes
-    assert [p.positions[0] for p in r.pending] == list(range(101, 140))  # in order
+    assert [p.positions[0] for p in r.dealer.pending] == list(range(101, 140))  # in order

@@ -8,9 +8,6 @@ running it dies.  Sending never blocks (non-blocking pipes and a selector), so
 a worker that is busy reporting failures can never deadlock the runner.
 """
 
-import collections
-import itertools
-import pickle
 import selectors
 import signal
 import threading
@@ -18,13 +15,12 @@ import time
 from typing import Optional
 
 from ..core.errors import Interrupted
-from ..core.script import args_error_where, user_traceback
 from ..record.writer import JournalWriteError
 from .accounting import Accounting, Outcome
-from .batching import MAX_BATCH, MAX_BATCH_BYTES, Batch, BatchSizer, pickled
+from .dealer import Dealer
 from .pool import Pool, Worker, describe_exit
 from .reporter import Reporter
-from .worker import DIGESTS_ALWAYS, DIGESTS_IF_DEAR, DIGESTS_NEVER, HEADER
+from .worker import DIGESTS_ALWAYS, DIGESTS_IF_DEAR, DIGESTS_NEVER
 
 PREFETCH = 2  # batches outstanding per worker
 
@@ -41,7 +37,8 @@ class Runner:
     :class:`cluster_func.core.bins.Work` or :class:`cluster_func.record.resume.ResumeWork`).  ``journal``
     (optional) gets ``completed(...)`` and ``failed(...)``.  Workers start when there is work
     for them, never more than ``processes`` (:class:`~cluster_func.local.pool.Pool`); what each
-    call came to is accounted by :class:`~cluster_func.local.accounting.Accounting`.  The runner
+    call came to is accounted by :class:`~cluster_func.local.accounting.Accounting`; what each worker
+    is sent next is dealt by :class:`~cluster_func.local.dealer.Dealer`.  The runner
     keeps, for every batch it has sent, enough to know what to do if the worker running it dies.
     """
 
@@ -59,18 +56,14 @@ class Runner:
         self.stop_new_at, self.kill_at = stop_at or (None, None)
         self.draining = False
         self.values = values
-        self.work = work
         self.reporter = reporter
         self.journal = journal
         self.timeout = timeout
-        self.sizer = BatchSizer()
-        self.pending: collections.deque = collections.deque()  # batches to send before new work
-        self.batches = {}
-        self.ids = itertools.count()
-        self.exhausted = False
+        digests = (DIGESTS_NEVER if journal is None else
+                   DIGESTS_ALWAYS if journal.mode != "round-robin" else DIGESTS_IF_DEAR)
+        self.dealer = Dealer(work, self.acct, reporter, digests, values)
+        self.batches = {}  # the batches sent and not yet done, by id
         self.deaths_before_ready = 0
-        self.digests = (DIGESTS_NEVER if journal is None else
-                        DIGESTS_ALWAYS if journal.mode != "round-robin" else DIGESTS_IF_DEAR)
         # Signal handlers can only be set from the main thread: run() from another thread (as
         # cluster_func.imap does) leaves Ctrl-C to the caller, who stops the run with request_stop().
         self.own_signals = threading.current_thread() is threading.main_thread()
@@ -89,57 +82,20 @@ class Runner:
         """A call that failed before it could be sent to a worker (no retries: it cannot run)."""
         self.acct.fail_unsent(position, element, exc_type, message)
 
-    def _next_batch(self) -> Optional[Batch]:
-        if self.pending:
-            return self.pending.popleft()
-        if self.acct.retry_queue:
-            items = sorted(self.acct.retry_queue.popleft() for _ in range(min(len(self.acct.retry_queue), self.sizer.next_size())))
-            return Batch(next(self.ids), [p for p, _, _ in items], [e for _, e, _ in items], [a for _, _, a in items])
-        if self.exhausted:
-            return None
-        size = self.sizer.next_size()
-        positions, elements, error = self.work.take(size)
-        if error is not None:
-            self._args_failed(error, getattr(self.work, "error_position", None))
-        if not elements or error is not None:  # (a resume may hand out short batches before the end)
-            self.exhausted = True
-        if not elements:
-            return None
-        return Batch(next(self.ids), positions, elements)
-
-    def _args_failed(self, error, position):
-        """The arguments iterable raised (``position``: the element it was producing, in all of
-        args): no more work comes from it; say so loudly, with the script's traceback."""
-        where = args_error_where(position)
-        self.outcome.args_error = f"the arguments iterable raised {type(error).__name__} {where}"
-        self.reporter.message(f"the arguments iterable raised an exception {where}; no more calls will "
-                              f"be started (the calls already sent still run):\n{user_traceback(error)}")
-
     def _feed(self, w: Worker):
+        """Send w batches until it has PREFETCH outstanding (or there is nothing to send)."""
         while len(w.outstanding) < PREFETCH:
-            b = self._next_batch()
-            if b is None:
+            dealt = self.dealer.deal()
+            if dealt is None:
                 return
-            data = pickled(b, self.acct.fail_unsent)
-            if data is None:
-                continue
-            if len(data) > MAX_BATCH_BYTES // 2:  # shrink batches of large elements
-                per = len(data) / len(b.elements)
-                self.sizer.max_batch = max(1, min(MAX_BATCH, int(MAX_BATCH_BYTES / per)))
+            b, header, data = dealt
             b.worker = w
-            b.failed = set()
             self.batches[b.id] = b
             w.outstanding.append(b)
-            header = HEADER.pack(b.id, self.sizer.split_after, self.digests, len(data))
-            if self.values is not None:  # the worker writes each value's record with its position
-                data = bytes(data) + pickle.dumps(b.positions, 4)
             self.pool.send(w, header, data)
 
     def _has_work(self):
-        return not self.draining and self._work_left()
-
-    def _work_left(self):
-        return bool(self.pending or self.acct.retry_queue or not self.exhausted)
+        return not self.draining and self.dealer.work_left()
 
     def _check_walltime(self, now):
         """Near the walltime: start no new call; at its end, stop the calls still running."""
@@ -157,17 +113,12 @@ class Runner:
         assert b.id == batch_id, (b.id, batch_id)
         del self.batches[b.id]
         w.finished_calls += n_done
-        self.sizer.observe(n_done, seconds)
+        self.dealer.sizer.observe(n_done, seconds)
         self.acct.complete(b, n_done, check, digests, records)
         if n_done < len(b.elements):
             # The worker handed back the rest (its calls got dear): re-deal it in batches sized
             # for the new cost, so that every worker gets a share, not the one that returned it.
-            rest = b.tail(n_done, 0)
-            size = self.sizer.next_size()
-            pieces = [Batch(next(self.ids), rest.positions[k:k + size], rest.elements[k:k + size],
-                            rest.attempts[k:k + size] if rest.attempts else None)
-                      for k in range(0, len(rest.elements), size)]
-            self.pending.extendleft(reversed(pieces))
+            self.dealer.re_deal(b.tail(n_done, 0))
 
     def _on_message(self, w: Worker, msg):
         kind = msg[0]
@@ -198,8 +149,9 @@ class Runner:
         exitcode = w.proc.exitcode
         if not w.ready and self.outcome.fatal is None:
             self.deaths_before_ready += 1
-        leftovers = self.acct.settle(w, reason or describe_exit(exitcode), self.pool.counters, self.batches, self.ids)
-        self.pending.extendleft(reversed(leftovers))
+        leftovers = self.acct.settle(w, reason or describe_exit(exitcode), self.pool.counters, self.batches,
+                                     self.dealer.ids)
+        self.dealer.put_back(leftovers)
         for c in (w.task_w, w.result_r):
             try:
                 c.close()
@@ -272,7 +224,7 @@ class Runner:
             self.reporter.close()
         if self.draining and self.outcome.interrupted_by is None and self.outcome.fatal is None:
             # what was not done: batches handed back or never sent, calls stopped mid-way
-            self.outcome.walltime_stop = self._work_left() or stopped_at_walltime
+            self.outcome.walltime_stop = self.dealer.work_left() or stopped_at_walltime
         return self.outcome
 
     def _grow(self):
@@ -280,10 +232,10 @@ class Runner:
         for w in self.pool.workers:
             if w.proc is not None:
                 continue
-            b = self._next_batch()
+            b = self.dealer.next_batch()
             if b is None:
                 return
-            self.pending.appendleft(b)
+            self.dealer.put_back([b])
             self.pool.start(w)
             self._feed(w)
 
@@ -340,6 +292,6 @@ class Runner:
                 continue
             try:
                 self._drain(w)
-                self.acct.settle(w, None, self.pool.counters, self.batches, self.ids)
+                self.acct.settle(w, None, self.pool.counters, self.batches, self.dealer.ids)
             except JournalWriteError as e:  # the disk filled up meanwhile: what is left is not done
                 self.outcome.journal_error = self.outcome.journal_error or str(e)
