@@ -209,62 +209,81 @@ class Journal:
         self.previous = self.replaced_state = None
         exists = os.path.exists(path)
         if exists:
-            try:
-                fmt, header = identify(path)
-            except OSError as e:
-                raise UserError(f"Cannot read the journal {path}: {e.strerror}. Choose another "
-                                f"journal with --journal PATH.") from None
-            if fmt is None:
-                raise _foreign(path, "its first line is not a journal header")
-            if fmt >= 2 and header.get("script") not in (None, script_path):
-                raise UserError(
-                    f"The journal {path} belongs to another script, {header.get('script')} (this run: "
-                    f"{script_path}), so clum will neither resume from it nor move it. Give this run its own "
-                    f"journal with --journal PATH (or leave --journal out).")
-            if resume and fmt >= 2:
-                diff = identity_differences(header, script_path, self.identity)
-                if diff:
-                    raise UserError(
-                        f"The journal {path} records a run of {'; '.join(diff)}: its completed calls are "
-                        f"not calls of this run, so --resume cannot skip them. Resume with the same options, "
-                        f"or start this run over without --resume (the journal is then kept as {path}.prev), "
-                        f"or give it another journal with --journal PATH.")
+            self._check_header(path, script_path, bins_text, mode, resume)
             if resume:
-                if fmt != FORMAT:
-                    raise UserError(
-                        f"The journal {path} is of format {fmt}, written by an earlier cluster-func, which "
-                        f"this one cannot resume from safely. Run without --resume to start over (the old "
-                        f"journal is kept as {path}.prev).")
-                if header.get("bins") != bins_text or header.get("mode") != mode:
-                    raise UserError(
-                        f"The journal {path} is of a run with bins {header.get('bins')} and {header.get('mode')} "
-                        f"binning, but this run has bins {bins_text} and {mode} binning: its records do not "
-                        f"apply. Resume with the same --bins/--hash/--key, or use another --journal.")
-                self.previous = read(path, for_resume=True)
-                self.first_seq = self.previous.ok_records
-                if self.values is not None:  # a call counts as completed here only with its value
-                    keep = [r for r in self.previous.records if r.values == self.values]
-                    drop = [r for r in self.previous.records if r.values != self.values]
-                    if drop and keep:
-                        covered = {p for r in keep for p in r.positions}
-                        self.dropped_without_values = len({p for r in drop for p in r.positions} - covered)
-                    else:
-                        self.dropped_without_values = sum(len(r.positions) for r in drop)
-                    self.previous.records = keep
-                if self.previous.bad:
-                    warn(f"skipped {self.previous.bad} unreadable line(s) of the journal {path} (torn by a "
-                         f"kill or a full disk, or edited); the calls they recorded will run again.")
+                self._read_previous(path, warn)
             else:
-                prev = self.replaced_state = read(path)
-                if prev.last_status is None or prev.last_failed:
-                    state = "did not finish" if prev.last_status is None else "finished with failed calls"
-                    counts = ", ".join(filter(None, [f"{prev.last_done} calls completed" if prev.last_done else "",
-                                                     f"{len(prev.last_failed)} failed" if prev.last_failed else ""]))
-                    skips = "; --resume skips the completed ones" if prev.completed_total else ""
-                    warn(f"starting over: the last run {state}" + (f" ({counts}{skips})" if counts or skips else "")
-                         + f"; its journal is kept as {path}.prev.")
-                self._keep_previous(path)
+                self._start_over(path, warn)
                 exists = False
+        self._begin(path, exists, script_path, bins_text, mode, resume)
+
+    def _check_header(self, path, script_path, bins_text, mode, resume):
+        """The journal at ``path`` is a clum journal of this script (and, to resume from it, of this
+        run's options, format and bins); a UserError says why not."""
+        try:
+            fmt, header = identify(path)
+        except OSError as e:
+            raise UserError(f"Cannot read the journal {path}: {e.strerror}. Choose another "
+                            f"journal with --journal PATH.") from None
+        if fmt is None:
+            raise _foreign(path, "its first line is not a journal header")
+        if fmt >= 2 and header.get("script") not in (None, script_path):
+            raise UserError(
+                f"The journal {path} belongs to another script, {header.get('script')} (this run: "
+                f"{script_path}), so clum will neither resume from it nor move it. Give this run its own "
+                f"journal with --journal PATH (or leave --journal out).")
+        if resume and fmt >= 2:
+            diff = identity_differences(header, script_path, self.identity)
+            if diff:
+                raise UserError(
+                    f"The journal {path} records a run of {'; '.join(diff)}: its completed calls are "
+                    f"not calls of this run, so --resume cannot skip them. Resume with the same options, "
+                    f"or start this run over without --resume (the journal is then kept as {path}.prev), "
+                    f"or give it another journal with --journal PATH.")
+        if resume:
+            if fmt != FORMAT:
+                raise UserError(
+                    f"The journal {path} is of format {fmt}, written by an earlier cluster-func, which "
+                    f"this one cannot resume from safely. Run without --resume to start over (the old "
+                    f"journal is kept as {path}.prev).")
+            if header.get("bins") != bins_text or header.get("mode") != mode:
+                raise UserError(
+                    f"The journal {path} is of a run with bins {header.get('bins')} and {header.get('mode')} "
+                    f"binning, but this run has bins {bins_text} and {mode} binning: its records do not "
+                    f"apply. Resume with the same --bins/--hash/--key, or use another --journal.")
+
+    def _read_previous(self, path, warn):
+        """Resuming: the journal's records (``previous``), those without this run's values left out."""
+        self.previous = read(path, for_resume=True)
+        self.first_seq = self.previous.ok_records
+        if self.values is not None:  # a call counts as completed here only with its value
+            keep = [r for r in self.previous.records if r.values == self.values]
+            drop = [r for r in self.previous.records if r.values != self.values]
+            if drop and keep:
+                covered = {p for r in keep for p in r.positions}
+                self.dropped_without_values = len({p for r in drop for p in r.positions} - covered)
+            else:
+                self.dropped_without_values = sum(len(r.positions) for r in drop)
+            self.previous.records = keep
+        if self.previous.bad:
+            warn(f"skipped {self.previous.bad} unreadable line(s) of the journal {path} (torn by a "
+                 f"kill or a full disk, or edited); the calls they recorded will run again.")
+
+    def _start_over(self, path, warn):
+        """Not resuming: say what the last run left undone, and keep its journal as ``path``.prev."""
+        prev = self.replaced_state = read(path)
+        if prev.last_status is None or prev.last_failed:
+            state = "did not finish" if prev.last_status is None else "finished with failed calls"
+            counts = ", ".join(filter(None, [f"{prev.last_done} calls completed" if prev.last_done else "",
+                                             f"{len(prev.last_failed)} failed" if prev.last_failed else ""]))
+            skips = "; --resume skips the completed ones" if prev.completed_total else ""
+            warn(f"starting over: the last run {state}" + (f" ({counts}{skips})" if counts or skips else "")
+                 + f"; its journal is kept as {path}.prev.")
+        self._keep_previous(path)
+
+    def _begin(self, path, exists, script_path, bins_text, mode, resume):
+        """Open the journal to append to it (``exists``) or create it with its header, then write
+        and flush this run's start record."""
         try:
             if exists:
                 self.fd = os.open(path, os.O_WRONLY | os.O_APPEND)
