@@ -924,6 +924,12 @@ class ProducerQueue(_Endpoint):
                         wlock.release()
             local.enqueue(msg)
             return
+        self._put_large(shared, local, data, size)
+
+    @staticmethod
+    def _put_large(shared, local, data, size):
+        """put's part for a message larger than the pipe writes atomically
+        (``_PIPE_BUF``): as much of it as fits now, the rest by the feeder."""
         msg = memoryview(_pack_header(size) + data)
         if not local.pending:
             # Write as much as fits now; a partly written message keeps the
