@@ -42,21 +42,7 @@ def gather(jobs_dir, out=None) -> int:
                             f"without -o the merged file goes to the jobs dir, replaced at each --gather.")
         values, missing, not_done, unknown = {}, 0, [], []
         for i in range(plan.nodes):
-            bin_values = {}
-            f = plan.path(i, ".results." + plan.results)
-            if os.path.lexists(f):
-                if not os.path.isfile(f):
-                    raise UserError(f"The results file of bin {i}, {f}, is "
-                                    f"{'a directory' if os.path.isdir(f) else 'not a regular file'}, so it "
-                                    f"holds no values that cluf can gather. Move it away (the bin's job writes a "
-                                    f"new one when it runs again: cluf --resubmit {jobs_dir}) and gather again.")
-                try:
-                    for pos, value in read_records(f):
-                        bin_values[pos] = value
-                except OSError as e:
-                    raise UserError(f"Cannot read the results file of bin {i}, {f}: {e.strerror or e}. Fix its "
-                                    f"permissions (or run cluf as the user whose jobs wrote it) and gather "
-                                    f"again.") from None
+            bin_values = _bin_values(plan, i, jobs_dir)
             values.update(bin_values)
             expected = m["jobs"].get(str(i), {}).get("calls")
             check_bin_journal(plan.path(i, ".journal"))
@@ -77,13 +63,39 @@ def gather(jobs_dir, out=None) -> int:
         print(f"cluf: gathered {n} values of {m['script']} into {target}.")
         if missing or unknown or not_done:
             status = 1
-            parts = []
-            if missing:
-                parts.append(f"{missing} positions have no value (calls not done or failed)")
-            if not_done:
-                parts.append(f"bins {format_positions(not_done)} of {plan.nodes} are not done")
-            if unknown:
-                parts.append(f"the call count of bins {format_positions(unknown)} is not known, so what "
-                             f"they lack is not counted")
-            print(f"cluf: incomplete: {'; '.join(parts)}. 'cluf --status {jobs_dir}' shows the bins.")
+            _say_incomplete(jobs_dir, plan.nodes, missing, not_done, unknown)
     return status
+
+
+def _bin_values(plan, i, jobs_dir) -> dict:
+    """The values in bin i's results file, by position (none when it has no file yet)."""
+    bin_values = {}
+    f = plan.path(i, ".results." + plan.results)
+    if os.path.lexists(f):
+        if not os.path.isfile(f):
+            raise UserError(f"The results file of bin {i}, {f}, is "
+                            f"{'a directory' if os.path.isdir(f) else 'not a regular file'}, so it "
+                            f"holds no values that cluf can gather. Move it away (the bin's job writes a "
+                            f"new one when it runs again: cluf --resubmit {jobs_dir}) and gather again.")
+        try:
+            for pos, value in read_records(f):
+                bin_values[pos] = value
+        except OSError as e:
+            raise UserError(f"Cannot read the results file of bin {i}, {f}: {e.strerror or e}. Fix its "
+                            f"permissions (or run cluf as the user whose jobs wrote it) and gather "
+                            f"again.") from None
+    return bin_values
+
+
+def _say_incomplete(jobs_dir, nodes, missing, not_done, unknown):
+    """Say what a gathered run lacks: positions without a value, bins not done, bins whose call
+    count is not known."""
+    parts = []
+    if missing:
+        parts.append(f"{missing} positions have no value (calls not done or failed)")
+    if not_done:
+        parts.append(f"bins {format_positions(not_done)} of {nodes} are not done")
+    if unknown:
+        parts.append(f"the call count of bins {format_positions(unknown)} is not known, so what "
+                     f"they lack is not counted")
+    print(f"cluf: incomplete: {'; '.join(parts)}. 'cluf --status {jobs_dir}' shows the bins.")
