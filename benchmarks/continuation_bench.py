@@ -12,7 +12,7 @@ record, the decision, the new job script, a stand-in ``sbatch``, the bin's recor
 Each continuation's wait for its lock is timed apart from its own work.
 
 Each continuation takes the manifest's lock shared and only its bin's exclusively
-(``jobs.bin_lock``), so bins do not wait for each other: what a job waits for is a whole
+(``manifest.bin_lock``), so bins do not wait for each other: what a job waits for is a whole
 rewrite of the manifest (``cluf --cancel``, ``--resubmit``), not the other continuations.  For
 comparison: the time one whole read-and-rewrite of the manifest holds its lock, which is what
 each continuation held before (all the continuations one after another: N times that for the
@@ -43,11 +43,11 @@ sys.path.insert(0, HERE)
 
 try:
     from cluster_func.cluster import continuation
-    from cluster_func.cluster import jobs
+    from cluster_func.cluster import manifest
 except ImportError:  # a source checkout that is not installed
     sys.path.insert(0, ROOT)
     from cluster_func.cluster import continuation
-    from cluster_func.cluster import jobs
+    from cluster_func.cluster import manifest
 
 import wait_bench  # noqa: E402 - (beside this file)
 
@@ -71,7 +71,7 @@ def _stopped_at_walltime(plan, nodes):
 
 def _worker(manifest_path, chosen, ids, release_at, out):
     waits, totals, said = [], [], []
-    real_lock = jobs.bin_lock
+    real_lock = manifest.bin_lock
 
     @contextlib.contextmanager
     def timed_lock(path, i):
@@ -80,7 +80,7 @@ def _worker(manifest_path, chosen, ids, release_at, out):
             waits.append(time.perf_counter() - t0)
             yield
 
-    jobs.bin_lock = timed_lock
+    manifest.bin_lock = timed_lock
     while time.time() < release_at:
         time.sleep(0.001)
     for i in chosen:
@@ -110,11 +110,11 @@ def run(quick=False, bins=None, workers=None, continuing=None, log=None):
         holds = []
         for _ in range(3):
             t0 = time.perf_counter()
-            jobs.update_manifest(manifest_path, None, lambda m: None)
+            manifest.update_manifest(manifest_path, None, lambda m: None)
             holds.append(time.perf_counter() - t0)
         hold = min(holds)
 
-        ids = {int(k): j["id"] for k, j in jobs.load_manifest(manifest_path)["jobs"].items()}
+        ids = {int(k): j["id"] for k, j in manifest.load_manifest(manifest_path)["jobs"].items()}
         ctx = multiprocessing.get_context("fork")
         out = ctx.Queue()
         release_at = time.time() + 1.0
@@ -130,7 +130,7 @@ def run(quick=False, bins=None, workers=None, continuing=None, log=None):
         totals = sorted(t for r in results for t in r[1])
         odd = [s for r in results for s in r[2]]
         assert not odd, odd[:5]
-        m = jobs.load_manifest(manifest_path)
+        m = manifest.load_manifest(manifest_path)
         assert all(m["jobs"][str(i)].get("restarts") == 1 for i in range(continuing)), "a bin did not continue once"
         log(f"{continuing:,} continuations by {workers} processes in {elapsed:.1f} s")
 

@@ -43,11 +43,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 try:
-    from cluster_func.cluster import continuation, jobs, status
+    from cluster_func.cluster import continuation, jobs, manifest, status
     from cluster_func.cluster.schedulers import SCHEDULERS
 except ImportError:  # a source checkout that is not installed
     sys.path.insert(0, ROOT)
-    from cluster_func.cluster import continuation, jobs, status
+    from cluster_func.cluster import continuation, jobs, manifest, status
     from cluster_func.cluster.schedulers import SCHEDULERS
 
 BINS = (10_000, 2_000)  # full, quick
@@ -73,11 +73,11 @@ def make_run(folder, nodes, calls_per_bin):
     os.makedirs(plan.jobs_dir)
     with open(plan.script, "w") as f:
         f.write("def target(x):\n    pass\n\nargs = range(%d)\n" % (nodes * calls_per_bin))
-    m = jobs.new_manifest(plan)
-    jobs.plan_bins(m, range(nodes))
+    m = manifest.new_manifest(plan)
+    manifest.plan_bins(m, range(nodes))
     running = list(range(1, nodes, 2))  # the odd bins; the even ones are done
     for i in range(nodes):
-        jobs.record(m, i, plan.script_path(i), str(FIRST_ID + i), calls=calls_per_bin)
+        manifest.record(m, i, plan.script_path(i), str(FIRST_ID + i), calls=calls_per_bin)
         with open(plan.path(i, ".journal"), "w") as f:
             f.write(json.dumps({"cluster_func_journal": 2, "script": plan.script, "bins": f"{i}/{nodes}",
                                 "mode": "round-robin", "created": 1.7e9}) + "\n")
@@ -87,7 +87,7 @@ def make_run(folder, nodes, calls_per_bin):
             if i % 2 == 0:
                 f.write(json.dumps({"t": "end", "done": done, "failed": 0, "status": "complete"}) + "\n")
     path = plan.manifest_path()
-    jobs.save_manifest(path, m)
+    manifest.save_manifest(path, m)
     return path, plan, running
 
 
@@ -141,7 +141,7 @@ def time_wait(manifest_path, plan, running, nodes, polls):
 
 def time_parts(manifest_path, plan, nodes, reps=3):
     sched = plan.scheduler
-    m = jobs.load_manifest(manifest_path)
+    m = manifest.load_manifest(manifest_path)
     ids = [j["id"] for j in m["jobs"].values()]
     parts = {}
 
@@ -172,7 +172,7 @@ def time_continuations(manifest_path, plan, nodes, count):
         lines[-1] = json.dumps({"t": "end", "done": 1, "failed": 0, "status": "walltime"}) + "\n"
         with open(path, "w") as f:
             f.writelines(lines)
-    m = jobs.load_manifest(manifest_path)
+    m = manifest.load_manifest(manifest_path)
     times, said = [], None
     for i in chosen:
         t0 = time.perf_counter()

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from cluster_func import __version__
-from cluster_func.cluster import jobs as jobs_mod  # (the manifest with its per-bin records)
+from cluster_func.cluster import manifest as manifest_mod  # (the manifest with its per-bin records)
 
 HERE = Path(__file__).resolve().parent
 EXPECTED = HERE / "pbs" / "expected"
@@ -143,7 +143,7 @@ def manifest_path(jobs_dir, stem, nodes):
 
 
 def read_manifest(jobs_dir, stem="example", nodes=3):
-    return jobs_mod.load_manifest(str(manifest_path(jobs_dir, stem, nodes)))
+    return manifest_mod.load_manifest(str(manifest_path(jobs_dir, stem, nodes)))
 
 
 def submitted_lines(stdout):

@@ -31,7 +31,7 @@ from typing import Dict, Iterable, List
 
 import cluf_support as cs
 import scheduler_support as ss
-from cluster_func.cluster import jobs as jobs_mod  # (the manifest with its per-bin records)
+from cluster_func.cluster import manifest as manifest_mod  # (the manifest with its per-bin records)
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,7 @@ def manifest_ids(folder) -> List[str]:
     """Every job id the manifests under ``folder`` name (current and earlier, arrays by their id)."""
     ids = set()
     for manifest in Path(folder).rglob("*.manifest.json"):
-        for job in jobs_mod.load_manifest(str(manifest))["jobs"].values():
+        for job in manifest_mod.load_manifest(str(manifest))["jobs"].values():
             ids.update(h["id"] for h in job.get("history", []))
             ids.add(job.get("array_id") or job["id"])
     return sorted(i for i in ids if i)
@@ -190,7 +190,7 @@ def job_names(folder) -> List[str]:
     """The job names of the runs under ``folder`` (``<stem>-<i>-<n>``)."""
     names = set()
     for manifest in Path(folder).rglob("*.manifest.json"):
-        m = jobs_mod.load_manifest(str(manifest))
+        m = manifest_mod.load_manifest(str(manifest))
         stem = os.path.splitext(os.path.basename(m["script"]))[0]
         names.update(f"{stem}-{i}-{m['nodes']}" for i in range(m["nodes"]))
     return sorted(names)

@@ -19,6 +19,7 @@ except ImportError:
 from cluster_func.cluster import continuation as c
 from cluster_func.local import stops as st
 from cluster_func.cluster import jobs
+from cluster_func.cluster import manifest as manifest_mod
 from cluster_func.cluster.schedulers import SCHEDULERS
 
 
@@ -140,22 +141,22 @@ def _run(tmp_path, nodes=3):
                         submit_dir=str(tmp_path), scheduler=SCHEDULERS["slurm"](), clum_args=[], passthrough=[])
     os.makedirs(plan.jobs_dir)
     path = plan.manifest_path()
-    jobs.update_manifest(path, plan, lambda m: [jobs.record(m, i, plan.script_path(i), str(10 + i))
+    manifest_mod.update_manifest(path, plan, lambda m: [manifest_mod.record(m, i, plan.script_path(i), str(10 + i))
                                                 for i in range(nodes)])
     return path
 
 
 def test_a_change_to_one_bin_is_its_record_which_readers_merge_and_a_whole_rewrite_folds(tmp_path):
     path = _run(tmp_path)
-    said = jobs.update_bin(path, 1, lambda m: m["jobs"]["1"].update(id="99") or "changed")
+    said = manifest_mod.update_bin(path, 1, lambda m: m["jobs"]["1"].update(id="99") or "changed")
     assert said == "changed"
     assert json.loads(Path(path).read_text())["jobs"]["1"]["id"] == "11", "the manifest itself is not rewritten"
-    assert jobs.load_manifest(path)["jobs"]["1"]["id"] == "99"
-    assert jobs.load_manifest(path, bins=[0])["jobs"]["1"]["id"] == "11"  # only bin 0's record merged
-    jobs.update_manifest(path, None, lambda m: m["jobs"]["2"].update(cancelled=True))
+    assert manifest_mod.load_manifest(path)["jobs"]["1"]["id"] == "99"
+    assert manifest_mod.load_manifest(path, bins=[0])["jobs"]["1"]["id"] == "11"  # only bin 0's record merged
+    manifest_mod.update_manifest(path, None, lambda m: m["jobs"]["2"].update(cancelled=True))
     assert json.loads(Path(path).read_text())["jobs"]["1"]["id"] == "99", "folded into the manifest"
-    assert os.listdir(jobs.bin_records_dir(path)) == []
-    assert jobs.load_manifest(path)["jobs"]["2"]["cancelled"] is True
+    assert os.listdir(manifest_mod.bin_records_dir(path)) == []
+    assert manifest_mod.load_manifest(path)["jobs"]["2"]["cancelled"] is True
 
 
 def test_a_bin_being_changed_does_not_hold_up_another_but_a_whole_rewrite_waits_for_it(tmp_path):
@@ -164,7 +165,7 @@ def test_a_bin_being_changed_does_not_hold_up_another_but_a_whole_rewrite_waits_
              "fd = os.open(sys.argv[1] + '.lock', os.O_RDWR)\n"
              "kind, start = (fcntl.LOCK_EX if sys.argv[2] == 'ex' else fcntl.LOCK_SH), int(sys.argv[3])\n"
              "try:\n    fcntl.lockf(fd, kind | fcntl.LOCK_NB, 1, start)\nexcept OSError:\n    sys.exit(1)\n")
-    with jobs.bin_lock(path, 1):
+    with manifest_mod.bin_lock(path, 1):
         def free(kind, start):
             return subprocess.run([sys.executable, "-c", probe, path, kind, str(start)]).returncode == 0
         assert free("ex", 1 + 2), "another bin's lock is free"
@@ -184,7 +185,7 @@ def _stopped_run(tmp_path, monkeypatch):
                         clum_args=["--walltime", "00:10:00"], resources={"walltime": 600})
     os.makedirs(plan.jobs_dir)
     path = plan.manifest_path()
-    jobs.update_manifest(path, plan, lambda m: jobs.record(m, 0, plan.script_path(0), "7"))
+    manifest_mod.update_manifest(path, plan, lambda m: manifest_mod.record(m, 0, plan.script_path(0), "7"))
     lines = [{"cluster_func_journal": 2, "script": plan.script, "bins": "0/1", "mode": "round-robin",
               "created": 1.7e9}, {"t": "start", "time": 1.7e9, "pid": 1, "resume": False},
              {"t": "ok", "pos": [[0, 1, 1]], "c": "000000001c", "d": "0" * 16},
@@ -197,7 +198,7 @@ def test_a_job_that_handed_its_bin_to_a_new_job_exits_0(tmp_path, monkeypatch, c
     path, _ = _stopped_run(tmp_path, monkeypatch)
     assert c.main([path, "0", "75"]) == 0
     assert "continued as job" in capsys.readouterr().err
-    job = jobs.load_manifest(path)["jobs"]["0"]
+    job = manifest_mod.load_manifest(path)["jobs"]["0"]
     assert job["restarts"] == 1 and job["history"][0]["id"] == "7"
 
 
@@ -205,10 +206,10 @@ def test_a_job_the_scheduler_cancelled_marks_its_bin_cancelled_and_a_requeued_on
     path, plan = _stopped_run(tmp_path, monkeypatch)
     st.record_verdict(plan.path(0, ".journal"), st.REQUEUED, "requeued by Slurm")
     assert c.main([path, "0", "143"]) == 143
-    assert not jobs.load_manifest(path)["jobs"]["0"].get("cancelled")
+    assert not manifest_mod.load_manifest(path)["jobs"]["0"].get("cancelled")
     st.record_verdict(plan.path(0, ".journal"), st.CANCELLED, "scancel or an administrator")
     assert c.main([path, "0", "143"]) == 143
-    job = jobs.load_manifest(path)["jobs"]["0"]
+    job = manifest_mod.load_manifest(path)["jobs"]["0"]
     assert job["cancelled"] and job["cancelled_by"] == "scancel or an administrator"
     assert not os.path.exists(st.verdict_path(plan.path(0, ".journal"))), "the verdict is used once"
     assert c.continue_bin(path, 0, "7") == "cancelled: not continuing"  # as cluf --wait would try

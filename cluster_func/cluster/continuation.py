@@ -15,7 +15,7 @@ continues once however many jobs end at the same moment:
 - failed calls are not retried by continuing (that is ``--retries`` and ``--resubmit``).
 
 The decision is taken under the bin's own lock and recorded in the bin's record
-(``jobs.update_bin``), not by rewriting the manifest: bins that stop together do not wait for
+(``manifest.update_bin``), not by rewriting the manifest: bins that stop together do not wait for
 each other (benchmarks/continuation_bench.py).
 
 Why a job stopped (a walltime, a preemption, a requeue or a cancel) is decided in the job by
@@ -30,7 +30,7 @@ whose bin could not continue (failed, cancelled, the submission refused) exits n
 import os
 import sys
 
-from . import jobs
+from . import jobs, manifest
 from ..record import journal as journal_mod
 from ..core.errors import EXIT_WALLTIME, SchedulerError
 from ..local.stops import CANCELLED, REQUEUED, recorded_verdict, scheduler_verdict, why_stopped
@@ -52,13 +52,13 @@ def _plan_times(plan):
 def mark_cancelled(manifest_path: str, i: int, stopped_id, words: str) -> str:
     """Bin i's job ``stopped_id`` was cancelled by the scheduler: the bin never continues."""
     def change(m):
-        job = m["jobs"].get(str(i))
-        if job is None or (stopped_id is not None and job.get("id") != stopped_id):
+        job = manifest.job(m, i)
+        if job is None or (stopped_id is not None and job.id != stopped_id):
             return "already continued: not marked"
-        job["cancelled"], job["cancelled_by"] = True, words
+        job.mark_cancelled(words)
         return f"cancelled: {words}"
 
-    return jobs.update_bin(manifest_path, i, change)
+    return manifest.update_bin(manifest_path, i, change)
 
 
 def continue_bin(manifest_path: str, i: int, stopped_id=None) -> str:
@@ -68,39 +68,39 @@ def continue_bin(manifest_path: str, i: int, stopped_id=None) -> str:
     another job continued the bin already)."""
     def decide(m):
         plan = jobs.plan_from_dict(m["plan"])
-        job = m["jobs"].get(str(i))
+        job = manifest.job(m, i)
         if job is None:
             return "not a submitted bin"
-        if stopped_id is not None and job.get("id") != stopped_id:
-            return f"already continued as job {job.get('id')}"
-        if job.get("cancelled"):
+        if stopped_id is not None and job.id != stopped_id:
+            return f"already continued as job {job.id}"
+        if job.cancelled:
             return "cancelled: not continuing"
-        if job.get("failed_reason"):
-            return f"failed: {job['failed_reason']}"
+        if job.failed_reason:
+            return f"failed: {job.failed_reason}"
         st = journal_mod.read(plan.path(i, ".journal"))
         if st.last_status != "walltime":
             return "nothing to continue"
-        restarts = job.get("restarts", 0)
+        restarts = job.restarts
         limit = m["plan"].get("max_restarts")
         limit = DEFAULT_MAX_RESTARTS if limit is None else limit
         if st.last_done == 0:
-            job["failed_reason"] = ("its job stopped at the walltime without completing a call (is one call "
-                                    "longer than the walltime?)")
-            return f"failed: {job['failed_reason']}"
+            job.failed_reason = ("its job stopped at the walltime without completing a call (is one call "
+                                 "longer than the walltime?)")
+            return f"failed: {job.failed_reason}"
         if restarts >= limit:
-            job["failed_reason"] = f"stopped at the walltime {restarts + 1} times (--max-restarts {limit})"
-            return f"failed: {job['failed_reason']}"
+            job.failed_reason = f"stopped at the walltime {restarts + 1} times (--max-restarts {limit})"
+            return f"failed: {job.failed_reason}"
         path = jobs.write(plan, [i], resume=True)[0]
         try:
             new_id = plan.scheduler.submit(path, plan.submit_dir)
         except (SchedulerError, RuntimeError) as e:
-            job["continue_failed"] = str(e)
+            job.continue_failed = str(e)
             return f"could not submit the continuation ({e}); 'cluf --wait' or 'cluf --resubmit' continues it"
-        jobs.record(m, i, path, new_id, resume=True, calls=job.get("calls"))
-        job["restarts"] = restarts + 1
+        manifest.record(m, i, path, new_id, resume=True, calls=job.calls)
+        job.restarts = restarts + 1
         return f"continued as job {new_id} (restart {restarts + 1} of at most {limit})"
 
-    return jobs.update_bin(manifest_path, i, decide)
+    return manifest.update_bin(manifest_path, i, decide)
 
 
 def main(argv=None):
@@ -111,14 +111,15 @@ def main(argv=None):
     manifest_path, i = argv[0], int(argv[1])
     status = int(argv[2]) if len(argv) > 2 else EXIT_WALLTIME
     try:
-        m = jobs.load_manifest(manifest_path, bins=[i]) or {}
-    except jobs.ManifestError as e:  # the job ends either way; say why it does not continue
+        m = manifest.load_manifest(manifest_path, bins=[i]) or {}
+    except manifest.ManifestError as e:  # the job ends either way; say why it does not continue
         print(f"cluf: bin {i} stopped with work left; could not continue: {e}", file=sys.stderr)
         return status
     folder = m.get("plan", {}).get("scheduler_path")
     if folder:  # the submit command cluf used, not another scheduler's of the same name
         os.environ["PATH"] = folder + os.pathsep + os.environ.get("PATH", "")
-    stopped = (m.get("jobs", {}).get(str(i)) or {}).get("id")
+    job = manifest.job(m, i)
+    stopped = job.id if job is not None else None
     if status != EXIT_WALLTIME:
         try:
             plan = jobs.plan_from_dict(m["plan"])

@@ -12,7 +12,7 @@ from ..core.bins import format_positions
 from ..core.errors import UserError
 from ..record import journal as journal_mod
 from ..record.results import ValueNotWritable, format_of, read_records, write_records
-from . import jobs
+from . import jobs, manifest
 from .status import check_bin_journal
 
 
@@ -20,21 +20,21 @@ def gather(jobs_dir, out=None) -> int:
     """Merge the results files of a cluf run's bins into one file in position order; say how
     many positions have no value (bins not done, calls failed).  Exit status 1 if any."""
     jobs_dir = os.path.abspath(jobs_dir or os.getcwd())
-    manifests = jobs.find_manifests(jobs_dir)
+    manifests = manifest.find_manifests(jobs_dir)
     if not manifests:
-        raise UserError(f"No cluf run in {jobs_dir}: there is no *{jobs.MANIFEST_SUFFIX} file there. Give the "
+        raise UserError(f"No cluf run in {jobs_dir}: there is no *{manifest.MANIFEST_SUFFIX} file there. Give the "
                         f"jobs dir of a run submitted with --results.")
     if out is not None and len(manifests) > 1:
         raise UserError(f"{jobs_dir} holds {len(manifests)} cluf runs; -o names one output file: gather "
                         f"without -o (one file per run) or give a jobs dir with one run.")
     status = 0
     for path in manifests:
-        m = jobs.load_manifest(path)
+        m = manifest.load_manifest(path)
         plan = jobs.plan_from_dict(m["plan"])
         if not plan.results:
             raise UserError(f"The run {path} was submitted without --results, so its jobs kept no values. "
                             f"Submit it with --results jsonl (or pkl) to collect them.")
-        target = os.path.abspath(out) if out else path[:-len(jobs.MANIFEST_SUFFIX)] + ".results." + plan.results
+        target = os.path.abspath(out) if out else path[:-len(manifest.MANIFEST_SUFFIX)] + ".results." + plan.results
         format_of(target)
         if out and os.path.lexists(target):
             raise UserError(f"cluf --gather -o {out}: that file exists, and --gather never overwrites a file "
@@ -44,7 +44,8 @@ def gather(jobs_dir, out=None) -> int:
         for i in range(plan.nodes):
             bin_values = _bin_values(plan, i, jobs_dir)
             values.update(bin_values)
-            expected = m["jobs"].get(str(i), {}).get("calls")
+            job = manifest.job(m, i)
+            expected = job.calls if job is not None else None
             check_bin_journal(plan.path(i, ".journal"))
             st = journal_mod.read(plan.path(i, ".journal"))
             done = st.format is not None and st.last_status == "complete"

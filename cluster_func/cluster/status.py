@@ -7,7 +7,7 @@ journal in the jobs dir: ``done`` when its last run ended, ``failed`` when it
 was interrupted or aborted, ``vanished`` when it never wrote an end (killed,
 walltime, node lost) or never started; ``cancelled`` when ``cluf --cancel``, or the
 scheduler's own cancel as the job saw it (stops.why_stopped), marked it (the note says
-what cancelled it).  The manifest is read with its per-bin records (jobs.load_manifest).
+what cancelled it).  The manifest is read with its per-bin records (manifest.load_manifest).
 """
 
 import os
@@ -15,7 +15,7 @@ import sys
 import time
 from typing import List
 
-from . import jobs
+from . import jobs, manifest
 from ..record import journal as journal_mod
 from ..core.errors import SchedulerError, UserError
 from .schedulers import SCHEDULERS
@@ -27,18 +27,18 @@ CANCELLED = "cancelled"
 
 
 class BinState:
-    def __init__(self, i, job):
+    def __init__(self, i, job: manifest.JobRecord):
         self.bin = i
         self.job = job
-        self.id = job.get("id")
+        self.id = job.id
         self.state = VANISHED
         self.done = None
         self.failed = None
-        self.total = job.get("calls")
+        self.total = job.calls
         self.stuck = False  # still in the scheduler's queue, in an error state
-        self.reason = job.get("failed_reason")  # why a bin that stopped at its walltime is failed
-        self.restarts = job.get("restarts", 0)
-        self.cancelled_by = job.get("cancelled_by")  # what the scheduler said, for a job cancelled by it
+        self.reason = job.failed_reason  # why a bin that stopped at its walltime is failed
+        self.restarts = job.restarts
+        self.cancelled_by = job.cancelled_by  # what the scheduler said, for a job cancelled by it
 
     @property
     def needs_rerun(self):
@@ -55,7 +55,7 @@ class BinState:
 
 
 def load_run(manifest_path):
-    m = jobs.load_manifest(manifest_path)  # checked field by field: a damaged one says what to do
+    m = manifest.load_manifest(manifest_path)  # checked field by field: a damaged one says what to do
     if m is None:
         raise UserError(f"The cluf manifest {manifest_path} has gone (moved or deleted while cluf ran). "
                         f"Give the jobs dir of a submitted run again.")
@@ -89,9 +89,9 @@ def _journal(path, cache):
     return st
 
 
-def bin_states(manifest, cache=None) -> List[BinState]:
-    plan = jobs.plan_from_dict(manifest["plan"])
-    states = [BinState(int(k), j) for k, j in sorted(manifest["jobs"].items(), key=lambda kv: int(kv[0]))]
+def bin_states(m, cache=None) -> List[BinState]:
+    plan = jobs.plan_from_dict(m["plan"])
+    states = [BinState(job.bin, job) for job in manifest.jobs_of(m)]
     ids = [s.id for s in states if s.id]
     try:
         live = plan.scheduler.query(ids)
@@ -105,7 +105,7 @@ def bin_states(manifest, cache=None) -> List[BinState]:
             s.state, s.stuck = FAILED, True
         elif s.id in live:
             s.state = live[s.id]
-        elif s.job.get("cancelled") and not (st is not None and st.last_status == "complete"):
+        elif s.job.cancelled and not (st is not None and st.last_status == "complete"):
             s.state = CANCELLED
         elif st is None or not st.runs or st.last_status is None:
             s.state = VANISHED
@@ -120,11 +120,10 @@ def bin_states(manifest, cache=None) -> List[BinState]:
 
 def live_bins(manifest_path, chosen, scheduler):
     """Bins among ``chosen`` whose recorded job is still queued or running: [(bin, id, state)]."""
-    m = jobs.load_manifest(manifest_path)
+    m = manifest.load_manifest(manifest_path)
     if not m or not m.get("jobs"):
         return []
-    ids = {i: m["jobs"][str(i)].get("id") for i in chosen if str(i) in m["jobs"]}
-    ids = {i: j for i, j in ids.items() if j}
+    ids = {i: job.id for i, job in ((i, manifest.job(m, i)) for i in chosen) if job is not None and job.id}
     if not ids:
         return []
     try:
@@ -171,9 +170,9 @@ def print_status(manifest, states, out=sys.stdout):
 
 def manifests_in(jobs_dir) -> List[str]:
     jobs_dir = os.path.abspath(jobs_dir or os.getcwd())
-    found = jobs.find_manifests(jobs_dir)
+    found = manifest.find_manifests(jobs_dir)
     if not found:
-        raise UserError(f"No cluf run in {jobs_dir}: there is no *{jobs.MANIFEST_SUFFIX} file there. "
+        raise UserError(f"No cluf run in {jobs_dir}: there is no *{manifest.MANIFEST_SUFFIX} file there. "
                         f"Give the jobs dir of a submitted run (the -j/--jobs-dir it was submitted with).")
     return found
 
@@ -190,19 +189,18 @@ def status(jobs_dir) -> int:
 
 def _mark_cancelled(m):
     """Every bin not done is cancelled for good: no job of it continues itself after this."""
-    for job in m["jobs"].values():
-        job["cancelled"] = True
-        job.setdefault("cancelled_by", "cluf --cancel")
+    for job in manifest.jobs_of(m):
+        job.mark_cancelled("cluf --cancel", keep_earlier=True)
 
 
 def cancel(jobs_dir) -> int:
     for path in manifests_in(jobs_dir):
         plan = jobs.plan_from_dict(load_run(path)["plan"])
-        for k in load_run(path)["jobs"]:  # a journal that cannot be read: refused before anything is marked
-            check_bin_journal(plan.path(int(k), ".journal"))
+        for i in manifest.submitted_bins(load_run(path)):  # a journal that cannot be read: refused before
+            check_bin_journal(plan.path(i, ".journal"))      # anything is marked
         # First mark the bins (under the lock a continuing job takes too), then cancel what the
         # manifest names: a continuation submitted before the mark is in it, none comes after.
-        jobs.update_manifest(path, None, _mark_cancelled)
+        manifest.update_manifest(path, None, _mark_cancelled)
         m = load_run(path)
         sched = SCHEDULERS[m["scheduler"]]()
         states = bin_states(m)
@@ -211,7 +209,7 @@ def cancel(jobs_dir) -> int:
             print(f"cluf: no queued or running job in the run of {m['plan']['script']}.")
             continue
         # Cancel whole arrays by their id, single jobs by theirs.
-        ids = sorted({s.job.get("array_id") or s.id for s in live})
+        ids = sorted({s.job.array_id or s.id for s in live})
         finished = sched.cancel(ids)  # a SchedulerError says what failed
         print(f"cluf: cancelled {len(ids)} job(s): {' '.join(ids)}"
               + (f" ({sched.name} says some had already finished)" if finished else ""))

@@ -15,7 +15,7 @@ import sys
 import time
 
 from ..core import bins
-from . import jobs, schedulers
+from . import jobs, manifest, schedulers
 from .status import bin_states, live_bins, load_run, manifests_in
 from .status import wait as wait_for_run
 from ..core.errors import Interrupted, SchedulerError, SubmitError, UserError
@@ -313,7 +313,7 @@ def submit_arrays(plan, chosen, submitting, max_running, calls, resume=False):
               f"{jobs.ARRAY_BIN_VAR}={runs[0][0]} bash {shlex.quote(paths[0])}")
         return EXIT_OK
     manifest_path = plan.manifest_path()
-    jobs.update_manifest(manifest_path, plan, lambda m: jobs.plan_bins(m, chosen))
+    manifest.update_manifest(manifest_path, plan, lambda m: manifest.plan_bins(m, chosen))
     for (first, count), path in zip(runs, paths):
         try:
             array_id = sched.submit(path, plan.submit_dir)
@@ -327,15 +327,15 @@ def submit_arrays(plan, chosen, submitting, max_running, calls, resume=False):
         def record_tasks(m, first=first, count=count, path=path, array_id=array_id):
             for i in range(first, first + count):
                 index = i - first + sched.array_first_index
-                jobs.record(m, i, path, sched.task_id(array_id, index), array_id=array_id, calls=calls.get(i))
-        jobs.update_manifest(manifest_path, plan, record_tasks)
+                manifest.record(m, i, path, sched.task_id(array_id, index), array_id=array_id, calls=calls.get(i))
+        manifest.update_manifest(manifest_path, plan, record_tasks)
         print(f"submitted {path} as job {array_id} (array of {count}: bins {first}-{first + count - 1})")
     return EXIT_OK
 
 
 def submit(plan, chosen, paths, argv_all=None, resume=False, calls=None, manifest_path=None):
     manifest_path = manifest_path or plan.manifest_path()
-    jobs.update_manifest(manifest_path, plan, lambda m: jobs.plan_bins(m, chosen))
+    manifest.update_manifest(manifest_path, plan, lambda m: manifest.plan_bins(m, chosen))
     calls = calls or {}
     done = []
     for i, path in zip(chosen, paths):
@@ -355,8 +355,8 @@ def submit(plan, chosen, paths, argv_all=None, resume=False, calls=None, manifes
                 f"submitting bin {i} failed: {e}.\n  submitted: {submitted}\n  not submitted: bins "
                 f"{bins.format_positions(rest)} of {plan.nodes}\n  to submit the rest once the problem is "
                 f"fixed, run:\n    {' '.join(shlex.quote(w) for w in cmd)}") from None
-        jobs.update_manifest(manifest_path, plan,
-                             lambda m, i=i, path=path, job_id=job_id: jobs.record(m, i, path, job_id, resume,
+        manifest.update_manifest(manifest_path, plan,
+                             lambda m, i=i, path=path, job_id=job_id: manifest.record(m, i, path, job_id, resume,
                                                                                   calls=calls.get(i)))
         done.append((i, job_id))
         print(f"submitted {path} as job {job_id}")
@@ -372,9 +372,9 @@ def resubmit(jobs_dir) -> int:
         m = load_run(path)
         states = bin_states(m)
         redo = [s.bin for s in states if s.needs_rerun]
-        planned = set(m.get("planned", range(m["nodes"])))
-        redo += [i for i in sorted(planned) if str(i) not in m["jobs"]]  # their submission failed
-        never = [i for i in range(m["nodes"]) if str(i) not in m["jobs"] and i not in planned]
+        planned, submitted = manifest.planned_bins(m), set(manifest.submitted_bins(m))
+        redo += [i for i in sorted(planned) if i not in submitted]  # their submission failed
+        never = [i for i in range(m["nodes"]) if i not in submitted and i not in planned]
         if never:
             print(f"cluf: bins {bins.format_positions(never)} of {m['nodes']} were never submitted, so they are not "
                   f"resubmitted; 'cluf {m['plan']['script']} -n {m['nodes']} -b {bins.format_positions(never)}/{m['nodes']}' "

@@ -742,7 +742,7 @@ import json  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 
-from cluster_func.cluster import jobs as _jobs  # noqa: E402
+from cluster_func.cluster import manifest as _manifest  # noqa: E402
 from cluster_func import options as _options  # noqa: E402
 from cluster_func.cluster import schedulers as _schedulers  # noqa: E402
 
@@ -793,8 +793,8 @@ def _field_cases():
     """(case name, change(manifest dict), the words the message must hold): every field of the
     manifest's schema given a value of the wrong type, every required one missing, and values of the
     right type that still cannot be (a scheduler cluf does not know, a bin beyond the run...)."""
-    sections = [("", _jobs.MANIFEST_SCHEMA), ("plan", _jobs.PLAN_SCHEMA),
-                ("plan.resources", _jobs.RESOURCES_SCHEMA), ("jobs.0", _jobs.JOB_SCHEMA)]
+    sections = [("", _manifest.MANIFEST_SCHEMA), ("plan", _manifest.PLAN_SCHEMA),
+                ("plan.resources", _manifest.RESOURCES_SCHEMA), ("jobs.0", _manifest.JOB_SCHEMA)]
 
     def at(m, section):
         for part in filter(None, section.split(".")):

@@ -40,7 +40,7 @@ except ImportError:  # tests/ is not on sys.path when run without the rootdir co
     from scenarios import scenario
 
 from real_schedulers import QUEUED, RUNNING
-from cluster_func.cluster import jobs as jobs_mod  # (the manifest with its per-bin records)
+from cluster_func.cluster import manifest as manifest_mod  # (the manifest with its per-bin records)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -59,7 +59,7 @@ def cancel_leftovers(sched, folder):
     """A failing scenario must not leave jobs behind to hold the machine's slots."""
     ids = set()
     for manifest in Path(folder).rglob("*.manifest.json"):
-        for job in jobs_mod.load_manifest(str(manifest))["jobs"].values():
+        for job in manifest_mod.load_manifest(str(manifest))["jobs"].values():
             ids.update(h["id"] for h in job.get("history", []))
             ids.add(job.get("array_id") or job["id"])
     sched.cancel(ids, check=False)

@@ -37,7 +37,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from cluster_func.cluster import jobs as jobs_mod  # (the manifest with its per-bin records)
+from cluster_func.cluster import manifest as manifest_mod  # (the manifest with its per-bin records)
 
 try:
     import cluf_support as cs
@@ -63,7 +63,7 @@ def cluf(sched, *args, cwd, env, timeout=120):
 
 def manifest(jobs_dir):
     [path] = Path(jobs_dir).glob("*.manifest.json")
-    return jobs_mod.load_manifest(str(path))
+    return manifest_mod.load_manifest(str(path))
 
 
 def restarts(jobs_dir):
