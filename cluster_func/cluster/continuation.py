@@ -15,8 +15,9 @@ continues once however many jobs end at the same moment:
 - failed calls are not retried by continuing (that is ``--retries`` and ``--resubmit``).
 
 The decision is taken under the bin's own lock and recorded in the bin's record
-(``manifest.update_bin``), not by rewriting the manifest: bins that stop together do not wait for
-each other (benchmarks/continuation_bench.py).
+(``manifest.update_bin``), not by rewriting the manifest: bins that stop together do not wait
+for each other (benchmarks/continuation_bench.py).  The new job is written, submitted and
+recorded by ``dispatch.dispatch`` under that same lock.
 
 Why a job stopped (a walltime, a preemption, a requeue or a cancel) is decided in the job by
 :mod:`cluster_func.local.stops`; a cancelled bin is marked here and never continues.
@@ -30,9 +31,9 @@ whose bin could not continue (failed, cancelled, the submission refused) exits n
 import os
 import sys
 
-from . import jobs, manifest
+from . import dispatch, jobs, manifest
 from ..record import journal as journal_mod
-from ..core.errors import EXIT_WALLTIME, SchedulerError
+from ..core.errors import EXIT_WALLTIME
 from ..local.stops import CANCELLED, REQUEUED, recorded_verdict, scheduler_verdict, why_stopped
 
 DEFAULT_MAX_RESTARTS = 20
@@ -65,7 +66,8 @@ def continue_bin(manifest_path: str, i: int, stopped_id=None) -> str:
     """Continue bin i if it should; returns what happened, in words (for the log and --wait).
 
     ``stopped_id``: the job that stopped (the one the manifest must still name for bin i, or
-    another job continued the bin already)."""
+    another job continued the bin already).  The new job is written, submitted and recorded
+    (dispatch.dispatch) under the bin's lock, on the manifest read under it."""
     def decide(m):
         plan = jobs.plan_from_dict(m["plan"])
         job = manifest.job(m, i)
@@ -90,13 +92,12 @@ def continue_bin(manifest_path: str, i: int, stopped_id=None) -> str:
         if restarts >= limit:
             job.failed_reason = f"stopped at the walltime {restarts + 1} times (--max-restarts {limit})"
             return f"failed: {job.failed_reason}"
-        path = jobs.write(plan, [i], resume=True)[0]
         try:
-            new_id = plan.scheduler.submit(path, plan.submit_dir)
-        except (SchedulerError, RuntimeError) as e:
-            job.continue_failed = str(e)
-            return f"could not submit the continuation ({e}); 'cluf --wait' or 'cluf --resubmit' continues it"
-        manifest.record(m, i, path, new_id, resume=True, calls=job.calls)
+            [(_, new_id)] = dispatch.dispatch(plan, dispatch.singles([i]), lambda change: change(m), resume=True,
+                                              calls={i: job.calls})
+        except dispatch.Refused as e:
+            job.continue_failed = str(e.error)
+            return f"could not submit the continuation ({e.error}); 'cluf --wait' or 'cluf --resubmit' continues it"
         job.restarts = restarts + 1
         return f"continued as job {new_id} (restart {restarts + 1} of at most {limit})"
 

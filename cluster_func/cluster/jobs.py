@@ -25,7 +25,8 @@ What a job script does besides running clum:
   returns: 0 once a new job holds the bin (see continuation.py for why), else non-zero.
 
 The plan (:class:`RunPlan`) names every file of a run in the jobs dir, the manifest's too;
-the manifest itself (its format, lock and job records) is :mod:`cluster_func.cluster.manifest`.
+the manifest itself (its format, lock and job records) is :mod:`cluster_func.cluster.manifest`,
+and writing, submitting and recording jobs is :mod:`cluster_func.cluster.dispatch`.
 """
 
 import os

@@ -2,10 +2,11 @@
 submitted, their ids in the run's manifest.
 
 Top-down: decide how many jobs (``-n``, or ``-i`` by counting the calls), pick the scheduler,
-refuse bins that are still queued or running, write one job script per bin (or job arrays)
-and submit them one by one, saving the manifest after each so that a failure part-way says
-exactly what was and was not submitted.  ``cluf --resubmit`` (:func:`resubmit`, here) submits through
-:func:`submit` too.
+refuse bins that are still queued or running, then write one job script per bin (or job
+arrays) and submit them one by one through :func:`cluster_func.cluster.dispatch.dispatch`, which
+records each job in the manifest as it is submitted, so that a failure part-way says exactly
+what was and was not submitted (the messages are worded here).  ``cluf --resubmit``
+(:func:`resubmit`, here) submits through :func:`submit` too.
 """
 
 import os
@@ -15,7 +16,7 @@ import sys
 import time
 
 from ..core import bins
-from . import jobs, manifest, schedulers
+from . import dispatch, jobs, manifest, schedulers
 from .status import bin_states, live_bins, load_run, manifests_in
 from .status import wait as wait_for_run
 from ..core.errors import Interrupted, SchedulerError, SubmitError, UserError
@@ -103,15 +104,12 @@ def run(ns, module, opts, argv_all) -> int:
         return _then_wait(plan, status, submitting and opts["wait"])
     if opts["max_running"]:
         warner("cluf")("--max-running only applies with --array; ignored.")
-    try:
-        paths = jobs.write(plan, chosen, resume=bool(opts["resume"]))
-    except OSError as e:
-        raise UserError(f"Cannot write the job scripts in {plan.jobs_dir}: {e.strerror}.") from None
     if not submitting:
+        paths = dispatch.write(plan, dispatch.singles(chosen), bool(opts["resume"]), say_write_errors=True)
         print(f"cluf: wrote {len(paths)} {sched.name} job script{'s' * (len(paths) != 1)} in "
               f"{plan.jobs_dir} (not submitted: -q). Run one by hand with: bash {shlex.quote(paths[0])}")
         return EXIT_OK
-    status = submit(plan, chosen, paths, argv_all, resume=bool(opts["resume"]), calls=calls)
+    status = submit(plan, chosen, argv_all, resume=bool(opts["resume"]), calls=calls, say_write_errors=True)
     return _then_wait(plan, status, opts["wait"])
 
 
@@ -303,63 +301,63 @@ def submit_arrays(plan, chosen, submitting, max_running, calls, resume=False):
             (say if note else print)(f"--max-running {max_running} is shared out between the "
                                      f"{len(runs)} arrays: at most {share} running tasks per array{note}.")
             max_running = share
-    try:
-        paths = [jobs.write_array(plan, first, count, max_running, resume) for first, count in runs]
-    except OSError as e:
-        raise UserError(f"Cannot write the job scripts in {plan.jobs_dir}: {e.strerror}.") from None
+    scripts = dispatch.arrays(runs)
     if not submitting:
+        paths = dispatch.write(plan, scripts, resume, max_running, say_write_errors=True)
         print(f"cluf: wrote {len(paths)} {sched.name} array job script{'s' * (len(paths) != 1)} in "
               f"{plan.jobs_dir} (not submitted: -q). Run one bin by hand with: "
               f"{jobs.ARRAY_BIN_VAR}={runs[0][0]} bash {shlex.quote(paths[0])}")
         return EXIT_OK
     manifest_path = plan.manifest_path()
-    manifest.update_manifest(manifest_path, plan, lambda m: manifest.plan_bins(m, chosen))
-    for (first, count), path in zip(runs, paths):
-        try:
-            array_id = sched.submit(path, plan.submit_dir)
-        except RuntimeError as e:
-            rest = [i for f, c in runs[runs.index([first, count]):] for i in range(f, f + c)]
-            raise SubmitError(
-                f"submitting the array {path} failed: {e}. Arrays submitted before it are recorded in "
-                f"{manifest_path}. Not submitted: bins {bins.format_positions(rest)} of {plan.nodes}; "
-                f"to submit them (as single jobs) once the problem is fixed, run:\n    "
-                f"cluf --resubmit {shlex.quote(plan.jobs_dir)}") from None
-        def record_tasks(m, first=first, count=count, path=path, array_id=array_id):
-            for i in range(first, first + count):
-                index = i - first + sched.array_first_index
-                manifest.record(m, i, path, sched.task_id(array_id, index), array_id=array_id, calls=calls.get(i))
-        manifest.update_manifest(manifest_path, plan, record_tasks)
-        print(f"submitted {path} as job {array_id} (array of {count}: bins {first}-{first + count - 1})")
+
+    def said(script, array_id):
+        print(f"submitted {script.path} as job {array_id} (array of {script.count}: bins {script.first}-"
+              f"{script.first + script.count - 1})")
+
+    try:
+        dispatch.dispatch(plan, scripts, _under_manifest_lock(manifest_path, plan), resume=resume, calls=calls,
+                          planned=chosen, max_running=max_running, say_write_errors=True, submitted=said)
+    except dispatch.Refused as e:
+        rest = [i for s in e.left for i in s.bins]
+        raise SubmitError(
+            f"submitting the array {e.script.path} failed: {e.error}. Arrays submitted before it are recorded in "
+            f"{manifest_path}. Not submitted: bins {bins.format_positions(rest)} of {plan.nodes}; "
+            f"to submit them (as single jobs) once the problem is fixed, run:\n    "
+            f"cluf --resubmit {shlex.quote(plan.jobs_dir)}") from None
     return EXIT_OK
 
 
-def submit(plan, chosen, paths, argv_all=None, resume=False, calls=None, manifest_path=None):
+def _under_manifest_lock(manifest_path, plan):
+    """How a submission from cluf changes the manifest: each change under the manifest's
+    exclusive lock, alone (see dispatch.py)."""
+    return lambda change: manifest.update_manifest(manifest_path, plan, change)
+
+
+def submit(plan, chosen, argv_all=None, resume=False, calls=None, manifest_path=None, say_write_errors=False,
+           written=None):
+    """Write, submit and record the single jobs of the bins ``chosen`` (see dispatch.py); a refused
+    submission says what was submitted and the command that submits the rest (the same cluf
+    command with their -b when ``argv_all`` is given, else ``cluf --resubmit``)."""
     manifest_path = manifest_path or plan.manifest_path()
-    manifest.update_manifest(manifest_path, plan, lambda m: manifest.plan_bins(m, chosen))
-    calls = calls or {}
-    done = []
-    for i, path in zip(chosen, paths):
-        try:
-            job_id = plan.scheduler.submit(path, plan.submit_dir)
-        except RuntimeError as e:
-            rest = chosen[len(done):]
-            if argv_all is not None:
-                cmd_argv, passthrough = split_passthrough(argv_all)
-                cmd = ["cluf", *replace_bins(cmd_argv, f"{bins.format_positions(rest)}/{plan.nodes}")]
-                if passthrough:
-                    cmd += ["--", *passthrough]
-            else:
-                cmd = ["cluf", "--resubmit", plan.jobs_dir]
-            submitted = ", ".join(f"bin {b} as job {j}" for b, j in done) or "none"
-            raise SubmitError(
-                f"submitting bin {i} failed: {e}.\n  submitted: {submitted}\n  not submitted: bins "
-                f"{bins.format_positions(rest)} of {plan.nodes}\n  to submit the rest once the problem is "
-                f"fixed, run:\n    {' '.join(shlex.quote(w) for w in cmd)}") from None
-        manifest.update_manifest(manifest_path, plan,
-                             lambda m, i=i, path=path, job_id=job_id: manifest.record(m, i, path, job_id, resume,
-                                                                                  calls=calls.get(i)))
-        done.append((i, job_id))
-        print(f"submitted {path} as job {job_id}")
+    try:
+        done = dispatch.dispatch(plan, dispatch.singles(chosen), _under_manifest_lock(manifest_path, plan),
+                                 resume=resume, calls=calls, planned=chosen, say_write_errors=say_write_errors,
+                                 written=written,
+                                 submitted=lambda script, job_id: print(f"submitted {script.path} as job {job_id}"))
+    except dispatch.Refused as e:
+        rest = [s.first for s in e.left]
+        if argv_all is not None:
+            cmd_argv, passthrough = split_passthrough(argv_all)
+            cmd = ["cluf", *replace_bins(cmd_argv, f"{bins.format_positions(rest)}/{plan.nodes}")]
+            if passthrough:
+                cmd += ["--", *passthrough]
+        else:
+            cmd = ["cluf", "--resubmit", plan.jobs_dir]
+        submitted = ", ".join(f"bin {s.first} as job {j}" for s, j in e.done) or "none"
+        raise SubmitError(
+            f"submitting bin {e.script.first} failed: {e.error}.\n  submitted: {submitted}\n  not submitted: bins "
+            f"{bins.format_positions(rest)} of {plan.nodes}\n  to submit the rest once the problem is "
+            f"fixed, run:\n    {' '.join(shlex.quote(w) for w in cmd)}") from None
     print(f"cluf: submitted {len(done)} job{'s' * (len(done) != 1)} to {plan.scheduler.name}; "
           f"manifest: {manifest_path}")
     return EXIT_OK
@@ -398,7 +396,9 @@ def resubmit(jobs_dir) -> int:
             continue
         plan = jobs.plan_from_dict(m["plan"])
         redo.sort()
-        paths = jobs.write(plan, redo, resume=True)
-        print(f"cluf: resubmitting {len(redo)} bin(s) with --resume: {', '.join(map(str, redo))}")
-        status_code = max(status_code, submit(plan, redo, paths, resume=True, manifest_path=path))
+
+        def said(scripts, redo=redo):  # (written, not yet submitted)
+            print(f"cluf: resubmitting {len(redo)} bin(s) with --resume: {', '.join(map(str, redo))}")
+
+        status_code = max(status_code, submit(plan, redo, resume=True, manifest_path=path, written=said))
     return status_code
