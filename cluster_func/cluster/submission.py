@@ -31,6 +31,40 @@ EXIT_OK = 0
 def run(ns, module, opts, argv_all) -> int:
     get_target(module, opts["target"])
     args = get_args(module, opts["args"])
+    count, nodes = _count_jobs(ns, opts, args)
+    submitting = not opts["no_q"]
+    sched = schedulers.get(opts["scheduler"], submitting)
+    if submitting and not shutil.which(sched.submit_command):
+        raise UserError(f"Cannot submit to {sched.name}: its command {sched.submit_command!r} is not on "
+                        f"PATH. Run cluf where the scheduler is installed, or write the scripts "
+                        f"without submitting them with -q/--no-q.")
+    chosen = _chosen_bins(opts, nodes, count)
+    plan = _plan(opts, nodes, sched)
+    for warning in schedulers.ignored_options(sched, opts):
+        warner("cluf")(warning)
+    if submitting:
+        _refuse_live_bins(plan, chosen)
+    calls = _expected_calls(args, opts, nodes, chosen)
+    resume = bool(opts["resume"])
+    if opts["array"] and len(chosen) > 1:
+        status = submit_arrays(plan, chosen, submitting, opts["max_running"], calls, resume)
+        return _then_wait(plan, status, submitting and opts["wait"])
+    if opts["max_running"]:
+        warner("cluf")("--max-running only applies with --array; ignored.")
+    if not submitting:
+        paths = dispatch.write(plan, dispatch.singles(chosen), resume, say_write_errors=True)
+        print(f"cluf: wrote {len(paths)} {sched.name} job script{'s' * (len(paths) != 1)} in "
+              f"{plan.jobs_dir} (not submitted: -q). Run one by hand with: bash {shlex.quote(paths[0])}")
+        return EXIT_OK
+    status = submit(plan, chosen, argv_all, resume=resume, calls=calls, say_write_errors=True)
+    return _then_wait(plan, status, opts["wait"])
+
+
+def _count_jobs(ns, opts, args):
+    """(the number of calls, or None when unknown; the number of jobs), from -n or -i, whichever
+    the command line gave (else the one cluf_options or ~/.clufrc gave).  The arguments are
+    surveyed here: an empty or failing iterable, or a --hash/--key position beyond the first
+    element's arguments, is refused before anything is written."""
     if ns.nodes is not None:
         opts["iterations"] = None  # the command line wins over cluf_options / ~/.clufrc
     elif ns.iterations is not None:
@@ -44,17 +78,16 @@ def run(ns, module, opts, argv_all) -> int:
     count, first = survey_args(args, opts["args"], opts["script"], need_count=opts["iterations"] is not None,
                                need_first=opts["hash"] is not None or opts["key"] is not None)
     check_first_element(first, opts)
-    if opts["iterations"] is not None:
-        nodes = max(1, -(-count // opts["iterations"]))
-        print(f"cluf: {count} calls, {opts['iterations']} per job: {nodes} job{'s' * (nodes != 1)}.")
-    else:
-        nodes = opts["nodes"]
-    submitting = not opts["no_q"]
-    sched = schedulers.get(opts["scheduler"], submitting)
-    if submitting and not shutil.which(sched.submit_command):
-        raise UserError(f"Cannot submit to {sched.name}: its command {sched.submit_command!r} is not on "
-                        f"PATH. Run cluf where the scheduler is installed, or write the scripts "
-                        f"without submitting them with -q/--no-q.")
+    if opts["iterations"] is None:
+        return count, opts["nodes"]
+    nodes = max(1, -(-count // opts["iterations"]))
+    print(f"cluf: {count} calls, {opts['iterations']} per job: {nodes} job{'s' * (nodes != 1)}.")
+    return count, nodes
+
+
+def _chosen_bins(opts, nodes, count):
+    """The bins to write and submit: those of -b (its N must be the number of jobs), else all;
+    a round-robin bin that would hold no call is refused."""
     spec = opts["bins"]
     if spec is not None and spec.total != nodes:
         raise UserError(f"--bins {spec} names {spec.total} bins, but there are {nodes} jobs: with cluf, "
@@ -68,49 +101,47 @@ def run(ns, module, opts, argv_all) -> int:
                 f"-n {nodes} makes {nodes} jobs, but {opts['args']!r} holds only {count} call"
                 f"{'s' * (count != 1)}, so bin{'s' * (len(empty) != 1)} {bins.format_positions(empty)} of "
                 f"{nodes} would have nothing to do. Use -n {count} or fewer, or -i K for about K calls per job.")
+    return chosen
 
+
+def _plan(opts, nodes, sched) -> jobs.RunPlan:
+    """The run's plan from the merged options: what each job asks the scheduler for, and its clum
+    command (the option table says what each job's clum gets)."""
     gpus = job_gpus(opts)  # (checked against --gpus-per-worker and -p)
-    clum_args = forwarded(opts)  # what the option table says each job's clum gets
-    raw = opts[f"{sched.name}_options"] or {}
-    plan = jobs.RunPlan(
+    return jobs.RunPlan(
         script=opts["script"], nodes=nodes, jobs_dir=opts["jobs_dir"] or os.getcwd(),
-        submit_dir=os.getcwd(), scheduler=sched, clum_args=clum_args, passthrough=opts["passthrough"],
+        submit_dir=os.getcwd(), scheduler=sched, clum_args=forwarded(opts), passthrough=opts["passthrough"],
         env=opts["env"] or {}, prepend=opts["prepend_script"] or [], append=opts["append_script"] or [],
         resources={"walltime": opts["walltime"], "memory": opts["memory"], "queue": opts["queue"],
                    "account": opts["account"], "gpus": gpus,
                    "cpus": opts["cpus"] or opts["processes"] or (gpus and gpus // (opts["gpus_per_worker"] or 1))},
-        raw=raw, results=opts["results"].rsplit(".", 1)[-1].lower() if opts["results"] else None,
+        raw=opts[f"{sched.name}_options"] or {},
+        results=opts["results"].rsplit(".", 1)[-1].lower() if opts["results"] else None,
         max_restarts=opts["max_restarts"],
         scheduler_path=os.path.dirname(shutil.which(sched.submit_command) or "") or None)
-    for warning in schedulers.ignored_options(sched, opts):
-        warner("cluf")(warning)
-    if submitting:
-        busy = live_bins(plan.manifest_path(), chosen, sched)
-        if busy:
-            listed = ", ".join(f"bin {i} (job {j}, {st})" for i, j, st in busy[:10])
-            raise UserError(
-                f"{len(busy)} of these bins are already queued or running: {listed}"
-                f"{', ...' if len(busy) > 10 else ''}. Submitting them again would run their calls twice. "
-                f"Wait for them, cancel them first (cluf --cancel {plan.jobs_dir}), or choose the other "
-                f"bins with -b.")
+
+
+def _refuse_live_bins(plan, chosen):
+    """Bins whose recorded job is still queued or running are not submitted again."""
+    busy = live_bins(plan.manifest_path(), chosen, plan.scheduler)
+    if busy:
+        listed = ", ".join(f"bin {i} (job {j}, {st})" for i, j, st in busy[:10])
+        raise UserError(
+            f"{len(busy)} of these bins are already queued or running: {listed}"
+            f"{', ...' if len(busy) > 10 else ''}. Submitting them again would run their calls twice. "
+            f"Wait for them, cancel them first (cluf --cancel {plan.jobs_dir}), or choose the other "
+            f"bins with -b.")
+
+
+def _expected_calls(args, opts, nodes, chosen):
+    """bin -> the number of calls it holds, for the bins where that is known without running them."""
     mode = "hash" if opts["hash"] is not None else "key" if opts["key"] is not None else "round-robin"
     calls = {}
     for i in chosen:
         n = bins.expected_count(args, bins.BinSpec((i,), nodes), mode)
         if n is not None:
             calls[i] = n
-    if opts["array"] and len(chosen) > 1:
-        status = submit_arrays(plan, chosen, submitting, opts["max_running"], calls, bool(opts["resume"]))
-        return _then_wait(plan, status, submitting and opts["wait"])
-    if opts["max_running"]:
-        warner("cluf")("--max-running only applies with --array; ignored.")
-    if not submitting:
-        paths = dispatch.write(plan, dispatch.singles(chosen), bool(opts["resume"]), say_write_errors=True)
-        print(f"cluf: wrote {len(paths)} {sched.name} job script{'s' * (len(paths) != 1)} in "
-              f"{plan.jobs_dir} (not submitted: -q). Run one by hand with: bash {shlex.quote(paths[0])}")
-        return EXIT_OK
-    status = submit(plan, chosen, argv_all, resume=bool(opts["resume"]), calls=calls, say_write_errors=True)
-    return _then_wait(plan, status, opts["wait"])
+    return calls
 
 
 def job_gpus(opts):
