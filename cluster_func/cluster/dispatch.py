@@ -91,9 +91,9 @@ def _record(m: dict, plan: jobs.RunPlan, script: Script, job_id: str, resume: bo
         manifest.record(m, script.first, script.path, job_id, resume, calls=calls.get(script.first))
         return
     sched = plan.scheduler
-    for i in script.bins:  # (an array's tasks are recorded with resume false, as they always were)
+    for i in script.bins:
         index = i - script.first + sched.array_first_index
-        manifest.record(m, i, script.path, sched.task_id(job_id, index), array_id=job_id, calls=calls.get(i))
+        manifest.record(m, i, script.path, sched.task_id(job_id, index), resume, array_id=job_id, calls=calls.get(i))
 
 
 def dispatch(plan: jobs.RunPlan, scripts: List[Script], record_with: Callable, *, resume=False,
