@@ -16,9 +16,8 @@ import traceback
 
 from . import __version__, options
 from .cluster import schedulers
-from .options import split_passthrough
 from .core.errors import Interrupted, SubmitError, UserError
-from .core.script import get_options, load_script, resolve_path
+from .core.script import get_options, load_script, resolve_path, split_passthrough
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_BUG = 70  # EX_SOFTWARE: an exception escaped from inside the tool
@@ -297,7 +296,7 @@ def run_cluf(argv):
     parser.passthrough = passthrough
     ns = parser.parse_args(argv)
     module, opts = load(ns, "cluf", passthrough)
-    return submission.run(ns, module, opts, argv_all)
+    return submission.run(ns, module, opts, argv_all, clum_args=options.forwarded(opts))
 
 def _raise_interrupted(signum, frame):
     raise Interrupted(signum)

@@ -600,14 +600,6 @@ def merge(command: str, *layers: dict) -> dict:
     return {attr(k): v for k, v in merged.items()}
 
 
-def split_passthrough(argv):
-    argv = list(argv)
-    if "--" in argv:
-        i = argv.index("--")
-        return argv[:i], argv[i + 1:]
-    return argv, []
-
-
 def forwarded(opts) -> list:
     """The options each cluf job passes on to its clum (other than --bins and --journal), as
     words: every option of the table with a ``forward``, from its value in ``opts``."""

@@ -20,15 +20,17 @@ from . import dispatch, jobs, manifest, schedulers
 from .status import bin_states, live_bins, load_run, manifests_in
 from .status import wait as wait_for_run
 from ..core.errors import Interrupted, SchedulerError, SubmitError, UserError
-from ..options import forwarded, split_passthrough
 from ..local.reporter import warner
 from .schedulers.base import QUEUED, RUNNING
-from ..core.script import args_error_where, check_positions, get_args, get_target, user_traceback
+from ..core.script import (args_error_where, check_positions, get_args, get_target, split_passthrough,
+                           user_traceback)
 
 EXIT_OK = 0
 
 
-def run(ns, module, opts, argv_all) -> int:
+def run(ns, module, opts, argv_all, clum_args) -> int:
+    """Write (and submit) the run's job scripts; ``clum_args``: the words each job's clum gets
+    besides --bins and --journal (from the option table: options.forwarded)."""
     get_target(module, opts["target"])
     args = get_args(module, opts["args"])
     count, nodes = _count_jobs(ns, opts, args)
@@ -39,7 +41,7 @@ def run(ns, module, opts, argv_all) -> int:
                         f"PATH. Run cluf where the scheduler is installed, or write the scripts "
                         f"without submitting them with -q/--no-q.")
     chosen = _chosen_bins(opts, nodes, count)
-    plan = _plan(opts, nodes, sched)
+    plan = _plan(opts, nodes, sched, clum_args)
     for warning in schedulers.ignored_options(sched, opts):
         warner("cluf")(warning)
     if submitting:
@@ -104,13 +106,13 @@ def _chosen_bins(opts, nodes, count):
     return chosen
 
 
-def _plan(opts, nodes, sched) -> jobs.RunPlan:
+def _plan(opts, nodes, sched, clum_args) -> jobs.RunPlan:
     """The run's plan from the merged options: what each job asks the scheduler for, and its clum
     command (the option table says what each job's clum gets)."""
     gpus = job_gpus(opts)  # (checked against --gpus-per-worker and -p)
     return jobs.RunPlan(
         script=opts["script"], nodes=nodes, jobs_dir=opts["jobs_dir"] or os.getcwd(),
-        submit_dir=os.getcwd(), scheduler=sched, clum_args=forwarded(opts), passthrough=opts["passthrough"],
+        submit_dir=os.getcwd(), scheduler=sched, clum_args=clum_args, passthrough=opts["passthrough"],
         env=opts["env"] or {}, prepend=opts["prepend_script"] or [], append=opts["append_script"] or [],
         resources={"walltime": opts["walltime"], "memory": opts["memory"], "queue": opts["queue"],
                    "account": opts["account"], "gpus": gpus,

@@ -407,3 +407,13 @@ def short_repr(obj, limit=120) -> str:
     except Exception as e:  # noqa: BLE001
         r = f"<unrepresentable {type(obj).__name__}: {e}>"
     return r if len(r) <= limit else r[: limit - 3] + "..."
+
+
+def split_passthrough(argv):
+    """A command line split at its first ``--``: (the command's own words, the script's
+    ``sys.argv[1:]``)."""
+    argv = list(argv)
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1:]
+    return argv, []
