@@ -208,7 +208,7 @@ def sweep_script():
 
 def workdir(tmp_path):
     shutil.copytree(ROOT / "examples", tmp_path / "examples",
-                    ignore=shutil.ignore_patterns("input", "output", "__pycache__"))
+                    ignore=shutil.ignore_patterns("input", "output", "__pycache__", ".cluster_func"))
     for name, text in {**STAND_INS, "sweep.py": sweep_script()}.items():
         (tmp_path / name).write_text(text)
     return tmp_path

@@ -155,6 +155,16 @@ class JournalLock:
             self.fd = None
 
 
+def _moved_with_its_folder(journal_path, recorded_script, script_path):
+    """True when ``journal_path`` is in the ``.cluster_func`` folder beside ``script_path`` and the
+    script it records has the same file name: the folder was moved or copied, script and journal
+    together (two scripts of one folder cannot share a file name)."""
+    if not isinstance(recorded_script, str) or os.path.basename(recorded_script) != os.path.basename(script_path):
+        return False
+    here = os.path.realpath(os.path.join(os.path.dirname(script_path), ".cluster_func"))
+    return os.path.dirname(os.path.realpath(journal_path)) == here
+
+
 # --- writing ---------------------------------------------------------------------------------
 
 def _check_path(path):
@@ -209,7 +219,7 @@ class Journal:
         self.previous = self.replaced_state = None
         exists = os.path.exists(path)
         if exists:
-            self._check_header(path, script_path, bins_text, mode, resume)
+            self._check_header(path, script_path, bins_text, mode, resume, warn)
             if resume:
                 self._read_previous(path, warn)
             else:
@@ -217,9 +227,11 @@ class Journal:
                 exists = False
         self._begin(path, exists, script_path, bins_text, mode, resume)
 
-    def _check_header(self, path, script_path, bins_text, mode, resume):
+    def _check_header(self, path, script_path, bins_text, mode, resume, warn=None):
         """The journal at ``path`` is a clum journal of this script (and, to resume from it, of this
-        run's options, format and bins); a UserError says why not."""
+        run's options, format and bins); a UserError says why not.  A default journal
+        (``.cluster_func/`` beside the script) that names a script of the same file name elsewhere
+        moved with its folder (copied, renamed, brought back from a cluster): it is this script's."""
         try:
             fmt, header = identify(path)
         except OSError as e:
@@ -227,6 +239,12 @@ class Journal:
                             f"journal with --journal PATH.") from None
         if fmt is None:
             raise _foreign(path, "its first line is not a journal header")
+        if fmt >= 2 and header.get("script") not in (None, script_path) and _moved_with_its_folder(
+                path, header.get("script"), script_path):
+            if warn is not None:
+                warn(f"the journal {path} was written for {header.get('script')}; this script is "
+                     f"{script_path}, in the same folder as the journal: taken as its journal (the folder moved).")
+            header = dict(header, script=script_path)
         if fmt >= 2 and header.get("script") not in (None, script_path):
             raise UserError(
                 f"The journal {path} belongs to another script, {header.get('script')} (this run: "

@@ -6,6 +6,7 @@ option leaves every file as it was; no worker outlives a killed clum."""
 import hashlib
 import os
 import random
+import shutil
 import signal
 
 import pytest
@@ -282,6 +283,20 @@ def test_a_journal_of_another_script_is_neither_resumed_nor_moved(clum, clean_er
     for extra in ([], ["--resume"]):
         clean_error(clum.run("b.py", "--journal", j, *extra, env={"N": 5}), "belongs to another script")
     assert digest_files(tmp_path) == before
+
+
+def test_a_folder_moved_with_its_default_journal_resumes_and_another_script_beside_it_is_still_refused(
+        clum, clean_error, tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    (old / "a.py").write_text("def target(x):\n    return x\nargs = range(5)\n")
+    assert clum.run(old / "a.py").returncode == 0
+    shutil.copytree(old, new)  # copied, as from a cluster's scratch, journal and all
+    r = clum.run(new / "a.py", "--resume")
+    assert r.returncode == 0 and "skipped 5 calls" in r.stderr and "the folder moved" in r.stderr, r.stderr
+    (new / "b.py").write_text("def target(x):\n    return x\nargs = range(5)\n")
+    clean_error(clum.run(new / "b.py", "--journal", new / ".cluster_func" / "a.all.journal"),
+                "belongs to another script")
 
 
 def test_a_journal_reached_through_a_symlink_is_the_same_journal_for_the_lock(clum, clean_error, procs, tmp_path):
