@@ -142,7 +142,18 @@ def requeue(sched, job):
     elif sched.name == "pbs":
         subprocess.run([ss.pbs_bin("qrerun"), job], check=True, timeout=30, capture_output=True)
     else:
-        subprocess.run(["qmod", "-rj", job], check=True, timeout=30, capture_output=True, env=ss.sge_env())
+        # qmod -rj exits 0 whether or not it rescheduled the job; it says "Pushed rescheduling of
+        # job N" when it did (and nothing, say, while the job is still being started): asked
+        # again, 5 s apart, until it says so; what it said goes in the failure's message.
+        said = []
+        for _ in range(12):
+            p = subprocess.run(["qmod", "-rj", job], timeout=30, capture_output=True, text=True, env=ss.sge_env())
+            said.append(f"exit {p.returncode}: {(p.stdout + p.stderr).strip()}")
+            if "Pushed rescheduling" in p.stdout + p.stderr:
+                break
+            time.sleep(5)
+        else:
+            raise AssertionError(f"qmod -rj {job} did not reschedule the job; it said: {said}")
 
 
 def _scontrol_job(job):
