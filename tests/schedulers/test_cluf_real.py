@@ -408,15 +408,6 @@ def killed_at_its_time_limit(sched, tmp_path):
 SCENARIOS = {f.__name__: f for f in (killed_at_its_time_limit,)}
 
 
-@pytest.fixture(scope="module")
-def runs(request, scenario_runs):
-    """This module's scenarios (started with the session: tests/scenarios.py)."""
-    if scenario_runs is None:
-        pytest.skip("no selected test checks a scenario")
-    yield scenario_runs.of(request.module)
-    scenario_runs.stop(request.module)
-
-
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("sched", [pytest.param("slurm", marks=pytest.mark.slow), "sge", "pbs"], indirect=True)
 @scenario("killed_at_its_time_limit")

@@ -148,16 +148,6 @@ def wait_status(sched, tmp):
 SCENARIOS = {f.__name__: f for f in (finishes, no_progress, cancelled, wait_status)}
 
 
-@pytest.fixture(scope="module")
-def runs(request, scenario_runs):
-    """This module's scenarios (started with the session: tests/scenarios.py); what they left
-    queued is cancelled after the module's last test."""
-    if scenario_runs is None:
-        pytest.skip("no selected test checks a scenario")
-    yield scenario_runs.of(request.module)
-    scenario_runs.stop(request.module)
-
-
 @pytest.fixture(params=list(real_schedulers.ADAPTERS))
 def sched(request):
     adapter = real_schedulers.ADAPTERS[request.param]

@@ -268,16 +268,6 @@ def requeued_without_walltime(sched, tmp):
 SCENARIOS = {f.__name__: f for f in (requeued, requeued_without_walltime, cancelled_by_scheduler, pbs_output)}
 
 
-@pytest.fixture(scope="module")
-def runs(request, scenario_runs):
-    """This module's scenarios (started with the session: tests/scenarios.py); what they left
-    queued is cancelled after the module's last test."""
-    if scenario_runs is None:
-        pytest.skip("no selected test checks a scenario")
-    yield scenario_runs.of(request.module)
-    scenario_runs.stop(request.module)
-
-
 def adapter(name):
     a = real_schedulers.ADAPTERS[name]
     a.require()
