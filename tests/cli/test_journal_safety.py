@@ -148,14 +148,12 @@ SLOW = """\
     """
 
 
-def test_a_second_run_on_a_live_journal_exits_2_naming_the_first(clum, clean_error, tmp_path):
+def test_a_second_run_on_a_live_journal_exits_2_naming_the_first(clum, clean_error, procs, tmp_path):
     clum.script("slow.py", SLOW)
     j = tmp_path / "slow.journal"
     p = clum.popen("slow.py", "-p", "1", "--journal", j)
     try:
-        clum_wait = clum.count_lines
-        import conftest
-        conftest.wait_for(lambda: clum_wait(prefix="E") >= 1, what="a call to end")
+        procs.wait_for(lambda: clum.count_lines(prefix="E") >= 1, what="a call to end")
         before = j.read_bytes()
         for extra in ([], ["--resume"], ["-p", "2"]):
             err = clean_error(clum.run("slow.py", "--journal", j, *extra), f"pid {p.pid}", "--journal")
@@ -170,12 +168,11 @@ def test_a_second_run_on_a_live_journal_exits_2_naming_the_first(clum, clean_err
     assert r.returncode == 0, r.stderr
 
 
-def test_two_runs_with_the_default_journal_cannot_overlap(clum, clean_error, tmp_path):
+def test_two_runs_with_the_default_journal_cannot_overlap(clum, clean_error, procs, tmp_path):
     clum.script("slow.py", SLOW)
     p = clum.popen("slow.py", "-p", "1")
     try:
-        import conftest
-        conftest.wait_for(lambda: clum.count_lines(prefix="S") >= 1, what="a call to start")
+        procs.wait_for(lambda: clum.count_lines(prefix="S") >= 1, what="a call to start")
         clean_error(clum.run("slow.py", "--resume"), "another clum run", "--journal")
         r = clum.run("slow.py", "--journal", tmp_path / "own.journal", env={"N": 3, "SLEEP": 0})
         assert r.returncode == 0, r.stderr  # an independent run with its own journal
