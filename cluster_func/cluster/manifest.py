@@ -31,12 +31,22 @@ changes one bin only, and writes that bin's job to ``<stem>-<n>.manifest.bins/<b
 under :func:`bin_lock` instead (shared with other bins, exclusive for its own), so that 10,000
 bins stopping at once do not queue for one lock.  :func:`load_manifest` merges those records
 over the manifest; :func:`update_manifest` folds them into it and removes them.
+
+One cluf at a time submits into a manifest: :func:`submitting` holds ``<manifest>.submitting``
+(lockf, byte 0; the file says ``cluf pid N``) from the check that no bin is still queued or
+running until every job is recorded, so that two clufs started at the same moment (or a
+``cluf --resubmit`` beside a ``cluf``) cannot both find the bins free and submit each twice.
+The second is refused at once.  It is a file of its own, not ``.lock``: POSIX drops all of
+a process's locks on a file when it closes any descriptor of that file, and
+:func:`manifest_lock` opens and closes ``.lock`` while the submission goes on.
 """
 
 import contextlib
 import fcntl
+import errno
 import json
 import os
+import re
 import shlex
 import time
 from typing import List, Optional
@@ -402,6 +412,70 @@ def bin_lock(path, i):
         yield
     finally:
         os.close(fd)  # (releases both)
+
+
+SUBMITTING_SUFFIX = ".submitting"
+_SUBMITTING_TEXT = re.compile(rb"\A(cluf pid \d+\n)?\Z")
+
+
+@contextlib.contextmanager
+def submitting(path):
+    """Held by the one cluf submitting into the manifest at PATH (see the module docstring);
+    a second is refused with a UserError naming the first's pid."""
+    lock = path + SUBMITTING_SUFFIX
+    folder = os.path.dirname(path) or "."
+    if os.path.lexists(lock) and (os.path.islink(lock) or not os.path.isfile(lock)):
+        raise UserError(f"{lock} is not a lock file of cluf (it is a symbolic link, a directory or a special "
+                        f"file), and cluf will not touch it. Move it away, or write the jobs elsewhere with -j DIR.")
+    fd = _open_submitting(lock, folder)
+    if fd is None:  # cannot even create it: writing the job scripts there fails next, and says so
+        yield
+        return
+    try:
+        try:
+            text = os.pread(fd, 200, 0)
+        except OSError:
+            text = b""
+        if not _SUBMITTING_TEXT.match(text):
+            raise UserError(f"{lock} exists and is not a lock file of cluf (it holds other text), so cluf will "
+                            f"neither overwrite nor remove it. Move it away, or write the jobs elsewhere with -j DIR.")
+        held = _try_lock(fd)
+        if held is False:
+            words = text.decode("ascii", "replace").split()
+            who = f"cluf pid {words[-1]}" if words and words[-1].isdigit() else "another cluf"
+            raise UserError(f"Another cluf ({who}) is submitting into {folder} right now (it holds {lock}). "
+                            f"Submitting the same bins beside it would run their calls twice. Wait for it to "
+                            f"end, then see what it submitted with 'cluf --status {folder}'; or write this run's "
+                            f"jobs elsewhere with -j DIR.")
+        if held:
+            try:  # the pid is for the message a second cluf gets: a full disk does not stop us here
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"cluf pid {os.getpid()}\n".encode(), 0)
+            except OSError:
+                pass
+        yield
+    finally:
+        os.close(fd)
+
+
+def _open_submitting(lock, folder):
+    try:
+        os.makedirs(folder, exist_ok=True)
+        return os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.EISDIR):
+            raise UserError(f"{lock} is not a lock file of cluf, and cluf will not touch it. Move it away, or "
+                            f"write the jobs elsewhere with -j DIR.") from None
+        return None
+
+
+def _try_lock(fd):
+    """True: locked; False: another process holds it; None: this file system has no locks."""
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+        return True
+    except OSError as e:
+        return False if e.errno in (errno.EACCES, errno.EAGAIN) else None
 
 
 def update_manifest(path, plan: Optional[RunPlan], change):

@@ -44,21 +44,23 @@ def run(ns, module, opts, argv_all, clum_args) -> int:
     plan = _plan(opts, nodes, sched, clum_args)
     for warning in schedulers.ignored_options(sched, opts):
         warner("cluf")(warning)
-    if submitting:
-        _refuse_live_bins(plan, chosen)
     calls = _expected_calls(args, opts, nodes, chosen)
     resume = bool(opts["resume"])
-    if opts["array"] and len(chosen) > 1:
-        status = submit_arrays(plan, chosen, submitting, opts["max_running"], calls, resume)
-        return _then_wait(plan, status, submitting and opts["wait"])
-    if opts["max_running"]:
+    if opts["max_running"] and not (opts["array"] and len(chosen) > 1):
         warner("cluf")("--max-running only applies with --array; ignored.")
     if not submitting:
+        if opts["array"] and len(chosen) > 1:
+            return submit_arrays(plan, chosen, False, opts["max_running"], calls, resume)
         paths = dispatch.write(plan, dispatch.singles(chosen), resume, say_write_errors=True)
         print(f"cluf: wrote {len(paths)} {sched.name} job script{'s' * (len(paths) != 1)} in "
               f"{plan.jobs_dir} (not submitted: -q). Run one by hand with: bash {shlex.quote(paths[0])}")
         return EXIT_OK
-    status = submit(plan, chosen, argv_all, resume=resume, calls=calls, say_write_errors=True)
+    with manifest.submitting(plan.manifest_path()):  # from the check of live bins to the last record
+        _refuse_live_bins(plan, chosen)
+        if opts["array"] and len(chosen) > 1:
+            status = submit_arrays(plan, chosen, True, opts["max_running"], calls, resume)
+        else:
+            status = submit(plan, chosen, argv_all, resume=resume, calls=calls, say_write_errors=True)
     return _then_wait(plan, status, opts["wait"])
 
 
@@ -400,38 +402,44 @@ def resubmit(jobs_dir) -> int:
     """Submit again, with --resume, the bins that are failed, vanished or done with failed calls."""
     status_code = 0
     for path in manifests_in(jobs_dir):
-        m = load_run(path)
-        states = bin_states(m)
-        redo = [s.bin for s in states if s.needs_rerun]
-        planned, submitted = manifest.planned_bins(m), set(manifest.submitted_bins(m))
-        redo += [i for i in sorted(planned) if i not in submitted]  # their submission failed
-        never = [i for i in range(m["nodes"]) if i not in submitted and i not in planned]
-        if never:
-            print(f"cluf: bins {bins.format_positions(never)} of {m['nodes']} were never submitted, so they are not "
-                  f"resubmitted; 'cluf {m['plan']['script']} -n {m['nodes']} -b {bins.format_positions(never)}/{m['nodes']}' "
-                  f"(with your other options) submits them.")
-        stuck = [s for s in states if s.stuck]
-        if stuck:
-            sched = schedulers.SCHEDULERS[m["scheduler"]]()
-            ids = sorted({s.id for s in stuck})
-            try:
-                sched.cancel(ids)
-                print(f"cluf: deleted {len(ids)} job(s) held in an error state: {' '.join(ids)}")
-            except SchedulerError as e:
-                print(f"cluf: warning: could not delete the job(s) held in an error state ({' '.join(ids)}): {e}",
-                      file=sys.stderr)
-        busy = [s for s in states if s.state in (QUEUED, RUNNING)]
-        if busy:
-            print(f"cluf: leaving {len(busy)} queued or running job(s) alone: bins "
-                  f"{', '.join(str(s.bin) for s in busy)}")
-        if not redo:
-            print(f"cluf: nothing to resubmit for {m['plan']['script']}: every bin is done or still queued/running.")
-            continue
-        plan = jobs.plan_from_dict(m["plan"])
-        redo.sort()
-
-        def said(scripts, redo=redo):  # (written, not yet submitted)
-            print(f"cluf: resubmitting {len(redo)} bin(s) with --resume: {', '.join(map(str, redo))}")
-
-        status_code = max(status_code, submit(plan, redo, resume=True, manifest_path=path, written=said))
+        with manifest.submitting(path):  # one cluf submitting into a run at a time
+            status_code = max(status_code, _resubmit_run(path))
     return status_code
+
+
+def _resubmit_run(path) -> int:
+    """cluf --resubmit for the run of the manifest at PATH."""
+    m = load_run(path)
+    states = bin_states(m)
+    redo = [s.bin for s in states if s.needs_rerun]
+    planned, submitted = manifest.planned_bins(m), set(manifest.submitted_bins(m))
+    redo += [i for i in sorted(planned) if i not in submitted]  # their submission failed
+    never = [i for i in range(m["nodes"]) if i not in submitted and i not in planned]
+    if never:
+        print(f"cluf: bins {bins.format_positions(never)} of {m['nodes']} were never submitted, so they are not "
+              f"resubmitted; 'cluf {m['plan']['script']} -n {m['nodes']} -b {bins.format_positions(never)}/{m['nodes']}' "
+              f"(with your other options) submits them.")
+    stuck = [s for s in states if s.stuck]
+    if stuck:
+        sched = schedulers.SCHEDULERS[m["scheduler"]]()
+        ids = sorted({s.id for s in stuck})
+        try:
+            sched.cancel(ids)
+            print(f"cluf: deleted {len(ids)} job(s) held in an error state: {' '.join(ids)}")
+        except SchedulerError as e:
+            print(f"cluf: warning: could not delete the job(s) held in an error state ({' '.join(ids)}): {e}",
+                  file=sys.stderr)
+    busy = [s for s in states if s.state in (QUEUED, RUNNING)]
+    if busy:
+        print(f"cluf: leaving {len(busy)} queued or running job(s) alone: bins "
+              f"{', '.join(str(s.bin) for s in busy)}")
+    if not redo:
+        print(f"cluf: nothing to resubmit for {m['plan']['script']}: every bin is done or still queued/running.")
+        return EXIT_OK
+    plan = jobs.plan_from_dict(m["plan"])
+    redo.sort()
+
+    def said(scripts, redo=redo):  # (written, not yet submitted)
+        print(f"cluf: resubmitting {len(redo)} bin(s) with --resume: {', '.join(map(str, redo))}")
+
+    return submit(plan, redo, resume=True, manifest_path=path, written=said)

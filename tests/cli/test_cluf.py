@@ -616,6 +616,69 @@ def test_status_resubmit_cancel_against_stand_in_slurm(tmp_path, env, bindir):
     assert cs.calls(script) == [0, 1, 4, 5]
 
 
+def _hold_submitting(path, text="cluf pid 4242\n"):
+    """Hold the submission lock of the manifest at PATH, as a cluf submitting would."""
+    import fcntl
+    fd = os.open(str(path) + ".submitting", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, text.encode())
+    fcntl.lockf(fd, fcntl.LOCK_EX, 1, 0)
+    return fd
+
+
+def test_a_cluf_submitting_beside_another_into_the_same_jobs_dir_is_refused_and_submits_nothing(tmp_path, env, bindir):
+    cs.stand_in(bindir, "sbatch", "{id}\n", first_id=100)
+    (bindir / "squeue.out").write_text("")
+    cs.write_target(tmp_path, n=6)
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    manifest = jobs / "example-3.manifest.json"
+    fd = _hold_submitting(manifest)
+    try:
+        for extra in ([], ["--array"]):
+            r = cs.run_cluf("example.py", "-n", 3, "-j", "jobs", "--scheduler", "slurm", *extra, cwd=tmp_path, env=env)
+            err = cs.assert_clean_error(r, "another cluf (cluf pid 4242)", "submitting into", "twice", "-j DIR")
+            assert str(jobs) in err
+        assert not cs.stand_in_log(bindir, "sbatch") and not manifest.exists()
+    finally:
+        os.close(fd)
+    cs.ok(cs.run_cluf("example.py", "-n", 3, "-j", "jobs", "--scheduler", "slurm", cwd=tmp_path, env=env))
+    assert len(cs.stand_in_log(bindir, "sbatch")) == 3
+    assert (jobs / "example-3.manifest.json.submitting").read_text().startswith("cluf pid ")
+    # --resubmit takes the same lock
+    fd = _hold_submitting(manifest)
+    try:
+        cs.assert_clean_error(cs.run_cluf("--resubmit", "jobs", cwd=tmp_path, env=env), "another cluf", "submitting")
+    finally:
+        os.close(fd)
+    assert len(cs.stand_in_log(bindir, "sbatch")) == 3
+
+
+def test_clufs_started_at_the_same_moment_submit_each_bin_once(tmp_path, env, bindir):
+    cs.stand_in(bindir, "sbatch", "{id}\n", first_id=100)
+    (bindir / "squeue.out").write_text("".join(f"{i} PENDING\n" for i in range(101, 113)))  # all queued
+    cs.write_target(tmp_path, n=6)
+    argv = [sys.executable, "-c", cs.CLUF_CODE, "example.py", "-n", "3", "-j", "jobs", "--scheduler", "slurm"]
+    ps = [subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+          for _ in range(4)]
+    outs = [(p.wait(timeout=120), *p.communicate()) for p in ps]
+    assert all(rc in (0, 2) for rc, _, _ in outs), outs
+    for rc, _, err in outs:  # each either submitted, found the lock held, or found the bins queued
+        assert rc == 0 or "another cluf" in err.lower() or "already queued or running" in err, err
+    assert sum(rc == 0 for rc, _, _ in outs) == 1, outs
+    assert sorted(c["argv"][-1] for c in cs.stand_in_log(bindir, "sbatch")) == [
+        str(tmp_path / "jobs" / f"example-{i}-3.slurm") for i in range(3)]
+
+
+def test_a_users_own_file_at_the_submission_lock_path_is_left_alone(tmp_path, env, bindir):
+    cs.write_target(tmp_path, n=6)
+    (tmp_path / "jobs").mkdir()
+    mine = tmp_path / "jobs" / "example-3.manifest.json.submitting"
+    mine.write_text("my notes\n")
+    r = cs.run_cluf("example.py", "-n", 3, "-j", "jobs", "--scheduler", "slurm", cwd=tmp_path, env=env)
+    cs.assert_clean_error(r, "is not a lock file of cluf", "move it away")
+    assert mine.read_text() == "my notes\n" and not cs.stand_in_log(bindir, "sbatch")
+
+
 def test_status_without_a_run_is_a_usage_error(tmp_path, env):
     for action in ("--status", "--resubmit", "--cancel"):
         r = cs.run_cluf(action, tmp_path, cwd=tmp_path, env=env)
