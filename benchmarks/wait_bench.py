@@ -44,11 +44,11 @@ ROOT = os.path.dirname(HERE)
 
 try:
     from cluster_func.cluster import continuation, jobs, manifest, status
-    from cluster_func.cluster.schedulers import SCHEDULERS
+    from cluster_func.schedulers import SCHEDULERS
 except ImportError:  # a source checkout that is not installed
     sys.path.insert(0, ROOT)
     from cluster_func.cluster import continuation, jobs, manifest, status
-    from cluster_func.cluster.schedulers import SCHEDULERS
+    from cluster_func.schedulers import SCHEDULERS
 
 BINS = (10_000, 2_000)  # full, quick
 CALLS_PER_BIN = (100, 20)

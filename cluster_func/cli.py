@@ -15,7 +15,7 @@ import textwrap
 import traceback
 
 from . import __version__, options
-from .cluster import schedulers
+from . import schedulers
 from .core.errors import Interrupted, SubmitError, UserError
 from .core.script import get_options, load_script, resolve_path, split_passthrough
 
@@ -68,7 +68,8 @@ def _add_options(p: argparse.ArgumentParser, g: dict, prog: str):
             if o.exclusive not in exclusive:
                 exclusive[o.exclusive] = group.add_mutually_exclusive_group()
             group = exclusive[o.exclusive]
-        flags = [*(f for f in o.flags if len(f) == 2), f"--{o.name}", *(f for f in o.flags if len(f) > 2)]
+        spelt = o.spellings()
+        flags = [*(f for f in spelt if len(f) == 2), f"--{o.name}", *(f for f in spelt if len(f) > 2)]
         if o.flag:
             kwargs = dict(action="store_const", const=True, default=None)
         else:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from .core import bins
-from .cluster import schedulers
+from . import schedulers
 from .core.errors import UserError
 from .core.walltime import grace_seconds, no_time_for_calls
 
@@ -342,7 +342,7 @@ def _fwd_positions(value, opts):
 
 
 def _fwd_walltime(value, opts):
-    from .cluster.schedulers.base import hms
+    from .schedulers.base import hms
 
     return [hms(value)]
 
@@ -380,7 +380,7 @@ class Option:
     parse: Callable[[Any, str], Any]
     default: Any = None
     commands: str = "clum cluf"  # which commands accept it (on the CLI and in *_options)
-    flags: tuple = ()  # other spellings on the command line, before --NAME
+    flags: Any = ()  # other spellings on the command line, before --NAME (or a function that gives them)
     metavar: Optional[str] = None
     help: Any = ""
     group: Any = "main"
@@ -388,6 +388,10 @@ class Option:
     exclusive: Optional[str] = None
     repeat: bool = False
     forward: Optional[Callable[[Any, dict], list]] = None
+
+    def spellings(self) -> tuple:
+        """The other spellings (a scheduler's are asked of its module only when cluf's parser is built)."""
+        return tuple(self.flags()) if callable(self.flags) else self.flags
 
     def text(self, what, command):
         v = getattr(self, what)
@@ -495,8 +499,8 @@ OPTIONS = [
                 "scheduler's). Example: --cpus 8"),
     # raw directives for each scheduler: pbs-options (-o), slurm-options, ...
     *(Option(schedulers.options_key(name), _key_values, None, "cluf",
-             tuple(filter(None, [schedulers.SCHEDULERS[name].options_short])), "K=V,...", group="sched",
-             help=schedulers.SCHEDULERS[name].options_help)
+             lambda name=name: tuple(filter(None, [schedulers.SCHEDULERS[name].options_short])), "K=V,...",
+             group="sched", help=lambda name=name: schedulers.SCHEDULERS[name].options_help)
       for name in schedulers.names()),
     Option("array", _bool, False, "cluf", flag=True, group="sched",
            help="submit one job array of N tasks instead of N jobs; run one bin of it by hand with "

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
-from cluster_func.cluster.schedulers.base import CommandFailed
+from cluster_func.schedulers.base import CommandFailed
 
 DATA = Path(__file__).resolve().parent / "data" / "schedulers"
 

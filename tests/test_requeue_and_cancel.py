@@ -17,10 +17,12 @@ except ImportError:
     import cluf_support as cs
 
 from cluster_func.cluster import continuation as c
-from cluster_func.local import stops as st
+from cluster_func.schedulers import job as st
+from cluster_func.schedulers.pbs import parse_stop as pbs_stop
+from cluster_func.schedulers.slurm import parse_stop as slurm_stop
 from cluster_func.cluster import jobs
 from cluster_func.cluster import manifest as manifest_mod
-from cluster_func.cluster.schedulers import SCHEDULERS
+from cluster_func.schedulers import SCHEDULERS
 
 
 @pytest.fixture
@@ -113,26 +115,27 @@ def test_slurm_says_requeue_by_a_restart_count_above_the_jobs_and_cancel_otherwi
     # scontrol show job -o in the job, at the SIGTERM of scancel and of scontrol requeue (Slurm 22.05)
     cancel = "JobId=6 JobName=s.sh JobState=COMPLETING Reason=None Requeue=1 Restarts=0 BatchFlag=1"
     requeue = "JobId=7 JobName=s.sh JobState=COMPLETING Reason=None Requeue=1 Restarts=1 BatchFlag=1"
-    assert st.slurm_verdict(cancel, 0)[0] == st.CANCELLED
-    assert st.slurm_verdict(requeue, 0)[0] == st.REQUEUED
-    assert st.slurm_verdict(requeue, 1)[0] == st.CANCELLED  # the rerun itself, cancelled: Restarts as it started
-    assert st.slurm_verdict("JobId=8 JobState=PREEMPTED Reason=None Restarts=0", 0)[0] == st.PREEMPTED
-    assert st.slurm_verdict("JobId=8 JobState=TIMEOUT Reason=None Restarts=0", 0)[0] == st.WALLTIME
+    assert slurm_stop(cancel, 0).kind == st.CANCELLED
+    assert slurm_stop(requeue, 0).kind == st.REQUEUED
+    assert slurm_stop(requeue, 1).kind == st.CANCELLED  # the rerun itself, cancelled: Restarts as it started
+    assert slurm_stop("JobId=8 JobState=PREEMPTED Reason=None Restarts=0", 0).kind == st.PREEMPTED
+    assert slurm_stop("JobId=8 JobState=TIMEOUT Reason=None Restarts=0", 0).kind == st.WALLTIME
 
 
 def test_pbs_says_rerun_by_its_rerun_exit_status_and_walltime_by_its_own():
     # qstat -f in the job, at the SIGTERM of qrerun and of qdel (OpenPBS 23.06)
     pbs = "    job_state = E\n    substate = {sub}\n    run_count = 1\n    Exit_status = {status}\n"
-    assert st.pbs_verdict(pbs.format(sub=63, status=-11))[0] == st.REQUEUED
-    assert st.pbs_verdict(pbs.format(sub=51, status=0))[0] == st.CANCELLED
-    assert st.pbs_verdict(pbs.format(sub=51, status=-29))[0] == st.WALLTIME
-    assert st.pbs_verdict(pbs.format(sub=60, status=0))[0] == st.REQUEUED  # a rerun before Exit_status says so
+    assert pbs_stop(pbs.format(sub=63, status=-11)).kind == st.REQUEUED
+    assert pbs_stop(pbs.format(sub=51, status=0)).kind == st.CANCELLED
+    assert pbs_stop(pbs.format(sub=51, status=-29)).kind == st.WALLTIME
+    assert pbs_stop(pbs.format(sub=60, status=0)).kind == st.REQUEUED  # a rerun before Exit_status says so
 
 
 def test_a_sigterm_within_the_grace_period_is_the_walltime_and_one_well_before_it_a_cancel():
     env = {"CLUF_JOB_START": "1000"}
-    assert st.why_stopped(600, 30, env=env, now=1580)[0] == st.WALLTIME  # 20 s left
-    kind, words = st.why_stopped(600, 30, env=env, now=1100)  # 500 s left, no scheduler says otherwise
+    assert st.why_stopped(600, 30, env=env, now=1580).kind == st.WALLTIME  # 20 s left
+    v = st.why_stopped(600, 30, env=env, now=1100)
+    kind, words = v.kind, v.words  # 500 s left, no scheduler says otherwise
     assert kind == st.CANCELLED and "500 s before the walltime" in words and "does not say" in words
 
 
@@ -204,10 +207,10 @@ def test_a_job_that_handed_its_bin_to_a_new_job_exits_0(tmp_path, monkeypatch, c
 
 def test_a_job_the_scheduler_cancelled_marks_its_bin_cancelled_and_a_requeued_one_leaves_it(tmp_path, monkeypatch):
     path, plan = _stopped_run(tmp_path, monkeypatch)
-    st.record_verdict(plan.path(0, ".journal"), st.REQUEUED, "requeued by Slurm")
+    st.record_verdict(plan.path(0, ".journal"), st.StopVerdict(st.REQUEUED, "requeued by Slurm"))
     assert c.main([path, "0", "143"]) == 143
     assert not manifest_mod.load_manifest(path)["jobs"]["0"].get("cancelled")
-    st.record_verdict(plan.path(0, ".journal"), st.CANCELLED, "scancel or an administrator")
+    st.record_verdict(plan.path(0, ".journal"), st.StopVerdict(st.CANCELLED, "scancel or an administrator"))
     assert c.main([path, "0", "143"]) == 143
     job = manifest_mod.load_manifest(path)["jobs"]["0"]
     assert job["cancelled"] and job["cancelled_by"] == "scancel or an administrator"

@@ -10,12 +10,13 @@ import pytest
 
 import cluf_support as cs
 from cluster_func import options
-from cluster_func.cluster import schedulers
+from cluster_func import schedulers
 from cluster_func.core.errors import SchedulerError, UserError
-from cluster_func.cluster.schedulers.base import (REGISTRY, CommandFailed, CommandNotFound, CommandTimedOut, Scheduler,
+from cluster_func.schedulers.base import (REGISTRY, CommandFailed, CommandNotFound, CommandTimedOut, Scheduler,
                                           register, run)
 
 PACKAGE = Path(schedulers.__file__).parent
+schedulers.SCHEDULERS  # (the registry fills as its modules are imported: on first use)
 
 
 # ------------------------------------------------------------------ the runner
@@ -53,17 +54,34 @@ def test_a_command_that_does_not_answer_in_time_says_so():
     assert "did not answer within 0.2 s" in str(e.value)
 
 
-def test_no_other_module_runs_scheduler_commands_itself():
-    for path in [*PACKAGE.glob("*.py"), PACKAGE.parent / "status.py"]:
-        if path.name != "base.py":
-            assert "subprocess" not in path.read_text(), f"{path} runs a command itself: use base.run()"
+def test_no_module_but_the_command_runner_runs_a_command_itself():
+    for path in PACKAGE.parent.rglob("*.py"):
+        if path.name != "commands.py":
+            assert not re.search(r"import subprocess|subprocess\.", path.read_text()), \
+                f"{path} runs a command itself: use core.commands.run()"
+
+
+def test_the_cluster_side_never_imports_the_local_side_and_nothing_imports_up():
+    import re
+    root = PACKAGE.parent
+    for path in root.rglob("*.py"):
+        text = path.read_text()
+        folder = path.parent.name
+        if folder in ("cluster", "schedulers", "record", "core"):
+            assert not re.search(r"from \.+local\b|import local\b", text), f"{path} imports the local side"
+        if folder in ("local", "cluster", "schedulers", "record", "core"):
+            assert not re.search(r"from \.+(cli|api)\b", text), f"{path} imports up"
+        if folder in ("schedulers", "record", "core"):
+            assert not re.search(r"from \.+cluster\b", text), f"{path} imports the cluster side"
+        if folder == "core":
+            assert not re.search(r"from \.\.(schedulers|record)\b", text), f"{path} imports up"
 
 
 # ------------------------------------------------------------------ the registry
 
 
 def test_every_module_of_the_package_registers_its_scheduler():
-    modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "base"}
+    modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "base", "job"}
     assert {cls.__module__.rsplit(".", 1)[1] for cls in REGISTRY.values()} == modules
     assert schedulers.names() == sorted(REGISTRY)
     assert {"pbs", "slurm", "sge"} <= set(REGISTRY)

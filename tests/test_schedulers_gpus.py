@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import cluf_support as cs
-from cluster_func.cluster import schedulers
-from cluster_func.cluster.schedulers.base import JobSpec
+from cluster_func import schedulers
+from cluster_func.schedulers.base import JobSpec
 
 HERE = Path(__file__).resolve().parent
 GOLDEN = {  # (scheduler, PBS flavour): the folder of its expected job scripts

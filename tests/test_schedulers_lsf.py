@@ -11,9 +11,9 @@ import pytest
 
 import cluf_support as cs
 from cluster_func import options
-from cluster_func.cluster import schedulers
-from cluster_func.cluster.schedulers.base import QUEUED, RUNNING, JobSpec
-from cluster_func.cluster.schedulers.lsf import parse_bjobs, parse_max_array_size
+from cluster_func import schedulers
+from cluster_func.schedulers.base import QUEUED, RUNNING, JobSpec
+from cluster_func.schedulers.lsf import parse_bjobs, parse_max_array_size
 from scheduler_records import DATA, failure, recorded
 
 EXPECTED = DATA / "lsf" / "expected"

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 import cluf_support as cs
-from cluster_func.cluster.schedulers import SCHEDULERS
-from cluster_func.cluster.schedulers.base import QUEUED, RUNNING, JobSpec
-from cluster_func.cluster.schedulers.pbs import (array_parent, is_torque_version, parse_max_array_size,
+from cluster_func.schedulers import SCHEDULERS
+from cluster_func.schedulers.base import QUEUED, RUNNING, JobSpec
+from cluster_func.schedulers.pbs import (array_parent, is_torque_version, parse_max_array_size,
                                          parse_qstat_columns, parse_qstat_json, short_id)
 from scheduler_records import DATA, failure, recorded
 

@@ -3,9 +3,9 @@ Engine 8.1.9 of the test machine (tests/data/schedulers/sge/)."""
 
 import getpass
 
-from cluster_func.cluster.schedulers import SCHEDULERS
-from cluster_func.cluster.schedulers.base import ERROR, QUEUED, RUNNING
-from cluster_func.cluster.schedulers.sge import parse_max_array_size
+from cluster_func.schedulers import SCHEDULERS
+from cluster_func.schedulers.base import ERROR, QUEUED, RUNNING
+from cluster_func.schedulers.sge import parse_max_array_size
 from scheduler_records import recorded
 
 sge = SCHEDULERS["sge"]()

@@ -5,9 +5,9 @@ import getpass
 
 import pytest
 
-from cluster_func.cluster.schedulers import SCHEDULERS
-from cluster_func.cluster.schedulers.base import ERROR, QUEUED, RUNNING, JobSpec
-from cluster_func.cluster.schedulers.slurm import parse_max_array_size
+from cluster_func.schedulers import SCHEDULERS
+from cluster_func.schedulers.base import ERROR, QUEUED, RUNNING, JobSpec
+from cluster_func.schedulers.slurm import parse_max_array_size
 from scheduler_records import recorded
 
 slurm = SCHEDULERS["slurm"]()

@@ -34,7 +34,7 @@ import sys
 from . import dispatch, jobs, manifest
 from ..record import journal as journal_mod
 from ..core.errors import EXIT_WALLTIME
-from ..local.stops import CANCELLED, REQUEUED, recorded_verdict, scheduler_verdict, why_stopped
+from ..schedulers.job import CANCELLED, REQUEUED, recorded_verdict, scheduler_verdict, why_stopped
 
 DEFAULT_MAX_RESTARTS = 20
 
@@ -125,11 +125,12 @@ def main(argv=None):
         try:
             plan = jobs.plan_from_dict(m["plan"])
             said = recorded_verdict(plan.path(i, ".journal")) if status == 143 else None
-            if said is not None and said[0] == CANCELLED:  # asked again now that the scheduler has moved on:
-                again = scheduler_verdict()                 # a rerun it had not yet shown is not a cancel
-                if again is not None and again[0] == REQUEUED:
+            if said is not None and said.kind == CANCELLED:  # asked again now that the scheduler has moved on:
+                again = scheduler_verdict()                   # a rerun it had not yet shown is not a cancel
+                if again is not None and again.kind == REQUEUED:
                     said = again
-            kind, words = said or why_stopped(*_plan_times(plan), signal_name="SIGINT" if status == 130 else "SIGTERM")
+            verdict = said or why_stopped(*_plan_times(plan), signal_name="SIGINT" if status == 130 else "SIGTERM")
+            kind, words = verdict.kind, verdict.words
             if kind == REQUEUED:
                 print(f"cluf: bin {i}: {words}; the rerun of this job resumes the bin", file=sys.stderr)
                 return status

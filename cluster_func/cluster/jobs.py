@@ -39,7 +39,7 @@ from typing import Dict, List, Optional
 from .. import __version__
 from ..core.errors import EXIT_WALLTIME, JOB_START_VAR, LOCK_WAIT_VAR, RERUN_LOCK_WAIT, UserError
 from ..core.files import replaced
-from .schedulers.base import JobSpec, Scheduler
+from ..schedulers.base import JobSpec, Scheduler
 
 MANIFEST_SUFFIX = ".manifest.json"  # <stem>-<n>.manifest.json: the run's manifest (manifest.py)
 
@@ -100,7 +100,7 @@ def plan_to_dict(plan: RunPlan) -> dict:
 
 
 def plan_from_dict(d: dict) -> RunPlan:
-    from .schedulers import SCHEDULERS
+    from ..schedulers import SCHEDULERS
 
     kwargs = {k: d[k] for k in PLAN_FIELDS if k in d}
     return RunPlan(scheduler=SCHEDULERS[d["scheduler"]](), **kwargs)

@@ -231,7 +231,7 @@ def _check_fields(d, schema, where):
 
 def manifest_problem(m) -> Optional[str]:
     """What is wrong with a manifest's content (as loaded from JSON), or None."""
-    from .schedulers import SCHEDULERS
+    from ..schedulers import SCHEDULERS
 
     if not isinstance(m, dict):
         return f"it holds {json.dumps(m)[:40]}, not a JSON object"

@@ -18,8 +18,8 @@ from typing import List
 from . import jobs, manifest
 from ..record import journal as journal_mod
 from ..core.errors import SchedulerError, UserError
-from .schedulers import SCHEDULERS
-from .schedulers.base import ERROR, QUEUED, RUNNING
+from ..schedulers import SCHEDULERS
+from ..schedulers.base import ERROR, QUEUED, RUNNING
 
 DONE, FAILED, VANISHED = "done", "failed", "vanished"
 STOPPED = "stopped at walltime"  # work left; it continues (by its job, cluf --wait or --resubmit)

@@ -16,12 +16,13 @@ import sys
 import time
 
 from ..core import bins
-from . import dispatch, jobs, manifest, schedulers
+from . import dispatch, jobs, manifest
+from .. import schedulers
 from .status import bin_states, live_bins, load_run, manifests_in
 from .status import wait as wait_for_run
 from ..core.errors import Interrupted, SchedulerError, SubmitError, UserError
-from ..local.reporter import warner
-from .schedulers.base import QUEUED, RUNNING
+from ..core.errors import warner
+from ..schedulers.base import QUEUED, RUNNING
 from ..core.script import (args_error_where, check_positions, get_args, get_target, split_passthrough,
                            user_traceback)
 
@@ -150,8 +151,6 @@ def _expected_calls(args, opts, nodes, chosen):
 
 def job_gpus(opts):
     """cluf --gpus N: the GPUs per job (None without), checked against --gpus-per-worker and -p."""
-    from ..local.gpus import describe
-
     gpus, per_worker, processes = opts["gpus"], opts["gpus_per_worker"], opts["processes"]
     if gpus is None:
         if per_worker:
@@ -160,7 +159,7 @@ def job_gpus(opts):
         return None
     if not isinstance(gpus, int):
         raise UserError(f"cluf --gpus takes the number of GPUs each job asks the scheduler for (e.g. --gpus 2), "
-                        f"not {describe(gpus)!r}: a job's clum then uses the GPUs the scheduler gave it. Only clum takes all "
+                        f"not {gpus_text(gpus)!r}: a job's clum then uses the GPUs the scheduler gave it. Only clum takes all "
                         f"or GPU ids; if they come from the script's clum_options, give cluf its own count on the "
                         f"command line or in cluf_options (e.g. cluf_options = {{\"gpus\": 2}}).")
     if per_worker and per_worker > gpus:
@@ -443,3 +442,8 @@ def _resubmit_run(path) -> int:
         print(f"cluf: resubmitting {len(redo)} bin(s) with --resume: {', '.join(map(str, redo))}")
 
     return submit(plan, redo, resume=True, manifest_path=path, written=said)
+
+
+def gpus_text(spec: object) -> str:
+    """A clum --gpus spec (all, or a tuple of ids) as it is written on the command line."""
+    return ",".join(map(str, spec)) if isinstance(spec, tuple) else str(spec)

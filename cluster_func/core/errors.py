@@ -1,6 +1,8 @@
 """Errors that the command line turns into a clear message and an exit status."""
 
 import contextlib
+import sys
+from typing import Callable
 import os
 import signal
 
@@ -72,3 +74,10 @@ def signals_held():
                 handler(signum, None)
             elif handler == signal.SIG_DFL:
                 os.kill(os.getpid(), signum)
+
+
+def warner(prog: str) -> Callable[[str], None]:
+    """A function that prints ``prog: warning: TEXT`` on stderr."""
+    def warn(text: str) -> None:
+        sys.stderr.write(f"{prog}: warning: {text}\n")
+    return warn

@@ -18,7 +18,7 @@ import shutil
 import sys
 from typing import Dict, List, Optional, Tuple
 
-from ..core.errors import UserError
+from ..core.errors import SchedulerError, UserError
 
 CUDA, ROCR = "CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES"
 SMI_TIMEOUT = 30  # seconds for nvidia-smi -L
@@ -78,17 +78,16 @@ def discover(environ=None) -> Tuple[List[str], str, str, bool]:
     smi = shutil.which("nvidia-smi", path=environ.get("PATH"))
     if smi is None:
         return [], CUDA, tried + f"nvidia-smi is not on PATH ({environ.get('PATH', '')})", False
-    import subprocess
+    from ..core.commands import CommandFailed, run
 
     try:
-        p = subprocess.run([smi, "-L"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                           timeout=SMI_TIMEOUT)
-    except (OSError, subprocess.TimeoutExpired) as e:
+        listed = run([smi, "-L"], timeout=SMI_TIMEOUT)
+    except CommandFailed as e:
+        said = (e.stderr.strip() or e.stdout.strip() or "nothing").replace("\n", " ")
+        return [], CUDA, tried + f"{smi} -L exited with status {e.status} and said: {said}", False
+    except SchedulerError as e:
         return [], CUDA, tried + f"{smi} -L could not be run: {e}", False
-    if p.returncode != 0:
-        said = (p.stderr.strip() or p.stdout.strip() or "nothing").replace("\n", " ")
-        return [], CUDA, tried + f"{smi} -L exited with status {p.returncode} and said: {said}", False
-    ids = [m.group(1) for m in re.finditer(r"^GPU (\d+):", p.stdout, re.M)]
+    ids = [m.group(1) for m in re.finditer(r"^GPU (\d+):", listed, re.M)]
     return ids, CUDA, tried + f"{smi} -L listed {len(ids)} GPU{'s' * (len(ids) != 1)}", True
 
 

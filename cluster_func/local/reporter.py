@@ -10,14 +10,8 @@ import os
 import sys
 import time
 
+from ..core.errors import warner  # noqa: F401 (re-exported for clum's modules)
 from ..core.script import short_repr
-
-
-def warner(prog):
-    """A function that prints ``prog: warning: TEXT`` on stderr."""
-    def warn(text):
-        sys.stderr.write(f"{prog}: warning: {text}\n")
-    return warn
 
 
 class Reporter:

@@ -209,12 +209,13 @@ class _Run:
         name = signal.Signals(outcome.interrupted_by).name
         kind, words = "walltime", "the scheduler's warning"
         if outcome.interrupted_by == signal.SIGTERM:
-            from .stops import record_verdict, why_stopped
+            from ..schedulers.job import record_verdict, why_stopped  # (only here: plain clum imports none)
 
             walltime = opts.get("walltime")
-            kind, words = why_stopped(walltime, grace_seconds(walltime, opts.get("grace")) if walltime else None)
+            verdict = why_stopped(walltime, grace_seconds(walltime, opts.get("grace")) if walltime else None)
+            kind, words = verdict.kind, verdict.words
             if kind not in ("walltime", "preempted"):  # (for the job script's continuation step)
-                record_verdict(self.journal_path, kind, words)
+                record_verdict(self.journal_path, verdict)
         if kind in ("walltime", "preempted"):
             self.reporter.message(f"{name} from the scheduler ({words}): stopping as at the walltime.")
             outcome.interrupted_by, outcome.walltime_stop = None, True

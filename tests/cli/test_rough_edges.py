@@ -744,7 +744,7 @@ import signal  # noqa: E402
 
 from cluster_func.cluster import manifest as _manifest  # noqa: E402
 from cluster_func import options as _options  # noqa: E402
-from cluster_func.cluster import schedulers as _schedulers  # noqa: E402
+from cluster_func import schedulers as _schedulers  # noqa: E402
 
 MANAGING = ["--status", "--resubmit", "--cancel", "--gather", "--wait"]
 

@@ -25,7 +25,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from cluster_func.cluster.schedulers import SCHEDULERS
+from cluster_func.schedulers import SCHEDULERS
 
 try:
     import cluf_support as cs
@@ -283,7 +283,7 @@ def test_cancel_leaves_nothing_queued(sched, tmp_path):
                    for row in cs.status_table(st.stdout).values()), st.stdout
     # A job that finishes between cluf's query and its cancel: what the scheduler says then
     # (PBS "Job has finished", Grid Engine "does not exist") is not an error.
-    late = subprocess.run([sys.executable, "-c", "from cluster_func.cluster.schedulers import get; "
+    late = subprocess.run([sys.executable, "-c", "from cluster_func.schedulers import get; "
                            f"print(get({sched.name!r}, True).cancel([{array_id!r}]))"],
                           capture_output=True, text=True, timeout=60, env=env)
     assert late.returncode == 0 and late.stdout.strip() in ("True", "False"), late

@@ -8,7 +8,7 @@ import shlex
 import shutil
 from typing import Optional
 
-from ...core.errors import SchedulerError
+from ..core.errors import SchedulerError
 from .base import CONFIG_TIMEOUT, ERROR, QUEUED, RUNNING, Scheduler, hms, lines_all_match, register, run
 
 

@@ -3,10 +3,11 @@
 import getpass
 import re
 import shlex
-from typing import Optional
+from typing import Mapping, Optional
 
-from ...core.errors import SchedulerError
-from .base import CONFIG_TIMEOUT, ERROR, QUEUED, RUNNING, Scheduler, hms, lines_all_match, register, run
+from ..core.errors import SchedulerError
+from .base import (ASK_TIMEOUT, CANCELLED, CONFIG_TIMEOUT, ERROR, PREEMPTED, QUEUED, REQUEUED, RUNNING, WALLTIME,
+                   Scheduler, StopVerdict, hms, lines_all_match, register, run)
 
 _QUEUED_STATES = {"PENDING", "REQUEUED", "SUSPENDED", "REQUEUE_HOLD"}
 # A pending job with this reason will never run by itself: Slurm could not launch it (after a
@@ -19,6 +20,25 @@ def parse_max_array_size(text: str) -> Optional[int]:
     """``MaxArraySize`` from ``scontrol show config``: array indices must be below it."""
     m = re.search(r"^MaxArraySize\s*=\s*(\d+)", text, re.M)
     return int(m.group(1)) if m else None
+
+
+def parse_stop(text: str, restart_count: int) -> Optional[StopVerdict]:
+    """Why a job that got SIGTERM is stopped, from ``scontrol show job -o ID``: requeued when
+    ``Restarts`` is above the job's ``SLURM_RESTART_COUNT`` (or the state is REQUEUE*), walltime
+    for TIMEOUT/DEADLINE, preempted for PREEMPTED or a Reason naming preemption, else cancelled."""
+    fields = dict(re.findall(r"(\w+)=(\S*)", text))
+    state, reason = fields.get("JobState", ""), fields.get("Reason", "")
+    restarts = int(fields["Restarts"]) if fields.get("Restarts", "").isdigit() else None
+    said = f"Slurm: JobState={state}, Reason={reason}, Restarts={restarts}"
+    if (restarts is not None and restarts > restart_count) or state.startswith("REQUEUE"):
+        return StopVerdict(REQUEUED, f"requeued by Slurm (scontrol requeue, a node failure or a preemption; {said})")
+    if state in ("TIMEOUT", "DEADLINE"):
+        return StopVerdict(WALLTIME, said)
+    if state == "PREEMPTED" or "preempt" in reason.lower():
+        return StopVerdict(PREEMPTED, f"preempted ({said})")
+    if not state:
+        return None
+    return StopVerdict(CANCELLED, f"scancel or an administrator ({said}; Slurm does not say who)")
 
 
 @register
@@ -34,6 +54,11 @@ class Slurm(Scheduler):
     array_index_var = "SLURM_ARRAY_TASK_ID"
     array_first_index = 0
     job_id_var = "SLURM_JOB_ID"
+
+    def stop_verdict(self, env: Mapping[str, str]) -> Optional[StopVerdict]:
+        text = run(["scontrol", "show", "job", "-o", env[self.job_id_var]], timeout=ASK_TIMEOUT, env=env)
+        count = env.get("SLURM_RESTART_COUNT", "0")
+        return parse_stop(text, int(count) if count.isdigit() else 0)
 
     def max_array_size(self):
         try:

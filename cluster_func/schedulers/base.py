@@ -18,9 +18,23 @@ import re
 import shlex
 import shutil
 from dataclasses import dataclass, field
-from typing import ClassVar, Dict, Iterable, List, Optional, Sequence, Type
+from typing import ClassVar, Dict, Iterable, List, Mapping, Optional, Type
 
-from ...core.errors import SchedulerError, UserError
+from ..core.errors import SchedulerError, UserError
+from ..core.commands import CommandFailed, CommandNotFound, CommandTimedOut, run  # noqa: F401 (re-exported)
+
+
+# Why a job was stopped from outside (see cluster_func.schedulers.job).
+WALLTIME, PREEMPTED, REQUEUED, CANCELLED = "walltime", "preempted", "requeued", "cancelled"
+ASK_TIMEOUT = 3  # seconds: the scheduler's SIGKILL follows its SIGTERM soon (Slurm's KillWait, PBS's kill_delay)
+
+
+@dataclass(frozen=True)
+class StopVerdict:
+    """Why a job was stopped: ``kind`` (WALLTIME, PREEMPTED, REQUEUED or CANCELLED) and the
+    scheduler's own ``words`` for it."""
+    kind: str
+    words: str
 
 
 @dataclass
@@ -49,67 +63,6 @@ QUEUED, RUNNING, ERROR = "queued", "running", "error"  # ERROR: held by the sche
 SUBMIT_TIMEOUT = 120  # seconds
 QUERY_TIMEOUT = 120
 CONFIG_TIMEOUT = 30
-
-
-# --- the one command runner ---------------------------------------------------------
-
-class CommandFailed(SchedulerError):
-    """A scheduler command exited with a non-zero status."""
-
-    def __init__(self, argv: Sequence[str], status: int, stdout: str, stderr: str):
-        self.argv, self.status, self.stdout, self.stderr = list(argv), status, stdout, stderr
-        said = (stderr.strip() or stdout.strip() or "nothing").replace("\n", " ")
-        super().__init__(f"{shlex.join(self.argv)} exited with status {status} and said: {said}")
-
-    @property
-    def output(self) -> str:
-        """All it said, stdout then stderr (Grid Engine writes some errors to stdout)."""
-        return "\n".join(t for t in (self.stdout, self.stderr) if t.strip())
-
-
-class CommandNotFound(SchedulerError):
-    """The scheduler command is not on PATH."""
-
-
-class CommandTimedOut(SchedulerError):
-    """The scheduler command did not answer in time."""
-
-
-def run(argv: Sequence[str], timeout: float = QUERY_TIMEOUT, cwd: Optional[str] = None,
-        input: Optional[str] = None, merge_stderr: bool = False) -> str:
-    """Run one scheduler command; return its stdout (with ``merge_stderr``, stdout and
-    stderr as one text).
-
-    ``input`` is written to its stdin (LSF's ``bsub < script``); otherwise stdin is
-    /dev/null.  Raises :class:`CommandFailed` (with the command, its exit status and
-    the scheduler's own words), :class:`CommandNotFound` or :class:`CommandTimedOut`,
-    all :class:`SchedulerError`.
-    """
-    import subprocess  # here: clum, which imports this package through its options, never runs one
-
-    argv = [str(a) for a in argv]
-    command = shlex.join(argv)
-    try:
-        p = subprocess.run(argv, cwd=cwd, input=input, stdin=subprocess.DEVNULL if input is None else None,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
-                           universal_newlines=True,
-                           timeout=timeout)
-    except FileNotFoundError as e:
-        if cwd is not None and e.filename == cwd:
-            raise SchedulerError(f"Cannot run {command}: the directory {cwd} does not exist.") from None
-        raise CommandNotFound(
-            f"{argv[0]} is not on PATH (needed to run {command}). Run cluf where the scheduler's "
-            f"commands are installed, or put their directory on PATH.") from None
-    except PermissionError:
-        raise CommandNotFound(f"{argv[0]} cannot be run (permission denied) for {command}.") from None
-    except OSError as e:
-        raise SchedulerError(f"Cannot run {command}: {e.strerror or e}.") from None
-    except subprocess.TimeoutExpired:
-        raise CommandTimedOut(f"{command} did not answer within {timeout:g} s: the scheduler may be down "
-                              f"or overloaded; try again later.") from None
-    if p.returncode != 0:
-        raise CommandFailed(argv, p.returncode, p.stdout, p.stderr or "")
-    return p.stdout
 
 
 def lines_all_match(text: str, patterns: Iterable[str], needed: Iterable[str]) -> bool:
@@ -150,6 +103,19 @@ class Scheduler(abc.ABC):
     job_id_var: ClassVar[str] = ""
     # Does the scheduler add to an existing -o/-e file (True), or replace it with each job?
     appends_output: ClassVar[bool] = True
+
+    # --- inside a job: what the job learns of itself (as submitit's JobEnvironment)
+    @classmethod
+    def in_job(cls, env: Mapping[str, str]) -> bool:
+        """Is the process with this environment inside a job of this scheduler?"""
+        return bool(cls.job_id_var and env.get(cls.job_id_var))
+
+    def stop_verdict(self, env: Mapping[str, str]) -> Optional[StopVerdict]:
+        """Inside a job that got SIGTERM: why it is being stopped, as the scheduler tells it
+        (one command through :func:`run`, answered within ``ASK_TIMEOUT``), or None when the
+        scheduler does not say (the default: Grid Engine kills without a SIGTERM, LSF is not
+        known).  Raises SchedulerError when the command cannot be run or fails."""
+        return None
 
     # --- detection
     @classmethod

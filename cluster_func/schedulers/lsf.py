@@ -17,7 +17,7 @@ import re
 import shlex
 from typing import Optional
 
-from ...core.errors import SchedulerError
+from ..core.errors import SchedulerError
 from .base import CONFIG_TIMEOUT, QUEUED, RUNNING, Scheduler, lines_all_match, register, run
 
 _GONE = {"DONE", "EXIT", "ZOMBI"}  # finished, or lost with its host: not in the queue any more

@@ -11,10 +11,11 @@ import json
 import os
 import re
 import shlex
-from typing import Dict, Optional
+from typing import Dict, Mapping, Optional
 
-from ...core.errors import SchedulerError
-from .base import (CONFIG_TIMEOUT, QUEUED, RUNNING, CommandFailed, Scheduler, hms, lines_all_match,
+from ..core.errors import SchedulerError
+from .base import (ASK_TIMEOUT, CANCELLED, CONFIG_TIMEOUT, PREEMPTED, QUEUED, REQUEUED, WALLTIME, StopVerdict,
+                   RUNNING, CommandFailed, Scheduler, hms, lines_all_match,
                    register, run)
 
 # pbs_options names that are not "-l" resources.
@@ -100,6 +101,39 @@ def parse_max_array_size(text: str, torque: bool) -> Optional[int]:
     return None if torque else PRO_MAX_ARRAY_SIZE
 
 
+def parse_stop(text: str) -> Optional[StopVerdict]:
+    """Why a job that got SIGTERM is stopped, from ``qstat -f ID``: requeued for
+    ``Exit_status=-11`` (JOB_EXEC_RERUN: qrerun, a node failure, preemption by requeue) or the
+    rerun substates 60-63 (JOB_SUBSTATE_RERUN..RERUN3 in PBS's job.h, seen before Exit_status is
+    set); walltime for -29 (JOB_EXEC_KILL_WALLTIME); preempted when the comment says so; else
+    cancelled."""
+    fields = dict(re.findall(r"^\s*([\w.]+) = (.*)$", text, re.M))
+    if not fields:
+        return None
+    status, comment = fields.get("Exit_status"), fields.get("comment", "")
+    said = f"PBS: job_state={fields.get('job_state')}, substate={fields.get('substate')}, Exit_status={status}"
+    if status == "-11" or fields.get("substate") in ("60", "61", "62", "63"):
+        return StopVerdict(REQUEUED, f"rerun by PBS (qrerun, a node failure or a preemption; {said})")
+    if status == "-29":
+        return StopVerdict(WALLTIME, said)
+    if "preempt" in comment.lower():
+        return StopVerdict(PREEMPTED, f"preempted ({said}, comment: {comment})")
+    return StopVerdict(CANCELLED, f"qdel or an administrator ({said}; PBS does not say who)")
+
+
+def pbs_command(name: str, env: Mapping[str, str]) -> str:
+    """The PBS command ``name`` from PBS_EXEC in /etc/pbs.conf (a job's PATH may find another
+    scheduler's qstat first), else from PATH."""
+    try:
+        with open(env.get("PBS_CONF_FILE") or "/etc/pbs.conf", encoding="utf-8") as f:
+            m = re.search(r"^PBS_EXEC=(.+)$", f.read(), re.M)
+        if m and os.access(os.path.join(m.group(1).strip(), "bin", name), os.X_OK):
+            return os.path.join(m.group(1).strip(), "bin", name)
+    except (OSError, UnicodeDecodeError):
+        pass
+    return name
+
+
 @register
 class PBS(Scheduler):
     name = "pbs"
@@ -117,6 +151,16 @@ class PBS(Scheduler):
     array_index_var = "PBS_ARRAY_INDEX"
     array_first_index = 0
     job_id_var = "PBS_JOBID"
+
+    def stop_verdict(self, env: Mapping[str, str]) -> Optional[StopVerdict]:
+        qstat, job = pbs_command("qstat", env), env[self.job_id_var]
+        try:
+            text = run([qstat, "-f", job], timeout=ASK_TIMEOUT, env=env)
+        except SchedulerError:
+            # a job being deleted may already be history ("Job has finished, use -x"): then ask with
+            # -x (PBS Professional's history; Torque has none, and its -x means XML)
+            text = run([qstat, "-x", "-f", job], timeout=ASK_TIMEOUT, env=env)
+        return parse_stop(text)
     appends_output = False  # each job's -o/-e replace the files: the job script appends itself
 
     _torque = None

@@ -1,6 +1,6 @@
 """The schedulers cluf can submit to, and how ``--scheduler auto`` picks one.
 
-Every module of this package but ``base`` is a scheduler, named as its module, that
+Every module of this package but ``base`` and ``job`` is a scheduler, named as its module, that
 registers its class (:func:`base.register`): a new scheduler is one new file.
 Everything that lists schedulers asks this registry.  The modules are imported on
 first use of the registry (``SCHEDULERS`` and the functions below but :func:`names`),
@@ -12,13 +12,14 @@ import pkgutil
 import sys
 from typing import List
 
-from ...core.errors import SchedulerError, UserError# noqa: F401
+from ..core.errors import SchedulerError, UserError# noqa: F401
 
+_NOT_SCHEDULERS = ("base", "job")  # the interface, and what a job learns of itself
 _LAZY = ("REGISTRY", "JobSpec", "Scheduler", "register", "run")
 
 
 def _modules() -> List[str]:
-    return [m.name for m in pkgutil.iter_modules(__path__) if m.name != "base"]
+    return [m.name for m in pkgutil.iter_modules(__path__) if m.name not in _NOT_SCHEDULERS]
 
 
 def names() -> List[str]:
@@ -37,7 +38,7 @@ def _registry():
             importlib.import_module(f"{__name__}.{name}")
         missing = [m for m in _modules() if m not in REGISTRY]
         if missing:
-            raise RuntimeError(f"every module in cluster_func/cluster/schedulers/ must register one scheduler named "
+            raise RuntimeError(f"every module in cluster_func/schedulers/ must register one scheduler named "
                                f"as the module: {', '.join(missing)} did not")
     return REGISTRY
 
