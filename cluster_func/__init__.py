@@ -31,7 +31,7 @@ def __getattr__(name):
 
         return getattr(iterable_queue, name)
     if name in _API_NAMES:
-        from . import api
+        from .api import local
 
-        return getattr(api, name)
+        return getattr(local, name)
     raise AttributeError(f"module 'cluster_func' has no attribute {name!r}")

@@ -227,6 +227,11 @@ def load(ns, command, passthrough):
         opts["key"] = None
     elif "key" in given:
         opts["hash"] = None
+    # -n and -i likewise (cluf): the one on the command line wins over cluf_options / ~/.clufrc.
+    if "nodes" in given:
+        opts["iterations"] = None
+    elif "iterations" in given:
+        opts["nodes"] = None
     options.check(opts)
     opts["script"] = path
     opts["passthrough"] = list(passthrough)
@@ -297,7 +302,7 @@ def run_cluf(argv):
     parser.passthrough = passthrough
     ns = parser.parse_args(argv)
     module, opts = load(ns, "cluf", passthrough)
-    return submission.run(ns, module, opts, argv_all, clum_args=options.forwarded(opts))
+    return submission.run(module, opts, options.forwarded(opts), argv_all)
 
 def _raise_interrupted(signum, frame):
     raise Interrupted(signum)

@@ -29,12 +29,13 @@ from ..core.script import (args_error_where, check_positions, get_args, get_targ
 EXIT_OK = 0
 
 
-def run(ns, module, opts, argv_all, clum_args) -> int:
+def run(module, opts, clum_args, argv_all=None) -> int:
     """Write (and submit) the run's job scripts; ``clum_args``: the words each job's clum gets
-    besides --bins and --journal (from the option table: options.forwarded)."""
+    besides --bins and --journal (from the option table: options.forwarded); ``argv_all``: the
+    command line, for the command printed when a submission fails part-way (None: from Python)."""
     get_target(module, opts["target"])
     args = get_args(module, opts["args"])
-    count, nodes = _count_jobs(ns, opts, args)
+    count, nodes = _count_jobs(opts, args)
     submitting = not opts["no_q"]
     sched = schedulers.get(opts["scheduler"], submitting)
     if submitting and not shutil.which(sched.submit_command):
@@ -65,15 +66,11 @@ def run(ns, module, opts, argv_all, clum_args) -> int:
     return _then_wait(plan, status, opts["wait"])
 
 
-def _count_jobs(ns, opts, args):
-    """(the number of calls, or None when unknown; the number of jobs), from -n or -i, whichever
-    the command line gave (else the one cluf_options or ~/.clufrc gave).  The arguments are
-    surveyed here: an empty or failing iterable, or a --hash/--key position beyond the first
-    element's arguments, is refused before anything is written."""
-    if ns.nodes is not None:
-        opts["iterations"] = None  # the command line wins over cluf_options / ~/.clufrc
-    elif ns.iterations is not None:
-        opts["nodes"] = None
+def _count_jobs(opts, args):
+    """(the number of calls, or None when unknown; the number of jobs), from -n or -i (the
+    command line's already won over cluf_options / ~/.clufrc).  The arguments are surveyed
+    here: an empty or failing iterable, or a --hash/--key position beyond the first element's
+    arguments, is refused before anything is written."""
     if opts["nodes"] is not None and opts["iterations"] is not None:
         raise UserError("Give either -n/--nodes (how many jobs) or -i/--iterations (calls per job), "
                         "not both (check cluf_options and ~/.clufrc too).")

@@ -54,7 +54,7 @@ class Accounting:
     def fail(self, position, element, attempt, exc_type, message, tb):
         will_retry = attempt < self.retries
         if self.journal:
-            self.journal.failed(position, element, attempt, exc_type, message, final=not will_retry)
+            self.journal.failed(position, element, attempt, exc_type, message, final=not will_retry, tb=tb)
         self.reporter.failure(position, element, exc_type, message, tb, attempt, will_retry)
         if will_retry:
             self.retry_queue.append((position, element, attempt + 1))

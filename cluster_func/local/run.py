@@ -11,17 +11,16 @@ import signal
 import sys
 import time
 
+from .. import engine
 from ..core import bins
 from . import gpus, worker
 from ..record import journal as journal_mod
 from ..core.walltime import grace_seconds
 from ..core.errors import EXIT_WALLTIME, JOB_START_VAR, Interrupted, UserError, signals_held
 from .reporter import Reporter, warner
-from ..record.resume import ResumeWork
 from ..record.writer import Journal, JournalWriteError
 from ..record.results import Results
 from .accounting import Outcome
-from .runner import Runner
 from ..core.script import check_positions, get_args, get_init_worker, get_target, peek_first
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -134,7 +133,7 @@ class _Run:
             reporter.message(f"--resume --results: {journal.dropped_without_values} calls recorded as completed "
                              f"carry no {self.results.format} value (an earlier run without --results, or with the "
                              f"other format): they run again, to get their values.")
-        self.resumed = self.work = ResumeWork(self.work, journal.previous, self.mode)
+        self.resumed = self.work = engine.resume_work(self.work, journal, self.mode)
         recorded = journal.previous.recorded
         if reporter.total is not None:
             reporter.total = max(0, reporter.total - recorded)
@@ -143,42 +142,29 @@ class _Run:
                          + (f" ({reporter.total} calls to run)." if reporter.total is not None else "."))
 
     def _source(self, method):
-        """How the workers get the target (inherited under fork), with the relay on a terminal."""
-        opts, reporter = self.opts, self.reporter
+        """How the workers get the target: inherited under fork, else loaded from the script."""
         if method == "fork":
-            source = worker.Inherited(self.target, self.init_worker)
-        else:
-            source = worker.FromScript(opts["script"], opts["passthrough"], self.target_name)
-        relay = None
-        if reporter.progress:  # the workers' output goes through us, so it never mixes with the line
-            try:
-                from .relay import Relay, shared_fds  # only on a terminal: clum in a job never pays for it
-
-                relay = Relay(reporter, shared_fds(reporter.stream))
-                source = relay.wrap(source)
-            except OSError:  # no pseudo-terminal to be had: no progress line rather than a garbled one
-                reporter.progress = False
-        return source, relay
+            return engine.inherited(self.target, self.init_worker)
+        return worker.FromScript(self.opts["script"], self.opts["passthrough"], self.target_name)
 
     def execute(self) -> Outcome:
         """The resume filter, the workers, the runner."""
         opts, gpu_plan = self.opts, self.gpu_plan
         self._resume()
-        cpus = len(os.sched_getaffinity(0))
+        cpus = engine.cpus()
         processes = gpu_plan.processes if gpu_plan is not None else opts["processes"] or cpus
         if processes > 4 * cpus:
             warner("clum")(f"-p {processes} is far above the {cpus} CPUs this process may use: calls will "
                           f"share the CPUs (fine for calls that wait on I/O, slower for computing ones).")
         method = start_method(opts)
-        source, relay = self._source(method)
         if in_cluf_job():  # the scheduler's own warning signals: the same orderly stop
             for sig in JOB_STOP_SIGNALS:
                 signal.signal(sig, _raise_interrupted)
-        self.runner = Runner(source, processes, self.work, self.reporter, journal=self.journal,
-                             retries=opts["retries"], timeout=opts["timeout"], start_method=method,
-                             values=self.results.format if self.results is not None else None,
-                             stop_at=self.stop_at, relay=relay,
-                             slot_env=gpu_plan.env if gpu_plan is not None else None)
+        settings = engine.Settings(self._source(method), processes, method, retries=opts["retries"],
+                                   timeout=opts["timeout"],
+                                   values=self.results.format if self.results is not None else None,
+                                   stop_at=self.stop_at, slot_env=gpu_plan.env if gpu_plan is not None else None)
+        self.runner = engine.build(settings, self.work, self.reporter, journal=self.journal)
         return self.runner.run()
 
     def abort(self):
@@ -225,9 +211,7 @@ class _Run:
     def close(self, outcome):
         """Export the values (the results file, whole), write the journal's end, release both.
         Returns (values written, the error that stopped the export)."""
-        status = ("interrupted" if outcome.interrupted_by else
-                  "aborted" if outcome.fatal or outcome.args_error else
-                  "walltime" if outcome.walltime_stop else "complete")
+        status = engine.end_status(outcome)
         values_written, export_error = None, None
         if self.results is not None:
             try:
@@ -341,15 +325,10 @@ def again_cmd(ns, opts, spec, journal_path):
 
 def start_method(opts):
     """--start-method, else $CLUSTER_FUNC_START_METHOD, else fork where there is fork."""
-    method = opts.get("start_method") or os.environ.get("CLUSTER_FUNC_START_METHOD")
-    if method:
-        import multiprocessing
-
-        if method not in multiprocessing.get_all_start_methods():
-            raise UserError(f"--start-method {method} is not available here; choose one of "
-                            f"{', '.join(multiprocessing.get_all_start_methods())}.")
-        return method
-    return "fork" if hasattr(os, "fork") else "spawn"  # (multiprocessing's list, without importing it)
+    try:
+        return engine.start_method(opts.get("start_method"))
+    except ValueError as e:
+        raise UserError(f"--start-method {e}.") from None
 
 
 def print_failed(journal_path):

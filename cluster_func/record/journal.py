@@ -15,7 +15,8 @@ then, in any number (``t`` is the record's type)::
     {"t": "start", "time": EPOCH, "pid": N, "resume": BOOL}     a run began (a resumed run appends one)
     {"t": "ok", "pos": [[first, count, step], ...], "c": "HEX", "d": "HEX", "f": "jsonl", "vc": "HEX", "v": "BASE64"}
                                                                 these calls completed
-    {"t": "fail", "pos": N, "attempt": K, "final": BOOL, "type": "ValueError", "msg": "...", "args": "repr"}
+    {"t": "fail", "pos": N, "attempt": K, "final": BOOL, "type": "ValueError", "msg": "...", "args": "repr",
+     "tb": "Traceback ..."}                                      a call failed (tb: final failures only, at most 8,000 characters)
     {"t": "results", "path": PATH, "ino": N, "size": N, "mtime_ns": N}  the run wrote its --results file
     {"t": "end", "done": N, "failed": M, "status": "complete" | "interrupted" | "aborted" | "walltime"}
 

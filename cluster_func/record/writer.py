@@ -30,6 +30,9 @@ from .fingerprints import call_digest, elements_check
 from .journal import FORMAT, HEADER_KEY, FLUSH_SECONDS, IDENTITY_DEFAULTS, encode_positions, identify, identity_differences, read
 
 
+TB_MAX = 8000  # characters of a failed call's traceback kept in the journal
+
+
 class JournalWriteError(Exception):
     """Writing the journal failed (a full disk, a lost file server): the run must stop."""
 
@@ -379,10 +382,12 @@ class Journal:
         self._add(json.dumps({"t": "results", "path": path, "ino": st.st_ino, "size": st.st_size,
                               "mtime_ns": st.st_mtime_ns}, separators=(",", ":")))
 
-    def failed(self, position, element, attempt, exc_type, message, final):
-        self._add(json.dumps({"t": "fail", "pos": position, "attempt": attempt, "final": final,
-                              "type": exc_type, "msg": str(message)[:2000], "args": short_repr(element, 300)},
-                             separators=(",", ":")))
+    def failed(self, position, element, attempt, exc_type, message, final, tb=None):
+        rec = {"t": "fail", "pos": position, "attempt": attempt, "final": final,
+               "type": exc_type, "msg": str(message)[:2000], "args": short_repr(element, 300)}
+        if final and tb:  # the traceback of a final failure, for cluster_func.Run.results()'s MapError
+            rec["tb"] = tb if len(tb) <= TB_MAX else tb[:TB_MAX // 4] + "\n...\n" + tb[-(TB_MAX * 3 // 4):]
+        self._add(json.dumps(rec, separators=(",", ":")))
 
     def maybe_flush(self, now):
         """Write what is pending (one write: it survives the process being killed);

@@ -19,6 +19,7 @@ How it is put together (nothing here is a second engine):
 - a :class:`_MapReporter` keeps each failed call's exception and traceback for :class:`MapError`.
 """
 
+import contextlib
 import io
 import os
 import pickle
@@ -28,88 +29,16 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from .core.arguments import Arguments
-from .core.errors import Interrupted, UserError
-from .core.script import short_repr
-from .local.reporter import Reporter
+from ..core.arguments import Arguments
+from .failures import MISSING, Failure, MapError
+from ..core.errors import Interrupted, UserError
+from ..core.script import short_repr
+from ..local.reporter import Reporter
 
 __all__ = ["MapError", "Failure", "MISSING", "Arguments"]  # (not map: a star import must not hide the builtin)
 
 PROG = "cluster_func.map"
 MAX_PROCESSES = 10_000
-
-
-class _Missing:
-    """The value at a failed position in :attr:`MapError.values`."""
-
-    _instance = None
-
-    def __new__(cls):
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self):
-        return "cluster_func.MISSING"
-
-    def __reduce__(self):
-        return _Missing, ()
-
-    def __bool__(self):
-        return False
-
-
-MISSING = _Missing()
-
-
-@dataclass(frozen=True)
-class Failure:
-    """One failed call: its position in ``args``, a short ``repr`` of its arguments, the
-    exception's type name and message, and the traceback text (from inside the worker)."""
-
-    position: int
-    args: str
-    type: str
-    message: str
-    traceback: str
-
-    def __str__(self):
-        return f"position {self.position}: args {self.args}: {self.type}: {self.message}"
-
-
-class MapError(Exception):
-    """Some calls failed; every other call ran.
-
-    ``failures``: ``{position: Failure}``, in position order.  ``values``: the list that
-    :func:`map` would have returned, with :data:`MISSING` at the failed positions (for
-    :func:`imap`, which has already yielded the values, it is empty).  ``completed``: ``{position:
-    value}`` of the calls that did not fail.
-    """
-
-    def __init__(self, failures: Dict[int, Failure], values: List[Any], total: int):
-        self.failures = dict(sorted(failures.items()))
-        self.values = values
-        self.total = total
-        super().__init__(self._text())
-
-    def __reduce__(self):
-        return MapError, (self.failures, self.values, self.total)
-
-    @property
-    def completed(self) -> Dict[int, Any]:
-        return {p: v for p, v in enumerate(self.values) if p not in self.failures}
-
-    def _text(self, listed=10):
-        fs = list(self.failures.values())
-        lines = [f"{len(fs)} of {self.total} calls failed (the others completed; their values are in "
-                 f".values, the failures in .failures):"]
-        lines += [f"  {f}" for f in fs[:listed]]
-        if len(fs) > listed:
-            lines.append(f"  ... and {len(fs) - listed} more")
-        first = fs[0]
-        lines.append(f"The traceback of the first, at position {first.position}:")
-        lines.append(first.traceback.rstrip())
-        return "\n".join(lines)
 
 
 # --- the values' way back -----------------------------------------------------------------
@@ -207,7 +136,7 @@ def _previous_values(journal, kept, positions: Iterable[int]) -> Dict[int, Any]:
     """The values of the calls at ``positions`` that an earlier run on this journal completed
     and this resumed run skipped (``kept``, a record.resume.Kept): they travel in the journal's
     own records, as clum's do (see cluster_func.record.results.export)."""
-    from .record.results import export
+    from ..record.results import export
 
     wanted = set(positions)
     found = {}
@@ -299,7 +228,7 @@ class _Result:
 
 
 def _check(target, args, processes, journal, resume, retries, timeout, start_method, quiet, progress) -> _Plan:
-    from .local.run import start_method as choose_method
+    from .. import engine
 
     if not callable(target):
         raise _usage(f"cluster_func.map: target must be a function (it is called once per element of args), "
@@ -313,7 +242,7 @@ def _check(target, args, processes, journal, resume, retries, timeout, start_met
         raise _usage(f"cluster_func.map: args must be an iterable of arguments (a list, a range, a generator), "
                      f"not a {type(args).__name__}.", TypeError) from None
     if processes is None:
-        processes = len(os.sched_getaffinity(0))
+        processes = engine.cpus()
     if isinstance(processes, bool) or not isinstance(processes, int) or not 1 <= processes <= MAX_PROCESSES:
         raise _usage(f"cluster_func.map: processes={processes!r} is not a number of worker processes: give an "
                      f"integer from 1 to {MAX_PROCESSES}, or None for the CPUs this process may use.")
@@ -330,9 +259,9 @@ def _check(target, args, processes, journal, resume, retries, timeout, start_met
         raise _usage("cluster_func.map: resume=True needs journal=PATH: the journal is what says which calls "
                      "completed. Give the journal of the run to resume, e.g. journal='sweep.journal'.")
     try:
-        method = choose_method({"start_method": start_method})
-    except UserError as e:
-        raise _usage(f"cluster_func.map: start_method={start_method!r}: {e}") from None
+        method = engine.start_method(start_method)
+    except ValueError as e:
+        raise _usage(f"cluster_func.map: start_method={start_method!r}: {e}.") from None
     if method != "fork":
         try:
             pickle.dumps(target)
@@ -374,9 +303,9 @@ def _claim(path) -> str:
 
 def _open_journal(plan: _Plan, in_main: bool):
     """The plan's journal, opened (the caller claimed it); clum's errors said for Python."""
-    from .core.errors import signals_held
-    from .local.reporter import warner
-    from .record.writer import Journal
+    from ..core.errors import signals_held
+    from ..local.reporter import warner
+    from ..record.writer import Journal
 
     # The journal names map as its script and the target's name as its target, so that a resume
     # with another function is refused (a function redefined in a notebook keeps its name).
@@ -384,7 +313,7 @@ def _open_journal(plan: _Plan, in_main: bool):
     say = warner(PROG)
     warn = (lambda text: None) if plan.quiet else (lambda text: say(_for_python(text)))
     try:
-        with signals_held() if in_main else _nothing():
+        with signals_held() if in_main else contextlib.nullcontext():
             return Journal(plan.journal, label, "0/1", "round-robin", plan.resume, warn,
                            identity=identity, values="pkl")
     except UserError as e:
@@ -392,27 +321,13 @@ def _open_journal(plan: _Plan, in_main: bool):
 
 
 def _runner(plan: _Plan, reporter, work, journal, collector):
-    """clum's runner for the plan: the target as the start method passes it, the relay when the
-    progress line is shown."""
-    from .local import worker
-    from .local.runner import Runner
+    """clum's runner for the plan, from the one engine builder."""
+    from .. import engine
 
-    if plan.method == "fork":
-        source = worker.Inherited(plan.target, None)
-    else:
-        source = _Importable(plan.target)
-    relay = None
-    if reporter.progress:
-        try:
-            from .local.relay import Relay, shared_fds
-
-            relay = Relay(reporter, shared_fds(reporter.stream))
-            source = relay.wrap(source)
-        except OSError:
-            reporter.progress = False
-    return Runner(source, plan.processes, work, reporter, journal=journal, retries=plan.retries,
-                  timeout=plan.timeout, start_method=plan.method, values=collector.format,
-                  relay=relay, collect=collector.write)
+    source = engine.inherited(plan.target) if plan.method == "fork" else _Importable(plan.target)
+    settings = engine.Settings(source, plan.processes, plan.method, retries=plan.retries, timeout=plan.timeout,
+                               values=collector.format)
+    return engine.build(settings, work, reporter, journal=journal, collect=collector.write)
 
 
 def _raise_for(plan: _Plan, outcome, journal, args_error: list):
@@ -457,8 +372,8 @@ def _result(base, reporter, collector, journal, resumed) -> _Result:
 
 def _execute(plan: _Plan) -> _Result:
     """Run the plan with clum's runner; raise what clum would report as an error."""
-    from .core import bins
-    from .record.resume import ResumeWork
+    from .. import engine
+    from ..core import bins
 
     reporter = _MapReporter(plan.quiet, plan.progress, plan.total)
     args_error = []
@@ -475,8 +390,9 @@ def _execute(plan: _Plan) -> _Result:
             claimed = _claim(plan.journal)
             journal = _open_journal(plan, in_main)
             collector = _Collector("pkl", keep=plan.keep, sink=plan.sink, size=plan.total)
-            if plan.resume and journal.previous is not None:
-                work = resumed = ResumeWork(work, journal.previous, "round-robin")
+            resumed = engine.resume_work(work, journal, "round-robin") if plan.resume else None
+            if resumed is not None:
+                work = resumed
                 if reporter.total is not None:
                     reporter.total = max(0, reporter.total - journal.previous.recorded)
         runner = _runner(plan, reporter, work, journal, collector)
@@ -484,8 +400,7 @@ def _execute(plan: _Plan) -> _Result:
         if plan.stop:
             runner.request_stop()
         outcome = runner.run()
-        status = ("interrupted" if outcome.interrupted_by else
-                  "aborted" if outcome.fatal or outcome.args_error or outcome.journal_error else "complete")
+        status = engine.end_status(outcome)
     except KeyboardInterrupt:  # Ctrl-C before the runner took the signals over
         status = "interrupted"
         raise
@@ -497,14 +412,6 @@ def _execute(plan: _Plan) -> _Result:
                 _IN_USE.discard(claimed)
     _raise_for(plan, outcome, journal, args_error)
     return _result(base, reporter, collector, journal, resumed)
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 class _Importable:
