@@ -18,8 +18,8 @@ setup(
     license="MIT",
     packages=find_packages(include=["cluster_func", "cluster_func.*"]),
     python_requires=">=3.9",
-    install_requires=[],
-    extras_require={"test": ["pytest>=7", "pytest-timeout>=2", "numpy", "ruff"]},
+    install_requires=["cloudpickle>=2.0"],  # the cluster API sends targets that cannot be imported by value
+    extras_require={"test": ["pytest>=7", "pytest-timeout>=2", "numpy", "ruff", "mypy>=1.8"]},
     entry_points={"console_scripts": ["clum=cluster_func._start:clum", "cluf=cluster_func._start:cluf"]},
     classifiers=[
         "Programming Language :: Python :: 3",

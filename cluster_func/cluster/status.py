@@ -221,12 +221,34 @@ def cancel(jobs_dir) -> int:
 POLL_FIRST, POLL_MAX = 2.0, 60.0  # seconds between polls: a few at first, growing to a minute
 
 
+def poll(paths, cache, say) -> list:
+    """One poll of the runs of these manifests: [(manifest, [BinState])], one scheduler query
+    per run, journals read on from ``cache``.  A bin that stopped at its walltime and that its
+    own job could not continue is continued here (``say`` is told how)."""
+    from . import continuation
+
+    runs = []
+    for path in paths:
+        m = load_run(path)
+        states = bin_states(m, cache)
+        for s in states:
+            if s.state == STOPPED:
+                said = continuation.continue_bin(path, s.bin, s.id)
+                say(f"cluf: bin {s.bin}: {said}")
+        runs.append((m, states))
+    return runs
+
+
+def all_final(runs) -> bool:
+    """Nothing more will happen to any bin of these runs by itself."""
+    return all(s.final for _, states in runs for s in states)
+
+
 def wait(jobs_dir, poll_first=POLL_FIRST, poll_max=POLL_MAX, out=sys.stderr) -> int:
     """Block until every bin is done, failed or cancelled, continuing the bins that stopped at
     their walltime where their own job could not; then print the status table and exit with
     its status.  One scheduler query per run and poll; journals are read on from where the
     last poll stopped.  Ctrl-C stops waiting, not the jobs."""
-    from . import continuation
     from ..core.errors import Interrupted
 
     paths = manifests_in(jobs_dir)
@@ -237,19 +259,11 @@ def wait(jobs_dir, poll_first=POLL_FIRST, poll_max=POLL_MAX, out=sys.stderr) -> 
     first_done = None
     try:
         while True:
-            runs = []
-            for path in paths:
-                m = load_run(path)
-                states = bin_states(m, cache)
-                for s in states:
-                    if s.state == STOPPED:
-                        said = continuation.continue_bin(path, s.bin, s.id)
-                        out.write(("\r\033[K" if tty else "") + f"cluf: bin {s.bin}: {said}\n")
-                runs.append((m, states))
-            if all(s.final for _, states in runs for s in states):  # (bins never submitted: nothing comes)
+            runs = poll(paths, cache, lambda text: out.write(("\r\033[K" if tty else "") + text + "\n"))
+            if all_final(runs):  # (bins never submitted: nothing comes)
                 break
             now = time.monotonic()
-            line = _progress(runs, now - started, first_done)
+            line = progress_line(runs, now - started, first_done)
             if first_done is None:
                 first_done = (now, sum(s.done or 0 for _, st in runs for s in st))
             if tty:
@@ -274,7 +288,7 @@ def wait(jobs_dir, poll_first=POLL_FIRST, poll_max=POLL_MAX, out=sys.stderr) -> 
     return 0 if ok else 1
 
 
-def _progress(runs, elapsed, first_done):
+def progress_line(runs, elapsed, first_done):
     counts = {}
     done = failed = 0
     total, known = 0, True

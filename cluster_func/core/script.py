@@ -8,7 +8,7 @@ import os
 import sys
 import traceback
 
-from .errors import Interrupted, ScriptError
+from .errors import Interrupted, ScriptError, UserError
 
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # cluster_func/: our frames
 
@@ -417,3 +417,17 @@ def split_passthrough(argv):
         i = argv.index("--")
         return argv[:i], argv[i + 1:]
     return argv, []
+
+
+_UNORDERED = (set, frozenset, dict, type({}.keys()), type({}.values()), type({}.items()))
+
+
+def refuse_unordered(args, name: str = "args") -> None:
+    """An iterable whose order is not the same in every process (a set: its order depends on
+    PYTHONHASHSEED; a dict or its views, which are rarely meant) is refused: bins are positions,
+    and a position must name the same element in every job and every resume."""
+    if isinstance(args, _UNORDERED):
+        kind = type(args).__name__
+        raise UserError(f"{name!r} is a {kind}, whose order is not the same in every process (bins and resumes "
+                        f"go by position, so calls would run twice or never). Give it an order: "
+                        f"{name} = sorted(...) or list(...) of it.")
