@@ -18,7 +18,7 @@ from ..core.errors import UserError
 from ..record.results import TornRecords, ValueNotWritable, format_of, read_records, write_records
 from . import jobs, manifest
 from .jobs import ARRAY_BIN_VAR
-from .status import check_bin_journal, current_journal
+from .status import check_bin_journal, current_journal, load_run
 
 
 def gather(jobs_dir, out=None) -> int:
@@ -34,7 +34,7 @@ def gather(jobs_dir, out=None) -> int:
                         f"without -o (one file per run) or give a jobs dir with one run.")
     status = 0
     for path in manifests:
-        m = manifest.load_manifest(path)
+        m = load_run(path)
         plan = jobs.plan_from_dict(m["plan"])
         if not plan.results:
             raise UserError(f"The run {path} was submitted without --results, so its jobs kept no values. "

@@ -333,6 +333,9 @@ def _read_manifest(path):
     cannot be read or is not JSON is a ManifestError saying what is wrong and what to do."""
     if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):  # a FIFO blocks a read
         raise ManifestError(f"{path} is not a regular file, so not a cluf manifest. " + _manifest_fix(path))
+    if os.path.islink(path) and not os.path.exists(path):
+        raise ManifestError(f"The cluf manifest {path} is a symbolic link to {os.readlink(path)}, which does not "
+                            f"exist (moved or deleted?). " + _manifest_fix(path))
     try:
         with open(path, encoding="utf-8") as f:
             seen = os.fstat(f.fileno()).st_ino
@@ -401,20 +404,43 @@ def bin_records_dir(path) -> str:
 def _bin_record_names(path, bins=None):
     if bins is not None:
         return [f"{i}.json" for i in bins]
+    folder = bin_records_dir(path)
     try:
-        return [n for n in os.listdir(bin_records_dir(path)) if n.endswith(".json") and n[:-5].isdigit()]
+        return [n for n in os.listdir(folder) if n.endswith(".json") and n[:-5].isdigit()]
     except (FileNotFoundError, NotADirectoryError):
         return []
+    except OSError as e:
+        raise ManifestError(f"Cannot read the folder {folder}: {e.strerror or e}. It holds the latest job of each "
+                            f"bin that continued past its walltime, which cluf reads with the manifest {path}. Fix "
+                            f"its permissions, or run cluf as the user who submitted the run.") from None
+
+
+def _record_problem(record, path, what):
+    return ManifestError(f"The record {record} of a bin's latest job (beside the cluf manifest {path}) {what}. "
+                         f"Without it the manifest names the bin's job before its latest continuation; move it "
+                         f"away if it is not cluf's, and see where the bin stands with "
+                         f"'cluf --status {shlex.quote(os.path.dirname(path) or '.')}'.")
 
 
 def _merge_bin_records(path, data, bins=None):
     folder = bin_records_dir(path)
     for name in _bin_record_names(path, bins):
+        record = os.path.join(folder, name)
+        if os.path.lexists(record) and not os.path.isfile(record):
+            raise _record_problem(record, path, "is a directory" if os.path.isdir(record) else
+                                  "is not a regular file")
         try:
-            with open(os.path.join(folder, name), encoding="utf-8") as f:
+            with open(record, encoding="utf-8") as f:
                 job = json.load(f)
         except (FileNotFoundError, ValueError):  # folded meanwhile (the manifest has it), or half-written
             continue
+        except UnicodeDecodeError:
+            raise _record_problem(record, path, "is a binary file, not JSON") from None
+        except RecursionError:
+            raise _record_problem(record, path, "is nested too deep to be a job record") from None
+        except OSError as e:
+            raise _record_problem(record, path, f"cannot be read ({e.strerror or e}; fix its permissions, or run "
+                                                f"cluf as the user who submitted the run)") from None
         if isinstance(data.get("jobs"), dict) and isinstance(job, dict):
             data["jobs"][name[:-5]] = job
 
@@ -429,7 +455,15 @@ def save_manifest(path, data):
 
 
 def _lock(path, kind, start):
-    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    lock = path + ".lock"
+    try:  # never through a symbolic link: cluf makes none here
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        what = {errno.ELOOP: "is a symbolic link", errno.EISDIR: "is a directory"}.get(
+            e.errno, f"cannot be opened ({e.strerror or e})")
+        raise ManifestError(f"The lock file of the cluf manifest {path}, {lock}, {what}, so cluf cannot change the "
+                            f"manifest. Move it away when no cluf is working on this run (cluf makes a new one), or "
+                            f"fix its permissions, or run cluf as the user who submitted the run.") from None
     try:
         fcntl.lockf(fd, kind, 1, start)
     except BaseException:

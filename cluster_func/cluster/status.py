@@ -71,6 +71,14 @@ def check_bin_journal(path):
         raise UserError(f"The journal of a bin, {path}, is {what}, so cluf cannot tell what the bin did. Move it "
                         f"away; the bin then counts as vanished, and 'cluf --resubmit {os.path.dirname(path)}' runs "
                         f"it again.")
+    try:
+        os.close(os.open(path, os.O_RDONLY))
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise UserError(f"Cannot read the journal of a bin, {path}: {e.strerror or e}, so cluf cannot tell what the "
+                        f"bin did. Make it readable (its owner: chmod a+r), or run cluf as the user whose jobs wrote "
+                        f"it.") from None
 
 
 def _journal(path, cache):

@@ -941,3 +941,62 @@ def test_gather_checks_the_positions_of_a_results_file_whose_journal_records_no_
     r = cs.run_cluf("--gather", "jobs", cwd=tmp_path, env=env)
     assert r.returncode == 1 and "position 4 is not one of bin 0's" in r.stderr, (r.stdout, r.stderr)
     assert "positions without a value: 0, 3, 6" in r.stdout, r.stdout
+
+
+# ------------------------------------------------------------------ issue 30: cluf's own files damaged
+
+
+def _dir_at(path):
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    path.mkdir(parents=True)
+
+
+def _dangling_link_at(path):
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(path.parent / "gone-away")
+
+
+OWN_FILE_DAMAGE = {  # (the file, what is done to it, the commands that read it)
+    "a per-bin manifest record that is a directory":
+        ("example-3.manifest.bins/0.json", _dir_at, ("--status", "--gather", "--wait", "--resubmit", "--cancel")),
+    "a manifest lock that is a directory":
+        ("example-3.manifest.json.lock", _dir_at, ("--cancel",)),  # (--resubmit: nothing to submit)
+    "a manifest lock that is a dangling link":
+        ("example-3.manifest.json.lock", _dangling_link_at, ("--cancel",)),
+    "a manifest that is a dangling link":
+        ("example-3.manifest.json", _dangling_link_at, ("--status", "--gather", "--wait", "--resubmit", "--cancel")),
+}
+
+
+@pytest.mark.parametrize("case", list(OWN_FILE_DAMAGE))
+def test_a_damaged_file_of_clufs_own_is_named_with_a_fix_never_an_internal_error(gathered_run, tmp_path, env, case):
+    name, damage, readers = OWN_FILE_DAMAGE[case]
+    path = gathered_run / name
+    damage(path)
+    for command in ("--status", "--gather", "--wait", "--resubmit", "--cancel"):
+        r = cs.run_cluf(command, "jobs", cwd=tmp_path, env=env)
+        assert r.returncode != 70 and "Traceback" not in r.stderr, (command, r.stderr)
+        if command in readers:
+            err = cs.assert_clean_error(r, path.name, status=2)
+            assert "move it away" in err.lower() or "submit the run again" in err.lower(), (command, err)
+    assert not (gathered_run / "gone-away").exists(), "a file was made through a dangling link"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file whatever its permissions")
+@pytest.mark.parametrize("name", ["example-3.manifest.bins/0.json", "example-3.manifest.bins",
+                                  "example-3.manifest.json.lock", "example-0-3.journal"])
+def test_a_file_of_clufs_own_that_cannot_be_read_is_named_never_an_internal_error(gathered_run, tmp_path, env, name):
+    path = gathered_run / name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(cs.read_manifest(gathered_run)["jobs"]["0"]))
+    path.chmod(0)
+    try:
+        for command in ("--status", "--gather", "--resubmit", "--cancel"):
+            r = cs.run_cluf(command, "jobs", cwd=tmp_path, env=env)
+            assert r.returncode in (0, 1, 2) and "Traceback" not in r.stderr, (command, r.stderr)
+    finally:
+        path.chmod(0o755)
