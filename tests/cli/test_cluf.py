@@ -1000,3 +1000,25 @@ def test_a_file_of_clufs_own_that_cannot_be_read_is_named_never_an_internal_erro
             assert r.returncode in (0, 1, 2) and "Traceback" not in r.stderr, (command, r.stderr)
     finally:
         path.chmod(0o755)
+
+
+# ------------------------------------------------------------------ issue 30: no writing through a symbolic link
+
+
+@pytest.mark.parametrize("sched", SCHEDULERS)
+def test_a_started_mark_that_is_a_symbolic_link_is_replaced_never_written_through(tmp_path, env, sched):
+    script = cs.write_target(tmp_path, n=6)
+    cs.ok(cs.run_cluf("example.py", "-n", 2, "-q", "-j", "jobs", "--scheduler", sched, cwd=tmp_path, env=env))
+    mine = tmp_path / "my-notes.txt"
+    mine.write_text("my own words\n")
+    mark = tmp_path / "jobs" / "example-0-2.started"
+    mark.symlink_to(mine)
+    res = cs.run_by_hand(tmp_path / "jobs" / f"example-0-2{EXT[sched]}", env=_pythonpath())
+    assert res.returncode == 0, res.stderr
+    assert mine.read_text() == "my own words\n"
+    assert not mark.is_symlink() and mark.read_text().strip(), "the mark is a file of the job's own"
+    assert cs.calls(script) == [0, 2, 4]
+    # run again, the script finds its own mark and resumes: nothing runs twice
+    res = cs.run_by_hand(tmp_path / "jobs" / f"example-0-2{EXT[sched]}", env=_pythonpath())
+    assert res.returncode == 0, res.stderr
+    assert cs.calls(script) == [0, 2, 4]
