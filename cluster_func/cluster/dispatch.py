@@ -86,14 +86,17 @@ def write(plan: jobs.RunPlan, scripts: List[Script], resume=False, max_running=N
     return paths
 
 
-def _record(m: dict, plan: jobs.RunPlan, script: Script, job_id: str, resume: bool, calls: Dict[int, int]):
+def _record(m: dict, plan: jobs.RunPlan, script: Script, job_id: str, resume: bool, calls: Dict[int, int],
+            marks: Dict[int, Optional[dict]]):
     if not script.is_array:
-        manifest.record(m, script.first, script.path, job_id, resume, calls=calls.get(script.first))
+        manifest.record(m, script.first, script.path, job_id, resume, calls=calls.get(script.first),
+                        journal=marks[script.first])
         return
     sched = plan.scheduler
     for i in script.bins:
         index = i - script.first + sched.array_first_index
-        manifest.record(m, i, script.path, sched.task_id(job_id, index), resume, array_id=job_id, calls=calls.get(i))
+        manifest.record(m, i, script.path, sched.task_id(job_id, index), resume, array_id=job_id, calls=calls.get(i),
+                        journal=marks[i])
 
 
 def dispatch(plan: jobs.RunPlan, scripts: List[Script], record_with: Callable, *, resume=False,
@@ -117,11 +120,15 @@ def dispatch(plan: jobs.RunPlan, scripts: List[Script], record_with: Callable, *
     calls = calls or {}
     done = []
     for k, script in enumerate(scripts):
+        # The bins' journals as they are before the job can start: what it writes is told apart
+        # from what earlier jobs wrote (manifest.journal_is_current).
+        marks = {i: manifest.journal_mark(plan.path(i, ".journal")) for i in script.bins}
         try:
             job_id = plan.scheduler.submit(script.path, plan.submit_dir)
         except RuntimeError as e:
             raise Refused(script, e, list(done), scripts[k:]) from None
-        record_with(lambda m, script=script, job_id=job_id: _record(m, plan, script, job_id, resume, calls))
+        record_with(lambda m, script=script, job_id=job_id, marks=marks:
+                    _record(m, plan, script, job_id, resume, calls, marks))
         done.append((script, job_id))
         if submitted is not None:
             submitted(script, job_id)

@@ -188,7 +188,8 @@ def _render(plan, spec, bins_word, journal_word, what, by_hand, resume, preamble
                 f'if [ "$(cat {marker} 2>/dev/null)" = "$cluf_submission" ]; then',
                 f"  cluf_resume=--resume; export {LOCK_WAIT_VAR}={RERUN_LOCK_WAIT}  # the stopped run may still be ending",
                 "else",
-                f'  cluf_resume=; echo "$cluf_submission" >{marker}',
+                # (a new file, never written through a symbolic link or over another file put there)
+                f'  cluf_resume=; rm -f {marker} && (set -C; echo "$cluf_submission" >{marker})',
                 "fi"]
     if continuing:  # the scheduler's SIGTERM reaches every process of the job: this script outlives it
         out.append("trap : TERM")

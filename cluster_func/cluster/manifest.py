@@ -17,13 +17,20 @@ and each JOB is a :class:`JobRecord`::
      "submitted": "2024-05-01T12:00:00",
      "history": [{"id": ..., "submitted": ...}, ...],   # the bin's earlier jobs
      "calls": K,                      # the calls the bin holds, when known
+     "journal": {"created": T, "size": N} | null,   # the bin's journal just before this job was submitted
      "restarts": K,                   # continuations past the walltime
      "cancelled": true, "cancelled_by": WORDS,          # never continues ('cluf --cancel', or the scheduler's)
      "failed_reason": WORDS,          # why a bin that stopped at its walltime is failed
      "continue_failed": WORDS}        # the scheduler's refusal of its latest continuation
 
 The last five are absent until they are set, and a new job of the bin (:func:`record`) drops
-the cancel and the failures.  Only this module spells a job record's keys: everything else
+the cancel and the failures.
+
+``journal`` ties the bin's journal to its current job (:func:`journal_mark`, taken before the
+job is submitted): the header's ``created`` and the file's size then, or null when there was
+no journal.  A journal with the same ``created`` and no more bytes is the previous
+submission's, not this job's: its records say nothing about this job (:func:`journal_is_current`).
+A record without the key (an older manifest) takes the journal as it is.  Only this module spells a job record's keys: everything else
 reads and changes a bin's job through :class:`JobRecord` (:func:`job`, :func:`jobs_of`).
 
 Whole rewrites go through :func:`update_manifest` under an exclusive lock.  A continuation
@@ -57,6 +64,9 @@ from .jobs import MANIFEST_SUFFIX, RunPlan, plan_to_dict
 
 
 # --- a bin's job ------------------------------------------------------------------
+
+_NOT_MARKED = object()  # a job record from before the journal mark
+
 
 class _Field:
     """A job record's field: its key in the JSON, and what it reads as when absent."""
@@ -95,6 +105,7 @@ class JobRecord:
     cancelled_by = _Field("cancelled_by")
     failed_reason = _Field("failed_reason")
     continue_failed = _Field("continue_failed")
+    journal = _Field("journal", _NOT_MARKED)
 
     def __init__(self, d: dict):
         self._d = d
@@ -119,9 +130,10 @@ class JobRecord:
             self._d["cancelled_by"] = by
 
     def new_job(self, script_path: str, job_id: Optional[str], resume: bool, array_id: Optional[str],
-                calls: Optional[int]):
+                calls: Optional[int], journal=_NOT_MARKED):
         """A new job holds the bin: the previous one goes to the history, and the new one starts
-        afresh (no cancel, no failure)."""
+        afresh (no cancel, no failure); ``journal`` is the bin's :func:`journal_mark` from before
+        its submission."""
         job = self._d
         if job.get("id"):
             job["history"].append({"id": job["id"], "submitted": job.get("submitted")})
@@ -131,6 +143,8 @@ class JobRecord:
             job.pop(stale, None)
         if calls is not None:
             job["calls"] = calls
+        if journal is not _NOT_MARKED:
+            job["journal"] = journal
 
 
 def job(manifest: dict, i: int) -> Optional[JobRecord]:
@@ -150,11 +164,41 @@ def submitted_bins(manifest: dict) -> List[int]:
 
 
 def record(manifest: dict, i: int, script_path: str, job_id: Optional[str], resume=False,
-           array_id: Optional[str] = None, calls: Optional[int] = None) -> JobRecord:
+           array_id: Optional[str] = None, calls: Optional[int] = None, journal=_NOT_MARKED) -> JobRecord:
     """Record bin i's job; earlier submissions of the bin stay in its history."""
     rec = JobRecord(manifest["jobs"].setdefault(str(i), {"bin": i, "script": script_path, "history": []}))
-    rec.new_job(script_path, job_id, resume, array_id, calls)
+    rec.new_job(script_path, job_id, resume, array_id, calls, journal)
     return rec
+
+
+def journal_mark(path) -> Optional[dict]:
+    """What the bin's journal at ``path`` is before a job of the bin is submitted: the header's
+    ``created`` (None when it has none) and the file's size; None when there is no journal."""
+    from ..record import journal as journal_mod
+
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return {"created": None, "size": 0}
+    try:
+        _, header = journal_mod.identify(path) if os.path.isfile(path) else (None, {})
+    except OSError:
+        header = {}
+    created = header.get("created")
+    return {"created": created if isinstance(created, (int, float)) else None, "size": size}
+
+
+def journal_is_current(job: JobRecord, header: dict, size: int) -> bool:
+    """Whether the bin's journal (its ``header`` and ``size`` now) holds a run of the bin's current
+    job: it is another journal than the one :func:`journal_mark` saw before the job was submitted,
+    or that one with more written to it since (a new run's start record, at least)."""
+    mark = job.journal
+    if mark is _NOT_MARKED or mark is None:
+        return True
+    created = header.get("created") if isinstance(header, dict) else None
+    return created != mark.get("created") or size > mark.get("size", 0)
 
 
 def plan_bins(manifest: dict, chosen):
@@ -195,7 +239,7 @@ JOB_SCHEMA = {
     "bin": ((int,), True), "script": ((str,), True), "history": ((list,), False), "id": ((str, _NONE), False),
     "array_id": ((str, _NONE), False), "resume": ((bool,), False), "submitted": ((str, _NONE), False),
     "calls": ((int, _NONE), False), "cancelled": ((bool,), False), "failed_reason": ((str, _NONE), False),
-    "continue_failed": ((str, _NONE), False), "restarts": ((int,), False),
+    "continue_failed": ((str, _NONE), False), "restarts": ((int,), False), "journal": ((dict, _NONE), False),
 }
 
 
@@ -274,6 +318,10 @@ def manifest_problem(m) -> Optional[str]:
             return f"jobs.{key}.'bin' is {job['bin']}, not {key}"
         if not all(isinstance(h, dict) for h in job.get("history", [])):
             return f"jobs.{key}.'history' holds something that is not an object"
+        mark = job.get("journal")
+        if isinstance(mark, dict) and not (type(mark.get("size")) is int and mark["size"] >= 0
+                                           and type(mark.get("created")) in (int, float, _NONE)):
+            return f"jobs.{key}.'journal' is {json.dumps(mark)[:40]}, not a mark of the bin's journal"
     return None
 
 
@@ -285,6 +333,9 @@ def _read_manifest(path):
     cannot be read or is not JSON is a ManifestError saying what is wrong and what to do."""
     if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):  # a FIFO blocks a read
         raise ManifestError(f"{path} is not a regular file, so not a cluf manifest. " + _manifest_fix(path))
+    if os.path.islink(path) and not os.path.exists(path):
+        raise ManifestError(f"The cluf manifest {path} is a symbolic link to {os.readlink(path)}, which does not "
+                            f"exist (moved or deleted?). " + _manifest_fix(path))
     try:
         with open(path, encoding="utf-8") as f:
             seen = os.fstat(f.fileno()).st_ino
@@ -353,20 +404,43 @@ def bin_records_dir(path) -> str:
 def _bin_record_names(path, bins=None):
     if bins is not None:
         return [f"{i}.json" for i in bins]
+    folder = bin_records_dir(path)
     try:
-        return [n for n in os.listdir(bin_records_dir(path)) if n.endswith(".json") and n[:-5].isdigit()]
+        return [n for n in os.listdir(folder) if n.endswith(".json") and n[:-5].isdigit()]
     except (FileNotFoundError, NotADirectoryError):
         return []
+    except OSError as e:
+        raise ManifestError(f"Cannot read the folder {folder}: {e.strerror or e}. It holds the latest job of each "
+                            f"bin that continued past its walltime, which cluf reads with the manifest {path}. Fix "
+                            f"its permissions, or run cluf as the user who submitted the run.") from None
+
+
+def _record_problem(record, path, what):
+    return ManifestError(f"The record {record} of a bin's latest job (beside the cluf manifest {path}) {what}. "
+                         f"Without it the manifest names the bin's job before its latest continuation; move it "
+                         f"away if it is not cluf's, and see where the bin stands with "
+                         f"'cluf --status {shlex.quote(os.path.dirname(path) or '.')}'.")
 
 
 def _merge_bin_records(path, data, bins=None):
     folder = bin_records_dir(path)
     for name in _bin_record_names(path, bins):
+        record = os.path.join(folder, name)
+        if os.path.lexists(record) and not os.path.isfile(record):
+            raise _record_problem(record, path, "is a directory" if os.path.isdir(record) else
+                                  "is not a regular file")
         try:
-            with open(os.path.join(folder, name), encoding="utf-8") as f:
+            with open(record, encoding="utf-8") as f:
                 job = json.load(f)
         except (FileNotFoundError, ValueError):  # folded meanwhile (the manifest has it), or half-written
             continue
+        except UnicodeDecodeError:
+            raise _record_problem(record, path, "is a binary file, not JSON") from None
+        except RecursionError:
+            raise _record_problem(record, path, "is nested too deep to be a job record") from None
+        except OSError as e:
+            raise _record_problem(record, path, f"cannot be read ({e.strerror or e}; fix its permissions, or run "
+                                                f"cluf as the user who submitted the run)") from None
         if isinstance(data.get("jobs"), dict) and isinstance(job, dict):
             data["jobs"][name[:-5]] = job
 
@@ -381,7 +455,15 @@ def save_manifest(path, data):
 
 
 def _lock(path, kind, start):
-    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    lock = path + ".lock"
+    try:  # never through a symbolic link: cluf makes none here
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        what = {errno.ELOOP: "is a symbolic link", errno.EISDIR: "is a directory"}.get(
+            e.errno, f"cannot be opened ({e.strerror or e})")
+        raise ManifestError(f"The lock file of the cluf manifest {path}, {lock}, {what}, so cluf cannot change the "
+                            f"manifest. Move it away when no cluf is working on this run (cluf makes a new one), or "
+                            f"fix its permissions, or run cluf as the user who submitted the run.") from None
     try:
         fcntl.lockf(fd, kind, 1, start)
     except BaseException:

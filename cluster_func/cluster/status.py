@@ -3,7 +3,8 @@
 
 The state of a bin comes from one scheduler query for all the run's jobs
 (queued, running) and, once the scheduler has forgotten the job, from the bin's
-journal in the jobs dir: ``done`` when its last run ended, ``failed`` when it
+journal in the jobs dir (only what the bin's current job wrote in it: a journal the previous
+submission left counts as no run yet, see manifest.journal_is_current): ``done`` when its last run ended, ``failed`` when it
 was interrupted or aborted, ``vanished`` when it never wrote an end (killed,
 walltime, node lost) or never started; ``cancelled`` when ``cluf --cancel``, or the
 scheduler's own cancel as the job saw it (stops.why_stopped), marked it (the note says
@@ -70,6 +71,14 @@ def check_bin_journal(path):
         raise UserError(f"The journal of a bin, {path}, is {what}, so cluf cannot tell what the bin did. Move it "
                         f"away; the bin then counts as vanished, and 'cluf --resubmit {os.path.dirname(path)}' runs "
                         f"it again.")
+    try:
+        os.close(os.open(path, os.O_RDONLY))
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise UserError(f"Cannot read the journal of a bin, {path}: {e.strerror or e}, so cluf cannot tell what the "
+                        f"bin did. Make it readable (its owner: chmod a+r), or run cluf as the user whose jobs wrote "
+                        f"it.") from None
 
 
 def _journal(path, cache):
@@ -89,6 +98,19 @@ def _journal(path, cache):
     return st
 
 
+def current_journal(job: manifest.JobRecord, path, cache=None):
+    """The bin's journal as :func:`_journal` reads it, or None when it holds no run of the bin's
+    current job (it is the journal of an earlier submission: manifest.journal_is_current)."""
+    st = _journal(path, cache)
+    if st is None:
+        return None
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return None
+    return st if manifest.journal_is_current(job, st.header, size) else None
+
+
 def bin_states(m, cache=None) -> List[BinState]:
     plan = jobs.plan_from_dict(m["plan"])
     states = [BinState(job.bin, job) for job in manifest.jobs_of(m)]
@@ -98,7 +120,7 @@ def bin_states(m, cache=None) -> List[BinState]:
     except SchedulerError as e:
         raise UserError(f"Could not ask {plan.scheduler.name} about the jobs: {e}") from None
     for s in states:
-        st = _journal(plan.path(s.bin, ".journal"), cache)
+        st = current_journal(s.job, plan.path(s.bin, ".journal"), cache)
         if st is not None and st.runs:
             s.done, s.failed = st.completed_total, len(st.last_failed)
         if live.get(s.id) == ERROR:  # e.g. Grid Engine's Eqw: it will never run by itself

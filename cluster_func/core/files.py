@@ -11,7 +11,10 @@ def replaced(path, mode="w", perms=None, sync=False):
     ``sync``: the data reaches the disk before the rename (the file survives a power loss)."""
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+        with contextlib.suppress(FileNotFoundError):  # (a stale one, or a link someone put there: never written through)
+            os.unlink(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with open(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
             if sync:
                 f.flush()

@@ -17,7 +17,7 @@ then, in any number (``t`` is the record's type)::
                                                                 these calls completed
     {"t": "fail", "pos": N, "attempt": K, "final": BOOL, "type": "ValueError", "msg": "...", "args": "repr",
      "tb": "Traceback ..."}                                      a call failed (tb: final failures only, at most 8,000 characters)
-    {"t": "results", "path": PATH, "ino": N, "size": N, "mtime_ns": N}  the run wrote its --results file
+    {"t": "results", "path": PATH, "ino": N, "size": N, "mtime_ns": N, "crc": "HEX"}  the run wrote its --results file
     {"t": "end", "done": N, "failed": M, "status": "complete" | "interrupted" | "aborted" | "walltime"}
 
 The header names what ran (``target``, ``args`` and the script's own arguments ``argv``; a
@@ -234,6 +234,8 @@ def read(path: str, for_resume=False, state: Optional[JournalState] = None, incr
             if rec is None:
                 st.bad += 1
                 continue
+            if rec["t"] == "results":  # where it is: cluf tells a current job's export from earlier ones
+                rec["offset"] = st.size - len(raw)
             if _apply(st, rec, for_resume, seq):
                 seq += 1
     return st

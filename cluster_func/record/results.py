@@ -26,7 +26,8 @@ status) that the position has none: failed, interrupted, not reached.  A full di
 exporting leaves the previous file whole (exit 1); ``--resume`` writes it again, running
 nothing that completed.
 
-Ownership.  The journal records each file it exported (inode, size, modification time): a
+Ownership.  The journal records each file it exported (inode, size, modification time, and
+the CRC-32 of its bytes, by which ``cluf --gather`` knows a bin's file is whole and its job's): a
 file at PATH (or PATH.prev) is replaced or moved only when it is one of those; any other file,
 another run's or the user's, is refused (exit 2) before anything changes.  A results file is
 locked as the journal is (``PATH.lock``, symbolic links resolved).
@@ -38,6 +39,7 @@ import io
 import json
 import os
 import pickle
+import zlib
 from typing import Iterable, Iterator, Tuple, Union
 
 from ..core.errors import UserError
@@ -271,9 +273,14 @@ class Results:
         """Write the file whole from the journal: this run's values and those its resume kept.
         Returns the number of values.  OSError (a full disk) leaves the previous file as it was."""
         journal.flush()
+        crc = 0
         with replaced(self.path, "wb", sync=True) as f:
-            n = export(journal.path, self.format, journal.first_seq, kept, f.write)
-        journal.exported(self.path, os.stat(self.path))
+            def write(data):
+                nonlocal crc
+                crc = zlib.crc32(data, crc)
+                f.write(data)
+            n = export(journal.path, self.format, journal.first_seq, kept, write)
+        journal.exported(self.path, os.stat(self.path), crc)
         return n
 
     def release(self):

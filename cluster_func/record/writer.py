@@ -377,10 +377,13 @@ class Journal:
         text = json.dumps(rec, separators=(",", ":"))
         self._add(f'{text[:-1]},"v":"{base64.b64encode(values or b"").decode("ascii")}"}}', len(elements))
 
-    def exported(self, path, st):
-        """The run wrote its results file: ``st`` is its os.stat (so a later run knows it is ours)."""
-        self._add(json.dumps({"t": "results", "path": path, "ino": st.st_ino, "size": st.st_size,
-                              "mtime_ns": st.st_mtime_ns}, separators=(",", ":")))
+    def exported(self, path, st, crc=None):
+        """The run wrote its results file: ``st`` is its os.stat (so a later run knows it is ours),
+        ``crc`` the CRC-32 of its bytes (so that cluf --gather knows them whole)."""
+        rec = {"t": "results", "path": path, "ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        if crc is not None:
+            rec["crc"] = f"{crc:08x}"
+        self._add(json.dumps(rec, separators=(",", ":")))
 
     def failed(self, position, element, attempt, exc_type, message, final, tb=None):
         rec = {"t": "fail", "pos": position, "attempt": attempt, "final": final,

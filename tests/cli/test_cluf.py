@@ -822,3 +822,203 @@ def test_the_seeds_single_dash_spellings_work(tmp_path, env, bindir, spelling, e
     assert not cs.stand_in_log(bindir, "qsub")  # -no-q: nothing submitted
     if expected:
         assert expected in (tmp_path / "jobs" / "example-0-4.pbs").read_text()
+
+
+# ------------------------------------------------------------------ issue 30: a jobs dir's state is its current submission's
+
+
+def _pythonpath():
+    """PYTHONPATH for a job script run by hand in an empty environment (this checkout, when set)."""
+    return {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
+
+
+def _run_bins_by_hand(jobs, nodes, stem="example", ext=".slurm"):
+    for i in range(nodes):
+        res = cs.run_by_hand(jobs / f"{stem}-{i}-{nodes}{ext}", env=_pythonpath())
+        assert res.returncode == 0, (i, res.stdout, res.stderr)
+
+
+def _gathered(path):
+    return {rec["pos"]: rec["value"] for rec in map(json.loads, path.read_text().splitlines())}
+
+
+def test_a_new_submission_into_the_same_jobs_dir_never_reports_the_old_submissions_results(tmp_path, env, bindir):
+    cs.stand_in(bindir, "sbatch", "{id}\n", first_id=100)
+    (bindir / "squeue.out").write_text("")
+    extra = "def target(x):\n    return x * 3\n"
+    cs.write_target(tmp_path, n=9, extra=extra)
+    jobs = tmp_path / "jobs"
+    submit = ("example.py", "-n", 3, "-j", "jobs", "--scheduler", "slurm", "-p", 1, "--results", "jsonl")
+    cs.ok(cs.run_cluf(*submit, cwd=tmp_path, env=env))
+    _run_bins_by_hand(jobs, 3)
+    cs.ok(cs.run_cluf("--gather", "jobs", cwd=tmp_path, env=env))
+    assert _gathered(jobs / "example-3.results.jsonl") == {x: x * 3 for x in range(9)}
+
+    cs.write_target(tmp_path, n=9, extra=extra.replace("x * 3", "x * 5"))  # the script fixed, submitted again
+    cs.ok(cs.run_cluf(*submit, cwd=tmp_path, env=env))
+    (bindir / "squeue.out").write_text("104 PENDING\n105 PENDING\n106 PENDING\n")
+    r = cs.run_cluf("--status", "jobs", cwd=tmp_path, env=env)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert {b: (row["state"], row["done"]) for b, row in cs.status_table(r.stdout).items()} == {
+        0: ("queued", "-"), 1: ("queued", "-"), 2: ("queued", "-")}, r.stdout
+    r = cs.run_cluf("--gather", "jobs", cwd=tmp_path, env=env)
+    assert r.returncode == 1 and "gathered 0 values" in r.stdout, (r.stdout, r.stderr)
+    assert _gathered(jobs / "example-3.results.jsonl") == {}
+
+    # the new jobs vanish before they start: vanished, not done; --wait ends with that, not with the old values
+    (bindir / "squeue.out").write_text("")
+    r = cs.run_cluf("--status", "jobs", cwd=tmp_path, env=env)
+    assert r.returncode == 1
+    assert {row["state"] for row in cs.status_table(r.stdout).values()} == {"vanished"}, r.stdout
+    r = cs.run_cluf("--wait", "jobs", cwd=tmp_path, env=env)
+    assert r.returncode == 1 and {row["state"] for row in cs.status_table(r.stdout).values()} == {"vanished"}
+
+    # once they have run, the new values are the run's
+    _run_bins_by_hand(jobs, 3)
+    r = cs.ok(cs.run_cluf("--status", "jobs", cwd=tmp_path, env=env))
+    assert {row["state"] for row in cs.status_table(r.stdout).values()} == {"done"}, r.stdout
+    cs.ok(cs.run_cluf("--gather", "jobs", cwd=tmp_path, env=env))
+    assert _gathered(jobs / "example-3.results.jsonl") == {x: x * 5 for x in range(9)}
+
+
+@pytest.fixture
+def gathered_run(tmp_path, env, bindir):
+    """A round-robin run of 9 calls in 3 bins with --results (x * 3 at position x), its bins run by hand."""
+    (bindir / "squeue.out").write_text("")
+    cs.write_target(tmp_path, n=9, extra="def target(x):\n    return x * 3\n")
+    cs.ok(cs.run_cluf("example.py", "-n", 3, "-j", "jobs", "--scheduler", "slurm", "-p", 1, "--results", "jsonl",
+                      cwd=tmp_path, env=env))
+    _run_bins_by_hand(tmp_path / "jobs", 3)
+    return tmp_path / "jobs"
+
+
+def _edit(path, old, new, keep_mtime=False):
+    st = path.stat()
+    text = path.read_text()
+    assert old in text, (old, text)
+    path.write_text(text.replace(old, new, 1))
+    if keep_mtime:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+GATHER_DAMAGE = {
+    "a position moved into another bin": (0, '"pos":3,', '"pos":4,'),
+    "a value changed": (2, '"value":24', '"value":25'),
+    "a position twice": (1, '"pos":4,', '"pos":7,'),
+}
+
+
+@pytest.mark.parametrize("case", list(GATHER_DAMAGE))
+def test_gather_checks_each_bins_results_file_and_names_the_damaged_one(gathered_run, tmp_path, env, case):
+    jobs = gathered_run
+    b, old, new = GATHER_DAMAGE[case]
+    damaged = jobs / f"example-{b}-3.results.jsonl"
+    _edit(damaged, old, new)
+    r = cs.run_cluf("--gather", "jobs", cwd=tmp_path, env=env)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert f"bin {b}" in r.stderr and str(damaged) in r.stderr, r.stderr
+    lost = cs.round_robin(9, 3, b)
+    assert "positions without a value: " + ", ".join(map(str, lost)) in r.stdout, r.stdout
+    assert _gathered(jobs / "example-3.results.jsonl") == {x: x * 3 for x in range(9) if x not in lost}
+    # the fix the message gives works as printed
+    fix = re.search(r"Move it away and run the bin's job script again \('([^']+)'", r.stderr).group(1)
+    damaged.rename(tmp_path / "damaged.jsonl")
+    res = subprocess.run(fix, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env=dict(_pythonpath(), PATH=os.environ["PATH"]))
+    assert res.returncode == 0, res.stderr
+    cs.ok(cs.run_cluf("--gather", "jobs", cwd=tmp_path, env=env))
+    assert _gathered(jobs / "example-3.results.jsonl") == {x: x * 3 for x in range(9)}
+
+
+def test_gather_checks_the_positions_of_a_results_file_whose_journal_records_no_checksum(gathered_run, tmp_path,
+                                                                                          env):
+    """A journal of an earlier version records the file's size and time, not its CRC-32: the
+    positions are still checked against the bin's."""
+    jobs = gathered_run
+    journal = jobs / "example-0-3.journal"
+    journal.write_text(re.sub(r',"crc":"[0-9a-f]+"', "", journal.read_text()))
+    _edit(jobs / "example-0-3.results.jsonl", '"pos":3,', '"pos":4,', keep_mtime=True)
+    r = cs.run_cluf("--gather", "jobs", cwd=tmp_path, env=env)
+    assert r.returncode == 1 and "position 4 is not one of bin 0's" in r.stderr, (r.stdout, r.stderr)
+    assert "positions without a value: 0, 3, 6" in r.stdout, r.stdout
+
+
+# ------------------------------------------------------------------ issue 30: cluf's own files damaged
+
+
+def _dir_at(path):
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    path.mkdir(parents=True)
+
+
+def _dangling_link_at(path):
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(path.parent / "gone-away")
+
+
+OWN_FILE_DAMAGE = {  # (the file, what is done to it, the commands that read it)
+    "a per-bin manifest record that is a directory":
+        ("example-3.manifest.bins/0.json", _dir_at, ("--status", "--gather", "--wait", "--resubmit", "--cancel")),
+    "a manifest lock that is a directory":
+        ("example-3.manifest.json.lock", _dir_at, ("--cancel",)),  # (--resubmit: nothing to submit)
+    "a manifest lock that is a dangling link":
+        ("example-3.manifest.json.lock", _dangling_link_at, ("--cancel",)),
+    "a manifest that is a dangling link":
+        ("example-3.manifest.json", _dangling_link_at, ("--status", "--gather", "--wait", "--resubmit", "--cancel")),
+}
+
+
+@pytest.mark.parametrize("case", list(OWN_FILE_DAMAGE))
+def test_a_damaged_file_of_clufs_own_is_named_with_a_fix_never_an_internal_error(gathered_run, tmp_path, env, case):
+    name, damage, readers = OWN_FILE_DAMAGE[case]
+    path = gathered_run / name
+    damage(path)
+    for command in ("--status", "--gather", "--wait", "--resubmit", "--cancel"):
+        r = cs.run_cluf(command, "jobs", cwd=tmp_path, env=env)
+        assert r.returncode != 70 and "Traceback" not in r.stderr, (command, r.stderr)
+        if command in readers:
+            err = cs.assert_clean_error(r, path.name, status=2)
+            assert "move it away" in err.lower() or "submit the run again" in err.lower(), (command, err)
+    assert not (gathered_run / "gone-away").exists(), "a file was made through a dangling link"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file whatever its permissions")
+@pytest.mark.parametrize("name", ["example-3.manifest.bins/0.json", "example-3.manifest.bins",
+                                  "example-3.manifest.json.lock", "example-0-3.journal"])
+def test_a_file_of_clufs_own_that_cannot_be_read_is_named_never_an_internal_error(gathered_run, tmp_path, env, name):
+    path = gathered_run / name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(cs.read_manifest(gathered_run)["jobs"]["0"]))
+    path.chmod(0)
+    try:
+        for command in ("--status", "--gather", "--resubmit", "--cancel"):
+            r = cs.run_cluf(command, "jobs", cwd=tmp_path, env=env)
+            assert r.returncode in (0, 1, 2) and "Traceback" not in r.stderr, (command, r.stderr)
+    finally:
+        path.chmod(0o755)
+
+
+# ------------------------------------------------------------------ issue 30: no writing through a symbolic link
+
+
+@pytest.mark.parametrize("sched", SCHEDULERS)
+def test_a_started_mark_that_is_a_symbolic_link_is_replaced_never_written_through(tmp_path, env, sched):
+    script = cs.write_target(tmp_path, n=6)
+    cs.ok(cs.run_cluf("example.py", "-n", 2, "-q", "-j", "jobs", "--scheduler", sched, cwd=tmp_path, env=env))
+    mine = tmp_path / "my-notes.txt"
+    mine.write_text("my own words\n")
+    mark = tmp_path / "jobs" / "example-0-2.started"
+    mark.symlink_to(mine)
+    res = cs.run_by_hand(tmp_path / "jobs" / f"example-0-2{EXT[sched]}", env=_pythonpath())
+    assert res.returncode == 0, res.stderr
+    assert mine.read_text() == "my own words\n"
+    assert not mark.is_symlink() and mark.read_text().strip(), "the mark is a file of the job's own"
+    assert cs.calls(script) == [0, 2, 4]
+    # run again, the script finds its own mark and resumes: nothing runs twice
+    res = cs.run_by_hand(tmp_path / "jobs" / f"example-0-2{EXT[sched]}", env=_pythonpath())
+    assert res.returncode == 0, res.stderr
+    assert cs.calls(script) == [0, 2, 4]
