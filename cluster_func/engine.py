@@ -67,7 +67,7 @@ def start_method(asked: Optional[str]) -> str:
 def _with_relay(source: Any, reporter: Reporter) -> Tuple[Any, Any]:
     """The workers' output through a pseudo-terminal while the progress line is shown, so that
     it never mixes with the line (only on a terminal: clum in a job never pays for it)."""
-    if not reporter.progress:
+    if not reporter.progress or not reporter.terminal:
         return source, None
     try:
         from .local.relay import Relay, shared_fds

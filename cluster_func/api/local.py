@@ -215,6 +215,7 @@ class _Plan:
     total: Optional[int]
     keep: bool = True
     sink: Optional[Callable] = None
+    init_worker: Optional[Callable] = None
     runner: Any = None
     stop: bool = False  # imap's consumer is gone: do not start (or stop) the run
 
@@ -227,7 +228,8 @@ class _Result:
     failures: Dict[int, Failure]
 
 
-def _check(target, args, processes, journal, resume, retries, timeout, start_method, quiet, progress) -> _Plan:
+def _check(target, args, processes, journal, resume, retries, timeout, start_method, quiet, progress,
+           init_worker=None) -> _Plan:
     from .. import engine
 
     if not callable(target):
@@ -272,12 +274,23 @@ def _check(target, args, processes, journal, resume, retries, timeout, start_met
                 f"it with def at the top level of a module (not a lambda, a closure or a function in a "
                 f"notebook cell), or use start_method='fork', where workers inherit any function.",
                 TypeError) from None
+    if init_worker is not None and not callable(init_worker):
+        raise _usage(f"cluster_func.map: init_worker must be a function that each worker calls once before its "
+                     f"first call (to open a connection, load a model), not a {type(init_worker).__name__}.",
+                     TypeError)
+    if init_worker is not None and method != "fork":
+        try:
+            pickle.dumps(init_worker)
+        except Exception as e:  # noqa: BLE001
+            raise _usage(f"cluster_func.map: under start_method={method!r} init_worker must be importable like the "
+                         f"target ({e}): define it with def at the top level of a module, or use "
+                         f"start_method='fork'.", TypeError) from None
     try:
         total = len(args)
     except Exception:  # noqa: BLE001 - no len(): the progress line has no total
         total = None
     return _Plan(target, args, processes, journal, bool(resume), retries, timeout, method, bool(quiet),
-                 bool(progress), total)
+                 bool(progress), total, init_worker=init_worker)
 
 
 def _watched(args, box: list):
@@ -324,7 +337,8 @@ def _runner(plan: _Plan, reporter, work, journal, collector):
     """clum's runner for the plan, from the one engine builder."""
     from .. import engine
 
-    source = engine.inherited(plan.target) if plan.method == "fork" else _Importable(plan.target)
+    source = (engine.inherited(plan.target, plan.init_worker) if plan.method == "fork"
+              else _Importable(plan.target, plan.init_worker))
     settings = engine.Settings(source, plan.processes, plan.method, retries=plan.retries, timeout=plan.timeout,
                                values=collector.format)
     return engine.build(settings, work, reporter, journal=journal, collect=collector.write)
@@ -417,11 +431,11 @@ def _execute(plan: _Plan) -> _Result:
 class _Importable:
     """The target for spawn/forkserver workers: pickled by reference, so importable."""
 
-    def __init__(self, target):
-        self.target = target
+    def __init__(self, target, init_worker=None):
+        self.target, self.init_worker = target, init_worker
 
     def load(self):
-        return self.target, None
+        return self.target, self.init_worker
 
 
 def _reraise_interrupt(signum):
@@ -438,7 +452,8 @@ def _reraise_interrupt(signum):
 
 def map(target: Callable[..., Any], args: Iterable[Any], *, processes: Optional[int] = None,
         journal: Optional[str] = None, resume: bool = False, retries: int = 0, timeout: Optional[float] = None,
-        start_method: Optional[str] = None, quiet: bool = False, progress: bool = True) -> List[Any]:
+        start_method: Optional[str] = None, quiet: bool = False, progress: bool = True,
+        init_worker: Optional[Callable[[], Any]] = None) -> List[Any]:
     """Call ``target`` for every element of ``args`` on worker processes; return the values in
     the order of ``args``.
 
@@ -459,7 +474,9 @@ def map(target: Callable[..., Any], args: Iterable[Any], *, processes: Optional[
         closure or a lambda works), ``"spawn"`` or ``"forkserver"`` (``target`` must then be a
         function defined at the top level of an importable module).
     :param quiet: print nothing (no failures as they happen, no progress line, no warnings).
-    :param progress: the progress line on stderr when it is a terminal.
+    :param progress: the progress line on stderr when it is a terminal (or a Jupyter notebook).
+    :param init_worker: called once in each worker process before its first call (clum's
+        ``init_worker``): open a connection, load a model; a failure stops the run with its traceback.
     :raises MapError: once every call has run, if some failed: ``.failures`` names each failed
         position with its exception and traceback, ``.values`` holds the values of the rest.
     :raises KeyboardInterrupt: on Ctrl-C (SIGINT): the workers are stopped first, and the journal
@@ -469,7 +486,8 @@ def map(target: Callable[..., Any], args: Iterable[Any], *, processes: Optional[
     raises KeyboardInterrupt in the main thread only, and the run goes on (its workers end with
     it, or when the process exits).
     """
-    plan = _check(target, args, processes, journal, resume, retries, timeout, start_method, quiet, progress)
+    plan = _check(target, args, processes, journal, resume, retries, timeout, start_method, quiet, progress,
+                  init_worker)
     try:
         result = _execute(plan)
     except Interrupted as e:
@@ -490,8 +508,8 @@ _END = object()
 
 def imap(target: Callable[..., Any], args: Iterable[Any], *, processes: Optional[int] = None,
          journal: Optional[str] = None, resume: bool = False, retries: int = 0, timeout: Optional[float] = None,
-         start_method: Optional[str] = None, quiet: bool = False,
-         progress: bool = True) -> Iterator[Tuple[int, Any]]:
+         start_method: Optional[str] = None, quiet: bool = False, progress: bool = True,
+         init_worker: Optional[Callable[[], Any]] = None) -> Iterator[Tuple[int, Any]]:
     """Like :func:`map`, but yield ``(position, value)`` as the calls complete, in no set order,
     without keeping the values.
 
@@ -502,7 +520,8 @@ def imap(target: Callable[..., Any], args: Iterable[Any], *, processes: Optional
     value, stops the run and its workers.  The arguments are checked at once: a wrong one raises
     here, not at the first ``next()``.
     """
-    plan = _check(target, args, processes, journal, resume, retries, timeout, start_method, quiet, progress)
+    plan = _check(target, args, processes, journal, resume, retries, timeout, start_method, quiet, progress,
+                  init_worker)
     return _imap(plan)
 
 

@@ -14,6 +14,11 @@ from ..core.errors import warner  # noqa: F401 (re-exported for clum's modules)
 from ..core.script import short_repr
 
 
+def in_jupyter(stream) -> bool:
+    """Is ``stream`` a Jupyter kernel's output stream (shown in the notebook)?"""
+    return "ipykernel" in sys.modules and type(stream).__module__.startswith("ipykernel")
+
+
 class Reporter:
     """Prints failures and the progress line; the runner calls it, never the other way.
 
@@ -27,7 +32,10 @@ class Reporter:
 
     def __init__(self, stream=None, progress=True, total=None, prog="clum"):
         self.stream = stream or sys.stderr
-        self.progress = progress and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.terminal = hasattr(self.stream, "isatty") and self.stream.isatty()
+        # Jupyter redraws a line ending in \r as a terminal does: the progress line shows there too
+        # (without the relay of the workers' output, whose fds are the kernel's, not the notebook's).
+        self.progress = progress and (self.terminal or in_jupyter(self.stream))
         self.total = total
         self.prog = prog
         self.failed_hint = None  # e.g. "'clum s.py --failed' lists them all"
