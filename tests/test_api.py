@@ -493,3 +493,23 @@ def test_a_star_import_of_cluster_func_does_not_hide_the_builtin_map():
     assert "map" not in namespace and "imap" not in namespace
     assert "Arguments" in namespace and "MapError" in namespace
     assert cluster_func.map is cluster_func.api.map
+
+
+def test_init_worker_runs_once_in_each_worker_before_its_first_call(tmp_path):
+    log = tmp_path / "inits"
+
+    def init():
+        record(log, os.getpid())
+
+    def where(x):
+        return os.getpid()
+
+    pids = cluster_func.map(where, range(200), processes=2, init_worker=init)
+    inits = [int(line[0]) for line in lines(log)]
+    assert len(inits) == len(set(inits)), "once per worker"
+    assert set(pids) <= set(inits), "every worker that made a call had run init_worker first"
+
+
+def test_an_init_worker_that_is_not_a_function_is_refused_naming_the_parameter():
+    with pytest.raises(TypeError, match="init_worker must be a function"):
+        cluster_func.map(abs, [1], init_worker=3)
