@@ -68,11 +68,16 @@ from .jobs import MANIFEST_SUFFIX, RunPlan, plan_to_dict
 _NOT_MARKED = object()  # a job record from before the journal mark
 
 
-class _Field:
-    """A job record's field: its key in the JSON, and what it reads as when absent."""
+_NONE = type(None)
 
-    def __init__(self, key, default=None):
-        self.key, self.default = key, default
+
+class _Field:
+    """A job record's field: its key in the JSON, the JSON types it may have (checked by
+    :func:`manifest_problem`: these fields are the only description of a job record), whether it
+    must be there, and what it reads as when absent."""
+
+    def __init__(self, key: str, types: tuple, default: object = None, required: bool = False):
+        self.key, self.types, self.default, self.required = key, types, default, required
 
     def __get__(self, rec, owner=None):
         if rec is None:
@@ -92,30 +97,28 @@ class JobRecord:
 
     __slots__ = ("_d",)
 
-    bin = _Field("bin")
-    script = _Field("script")
-    id = _Field("id")
-    array_id = _Field("array_id")
-    resume = _Field("resume", False)
-    submitted = _Field("submitted")
-    history = _Field("history", ())
-    calls = _Field("calls")
-    restarts = _Field("restarts", 0)
-    cancelled = _Field("cancelled", False)
-    cancelled_by = _Field("cancelled_by")
-    failed_reason = _Field("failed_reason")
-    continue_failed = _Field("continue_failed")
-    journal = _Field("journal", _NOT_MARKED)
+    bin = _Field("bin", (int,), required=True)
+    script = _Field("script", (str,), required=True)
+    id = _Field("id", (str, _NONE))
+    array_id = _Field("array_id", (str, _NONE))
+    resume = _Field("resume", (bool,), False)
+    submitted = _Field("submitted", (str, _NONE))
+    history = _Field("history", (list,), ())
+    calls = _Field("calls", (int, _NONE))
+    restarts = _Field("restarts", (int,), 0)
+    cancelled = _Field("cancelled", (bool,), False)
+    cancelled_by = _Field("cancelled_by", (str, _NONE))
+    failed_reason = _Field("failed_reason", (str, _NONE))
+    continue_failed = _Field("continue_failed", (str, _NONE))
+    journal = _Field("journal", (dict, _NONE), _NOT_MARKED)
 
     def __init__(self, d: dict):
         self._d = d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "JobRecord":
-        return cls(d)
-
-    def to_dict(self) -> dict:
-        return self._d
+    def schema(cls) -> dict:
+        """{key: (JSON types, required)} of every field, for the manifest's check."""
+        return {f.key: (f.types, f.required) for f in vars(cls).values() if isinstance(f, _Field)}
 
     def __repr__(self):
         return f"JobRecord({self._d!r})"
@@ -218,7 +221,6 @@ def planned_bins(manifest: dict) -> set:
 # What a manifest holds, field by field: (the types it may have, required).  Every reader goes
 # through load_manifest, which checks all of it here, so that a damaged file is one clear message
 # rather than an error wherever a field is first used.
-_NONE = type(None)
 MANIFEST_SCHEMA = {
     "script": ((str,), True), "nodes": ((int,), True), "scheduler": ((str,), True),
     "jobs_dir": ((str,), True), "plan": ((dict,), True), "jobs": ((dict,), True), "planned": ((list,), False),
@@ -231,16 +233,10 @@ PLAN_SCHEMA = {
     "results": ((str, _NONE), False), "max_restarts": ((int, _NONE), False),
     "scheduler_path": ((str, _NONE), False),
 }
-RESOURCES_SCHEMA = {
-    "walltime": ((int, _NONE), False), "memory": ((int, _NONE), False), "queue": ((str, _NONE), False),
-    "account": ((str, _NONE), False), "cpus": ((int, _NONE), False),
-}
-JOB_SCHEMA = {
-    "bin": ((int,), True), "script": ((str,), True), "history": ((list,), False), "id": ((str, _NONE), False),
-    "array_id": ((str, _NONE), False), "resume": ((bool,), False), "submitted": ((str, _NONE), False),
-    "calls": ((int, _NONE), False), "cancelled": ((bool,), False), "failed_reason": ((str, _NONE), False),
-    "continue_failed": ((str, _NONE), False), "restarts": ((int,), False), "journal": ((dict, _NONE), False),
-}
+# plan.resources are JobSpec's resource fields (schedulers/base.py), an integer or a string each
+RESOURCES_SCHEMA = {name: ((int, _NONE), False) for name in ("walltime", "memory", "cpus", "gpus")}
+RESOURCES_SCHEMA.update({name: ((str, _NONE), False) for name in ("queue", "account")})
+JOB_SCHEMA = JobRecord.schema()
 
 
 class ManifestError(UserError):
@@ -301,6 +297,9 @@ def manifest_problem(m) -> Optional[str]:
     problem = _check_fields(plan.get("resources", {}), RESOURCES_SCHEMA, "plan.resources.")
     if problem:
         return problem
+    unknown = sorted(set(plan.get("resources", {})) - set(RESOURCES_SCHEMA))
+    if unknown:
+        return f"plan.resources has {unknown[0]!r}, not one of {', '.join(sorted(RESOURCES_SCHEMA))}"
     if plan.get("results") not in (None, "jsonl", "pkl"):
         return f"plan.'results' is {plan['results']!r}, not jsonl or pkl"
     for i in m.get("planned", []):

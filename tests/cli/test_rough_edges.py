@@ -824,6 +824,9 @@ def _field_cases():
         ("an env value that is not a string", lambda m: m["plan"].update(env={"A": 1}), ["'env'"]),
         ("a history entry that is not an object", lambda m: m["jobs"]["0"].update(history=[1]), ["'history'"]),
         ("the plan's nodes differ", lambda m: m["plan"].update(nodes=3), ["'nodes'"]),
+        ("a resource cluf does not ask for", lambda m: m["plan"]["resources"].update(sockets=2), ["'sockets'"]),
+        ("GPUs that are words", lambda m: m["plan"]["resources"].update(gpus="lots"), ["'gpus'", "lots"]),
+        ("a cancel by a number", lambda m: m["jobs"]["0"].update(cancelled_by=42), ["'cancelled_by'", "42"]),
     ]
     return cases
 
