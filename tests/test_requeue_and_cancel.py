@@ -215,4 +215,4 @@ def test_a_job_the_scheduler_cancelled_marks_its_bin_cancelled_and_a_requeued_on
     job = manifest_mod.load_manifest(path)["jobs"]["0"]
     assert job["cancelled"] and job["cancelled_by"] == "scancel or an administrator"
     assert not os.path.exists(st.verdict_path(plan.path(0, ".journal"))), "the verdict is used once"
-    assert c.continue_bin(path, 0, "7") == "cancelled: not continuing"  # as cluf --wait would try
+    assert c.continue_bin(path, 0, "7").words == "cancelled: not continuing"  # as cluf --wait would try

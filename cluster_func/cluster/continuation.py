@@ -30,6 +30,8 @@ whose bin could not continue (failed, cancelled, the submission refused) exits n
 
 import os
 import sys
+from dataclasses import dataclass
+from typing import Optional
 
 from . import dispatch, jobs, manifest
 from ..record import journal as journal_mod
@@ -62,8 +64,18 @@ def mark_cancelled(manifest_path: str, i: int, stopped_id, words: str) -> str:
     return manifest.update_bin(manifest_path, i, change)
 
 
-def continue_bin(manifest_path: str, i: int, stopped_id=None) -> str:
-    """Continue bin i if it should; returns what happened, in words (for the log and --wait).
+@dataclass(frozen=True)
+class Continuation:
+    """What :func:`continue_bin` did: in words, and whether a job (new, or another's) now holds the bin."""
+    words: str
+    held: bool = False
+
+    def __str__(self) -> str:
+        return self.words
+
+
+def continue_bin(manifest_path: str, i: int, stopped_id: Optional[str] = None) -> "Continuation":
+    """Continue bin i if it should; returns what happened (its words are for the log and --wait).
 
     ``stopped_id``: the job that stopped (the one the manifest must still name for bin i, or
     another job continued the bin already).  The new job is written, submitted and recorded
@@ -72,34 +84,35 @@ def continue_bin(manifest_path: str, i: int, stopped_id=None) -> str:
         plan = jobs.plan_from_dict(m["plan"])
         job = manifest.job(m, i)
         if job is None:
-            return "not a submitted bin"
+            return Continuation("not a submitted bin")
         if stopped_id is not None and job.id != stopped_id:
-            return f"already continued as job {job.id}"
+            return Continuation(f"already continued as job {job.id}", held=True)
         if job.cancelled:
-            return "cancelled: not continuing"
+            return Continuation("cancelled: not continuing")
         if job.failed_reason:
-            return f"failed: {job.failed_reason}"
+            return Continuation(f"failed: {job.failed_reason}")
         st = journal_mod.read(plan.path(i, ".journal"))
         if st.last_status != "walltime":
-            return "nothing to continue"
+            return Continuation("nothing to continue")
         restarts = job.restarts
         limit = m["plan"].get("max_restarts")
         limit = DEFAULT_MAX_RESTARTS if limit is None else limit
         if st.last_done == 0:
             job.failed_reason = ("its job stopped at the walltime without completing a call (is one call "
                                  "longer than the walltime?)")
-            return f"failed: {job.failed_reason}"
+            return Continuation(f"failed: {job.failed_reason}")
         if restarts >= limit:
             job.failed_reason = f"stopped at the walltime {restarts + 1} times (--max-restarts {limit})"
-            return f"failed: {job.failed_reason}"
+            return Continuation(f"failed: {job.failed_reason}")
         try:
             [(_, new_id)] = dispatch.dispatch(plan, dispatch.singles([i]), lambda change: change(m), resume=True,
                                               calls={i: job.calls})
         except dispatch.Refused as e:
             job.continue_failed = str(e.error)
-            return f"could not submit the continuation ({e.error}); 'cluf --wait' or 'cluf --resubmit' continues it"
+            return Continuation(f"could not submit the continuation ({e.error}); 'cluf --wait' or 'cluf --resubmit' "
+                                f"continues it")
         job.restarts = restarts + 1
-        return f"continued as job {new_id} (restart {restarts + 1} of at most {limit})"
+        return Continuation(f"continued as job {new_id} (restart {restarts + 1} of at most {limit})", held=True)
 
     return manifest.update_bin(manifest_path, i, decide)
 
@@ -145,11 +158,11 @@ def main(argv=None):
               f"resumes it)", file=sys.stderr)
         return status
     try:
-        said = continue_bin(manifest_path, i, stopped)
+        done = continue_bin(manifest_path, i, stopped)
     except Exception as e:  # noqa: BLE001 - the job ends either way; --wait can still continue it
-        said = f"could not continue: {type(e).__name__}: {e}"
-    print(f"cluf: bin {i} stopped at its walltime with work left; {said}", file=sys.stderr)
-    return 0 if said.startswith(("continued as job", "already continued")) else EXIT_WALLTIME
+        done = Continuation(f"could not continue: {type(e).__name__}: {e}")
+    print(f"cluf: bin {i} stopped at its walltime with work left; {done}", file=sys.stderr)
+    return 0 if done.held else EXIT_WALLTIME
 
 
 if __name__ == "__main__":
