@@ -90,7 +90,8 @@ def test_format_positions_inverts_parse():
 # --- the rules ------------------------------------------------------------------
 
 def test_round_robin_deals_like_cards():
-    assert [bins.round_robin_bin(i, 3) for i in range(7)] == [0, 1, 2, 0, 1, 2, 0]
+    dealt = [[p for p, _ in bins.select(range(7), bins.BinSpec((i,), 3)).pairs()] for i in range(3)]
+    assert dealt == [[0, 3, 6], [1, 4], [2, 5]]
 
 
 def _selected(args, spec_text, **kw):

@@ -148,11 +148,6 @@ def parse_bin_spec(text) -> BinSpec:
 
 # --- the three binning rules -------------------------------------------------
 
-def round_robin_bin(index: int, total: int) -> int:
-    """The i-th element goes to bin ``i % total``, like dealing cards."""
-    return index % total
-
-
 def hash_key(values: Sequence[object]) -> bytes:
     """Stable digest of the ``str()`` of some values.
 

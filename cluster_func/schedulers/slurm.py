@@ -95,9 +95,6 @@ class Slurm(Scheduler):
             d.append(f"--{k}" if v is None else f"--{k}={v}")
         return d
 
-    def task_id(self, array_id, index):
-        return f"{array_id}_{index}"
-
     def submit_argv(self, script_path):
         return ["sbatch", "--parsable", script_path]
 
