@@ -178,7 +178,7 @@ def time_continuations(manifest_path, plan, nodes, count):
         t0 = time.perf_counter()
         said = continuation.continue_bin(manifest_path, i, m["jobs"][str(i)]["id"])
         times.append(time.perf_counter() - t0)
-    assert said.startswith("continued as job 999999"), said
+    assert said.words.startswith("continued as job 999999"), said
     return times
 
 
