@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 
 from .core.arguments import Arguments
 from .core.errors import Interrupted, UserError
-from .core.script import short_repr
+from .core.script import args_problem, short_repr, target_problem
 from .local.reporter import Reporter
 
 __all__ = ["MapError", "Failure", "MISSING", "Arguments"]  # (not map: a star import must not hide the builtin)
@@ -304,9 +304,12 @@ def _check(target, args, processes, journal, resume, retries, timeout, start_met
     if not callable(target):
         raise _usage(f"cluster_func.map: target must be a function (it is called once per element of args), "
                      f"not a {type(target).__name__}. Example: cluster_func.map(score, [1, 2, 3]).", TypeError)
-    if isinstance(args, (str, bytes)):
-        raise _usage("cluster_func.map: args is a string, so target would be called once per character. Give "
-                     "a list or another iterable of arguments, e.g. [path] for one call.", TypeError)
+    problem = target_problem(target, getattr(target, "__name__", "target"))
+    if problem:
+        raise _usage(f"cluster_func.map: the target {short_repr(target, 80)} {problem}", TypeError)
+    problem = args_problem(args)
+    if problem:
+        raise _usage(f"cluster_func.map: args {problem}", TypeError)
     try:
         iter(args)
     except TypeError:

@@ -227,7 +227,30 @@ def get_target(module, name: str):
             f"The target {name!r} in {path} is not callable (it is a {type(target).__name__}). "
             f"--target must name a function."
         )
+    problem = target_problem(target, name)
+    if problem:
+        raise ScriptError(f"The target {name!r} in {path} {problem}")
     return target
+
+
+def target_problem(target, name="target"):
+    """Why calling ``target`` would not run its body (a generator function, an ``async def``),
+    as the end of a sentence "The target ... ", or None.  One rule for clum, cluf and map: such a
+    call only makes a generator or a coroutine, which nothing would run, and would count as done."""
+    import inspect
+
+    fn = target if inspect.isroutine(target) or hasattr(target, "func") else getattr(target, "__call__", target)
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        return (f"is a generator function (it uses yield): calling it only makes a generator, so its body "
+                f"would never run and each call would count as done with nothing done. Return the values "
+                f"instead, e.g. a list: replace the yields with `return [...]`, or call it through a plain "
+                f"function: def {name}_list(*a): return list({name}(*a)).")
+    if inspect.iscoroutinefunction(fn):
+        return (f"is an async def function: calling it only makes a coroutine, which nothing awaits, so its "
+                f"body would never run and each call would count as done with nothing done. Give a plain "
+                f"function that runs it, defined at the top level of a module: "
+                f"def run_{name}(*a): return asyncio.run({name}(*a)).")
+    return None
 
 
 def get_init_worker(module):
@@ -254,16 +277,9 @@ def get_args(module, name: str):
         except (Exception, SystemExit) as e:  # noqa: BLE001 - the script's own error
             raise ScriptError(f"Calling {name}() in {path} to get the arguments failed; its traceback:\n"
                               f"{user_traceback(e)}") from None
-    if isinstance(args, collections.abc.Mapping):
-        raise ScriptError(
-            f"The args {name!r} in {path} is a dict; iterating it gives only its keys, which is rarely what is "
-            f"meant, so clum does not guess. Say which: list({name}.items()) calls target(key, value), "
-            f"list({name}.values()) calls target(value), list({name}) calls target(key).")
-    if isinstance(args, (str, bytes)):
-        raise ScriptError(
-            f"The args {name!r} in {path} is a string; clum would call the target once per "
-            f"character. Make it a list or another iterable of arguments."
-        )
+    problem = args_problem(args, name)
+    if problem:
+        raise ScriptError(f"The args {name!r} in {path} {problem}")
     try:
         iter(args)
     except TypeError:
@@ -275,6 +291,32 @@ def get_args(module, name: str):
         raise ScriptError(f"iter() of the args {name!r} in {path} failed; its traceback:\n"
                           f"{user_traceback(e)}") from None
     return args
+
+
+def args_problem(args, name="args"):
+    """Why ``args`` cannot be the arguments iterable although it iterates, as the end of a sentence
+    "The args ... ", or None: one rule for clum, cluf and map.  A string would give one call per
+    character; a dict only its keys; and a set (or a dict's view) has no order of its own that every
+    process shares (a set of strings is ordered differently in each Python process), while bins,
+    --resume and the values' positions all count on the order of args."""
+    abc = collections.abc
+    if isinstance(args, (str, bytes, bytearray)):
+        return (f"is a {type(args).__name__}, so the target would be called once per character. Give a "
+                f"list or another iterable of arguments, e.g. [{name}] for one call.")
+    if isinstance(args, abc.Mapping):
+        return (f"is a {type(args).__name__}: iterating it gives only its keys, which is rarely what is meant, "
+                f"and its order is how it was filled, so clum, cluf and map do not guess. Say which, in a "
+                f"fixed order: sorted({name}.items()) calls target(key, value), [{name}[k] for k in "
+                f"sorted({name})] calls target(value), sorted({name}) calls target(key).")
+    if isinstance(args, abc.MappingView):
+        return (f"is a dict view (keys(), values() or items()): its order is how the dict was filled, which "
+                f"clum, cluf and map do not count on. Give a list in a fixed order: sorted({name}).")
+    if isinstance(args, abc.Set):
+        return (f"is a {type(args).__name__}, which has no fixed order: a set of strings is ordered differently in each "
+                f"Python process, so bins would split it differently in each job (some calls running twice, "
+                f"others never) and positions, --resume and the values would not match. Give a list in a "
+                f"fixed order: sorted({name}).")
+    return None
 
 
 def user_traceback(error) -> str:
@@ -377,6 +419,8 @@ def pickling_hint(element) -> str:
     import types
 
     parts = as_args(element)
+    if parts.__class__ is not tuple:  # an Arguments: its keyword values too
+        parts = parts.args + tuple(parts.kwargs.values())
     for a in parts:
         if isinstance(a, types.FunctionType) and ("<lambda>" in a.__qualname__ or "<locals>" in a.__qualname__):
             return ("Each element of args is pickled to reach a worker, and a lambda or a function defined "
