@@ -17,7 +17,7 @@ import traceback
 from . import __version__, options
 from .cluster import schedulers
 from .core.errors import Interrupted, SubmitError, UserError
-from .core.script import get_options, load_script, resolve_path, split_passthrough
+from .core.script import get_options, load_script, resolve_path, shadowing_note, split_passthrough
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_BUG = 70  # EX_SOFTWARE: an exception escaped from inside the tool
@@ -209,6 +209,9 @@ def load(ns, command, passthrough):
     path = resolve_path(ns.script)
     given = cli_values(ns, command)
     module = load_script(path, passthrough)
+    shadows = shadowing_note(path)
+    if shadows:
+        sys.stderr.write(f"{command}: warning: {shadows}\n")
     layers = []
     if command == "cluf":
         layers.append(options.load_rc())

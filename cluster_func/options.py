@@ -579,7 +579,7 @@ def load_rc(path: Optional[str] = None) -> dict:
     try:
         with open(path) as f:
             data = json.load(f)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise UserError(f"Could not read the defaults file {path}: {e}. It must be a JSON object.") from None
     if not isinstance(data, dict):
         raise UserError(f"The defaults file {path} must hold a JSON object of option names to values.")

@@ -304,7 +304,7 @@ def _read_manifest(path):
                             f"written?). " + _manifest_fix(path))
     try:
         return json.loads(text), seen
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # (RecursionError: nested too deep)
         raise ManifestError(f"The cluf manifest {path} is not valid JSON ({e}; cut short, or edited by "
                             f"hand?). " + _manifest_fix(path)) from None
 
@@ -365,7 +365,7 @@ def _merge_bin_records(path, data, bins=None):
         try:
             with open(os.path.join(folder, name), encoding="utf-8") as f:
                 job = json.load(f)
-        except (FileNotFoundError, ValueError):  # folded meanwhile (the manifest has it), or half-written
+        except (FileNotFoundError, ValueError, RecursionError):  # folded meanwhile (the manifest has it), or half-written
             continue
         if isinstance(data.get("jobs"), dict) and isinstance(job, dict):
             data["jobs"][name[:-5]] = job

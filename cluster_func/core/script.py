@@ -93,7 +93,9 @@ def load_script(path: str, argv=()):
             raise ScriptError(f"The script {path} is {not_python}; clum and cluf run a "
                               f"Python file that defines the target function and its args. Python "
                               f"could not read it:\n{detail}") from None
-        raise ScriptError(f"The script {path} failed while being imported:\n{detail}") from None
+        shadows = shadowing_note(path)
+        raise ScriptError(f"The script {path} failed while being imported:\n{detail}"
+                          + (f"\n{shadows}" if shadows else "")) from None
     finally:
         os._exit = real_exit
     return module
@@ -157,6 +159,44 @@ def _shield_standard_library(folder):
     _SHIELD.folders.add(folder)
     if _SHIELD not in sys.meta_path:
         sys.meta_path.insert(0, _SHIELD)
+
+
+def shadowing_note(path):
+    """A sentence naming each module beside the script ``path`` that has the name of a standard
+    library module the script imports, or "" (one listdir and one read of the script; none for a
+    folder without such a name).  clum has imported the standard module already (it uses it
+    itself), so the script gets that one, where ``python script.py`` would get the file beside it."""
+    import re
+
+    folder = os.path.dirname(path)
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return ""
+    stdlib = set(getattr(sys, "stdlib_module_names", ()))
+    found = {}
+    for n in entries:
+        name = n[:-3] if n.endswith(".py") else n if os.path.isdir(os.path.join(folder, n)) else None
+        if name in stdlib and name not in found:
+            found[name] = os.path.join(folder, n)
+    if not found:
+        return ""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            source = f.read()
+    except OSError:
+        return ""
+    imported = [name for name in sorted(found)
+                if re.search(rf"^\s*(?:import|from)\s+{re.escape(name)}\b", source, re.M)]
+    if not imported:
+        return ""
+    files = ", ".join(found[n] for n in imported)
+    names = ", ".join(imported)
+    return (f"{files} beside the script ha{'ve' if len(imported) > 1 else 's'} the name of a standard library "
+            f"module that the script imports ({names}): cluster-func itself uses the standard one, so the "
+            f"script gets the standard {imported[0]}, not the file beside it (plain `python` would give the "
+            f"file). Rename {os.path.basename(found[imported[0]])} (e.g. to my_{imported[0]}.py) and import it "
+            f"by its new name.")
 
 
 _UNSET_SAFE_PATH = "CLUSTER_FUNC_UNSET_PYTHONSAFEPATH"

@@ -161,7 +161,7 @@ def recorded_verdict(journal_path):
         with open(path, encoding="utf-8") as f:
             said = json.load(f)
         os.unlink(path)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(said, dict) or said.get("job") != os.environ.get(JOB_START_VAR):
         return None  # another job's

@@ -92,7 +92,7 @@ def run(argv: Sequence[str], timeout: float = QUERY_TIMEOUT, cwd: Optional[str] 
     try:
         p = subprocess.run(argv, cwd=cwd, input=input, stdin=subprocess.DEVNULL if input is None else None,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
-                           universal_newlines=True,
+                           universal_newlines=True, errors="replace",  # bytes not UTF-8: shown as �
                            timeout=timeout)
     except FileNotFoundError as e:
         if cwd is not None and e.filename == cwd:
