@@ -341,7 +341,7 @@ def args_problem(args, name="args"):
     --resume and the values' positions all count on the order of args."""
     abc = collections.abc
     if isinstance(args, (str, bytes, bytearray)):
-        return (f"is a {type(args).__name__}, so the target would be called once per character. Give a "
+        return (f"is a string (a {type(args).__name__}), so the target would be called once per character. Give a "
                 f"list or another iterable of arguments, e.g. [{name}] for one call.")
     if isinstance(args, abc.Mapping):
         return (f"is a {type(args).__name__}: iterating it gives only its keys, which is rarely what is meant, "
