@@ -619,7 +619,7 @@ def map(target: Callable[..., Any], args: Iterable[Any], *, processes: Optional[
     :param processes: worker processes (default: the CPUs this process may use); never more are
         started than there are calls.
     :param journal: a journal file: every completed and failed call is recorded there (and the
-        values beside it, in ``journal + ".values.pkl"``), so that ``resume=True`` can skip them.
+        values of the completed calls inside its own records), so that ``resume=True`` can skip them.
     :param resume: skip the calls the journal records as completed, run the rest, and still return
         every value (those of the skipped calls come from the values file).
     :param retries: run a failing call again up to this many times before it counts as failed.

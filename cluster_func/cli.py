@@ -130,7 +130,7 @@ def cluf_parser():
     titles = [schedulers.SCHEDULERS[n].title for n in schedulers.names()]
     p = _Parser(
         prog="cluf", usage="cluf [options] (-n NODES | -i ITERATIONS) SCRIPT [-- ARGS FOR THE SCRIPT...]\n"
-                           "       cluf (--status | --resubmit | --cancel | --gather [-o PATH]) [JOBS_DIR]",
+                           "       cluf (--status | --resubmit | --cancel | --wait | --gather [-o PATH]) [JOBS_DIR]",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=textwrap.fill("Split the calls of target(*a) for every a in the script's args into one "
                                   "job script per node and submit them to the cluster's scheduler "

@@ -379,8 +379,8 @@ def _fwd_gpus_per_worker(value, opts):
     return [str(value)] if opts.get("gpus") is not None else []
 
 
-_RESULTS_HELP = ("write what target returns, with each call's position, to PATH: .jsonl (JSON Lines) or .pkl "
-                 "(pickles); read it with cluster_func.read_results (default: values are dropped). ")
+_RESULTS_HELP = ("write what target returns, with each call's position, to the file PATH: .jsonl (JSON Lines) "
+                 "or .pkl (pickles); read it with cluster_func.read_results (default: values are dropped). ")
 _WALLTIME_FORMS = ("DURATION is HH:MM:SS, D-HH:MM:SS or a whole number with a unit (90s, 30m, 12h, 2d, "
                    "1h30m); a bare number is refused (Slurm reads minutes, PBS seconds). ")
 
@@ -455,10 +455,11 @@ OPTIONS = [
     Option("quiet", _bool, False, "clum", flag=True,
            help="no progress line (default: a progress line when stderr is a terminal). "
                 "Example: clum sweep.py --quiet"),
-    Option("results", _results, None, metavar="PATH", help=_both(
+    Option("results", _results, None, metavar=_both("PATH", "FORMAT"), help=_both(
         _RESULTS_HELP + "Example: --results scores.jsonl",
-        _RESULTS_HELP + "With cluf, each bin gets its own file in the jobs dir: give the format. "
-                        "Example: --results jsonl")),
+        "collect what target returns in the format FORMAT, jsonl or pkl: each bin writes its own file "
+        "<script>-<i>-<n>.results.FORMAT in the jobs dir, and 'cluf --gather' merges them (default: values "
+        "are dropped). Example: --results jsonl")),
     Option("wait", _bool, False, "cluf", flag=True,
            help="after submitting, wait for the run as 'cluf --wait' does (default: return at once). "
                 "Example: cluf sweep.py -n 100 --walltime 24:00:00 --wait"),

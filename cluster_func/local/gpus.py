@@ -133,8 +133,8 @@ def choose(spec, available: List[str], where: str) -> List[str]:
         return list(available[:spec])
     spec = tuple(_UUIDS.get(i, i) if i not in available else i for i in spec)  # a UUID nvidia-smi listed
     if len(set(spec)) != len(spec):
-        raise UserError(f"--gpus names a GPU twice (by its index and by its UUID): each GPU can go to one "
-                        f"worker only.")
+        raise UserError("--gpus names a GPU twice (by its index and by its UUID): each GPU can go to one "
+                        "worker only.")
     missing = [i for i in spec if i not in available]
     if missing:
         raise UserError(f"--gpus {describe(spec)}: GPU{'s' * (len(missing) != 1)} {', '.join(missing)} "

@@ -4,7 +4,6 @@ the message names the file or command (issue 29)."""
 import sys
 from pathlib import Path
 
-import pytest
 
 try:
     import cluf_support as cs
