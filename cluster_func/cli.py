@@ -17,7 +17,7 @@ import traceback
 from . import __version__, options
 from . import schedulers
 from .core.errors import Interrupted, SubmitError, UserError
-from .core.script import get_options, load_script, resolve_path, split_passthrough
+from .core.script import get_options, load_script, resolve_path, shadowing_note, split_passthrough
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_BUG = 70  # EX_SOFTWARE: an exception escaped from inside the tool
@@ -131,7 +131,7 @@ def cluf_parser():
     titles = [schedulers.SCHEDULERS[n].title for n in schedulers.names()]
     p = _Parser(
         prog="cluf", usage="cluf [options] (-n NODES | -i ITERATIONS) SCRIPT [-- ARGS FOR THE SCRIPT...]\n"
-                           "       cluf (--status | --resubmit | --cancel | --gather [-o PATH]) [JOBS_DIR]",
+                           "       cluf (--status | --resubmit | --cancel | --wait | --gather [-o PATH]) [JOBS_DIR]",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=textwrap.fill("Split the calls of target(*a) for every a in the script's args into one "
                                   "job script per node and submit them to the cluster's scheduler "
@@ -210,6 +210,9 @@ def load(ns, command, passthrough):
     path = resolve_path(ns.script)
     given = cli_values(ns, command)
     module = load_script(path, passthrough)
+    shadows = shadowing_note(path)
+    if shadows:
+        sys.stderr.write(f"{command}: warning: {shadows}\n")
     layers = []
     if command == "cluf":
         layers.append(options.load_rc())

@@ -22,8 +22,11 @@ from .core.walltime import grace_seconds, no_time_for_calls
 MAX_PROCESSES = 10_000  # worker processes on one machine
 MAX_NODES = 1_000_000  # jobs of one cluf run
 MAX_WALLTIME = 3650 * 86400  # ten years
+MIN_TIMEOUT = 0.01  # seconds: clum looks at running calls at most this often (see local/runner.py)
+MAX_CPUS = 10_000  # per job: more than any one node has
+MAX_MEMORY = "1024T"  # per job (1 PiB): more than any one node has
 
-def _int(minimum=None, maximum=10**9):
+def _int(minimum=None, maximum=10**9, beyond=None):
     """An integer from ``minimum`` to ``maximum`` (a bound on every count, so that no huge
     value reaches a C integer or a loop: 10**9 unless the option has a smaller one)."""
     def parse(value, name):
@@ -38,7 +41,8 @@ def _int(minimum=None, maximum=10**9):
         if minimum is not None and n < minimum:
             raise UserError(f"--{name} must be at least {minimum}, not {n}.")
         if n > maximum:
-            raise UserError(f"--{name} must be at most {maximum:,}, not {n:,}.")
+            raise UserError(f"--{name} must be at most {maximum:,}" + (f" ({beyond})" if beyond else "")
+                            + f", not {n:,}.")
         return n
     return parse
 
@@ -50,6 +54,18 @@ def _float_positive(value, name):
         raise UserError(f"--{name} must be a number of seconds, not {value!r}.") from None
     if not x > 0:
         raise UserError(f"--{name} must be more than 0 seconds, not {value!r}.")
+    if x > MAX_WALLTIME:
+        raise UserError(f"--{name} {value!r} is more than {MAX_WALLTIME // 86400} days; give fewer seconds"
+                        + (", or leave --timeout out for no limit." if name == "timeout" else "."))
+    return x
+
+
+def _timeout(value, name):
+    x = _float_positive(value, name)
+    if x < MIN_TIMEOUT:
+        raise UserError(f"--{name} {value!r} is below the floor of {MIN_TIMEOUT:g} s: clum looks at running calls "
+                        f"at most every {MIN_TIMEOUT:g} s, so a shorter limit cannot be kept. Give at least "
+                        f"--{name} {MIN_TIMEOUT:g}, or leave it out for no limit.")
     return x
 
 
@@ -184,6 +200,10 @@ def _memory(value, name):
     mb = float(m.group(1)) * {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}[m.group(2).upper()]
     if mb < 1:
         raise UserError(f"--{name} {value!r} is below one megabyte.")
+    if mb > 1024 ** 3:  # MAX_MEMORY in megabytes
+        raise UserError(f"--{name} {value!r} is more memory than any scheduler can grant one job: the limit is "
+                        f"{MAX_MEMORY} (one pebibyte), more than any one node has. Give the memory one job needs, "
+                        f"e.g. --{name} 64G.")
     return int(round(mb))
 
 
@@ -359,8 +379,8 @@ def _fwd_gpus_per_worker(value, opts):
     return [str(value)] if opts.get("gpus") is not None else []
 
 
-_RESULTS_HELP = ("write what target returns, with each call's position, to PATH: .jsonl (JSON Lines) or .pkl "
-                 "(pickles); read it with cluster_func.read_results (default: values are dropped). ")
+_RESULTS_HELP = ("write what target returns, with each call's position, to the file PATH: .jsonl (JSON Lines) "
+                 "or .pkl (pickles); read it with cluster_func.read_results (default: values are dropped). ")
 _WALLTIME_FORMS = ("DURATION is HH:MM:SS, D-HH:MM:SS or a whole number with a unit (90s, 30m, 12h, 2d, "
                    "1h30m); a bare number is refused (Slurm reads minutes, PBS seconds). ")
 
@@ -439,17 +459,18 @@ OPTIONS = [
     Option("quiet", _bool, False, "clum", flag=True,
            help="no progress line (default: a progress line when stderr is a terminal). "
                 "Example: clum sweep.py --quiet"),
-    Option("results", _results, None, metavar="PATH", help=_both(
+    Option("results", _results, None, metavar=_both("PATH", "FORMAT"), help=_both(
         _RESULTS_HELP + "Example: --results scores.jsonl",
-        _RESULTS_HELP + "With cluf, each bin gets its own file in the jobs dir: give the format. "
-                        "Example: --results jsonl")),
+        "collect what target returns in the format FORMAT, jsonl or pkl: each bin writes its own file "
+        "<script>-<i>-<n>.results.FORMAT in the jobs dir, and 'cluf --gather' merges them (default: values "
+        "are dropped). Example: --results jsonl")),
     Option("wait", _bool, False, "cluf", flag=True,
            help="after submitting, wait for the run as 'cluf --wait' does (default: return at once). "
                 "Example: cluf sweep.py -n 100 --walltime 24:00:00 --wait"),
     Option("retries", _int(0), 0, metavar="N", group="calls", forward=lambda v, o: [str(v)] if v else [],
            help="run a failing call again up to N times before it counts as failed (default: 0). "
                 "Example: --retries 2"),
-    Option("timeout", _float_positive, None, metavar="SECONDS", group="calls", forward=_fwd_float,
+    Option("timeout", _timeout, None, metavar="SECONDS", group="calls", forward=_fwd_float,
            help="stop a call that runs longer, count it failed, go on (default: none). Example: --timeout 600"),
     Option("walltime", _walltime, None, metavar="DURATION", group=_both("calls", "sched"), forward=_fwd_walltime,
            help=_both("stop this run before its time limit: no new call starts a grace period before it, running "
@@ -494,7 +515,7 @@ OPTIONS = [
            help="PBS queue, Slurm partition or SGE queue (default: the scheduler's). Example: --queue long"),
     Option("account", _directive_word, None, "cluf", metavar="NAME", group="sched",
            help="account to charge (default: the scheduler's). Example: --account proj42"),
-    Option("cpus", _int(1), None, "cluf", metavar="N", group="sched",
+    Option("cpus", _int(1, MAX_CPUS, "more CPUs than any one node has"), None, "cluf", metavar="N", group="sched",
            help="cores per job (default: --processes if given, else with --gpus one per worker, else the "
                 "scheduler's). Example: --cpus 8"),
     # raw directives for each scheduler: pbs-options (-o), slurm-options, ...
@@ -583,7 +604,7 @@ def load_rc(path: Optional[str] = None) -> dict:
     try:
         with open(path) as f:
             data = json.load(f)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise UserError(f"Could not read the defaults file {path}: {e}. It must be a JSON object.") from None
     if not isinstance(data, dict):
         raise UserError(f"The defaults file {path} must hold a JSON object of option names to values.")

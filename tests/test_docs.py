@@ -269,3 +269,77 @@ def test_the_commands_that_need_a_cluster_use_only_options_their_help_lists(tmp_
                 if word.split("=", 1)[0] not in known[argv[0]]:
                     wrong.append(f"{rel(page)} line {number}: {spelled(argv)}: {argv[0]} has no option {word}")
     assert not wrong, "\n".join(wrong)
+
+
+# --- sample job scripts ---------------------------------------------------------------------------
+
+SAMPLE = re.compile(r"<!-- sample job script(?P<header>, header)?: (?P<command>cluf [^>]*?) -->\n```bash\n(?P<body>.*?)```",
+                    re.S)
+DOC_DIR, DOC_PYTHON, DOC_MARK = "/home/me/work", "/home/me/.venv/bin/python", "0123456789abcdef"
+
+
+def _rendered(command, tmp_path):
+    """The job script of bin 0 that ``command`` (a cluf -q command line) writes, with the paths, the
+    Python and the submission mark of the docs."""
+    from cluster_func import __version__
+
+    words = shlex.split(command)[1:]
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    (work / words[0]).write_text("def target(x):\n    pass\nargs = range(9)\n")
+    env = {**os.environ, "CLUFRC": os.devnull, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-c", "from cluster_func.cli import cluf_main; cluf_main()", *words],
+                       cwd=work, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    [path] = work.glob(f"{Path(words[0]).stem}-0-*.{words[words.index('--scheduler') + 1]}")
+    text = path.read_text().replace(str(work), DOC_DIR).replace(sys.executable, DOC_PYTHON)
+    text = re.sub(r"cluf_submission=[0-9a-f]+", f"cluf_submission={DOC_MARK}", text)
+    return text.replace(f"cluster-func {__version__}", "cluster-func 0.1.0")
+
+
+def test_every_sample_job_script_in_the_docs_is_the_real_rendered_output(tmp_path):
+    """Every ```bash block of the docs that is a job script carries the cluf command that writes it,
+    and is that command's real job script (or its header, up to the first blank line).
+    CLUF_UPDATE_DOCS=1 rewrites them."""
+    stale = []
+    for page in PAGES:
+        text = page.read_text()
+        blocks = len(re.findall(r"```bash\n#!/bin/bash\n#(?:PBS|SBATCH|\$|BSUB) ", text))
+        samples = list(SAMPLE.finditer(text))
+        assert blocks == len(samples), f"{page.name}: a sample job script without its <!-- sample job script --> line"
+        new = text
+        for m in reversed(samples):
+            want = _rendered(m["command"], tmp_path)
+            if m["header"]:
+                want = want.split("\n\n", 1)[0] + "\n"
+            if m["body"] != want:
+                stale.append(f"{page.name}: {m['command']}")
+                new = new[:m.start("body")] + want + new[m.end("body"):]
+        if new != text and os.environ.get("CLUF_UPDATE_DOCS"):
+            page.write_text(new)
+    assert not stale, f"sample job scripts that differ from the real output (CLUF_UPDATE_DOCS=1 rewrites): {stale}"
+
+
+def test_the_api_page_names_no_values_file_that_map_does_not_write():
+    assert ".values.pkl" not in (ROOT / "docs" / "api.md").read_text()
+
+
+def test_the_results_page_warns_that_reading_a_pkl_runs_code_from_it():
+    assert "runs code from it" in (ROOT / "docs" / "results.md").read_text()
+
+
+def test_the_clum_page_says_clum_skips_the_keys_only_cluf_takes_as_clum_does(tmp_path):
+    assert "skipped by clum" in (ROOT / "docs" / "clum.md").read_text()
+    (tmp_path / "s.py").write_text("clum_options = {'nodes': 3, 'scheduler': 'slurm'}\ndef target(x):\n    pass\n"
+                                   "args = [1]\n")
+    r = subprocess.run([sys.executable, "-m", "cluster_func", "s.py"], cwd=tmp_path, capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+def test_clufs_help_gives_results_one_meaning_and_its_usage_names_wait():
+    r = subprocess.run([sys.executable, "-c", "from cluster_func.cli import cluf_main; cluf_main()", "--help"],
+                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    results = r.stdout[r.stdout.index("--results"):].split("\n  -", 1)[0]
+    assert "--results FORMAT" in results and "PATH" not in results and ".jsonl" not in results, results
+    assert "--wait |" in r.stdout.split("\n\n")[0], r.stdout.split("\n\n")[0]

@@ -104,3 +104,22 @@ def test_a_new_option_is_one_entry_in_the_table_for_both_parsers_the_dicts_and_t
         assert parser.parse_args(["s.py", "--test-depth", "3"]).test_depth == "3"
     assert options.from_dict({"test_depth": 4}, "cluf", "cluf_options") == {"test-depth": 4}
     assert options.forwarded({"target": "t", "args": "a", "test_depth": 4})[-2:] == ["--test-depth", "4"]
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--memory", "99999999999T"], ["1024T", "any scheduler can grant"]),
+    (["--cpus", "99999999"], ["at most 10,000", "any one node"]),
+    (["--timeout", "1e-9"], ["floor of 0.01 s"]),
+    (["--timeout", "1e999"], ["3650 days"]),
+])
+def test_a_size_count_or_timeout_beyond_what_can_be_granted_is_refused_naming_the_limit(tmp_path, argv, words):
+    import subprocess
+    import sys
+
+    (tmp_path / "s.py").write_text("def target(x):\n    pass\nargs = [1, 2]\n")
+    env = {**__import__("os").environ, "CLUFRC": "/dev/null"}
+    r = subprocess.run([sys.executable, "-c", "from cluster_func.cli import cluf_main; cluf_main()", "s.py", "-n",
+                        "2", "-q", *argv], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    for w in words:
+        assert w in r.stderr, r.stderr

@@ -64,23 +64,23 @@ def _value_error(e: Exception) -> ValueError:
 # --- checking what was given ------------------------------------------------------------------------
 
 def _check_target_and_args(target: Any, args: Any) -> List[Any]:
-    from ..core.script import refuse_unordered
+    """The arguments as a list, after clum's own rules for a target and an args (core/script.py)."""
+    from ..core.script import args_problem, target_problem
 
     if not callable(target):
         raise TypeError(f"{PROG}: target must be a function (it is called once per element of args), not a "
                         f"{type(target).__name__}. Example: cluster_func.submit(score, [1, 2, 3], nodes=4).")
-    if isinstance(args, (str, bytes)):
-        raise TypeError(f"{PROG}: args is a string, so target would be called once per character. Give a list "
-                        f"or another iterable of arguments, e.g. [path] for one call.")
+    problem = target_problem(target)
+    if problem:
+        raise TypeError(f"{PROG}: the target {python_words(problem)}")
     try:
         iter(args)
     except TypeError:
         raise TypeError(f"{PROG}: args must be an iterable of arguments (a list, a range, a generator), not a "
                         f"{type(args).__name__}.") from None
-    try:
-        refuse_unordered(args, "args")
-    except UserError as e:
-        raise TypeError(f"{PROG}: {python_words(str(e))}") from None
+    problem = args_problem(args)
+    if problem:
+        raise TypeError(f"{PROG}: args {python_words(problem)}")
     return list(args)
 
 

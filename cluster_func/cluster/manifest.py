@@ -354,7 +354,7 @@ def _read_manifest(path):
                             f"written?). " + _manifest_fix(path))
     try:
         return json.loads(text), seen
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # (RecursionError: nested too deep)
         raise ManifestError(f"The cluf manifest {path} is not valid JSON ({e}; cut short, or edited by "
                             f"hand?). " + _manifest_fix(path)) from None
 
@@ -431,7 +431,7 @@ def _merge_bin_records(path, data, bins=None):
         try:
             with open(record, encoding="utf-8") as f:
                 job = json.load(f)
-        except (FileNotFoundError, ValueError):  # folded meanwhile (the manifest has it), or half-written
+        except (FileNotFoundError, ValueError, RecursionError):  # folded meanwhile (the manifest has it), or half-written
             continue
         except UnicodeDecodeError:
             raise _record_problem(record, path, "is a binary file, not JSON") from None

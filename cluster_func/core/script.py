@@ -93,7 +93,9 @@ def load_script(path: str, argv=()):
             raise ScriptError(f"The script {path} is {not_python}; clum and cluf run a "
                               f"Python file that defines the target function and its args. Python "
                               f"could not read it:\n{detail}") from None
-        raise ScriptError(f"The script {path} failed while being imported:\n{detail}") from None
+        shadows = shadowing_note(path)
+        raise ScriptError(f"The script {path} failed while being imported:\n{detail}"
+                          + (f"\n{shadows}" if shadows else "")) from None
     finally:
         os._exit = real_exit
     return module
@@ -157,6 +159,44 @@ def _shield_standard_library(folder):
     _SHIELD.folders.add(folder)
     if _SHIELD not in sys.meta_path:
         sys.meta_path.insert(0, _SHIELD)
+
+
+def shadowing_note(path):
+    """A sentence naming each module beside the script ``path`` that has the name of a standard
+    library module the script imports, or "" (one listdir and one read of the script; none for a
+    folder without such a name).  clum has imported the standard module already (it uses it
+    itself), so the script gets that one, where ``python script.py`` would get the file beside it."""
+    import re
+
+    folder = os.path.dirname(path)
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return ""
+    stdlib = set(getattr(sys, "stdlib_module_names", ()))
+    found = {}
+    for n in entries:
+        name = n[:-3] if n.endswith(".py") else n if os.path.isdir(os.path.join(folder, n)) else None
+        if name in stdlib and name not in found:
+            found[name] = os.path.join(folder, n)
+    if not found:
+        return ""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            source = f.read()
+    except OSError:
+        return ""
+    imported = [name for name in sorted(found)
+                if re.search(rf"^\s*(?:import|from)\s+{re.escape(name)}\b", source, re.M)]
+    if not imported:
+        return ""
+    files = ", ".join(found[n] for n in imported)
+    names = ", ".join(imported)
+    return (f"{files} beside the script ha{'ve' if len(imported) > 1 else 's'} the name of a standard library "
+            f"module that the script imports ({names}): cluster-func itself uses the standard one, so the "
+            f"script gets the standard {imported[0]}, not the file beside it (plain `python` would give the "
+            f"file). Rename {os.path.basename(found[imported[0]])} (e.g. to my_{imported[0]}.py) and import it "
+            f"by its new name.")
 
 
 _UNSET_SAFE_PATH = "CLUSTER_FUNC_UNSET_PYTHONSAFEPATH"
@@ -227,7 +267,30 @@ def get_target(module, name: str):
             f"The target {name!r} in {path} is not callable (it is a {type(target).__name__}). "
             f"--target must name a function."
         )
+    problem = target_problem(target, name)
+    if problem:
+        raise ScriptError(f"The target {name!r} in {path} {problem}")
     return target
+
+
+def target_problem(target, name="target"):
+    """Why calling ``target`` would not run its body (a generator function, an ``async def``),
+    as the end of a sentence "The target ... ", or None.  One rule for clum, cluf and map: such a
+    call only makes a generator or a coroutine, which nothing would run, and would count as done."""
+    import inspect
+
+    fn = target if inspect.isroutine(target) or hasattr(target, "func") else getattr(target, "__call__", target)
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        return (f"is a generator function (it uses yield): calling it only makes a generator, so its body "
+                f"would never run and each call would count as done with nothing done. Return the values "
+                f"instead, e.g. a list: replace the yields with `return [...]`, or call it through a plain "
+                f"function: def {name}_list(*a): return list({name}(*a)).")
+    if inspect.iscoroutinefunction(fn):
+        return (f"is an async def function: calling it only makes a coroutine, which nothing awaits, so its "
+                f"body would never run and each call would count as done with nothing done. Give a plain "
+                f"function that runs it, defined at the top level of a module: "
+                f"def run_{name}(*a): return asyncio.run({name}(*a)).")
+    return None
 
 
 def get_init_worker(module):
@@ -254,16 +317,9 @@ def get_args(module, name: str):
         except (Exception, SystemExit) as e:  # noqa: BLE001 - the script's own error
             raise ScriptError(f"Calling {name}() in {path} to get the arguments failed; its traceback:\n"
                               f"{user_traceback(e)}") from None
-    if isinstance(args, collections.abc.Mapping):
-        raise ScriptError(
-            f"The args {name!r} in {path} is a dict; iterating it gives only its keys, which is rarely what is "
-            f"meant, so clum does not guess. Say which: list({name}.items()) calls target(key, value), "
-            f"list({name}.values()) calls target(value), list({name}) calls target(key).")
-    if isinstance(args, (str, bytes)):
-        raise ScriptError(
-            f"The args {name!r} in {path} is a string; clum would call the target once per "
-            f"character. Make it a list or another iterable of arguments."
-        )
+    problem = args_problem(args, name)
+    if problem:
+        raise ScriptError(f"The args {name!r} in {path} {problem}")
     try:
         iter(args)
     except TypeError:
@@ -275,6 +331,32 @@ def get_args(module, name: str):
         raise ScriptError(f"iter() of the args {name!r} in {path} failed; its traceback:\n"
                           f"{user_traceback(e)}") from None
     return args
+
+
+def args_problem(args, name="args"):
+    """Why ``args`` cannot be the arguments iterable although it iterates, as the end of a sentence
+    "The args ... ", or None: one rule for clum, cluf and map.  A string would give one call per
+    character; a dict only its keys; and a set (or a dict's view) has no order of its own that every
+    process shares (a set of strings is ordered differently in each Python process), while bins,
+    --resume and the values' positions all count on the order of args."""
+    abc = collections.abc
+    if isinstance(args, (str, bytes, bytearray)):
+        return (f"is a string (a {type(args).__name__}), so the target would be called once per character. Give a "
+                f"list or another iterable of arguments, e.g. [{name}] for one call.")
+    if isinstance(args, abc.Mapping):
+        return (f"is a {type(args).__name__}: iterating it gives only its keys, which is rarely what is meant, "
+                f"and its order is how it was filled, so clum, cluf and map do not guess. Say which, in a "
+                f"fixed order: sorted({name}.items()) calls target(key, value), [{name}[k] for k in "
+                f"sorted({name})] calls target(value), sorted({name}) calls target(key).")
+    if isinstance(args, abc.MappingView):
+        return (f"is a dict view (keys(), values() or items()): its order is how the dict was filled, which "
+                f"clum, cluf and map do not count on. Give a list in a fixed order: sorted({name}).")
+    if isinstance(args, abc.Set):
+        return (f"is a {type(args).__name__}, which has no fixed order: a set of strings is ordered differently in each "
+                f"Python process, so bins would split it differently in each job (some calls running twice, "
+                f"others never) and positions, --resume and the values would not match. Give a list in a "
+                f"fixed order: sorted({name}).")
+    return None
 
 
 def user_traceback(error) -> str:
@@ -377,6 +459,8 @@ def pickling_hint(element) -> str:
     import types
 
     parts = as_args(element)
+    if parts.__class__ is not tuple:  # an Arguments: its keyword values too
+        parts = parts.args + tuple(parts.kwargs.values())
     for a in parts:
         if isinstance(a, types.FunctionType) and ("<lambda>" in a.__qualname__ or "<locals>" in a.__qualname__):
             return ("Each element of args is pickled to reach a worker, and a lambda or a function defined "
@@ -417,17 +501,3 @@ def split_passthrough(argv):
         i = argv.index("--")
         return argv[:i], argv[i + 1:]
     return argv, []
-
-
-_UNORDERED = (set, frozenset, dict, type({}.keys()), type({}.values()), type({}.items()))
-
-
-def refuse_unordered(args, name: str = "args") -> None:
-    """An iterable whose order is not the same in every process (a set: its order depends on
-    PYTHONHASHSEED; a dict or its views, which are rarely meant) is refused: bins are positions,
-    and a position must name the same element in every job and every resume."""
-    if isinstance(args, _UNORDERED):
-        kind = type(args).__name__
-        raise UserError(f"{name!r} is a {kind}, whose order is not the same in every process (bins and resumes "
-                        f"go by position, so calls would run twice or never). Give it an order: "
-                        f"{name} = sorted(...) or list(...) of it.")

@@ -42,15 +42,15 @@ def parse_spec(value, name="gpus"):
     if re.fullmatch(r"\d+", text):
         n = int(text)
         if n < 1:
-            raise UserError(f"--{name} 0 asks for no GPU: give a count of at least 1, all, or GPU ids with a "
-                            f"comma (0,1; one id as 0,). Leave --{name} out to run without GPUs.")
+            raise UserError(f"--{name} 0 asks for no GPU: give a count of at least 1 (clum also takes all, or GPU "
+                            f"ids with a comma: 0,1, one id as 0,). Leave --{name} out to run without GPUs.")
         if n > 10_000:
             raise UserError(f"--{name} must be at most 10,000 GPUs, not {n:,}.")
         return n
     ids = tuple(part.strip() for part in text.split(","))
     if ids and ids[-1] == "" and len(ids) > 1:  # "3," is the one id 3
         ids = ids[:-1]
-    if not ids or any(not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:/-]*", i) for i in ids):
+    if not ids or any(not _ID.fullmatch(i) for i in ids):
         raise UserError(f"--{name} {value!r} does not parse: give all, a count (2), or a comma list of GPU ids "
                         f"(0,2 or GPU-<uuid>; one id as 3,).")
     if len(set(ids)) != len(ids):
@@ -58,10 +58,28 @@ def parse_spec(value, name="gpus"):
     return ids
 
 
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]*")  # a GPU index, or a UUID (GPU-..., MIG-...)
+
+
+def _check_variable(var, raw, ids):
+    """The GPU ids of ``var`` checked as --gpus checks its own: each a GPU id, none twice."""
+    bad = [i for i in ids if not _ID.fullmatch(i)]
+    if bad:
+        raise UserError(f"{var}={raw!r} in this environment holds {bad[0]!r}, which is not a GPU id (CUDA ignores "
+                        f"it and every id after it), so clum cannot share these GPUs out. Set {var} to GPU indices "
+                        f"or UUIDs (e.g. {var}=0,2), or unset it to use the GPUs nvidia-smi lists.")
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise UserError(f"{var}={raw!r} in this environment names GPU {twice[0]} twice: each GPU can go to one "
+                        f"worker only. Set {var} to distinct GPU ids (e.g. {var}=0,1), or unset it to use the GPUs "
+                        f"nvidia-smi lists.")
+    return ids
+
+
 def describe(spec) -> str:
     """The spec as it is written on the command line."""
     if isinstance(spec, tuple):
-        return ",".join(spec) + ("," if len(spec) == 1 else "")
+        return ",".join(spec) + ("," if len(spec) == 1 and spec[0].isdigit() else "")  # (3, is one id; 3 a count)
     return str(spec)
 
 
@@ -72,7 +90,8 @@ def discover(environ=None) -> Tuple[List[str], str, str, bool]:
     for var in (CUDA, ROCR):
         if var in environ:
             raw = environ[var].strip()
-            ids = [] if raw in _NONE_VALUES else [i.strip() for i in raw.split(",") if i.strip()]
+            ids = [] if raw in _NONE_VALUES else _check_variable(var, raw, [i.strip() for i in raw.split(",")
+                                                                             if i.strip()])
             return ids, var, f"{var}={raw!r} in this environment", False
     tried = f"{CUDA} and {ROCR} are not set, and "
     smi = shutil.which("nvidia-smi", path=environ.get("PATH"))
@@ -81,14 +100,20 @@ def discover(environ=None) -> Tuple[List[str], str, str, bool]:
     from ..core.commands import CommandFailed, run
 
     try:
-        listed = run([smi, "-L"], timeout=SMI_TIMEOUT)
+        listed_text = run([smi, "-L"], timeout=SMI_TIMEOUT)
     except CommandFailed as e:
         said = (e.stderr.strip() or e.stdout.strip() or "nothing").replace("\n", " ")
         return [], CUDA, tried + f"{smi} -L exited with status {e.status} and said: {said}", False
     except SchedulerError as e:
         return [], CUDA, tried + f"{smi} -L could not be run: {e}", False
-    ids = [m.group(1) for m in re.finditer(r"^GPU (\d+):", listed, re.M)]
+    listed = re.findall(r"^GPU (\d+):.*?(?:\(UUID: (\S+?)\))?\s*$", listed_text, re.M)
+    ids = [index for index, _ in listed]
+    _UUIDS.clear()
+    _UUIDS.update({uuid: index for index, uuid in listed if uuid})
     return ids, CUDA, tried + f"{smi} -L listed {len(ids)} GPU{'s' * (len(ids) != 1)}", True
+
+
+_UUIDS: Dict[str, str] = {}  # the UUID of each GPU that nvidia-smi -L listed, to its index
 
 
 def choose(spec, available: List[str], where: str) -> List[str]:
@@ -105,6 +130,10 @@ def choose(spec, available: List[str], where: str) -> List[str]:
                             f"({', '.join(available)}; from {where}). Ask for {len(available)} or fewer, or "
                             f"--gpus all.")
         return list(available[:spec])
+    spec = tuple(_UUIDS.get(i, i) if i not in available else i for i in spec)  # a UUID nvidia-smi listed
+    if len(set(spec)) != len(spec):
+        raise UserError("--gpus names a GPU twice (by its index and by its UUID): each GPU can go to one "
+                        "worker only.")
     missing = [i for i in spec if i not in available]
     if missing:
         raise UserError(f"--gpus {describe(spec)}: GPU{'s' * (len(missing) != 1)} {', '.join(missing)} "

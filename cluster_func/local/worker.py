@@ -168,7 +168,12 @@ def _format_exception(e):
     # Drop our own frame: start at the target's frame.
     if tb is not None and tb.tb_frame.f_code.co_filename == __file__:
         tb = tb.tb_next
-    text = "".join(traceback.format_exception(type(e), e, tb))
+    te = traceback.TracebackException(type(e), e, tb)
+    # An error cluster-func raised at the target (e.g. a refused nested map): its message says it
+    # all, the frames inside cluster_func that raised it are not the user's to read.
+    ours = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    te.stack = traceback.StackSummary.from_list([f for f in te.stack if not f.filename.startswith(ours)])
+    text = "".join(te.format())
     try:
         msg = str(e)
     except Exception:  # noqa: BLE001

@@ -180,7 +180,7 @@ def _header(line: bytes):
     """The format of a journal whose first line is ``line``, or None."""
     try:
         rec = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # (nested too deep: a torn line too)
         return None, {}
     if not isinstance(rec, dict):
         return None, {}
@@ -244,7 +244,7 @@ def read(path: str, for_resume=False, state: Optional[JournalState] = None, incr
 def _parse(raw):
     try:
         rec = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # (nested too deep: a torn line too)
         return None
     if not isinstance(rec, dict):
         return None

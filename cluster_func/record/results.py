@@ -391,7 +391,7 @@ def read_records(path) -> Iterator[Tuple[int, object]]:
                         raise ValueError
                     if not line.endswith(b"\n"):
                         raise ValueError
-                except (ValueError, UnicodeDecodeError):
+                except (ValueError, UnicodeDecodeError, RecursionError):  # (RecursionError: nested too deep)
                     bad += 1
                     continue
                 yield rec["pos"], rec["value"]

@@ -73,6 +73,9 @@ class JournalLock:
             pass
         self.fd = fd
 
+    def _option(self):
+        return "--journal PATH" if self.what == "journal" else "--results PATH"
+
     def _lock(self, journal_path):
         if os.path.lexists(self.path) and (os.path.islink(self.path) or not os.path.isfile(self.path)):
             raise UserError(f"Cannot lock the {self.what} {journal_path}: {self.path} is not a lock file of clum "
@@ -81,11 +84,11 @@ class JournalLock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except IsADirectoryError:
-            raise UserError(f"Cannot lock the journal {journal_path}: {self.path} is a directory. "
-                            f"Remove it, or choose another journal with --journal PATH.") from None
+            raise UserError(f"Cannot lock the {self.what} {journal_path}: {self.path} is a directory. "
+                            f"Remove it, or choose another path with {self._option()}.") from None
         except OSError as e:
-            raise UserError(f"Cannot lock the journal {journal_path}: cannot open {self.path}: "
-                            f"{e.strerror}. Choose a writable place with --journal PATH.") from None
+            raise UserError(f"Cannot lock the {self.what} {journal_path}: cannot open {self.path}: "
+                            f"{e.strerror}. Choose a writable place with {self._option()}.") from None
         try:
             text = os.pread(fd, 200, 0)
         except OSError:
@@ -102,8 +105,8 @@ class JournalLock:
             holder = os.read(fd, 100).decode("ascii", "replace").split()
             os.close(fd)
             if e.errno not in (errno.EACCES, errno.EAGAIN):
-                raise UserError(f"Cannot lock the journal {journal_path}: {e.strerror}. Choose a "
-                                f"file system that supports locks with --journal PATH.") from None
+                raise UserError(f"Cannot lock the {self.what} {journal_path}: {e.strerror}. Choose a "
+                                f"file system that supports locks with {self._option()}.") from None
             who = f"pid {holder[-1]}" if holder and holder[-1].isdigit() else "another process"
             if self.waited:
                 who += f", still after {self.waited:.0f} s"
@@ -264,8 +267,9 @@ class Journal:
         if resume:
             if fmt != FORMAT:
                 raise UserError(
-                    f"The journal {path} is of format {fmt}, written by an earlier cluster-func, which "
-                    f"this one cannot resume from safely. Run without --resume to start over (the old "
+                    f"The journal {path} is of format {fmt}, written by "
+                    f"{'an earlier' if fmt < FORMAT else 'a later (or unknown)'} cluster-func (this one writes "
+                    f"format {FORMAT}), which this one cannot resume from safely. Run without --resume to start over (the old "
                     f"journal is kept as {path}.prev).")
             if header.get("bins") != bins_text or header.get("mode") != mode:
                 raise UserError(

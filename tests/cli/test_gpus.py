@@ -239,3 +239,33 @@ def test_an_unused_gpu_is_a_warning(clum):
     clum.script("s.py", SCRIPT)
     r = ok(run(clum, "s.py", "--gpus", "all", "--gpus-per-worker", 2, "--quiet", CUDA_VISIBLE_DEVICES="0,1,2"))
     assert "GPU 2 not used: 1 worker with 2 GPUs each" in r.stderr
+
+
+@pytest.mark.parametrize("value, words", [("0,0", ["names GPU 0 twice"]), ("0,-1,2", ["'-1'", "not a GPU id"])])
+def test_gpu_ids_from_cuda_visible_devices_are_checked_as_gpus_checks_its_own(clum, clean_error, value, words):
+    clum.script("s.py", SCRIPT)
+    r = run(clum, "s.py", "--gpus", "all", "--quiet", CUDA_VISIBLE_DEVICES=value)
+    clean_error(r, "CUDA_VISIBLE_DEVICES", *words)
+    assert calls(clum) == []
+
+
+def test_a_gpu_uuid_that_nvidia_smi_lists_is_accepted_and_pins_that_gpu(clum, smi_bin):
+    clum.script("s.py", SCRIPT)
+    ok(run(clum, "s.py", "--gpus", "GPU-22222222-cccc,GPU-00000000-aaaa", "--quiet",
+           PATH=f"{smi_bin}{os.pathsep}{os.environ['PATH']}"))
+    assert sorted(v for s in gpus_by_worker(clum).values() for v in s) == ["0", "2"]
+
+
+def test_a_gpu_id_that_does_not_exist_is_echoed_as_given(clum, clean_error):
+    clum.script("s.py", SCRIPT)
+    err = clean_error(run(clum, "s.py", "--gpus", "abc", "--quiet", CUDA_VISIBLE_DEVICES="0,1"), "--gpus abc:")
+    assert "abc," not in err, err
+
+
+def test_cluf_gpus_0_does_not_suggest_all_which_cluf_refuses(clum, clean_error):
+    import cluf_support as cs
+
+    clum.script("s.py", SCRIPT)
+    err = clean_error(cs.run_cluf("s.py", "-n", "2", "-q", "--gpus", "0", cwd=clum.dir, env=cs.base_env(clum.dir)),
+                      "--gpus 0 asks for no GPU", "count of at least 1")
+    assert "at least 1, all" not in err, err
