@@ -232,3 +232,26 @@ def test_map_error_pickles_with_its_missing_positions():
     again = pickle.loads(pickle.dumps(e))
     assert again.missing == [1] and again.completed == {0: 1}
     assert json.dumps(str(again))
+
+
+def test_map_takes_clufs_options_only_with_nodes_and_refuses_a_journal_on_the_cluster(tmp_path):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'walltime'.*with nodes=N"):
+        cluster_func.map(abs, [1], walltime="1h")
+    with pytest.raises(ValueError, match="journal= and resume= are for a run on this machine"):
+        cluster_func.map(abs, [1], nodes=2, journal=str(tmp_path / "j"))
+    assert cluster_func.map is cluster_func.api.local.map
+
+
+def test_init_worker_travels_with_the_payload_and_runs_in_each_jobs_workers(tmp_path, env):
+    child(tmp_path, env, """
+        import os
+        def init():
+            global ready
+            ready = os.getpid()
+        def f(x):
+            return ready == os.getpid()
+        cluster_func.submit(f, range(6), nodes=2, jobs_dir="j", scheduler="slurm", quiet=True, init_worker=init)
+    """)
+    run_jobs(tmp_path / "j")
+    p = child(tmp_path, env, 'print(cluster_func.Run("j").results())')
+    assert p.stdout.strip() == str([True] * 6)

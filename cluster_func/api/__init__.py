@@ -6,32 +6,13 @@
 - :mod:`.failures`: :class:`MapError`, :class:`Failure` and :data:`MISSING`, raised alike by both.
 """
 
-from typing import Any, Callable, Iterable, List, Optional
+from typing import Any
 
-from . import local
 from .failures import MISSING, Failure, MapError
-from .local import imap
+from .local import imap, map  # noqa: F401 (cluster_func.map: this machine, or the cluster with nodes=)
 
 __all__ = ["MapError", "Failure", "MISSING", "imap", "submit", "Run", "RunStatus"]
 _CLUSTER_NAMES = ("submit", "Run", "RunStatus")
-
-
-def map(target: Callable[..., Any], args: Iterable[Any], *, nodes: Optional[int] = None,
-        iterations: Optional[int] = None, jobs_dir: Optional[str] = None, **kwargs: Any) -> List[Any]:
-    """Call ``target`` for every element of ``args``; return the values in the order of ``args``.
-
-    Without ``nodes``/``iterations``/``jobs_dir``: on this machine's cores (see
-    :func:`cluster_func.api.local.map` for its keywords: processes, journal, resume, retries,
-    timeout, start_method, quiet, progress, init_worker).  With them: on the cluster, as
-    ``cluster_func.submit(...).wait()`` then ``.results()`` (see :func:`cluster_func.submit`
-    for its keywords, cluf's options); called again with the same target and args it attaches
-    to that run and runs no recorded call again.
-    """
-    if nodes is None and iterations is None and jobs_dir is None:
-        return local.map(target, args, **kwargs)
-    from .cluster import cluster_map
-
-    return cluster_map(target, args, nodes=nodes, iterations=iterations, jobs_dir=jobs_dir, **kwargs)
 
 
 def __getattr__(name: str) -> Any:

@@ -138,7 +138,7 @@ def _quietly(quiet: bool):
 
 def submit(target: Callable[..., Any], args: Iterable[Any], *, nodes: Optional[int] = None,
            iterations: Optional[int] = None, jobs_dir: Optional[str] = None, quiet: bool = False,
-           **options: Any) -> "Run":
+           init_worker: Optional[Callable[[], Any]] = None, **options: Any) -> "Run":
     """Submit ``target(*a)`` for every ``a`` in ``args`` to the cluster's scheduler, as ``cluf
     -n/-i`` does, and return the :class:`Run` at once (see the module docstring).
 
@@ -149,12 +149,17 @@ def submit(target: Callable[..., Any], args: Iterable[Any], *, nodes: Optional[i
         bins that failed, vanished or were cancelled are resubmitted with resume, and no recorded
         call runs again; one holding another run is refused, saying what differs.
     :param quiet: print nothing (the per-job ``submitted`` lines are never printed from Python).
+    :param init_worker: called once in each worker of each job before its first call (clum's
+        ``init_worker``): open a connection, load a model.
     :param options: cluf's options in Python's spelling, with cluf's defaults: see
         :data:`PYTHON_OPTIONS` and ``help(cluster_func.submit)``.
     :raises TypeError, ValueError: a bad target, args or option (cluf's words, Python's terms).
     :raises cluster_func.core.errors.SchedulerError: the scheduler refused (its own words).
     """
     items = _check_target_and_args(target, args)
+    if init_worker is not None and not callable(init_worker):
+        raise TypeError(f"{PROG}: init_worker must be a function that each worker calls once before its first "
+                        f"call, not a {type(init_worker).__name__}.")
     opts_given = _options(options)
     count = _count(nodes, iterations, len(items))
     name = payload.run_name(target)
@@ -170,7 +175,7 @@ def submit(target: Callable[..., Any], args: Iterable[Any], *, nodes: Optional[i
     _refuse_foreign(jobs_dir)
     os.makedirs(jobs_dir, exist_ok=True)
     try:
-        payload.write_payload(os.path.join(jobs_dir, name + payload.PAYLOAD_SUFFIX), target, items)
+        payload.write_payload(os.path.join(jobs_dir, name + payload.PAYLOAD_SUFFIX), target, items, init_worker)
         payload.write_script(script, target, len(items))
     except payload.PayloadError as e:
         raise ValueError(f"{PROG}: {e}") from None
@@ -249,7 +254,8 @@ def _signature() -> inspect.Signature:
     params = [inspect.Parameter("target", inspect.Parameter.POSITIONAL_OR_KEYWORD),
               inspect.Parameter("args", inspect.Parameter.POSITIONAL_OR_KEYWORD),
               inspect.Parameter("nodes", kw, default=None), inspect.Parameter("iterations", kw, default=None),
-              inspect.Parameter("jobs_dir", kw, default=None), inspect.Parameter("quiet", kw, default=False)]
+              inspect.Parameter("jobs_dir", kw, default=None), inspect.Parameter("quiet", kw, default=False),
+              inspect.Parameter("init_worker", kw, default=None)]
     params += [inspect.Parameter(a, kw, default=o.default) for a, o in _BY_ATTR.items()]
     return inspect.Signature(params)
 
@@ -486,9 +492,9 @@ class Run:
 
 def cluster_map(target: Callable[..., Any], args: Iterable[Any], *, nodes: Optional[int] = None,
                 iterations: Optional[int] = None, jobs_dir: Optional[str] = None, quiet: bool = False,
-                timeout: Optional[float] = None, **options: Any) -> List[Any]:
+                progress: bool = True, **options: Any) -> List[Any]:
     """``submit(...).wait()`` then ``results()``; called again with the same target, args and
     jobs_dir (default: derived from them), it attaches to that run and runs no recorded call again."""
     run = submit(target, args, nodes=nodes, iterations=iterations, jobs_dir=jobs_dir, quiet=quiet, **options)
-    run.wait(timeout=timeout, progress=not quiet)
+    run.wait(progress=progress and not quiet)
     return run.results()

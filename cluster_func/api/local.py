@@ -530,9 +530,17 @@ def _reraise_interrupt(signum):
 def map(target: Callable[..., Any], args: Iterable[Any], *, processes: Optional[int] = None,
         journal: Optional[str] = None, resume: bool = False, retries: int = 0, timeout: Optional[float] = None,
         start_method: Optional[str] = None, quiet: bool = False, progress: bool = True,
-        init_worker: Optional[Callable[[], Any]] = None) -> List[Any]:
+        init_worker: Optional[Callable[[], Any]] = None, nodes: Optional[int] = None,
+        iterations: Optional[int] = None, jobs_dir: Optional[str] = None, **cluster_options: Any) -> List[Any]:
     """Call ``target`` for every element of ``args`` on worker processes; return the values in
     the order of ``args``.
+
+    With ``nodes`` (or ``iterations``, or ``jobs_dir``) the calls run on the cluster instead, as
+    cluf's jobs: ``cluster_func.submit(...)``, then ``.wait()`` and ``.results()`` (see
+    :func:`cluster_func.api.cluster.submit` for ``cluster_options``, cluf's options such as
+    ``walltime``, ``memory``, ``queue``); ``processes``, ``retries``, ``timeout``,
+    ``start_method``, ``init_worker``, ``quiet`` and ``progress`` keep their meaning there, each
+    job's clum running its bin's calls.
 
     An element that is a tuple is unpacked (``target(*a)``), a :class:`cluster_func.Arguments`
     gives keyword arguments too (``target(*a.args, **a.kwargs)``), anything else is the one
@@ -563,6 +571,12 @@ def map(target: Callable[..., Any], args: Iterable[Any], *, processes: Optional[
     raises KeyboardInterrupt in the main thread only, and the run goes on (its workers end with
     it, or when the process exits).
     """
+    if nodes is not None or iterations is not None or jobs_dir is not None:
+        return _on_the_cluster(target, args, processes, journal, resume, retries, timeout, start_method, quiet,
+                               progress, init_worker, nodes, iterations, jobs_dir, cluster_options)
+    if cluster_options:
+        raise TypeError(f"cluster_func.map() got an unexpected keyword argument {next(iter(cluster_options))!r} "
+                        f"(cluf's options, such as walltime or memory, apply on the cluster: with nodes=N).")
     plan = _check(target, args, processes, journal, resume, retries, timeout, start_method, quiet, progress,
                   init_worker)
     try:
@@ -578,6 +592,21 @@ def map(target: Callable[..., Any], args: Iterable[Any], *, processes: Optional[
             values[p] = MISSING
         raise MapError(result.failures, values, result.n)
     return values
+
+
+def _on_the_cluster(target, args, processes, journal, resume, retries, timeout, start_method, quiet, progress,
+                    init_worker, nodes, iterations, jobs_dir, cluster_options) -> List[Any]:
+    """map(nodes=N): submit, wait, results (api/cluster.py)."""
+    from .cluster import cluster_map
+
+    if journal is not None or resume:
+        raise _usage("cluster_func.map: journal= and resume= are for a run on this machine; on the cluster each "
+                     "bin keeps its own journal in the jobs dir, and calling map again with the same target and "
+                     "args resumes it. Leave them out with nodes=.")
+    given = {"processes": processes, "retries": retries or None, "timeout": timeout, "start_method": start_method}
+    return cluster_map(target, args, nodes=nodes, iterations=iterations, jobs_dir=jobs_dir, quiet=quiet,
+                       progress=progress, init_worker=init_worker,
+                       **{k: v for k, v in given.items() if v is not None}, **cluster_options)
 
 
 _END = object()

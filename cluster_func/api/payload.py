@@ -7,13 +7,14 @@ manifest, journals, continuation, requeue):
 
 ``<name>.payload``
     ``cluster_func payload 1\\n``, then the BLAKE2b-128 hex digest of the rest and ``\\n``, then
-    the cloudpickle of ``{"target": target, "args": [every element]}``.  cloudpickle sends by
+    the cloudpickle of ``{"target": target, "args": [every element], "init_worker": function or None}``.  cloudpickle sends by
     value what cannot be imported by name (a function of ``__main__`` or a notebook, a closure, a
     lambda) and by reference what can.  A payload whose digest does not match is refused with a
     message naming it (a torn or edited file), never half-loaded.
 ``<name>.py``
     the script every job's clum runs: it puts the submitting process's ``sys.path`` first (so
-    that the notebook's own modules import) and loads ``target`` and ``args`` from the payload.
+    that the notebook's own modules import) and loads ``target``, ``args`` and ``init_worker`` (clum's,
+    called once in each worker) from the payload.
 ``<name>.run.json``
     the run's identity: ``{"cluster_func_run": 1, "name", "script", "nodes", "count", "target":
     {"name", "digest"}, "args": {"digest"}, "created", "python"}``.  A second ``submit``/``map``
@@ -164,9 +165,9 @@ def _write_whole(path: str, data: bytes) -> None:
         raise
 
 
-def write_payload(path: str, target: Any, args: List[Any]) -> None:
+def write_payload(path: str, target: Any, args: List[Any], init_worker: Optional[Any] = None) -> None:
     try:
-        body = _cloudpickle().dumps({"target": target, "args": args}, protocol=4)
+        body = _cloudpickle().dumps({"target": target, "args": args, "init_worker": init_worker}, protocol=4)
     except Exception as e:  # noqa: BLE001 - what cannot be sent, said
         raise TypeError(f"cluster_func.submit: the target and args cannot be sent to the jobs: cloudpickle "
                         f"could not pickle them ({type(e).__name__}: {e}). Give a target and arguments that "
@@ -191,10 +192,10 @@ def read_payload(path: str) -> Dict[str, Any]:
     return payload if isinstance(payload, dict) else {}
 
 
-def load(script_path: str) -> Tuple[Any, List[Any]]:
-    """``target, args`` for the script at ``script_path`` (called by the script itself)."""
+def load(script_path: str) -> Tuple[Any, List[Any], Any]:
+    """``target, args, init_worker`` for the script at ``script_path`` (called by the script itself)."""
     payload = read_payload(script_path[: -len(SCRIPT_SUFFIX)] + PAYLOAD_SUFFIX)
-    return payload["target"], payload["args"]
+    return payload["target"], payload["args"], payload.get("init_worker")
 
 
 def caller_path() -> List[str]:
@@ -215,7 +216,7 @@ def write_script(path: str, target: Any, count: int) -> None:
             f"import sys as _sys\n\n"
             f"_sys.path[:0] = [_p for _p in {caller_path()!r} if _p not in _sys.path]\n\n"
             f"from cluster_func.api.payload import load as _load  # noqa: E402\n\n"
-            f"target, args = _load(__file__)\n")
+            f"target, args, init_worker = _load(__file__)\n")
     _write_whole(path, text.encode())
 
 

@@ -8,7 +8,7 @@ import os
 import sys
 import traceback
 
-from .errors import Interrupted, ScriptError, UserError
+from .errors import Interrupted, ScriptError
 
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # cluster_func/: our frames
 
