@@ -127,7 +127,9 @@ def one_walltime(way, folder):
         values = cluster_func.map(slow_square, xs, nodes=WALL_JOBS, jobs_dir=os.path.join(folder, "jobs"),
                                   scheduler="slurm", processes=1, walltime="00:00:20", grace=8, quiet=True)
         run = cluster_func.Run(os.path.join(folder, "jobs"))
-        m = json.load(open(run.manifest_path))
+        from cluster_func.cluster import manifest  # (the manifest with its per-bin records)
+
+        m = manifest.load_manifest(run.manifest_path)
         restarts = [j.get("restarts", 0) for j in m["jobs"].values()]
         said = f"every value; each bin continued {restarts} times (jobs per bin: {[r + 1 for r in restarts]})"
         print(json.dumps({"seconds": time.perf_counter() - t0, "ok": values == [x * x for x in xs], "said": said}))
