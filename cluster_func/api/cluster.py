@@ -169,21 +169,24 @@ def submit(target: Callable[..., Any], args: Iterable[Any], *, nodes: Optional[i
     jobs_dir = os.path.abspath(os.fspath(jobs_dir))
     script = os.path.join(jobs_dir, name + payload.SCRIPT_SUFFIX)
     ident = payload.identity(name, script, count, target, items, tdigest, adigest)
-    existing = _run_files(jobs_dir) if os.path.isdir(jobs_dir) else []
-    if existing:
-        return _attach_same(existing, ident, jobs_dir, quiet)
-    _refuse_foreign(jobs_dir)
-    os.makedirs(jobs_dir, exist_ok=True)
-    try:
-        payload.write_payload(os.path.join(jobs_dir, name + payload.PAYLOAD_SUFFIX), target, items, init_worker)
-        payload.write_script(script, target, len(items))
-    except payload.PayloadError as e:
-        raise ValueError(f"{PROG}: {e}") from None
-    except OSError as e:
-        raise OSError(f"{PROG}: cannot write the run's files in {jobs_dir}: {e.strerror or e}. Free some space "
-                      f"or give another jobs_dir.") from None
-    _submit_files(script, jobs_dir, count, opts_given, quiet)
-    payload.write_identity(os.path.join(jobs_dir, name + payload.RUN_SUFFIX), ident)
+    manifest_path = os.path.join(jobs_dir, f"{name}-{count}.manifest.json")
+    with contextlib.ExitStack() as held:
+        if not _hold_submission(held, jobs_dir, manifest_path):
+            # another process was submitting into this jobs dir, and has ended: begin again (attach to its run)
+            return submit(target, items, nodes=nodes, iterations=iterations, jobs_dir=jobs_dir, quiet=quiet,
+                          init_worker=init_worker, **options)
+        if _claim(jobs_dir, name, ident) and os.path.exists(manifest_path):
+            return _attach(jobs_dir, quiet)  # the same run, submitted before
+        # (a new run; or the same whose earlier submission ended before its manifest: submit it)
+        try:
+            payload.write_payload(os.path.join(jobs_dir, name + payload.PAYLOAD_SUFFIX), target, items, init_worker)
+            payload.write_script(script, target, len(items))
+        except payload.PayloadError as e:
+            raise ValueError(f"{PROG}: {e}") from None
+        except OSError as e:
+            raise OSError(f"{PROG}: cannot write the run's files in {jobs_dir}: {e.strerror or e}. Free some space "
+                          f"or give another jobs_dir.") from None
+        _submit_files(script, jobs_dir, count, opts_given, quiet)
     run = Run(jobs_dir)
     if not quiet:
         print(f"{PROG}: {len(items)} calls in {count} job{'s' * (count != 1)} on {run.scheduler}; jobs dir "
@@ -191,15 +194,49 @@ def submit(target: Callable[..., Any], args: Iterable[Any], *, nodes: Optional[i
     return run
 
 
-def _refuse_foreign(jobs_dir: str) -> None:
-    from ..cluster.manifest import MANIFEST_SUFFIX
+def _hold_submission(held: contextlib.ExitStack, jobs_dir: str, manifest_path: str) -> bool:
+    """Take the run's submission lock (the one cluf takes, cluster/manifest.py) into ``held``; when
+    another process holds it, wait for it to end and return False (nothing held)."""
+    from ..cluster import manifest
 
-    if glob.glob(os.path.join(glob.escape(jobs_dir), "*" + MANIFEST_SUFFIX)):
-        raise ValueError(f"{PROG}: {jobs_dir} holds a run that cluf submitted from a script, not one submitted "
-                         f"from Python. Give this run a jobs_dir of its own.")
+    if os.path.isdir(jobs_dir):
+        _refuse_foreign(jobs_dir, os.path.basename(manifest_path))
+    try:
+        os.makedirs(jobs_dir, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"{PROG}: cannot make the jobs dir {jobs_dir}: {e.strerror or e}. Give another jobs_dir.") \
+            from None
+    try:
+        held.enter_context(manifest.submitting(manifest_path))
+        return True
+    except UserError as e:
+        if "right now" not in str(e):
+            raise _value_error(e) from None
+    _wait_for_submitter(manifest_path)
+    return False
 
 
-def _attach_same(existing: List[str], ident: Dict[str, Any], jobs_dir: str, quiet: bool) -> "Run":
+def _attach(jobs_dir: str, quiet: bool) -> "Run":
+    run = Run(jobs_dir)
+    run._resubmit(quiet=True, only_needed=True, announce=not quiet)
+    return run
+
+
+def _claim(jobs_dir: str, name: str, ident: Dict[str, Any]) -> bool:
+    """Make the jobs dir this run's, its identity written first (exclusively, so that of two
+    processes submitting at once one submits and the other attaches).  Returns True when the jobs
+    dir already held this same run; raises ValueError when it holds another."""
+    existing = _run_files(jobs_dir) if os.path.isdir(jobs_dir) else []
+    if not existing:
+        try:
+            if payload.create_identity(os.path.join(jobs_dir, name + payload.RUN_SUFFIX), ident):
+                return False
+        except payload.PayloadError as e:
+            raise ValueError(f"{PROG}: {e}") from None
+        except OSError as e:
+            raise OSError(f"{PROG}: cannot write the run's files in {jobs_dir}: {e.strerror or e}. Free some "
+                          f"space or give another jobs_dir.") from None
+        existing = _run_files(jobs_dir)
     if len(existing) > 1:
         raise ValueError(f"{PROG}: {jobs_dir} holds {len(existing)} runs submitted from Python "
                          f"({', '.join(map(os.path.basename, existing))}); one jobs dir holds one run. Give another "
@@ -213,9 +250,35 @@ def _attach_same(existing: List[str], ident: Dict[str, Any], jobs_dir: str, quie
         raise ValueError(f"{PROG}: {jobs_dir} holds another run: it differs in {' and '.join(differs)}. Its "
                          f"recorded calls would not be this run's. Give this run another jobs_dir, or attach to that "
                          f"one with cluster_func.Run({jobs_dir!r}).")
-    run = Run(jobs_dir)
-    run._resubmit(quiet=True, only_needed=True, announce=not quiet)
-    return run
+    return True
+
+
+def _wait_for_submitter(manifest_path: str) -> None:
+    """Wait while another process submits into this run (it holds the manifest's submission lock,
+    cluster/manifest.py), so that attaching sees every job it recorded."""
+    import fcntl
+
+    from ..cluster.manifest import SUBMITTING_SUFFIX
+
+    try:
+        fd = os.open(manifest_path + SUBMITTING_SUFFIX, os.O_RDWR | os.O_NOFOLLOW)
+    except OSError:
+        return  # no submission has started, or there is nothing to wait for
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX, 1, 0)  # (released at once: we only wait for the other's end)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _refuse_foreign(jobs_dir: str, ours: str) -> None:
+    from ..cluster.manifest import MANIFEST_SUFFIX
+
+    manifests = glob.glob(os.path.join(glob.escape(jobs_dir), "*" + MANIFEST_SUFFIX))
+    if manifests and not _run_files(jobs_dir) and [os.path.basename(m) for m in manifests] != [ours]:
+        raise ValueError(f"{PROG}: {jobs_dir} holds a run that cluf submitted from a script, not one submitted "
+                         f"from Python. Give this run a jobs_dir of its own.")
 
 
 def _submit_files(script: str, jobs_dir: str, nodes: int, given: Dict[str, Any], quiet: bool) -> None:

@@ -224,6 +224,28 @@ def write_identity(path: str, identity: Dict[str, Any]) -> None:
     _write_whole(path, (json.dumps(identity, indent=1) + "\n").encode())
 
 
+def create_identity(path: str, identity: Dict[str, Any]) -> bool:
+    """Write the run file only if there is none (a temporary file linked to its name, which fails
+    when the name exists): True when this process made it."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write((json.dumps(identity, indent=1) + "\n").encode())
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
 def read_identity(path: str) -> Dict[str, Any]:
     """The run file at ``path``, checked field by field."""
     try:
