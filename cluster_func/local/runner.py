@@ -159,6 +159,7 @@ class Runner:
         self.pool.unregister(w)
         w.proc.join(1)
         exitcode = w.proc.exitcode
+        self.pool.end_group(w)  # the processes its calls started go with it
         if not w.ready and self.outcome.fatal is None:
             self.deaths_before_ready += 1
         leftovers = self.acct.settle(w, reason or describe_exit(exitcode), self.pool.counters, self.batches,
@@ -186,7 +187,7 @@ class Runner:
             if value != w.watch_value:
                 w.watch_value, w.watch_since = value, now
             elif now - w.watch_since > self.timeout:
-                w.proc.kill()
+                self.pool.end_group(w)  # the call, and every process it started
                 w.proc.join(5)
                 self._on_exit(w, reason=f"timed out after {self.timeout:g} s")
 

@@ -207,3 +207,58 @@ def test_a_results_file_whose_export_was_never_recorded_is_accepted_by_the_next_
     r = clum.run("s.py", "--journal", j, "--results", "v.jsonl", "--resume", env={"N": 35})
     assert r.returncode == 0, r.stderr
     assert values(tmp_path / "v.jsonl") == {k: k for k in range(35)}
+
+
+# --- 5: no process a call starts outlives it ----------------------------------------------------------
+
+CHILDREN = """\
+import os, subprocess, time
+args = range(int(os.environ.get("N", 2)))
+
+def target(x):
+    p = subprocess.Popen(["sleep", "300"])
+    rec("C", p.pid)
+    if os.environ.get("LEAVE"):
+        return x  # left running
+    p.wait()
+"""
+
+
+def _children(clum):
+    return [int(line[1]) for line in clum.evidence() if line[0] == "C"]
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_a_calls_child_process_ends_with_the_calls_timeout(clum, procs, method):
+    clum.script("c.py", CHILDREN)
+    r = clum.run("c.py", "-p", "2", "--timeout", "1", "--start-method", method, env={"N": 2})
+    assert r.returncode == 1 and "timed out" in r.stderr, r.stderr
+    kids = _children(clum)
+    assert len(kids) == 2
+    procs.all_gone(kids)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_no_process_a_call_started_outlives_clum_however_it_is_stopped(clum, procs, method, sig):
+    clum.script("c.py", CHILDREN)
+    p = clum.popen("c.py", "-p", "2", "--start-method", method, env={"N": 4})
+    clum.signal_when(p, lambda: len(_children(clum)) >= 2, sig) if sig != signal.SIGKILL else None
+    if sig == signal.SIGKILL:
+        try:
+            procs.wait_for(lambda: len(_children(clum)) >= 2, what="calls to start")
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait(30)
+        finally:
+            p.stdout.close()
+            p.stderr.close()
+    kids = _children(clum)
+    procs.all_gone(kids, grace=10)  # (a forkserver worker notices a killed clum within seconds)
+    procs.all_gone([], sid=p.pid, grace=10)
+
+
+def test_child_processes_left_running_by_calls_end_with_the_run(clum, procs):
+    clum.script("c.py", CHILDREN)
+    r = clum.run("c.py", "-p", "2", env={"N": 3, "LEAVE": 1})
+    assert r.returncode == 0, r.stderr
+    procs.all_gone(_children(clum))
