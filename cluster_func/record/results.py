@@ -26,9 +26,12 @@ status) that the position has none: failed, interrupted, not reached.  A full di
 exporting leaves the previous file whole (exit 1); ``--resume`` writes it again, running
 nothing that completed.
 
-Ownership.  The journal records each file it exported (inode, size, modification time): a
-file at PATH (or PATH.prev) is replaced or moved only when it is one of those; any other file,
-another run's or the user's, is refused (exit 2) before anything changes.  A results file is
+Ownership.  The journal records each file it exported (inode, size, modification time, sha256),
+before the file is renamed into place: a file at PATH (or PATH.prev) is replaced or moved only
+when it is the run's own, known by what it holds (see :func:`owned`): a recorded export, wherever
+it was copied, or a file whose every readable record is one of the journal's values at its
+position (a torn file, an export whose record was lost); any other file, another run's or the
+user's, is refused (exit 2) before anything changes.  A results file is
 locked as the journal is (``PATH.lock``, symbolic links resolved).
 """
 
