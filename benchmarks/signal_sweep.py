@@ -81,13 +81,16 @@ def one_run(method, sig, delay, calls, folder):
     err = err.decode(errors="replace")
     if p.returncode == 70 or "Traceback" in err or "internal error" in err:
         return "internal", err
-    if p.returncode == -sig and not os.path.exists(journal):
-        return "ok, stopped before it began", err  # (the signal came before clum took over the signals)
+    if p.returncode in (-sig, 128 + sig) and not os.path.exists(journal):
+        return "ok, stopped before it began", err  # (before clum took over the signals, or opened the journal)
+    from cluster_func.record import journal as jmod  # (imported from ROOT: see main)
+
+    if p.returncode == -sig and jmod.read(journal).last_status == "complete" and os.path.exists(results) \
+            and read_values(results) == {k: k for k in range(calls)}:
+        return "ok, signal after the end", err  # (while the interpreter ended: Python's default handlers)
     if p.returncode not in (0, 128 + sig):
         return f"exit {p.returncode}", err
     # what the stop left: a results file of exactly the recorded values, each right
-    from cluster_func.record import journal as jmod  # (imported from ROOT: see main)
-
     recorded = jmod.read(journal, for_resume=True).recorded
     if not os.path.exists(results):
         return "no results file", err
