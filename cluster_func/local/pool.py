@@ -23,6 +23,96 @@ from . import worker as worker_module
 from .gpus import Pinned
 from .worker import Counters
 
+class Reaper:
+    """A small process that outlives the runner to end the process groups of its workers.
+
+    Each worker leads a process group of its own (see worker._main), which the processes its calls
+    start join; the runner ends a worker's group with the worker (a timeout, a death, the end of
+    the run).  Killed by ``kill -9`` it cannot: this process, forked before any worker (so that it
+    holds none of their pipes), in a process group of its own and deaf to the stop signals, reads
+    the groups to end from a pipe, and once the pipe hangs up (the runner is gone, however it
+    went) ends those still listed.  Only forked from a process with one thread (a fork beside
+    other threads may deadlock): started from a thread (cluster_func.imap), a run has none."""
+
+    @classmethod
+    def start(cls):
+        import threading
+
+        if threading.active_count() != 1 or not hasattr(os, "fork"):
+            return None
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            try:
+                _reap(r)
+            finally:
+                os._exit(0)
+        os.close(r)
+        return cls(pid, w)
+
+    def __init__(self, pid, fd):
+        self.pid, self.fd = pid, fd
+
+    def _say(self, text):
+        try:
+            os.write(self.fd, text.encode())
+        except OSError:
+            pass
+
+    def add(self, pgid):
+        self._say(f"{pgid}\n")
+
+    def forget(self, pgid):
+        self._say(f"-{pgid}\n")
+
+    def close(self):
+        os.close(self.fd)
+        try:
+            os.waitpid(self.pid, 0)
+        except (ChildProcessError, InterruptedError):
+            pass
+
+
+def _reap(r):
+    """The reaper's loop (see Reaper): in the forked child."""
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
+        signal.signal(s, signal.SIG_IGN)
+    os.setpgid(0, 0)
+    os.closerange(0, r)
+    os.closerange(r + 1, 1 << 16)
+    groups, buf = set(), b""
+    while True:
+        try:
+            data = os.read(r, 4096)
+        except InterruptedError:
+            continue
+        except OSError:
+            data = b""
+        if not data:
+            break
+        buf += data
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            if line.startswith(b"-"):
+                groups.discard(int(line[1:]))
+            elif line:
+                groups.add(int(line))
+    for g in groups:
+        try:
+            os.killpg(g, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def kill_group(pid):
+    """End the process group of worker ``pid``: the worker, if still there, and every process its
+    calls started and left running."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:  # no such group (left empty, or not made yet)
+        pass
+
+
 class Worker:
     def __init__(self, slot):
         self.slot = slot
@@ -93,6 +183,8 @@ class Pool:
         self.sel = selectors.DefaultSelector()
         self.shared = self.counters = None  # allocated with the first worker (a resume may need none)
         self.own_signals = True  # False when run from a thread other than the main one (no handlers there)
+        self.reaper = None  # see Reaper: started with the first worker
+        self.groups = set()  # the process groups of the workers started (each leads its own)
 
     @property
     def ctx(self):
@@ -114,11 +206,12 @@ class Pool:
         if self.shared is None:
             self.shared = Counters.allocate(self.ctx, self.processes)
             self.counters = Counters(self.shared)
+            self.reaper = Reaper.start()
         task_r, task_w = self.ctx.Pipe(duplex=False)
         result_r, result_w = self.ctx.Pipe(duplex=False)
         close_fds = []
         if self.ctx.get_start_method() == "fork":  # the child inherits every runner-side end
-            close_fds = [task_w.fileno(), result_r.fileno()]
+            close_fds = [task_w.fileno(), result_r.fileno()] + ([self.reaper.fd] if self.reaper else [])
             for other in self.workers:
                 if other is not w and other.proc is not None and other.task_w is not None:
                     close_fds += [other.task_w.fileno(), other.result_r.fileno()]
@@ -145,6 +238,9 @@ class Pool:
             raise
         task_r.close()
         result_w.close()
+        self.groups.add(w.proc.pid)
+        if self.reaper is not None:
+            self.reaper.add(w.proc.pid)
         w.task_w, w.result_r = task_w, result_r
         os.set_blocking(task_w.fileno(), False)
         w.outq = collections.deque()
@@ -157,6 +253,16 @@ class Pool:
         w.gen += 1
         self.sel.register(result_r.fileno(), selectors.EVENT_READ, ("result", w, w.gen))
         self.sel.register(w.proc.sentinel, selectors.EVENT_READ, ("exit", w, w.gen))
+
+    def end_group(self, w: Worker):
+        """Worker w is gone or is to go: end it and every process its calls started."""
+        pid = w.proc.pid
+        kill_group(pid)
+        if w.proc.is_alive():  # (it had no group of its own yet: it makes one first thing)
+            w.proc.kill()
+        self.groups.discard(pid)
+        if self.reaper is not None:
+            self.reaper.forget(pid)
 
     def unregister(self, w: Worker):
         for fd in (w.result_r.fileno(), w.proc.sentinel, w.task_w.fileno()):
@@ -233,6 +339,12 @@ class Pool:
             if p.is_alive():
                 p.kill()
                 p.join(1)
+        for pid in self.groups:  # what the calls started and left running ends with the run
+            kill_group(pid)
+        self.groups.clear()
+        if self.reaper is not None:
+            self.reaper.close()
+            self.reaper = None
         for w in self.workers:
             try:
                 if w.task_w is not None:

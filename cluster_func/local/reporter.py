@@ -19,6 +19,25 @@ def in_jupyter(stream) -> bool:
     return "ipykernel" in sys.modules and type(stream).__module__.startswith("ipykernel")
 
 
+def again_options(opts, spec, journal_path):
+    """The options of a clum command that runs this run again (for the commands a run advises):
+    every one that shapes it: which calls (bins, binning, target, args), where it records them
+    (journal, results file) and how a call fails (retries, timeout).  The script's own arguments
+    (after ``--``) are for the caller to put last."""
+    from ..core import bins
+
+    words = (["--bins", str(spec)] if opts.get("bins") else []) \
+        + (["-x", bins.format_positions(opts["hash"])] if opts.get("hash") is not None else []) \
+        + (["-k", str(opts["key"])] if opts.get("key") is not None else []) \
+        + (["-t", opts["target"]] if opts.get("target", "target") != "target" else []) \
+        + (["-a", opts["args"]] if opts.get("args", "args") != "args" else []) \
+        + (["--journal", journal_path] if opts.get("journal") else []) \
+        + (["--results", opts["results"]] if opts.get("results") else []) \
+        + (["--retries", str(opts["retries"])] if opts.get("retries") else []) \
+        + (["--timeout", f"{opts['timeout']:g}"] if opts.get("timeout") else [])
+    return words
+
+
 class Reporter:
     """Prints failures and the progress line; the runner calls it, never the other way.
 

@@ -17,9 +17,9 @@ from . import gpus, worker
 from ..record import journal as journal_mod
 from ..core.walltime import grace_seconds
 from ..core.errors import EXIT_WALLTIME, JOB_START_VAR, Interrupted, UserError, signals_held
-from .reporter import Reporter, warner
+from .reporter import Reporter, again_options, warner
 from ..record.writer import Journal, JournalWriteError
-from ..record.results import Results
+from ..record.results import Results, collected_into
 from .accounting import Outcome
 from ..core.script import check_positions, get_args, get_init_worker, get_target, peek_first
 
@@ -69,8 +69,9 @@ def run(ns, module, opts) -> int:
     except BaseException:
         r.abort()
         raise
-    r.settle(outcome)
-    values_written, export_error = r.close(outcome)
+    with signals_held():  # a signal now is taken once the values are exported and the journal closed
+        r.settle(outcome)
+        values_written, export_error = r.close(outcome)
     return r.summary(outcome, values_written, export_error)
 
 
@@ -94,7 +95,7 @@ class _Run:
         if ns.failed:
             return
         self.reporter = Reporter(progress=not opts["quiet"], total=bins.expected_count(args, spec, self.mode))
-        self.reporter.failed_hint = f"'{self.again()} --failed' lists every one"
+        self.reporter.failed_hint = f"'{self.again('--failed')}' lists every one"
         self.counts = bins.SelectionCounts()
         self.work = self.selection = bins.select(args, spec, opts["hash"], opts["key"], self.counts)
         self.stop_at = walltime_stop_at(opts)
@@ -102,11 +103,16 @@ class _Run:
         if opts.get("results") in (".jsonl", ".pkl"):
             raise UserError(f"--results takes a file name with clum, e.g. --results values{opts['results']} "
                             f"(only cluf takes just the format, and names one file per bin).")
+        if opts["resume"] and not opts.get("results") and not ns.failed:  # keep collecting the values
+            opts["results"] = collected_into(self.journal_path)
+            if opts["results"]:
+                self.reporter.message(f"--resume: the run collected its values into {opts['results']}; this run "
+                                      f"collects them there too (as with --results {opts['results']}).")
         if opts.get("results"):  # checked here, changed nothing yet
             self.results = Results(opts["results"], self.journal_path, bool(opts["resume"]))
 
-    def again(self):
-        return again_cmd(self.ns, self.opts, self.spec, self.journal_path)
+    def again(self, *more):
+        return again_cmd(self.ns, self.opts, self.spec, self.journal_path, *more)
 
     def open_records(self):
         """Lock the results file, open the journal (a new one, or the one to resume from)."""
@@ -117,7 +123,8 @@ class _Run:
                 results.acquire()
             self.journal = Journal(self.journal_path, opts["script"], str(self.spec), self.mode,
                                    bool(opts["resume"]), warner("clum"), identity=identity,
-                                   values=results.format if results is not None else None)
+                                   values=results.format if results is not None else None,
+                                   results_path=results.path if results is not None else None)
             if results is not None:
                 results.start()
 
@@ -234,14 +241,14 @@ class _Run:
                 f"{outcome.done} calls completed and are recorded in the journal {self.journal_path}, "
                 f"{outcome.failed} failed"
                 + (f"; {lost} more finished but could not be recorded and will run again" if lost > 0 else "")
-                + f". Free some space (or fix the file system), then run '{self.again()} --resume' to do the rest.")
+                + f". Free some space (or fix the file system), then run '{self.again('--resume')}' to do the rest.")
             return EXIT_FAILED
-        again = self.again()
+        again = self.again
         if export_error is not None:
             say(f"stopped: {export_error.strerror or export_error} while writing the results file {results.given} "
                 f"(the previous one, if any, is as it was). The values of the completed calls are safe in the "
-                f"journal {self.journal_path}: free some space (or fix the file system), then '{again} --resume "
-                f"--results {shlex.quote(results.given)}' writes the file again, running only what did not complete.")
+                f"journal {self.journal_path}: free some space (or fix the file system), then '{again('--resume')}' "
+                f"writes the file again, running only what did not complete.")
             return EXIT_FAILED
         resumed = self.resumed
         if resumed is not None and (not self.opts["quiet"] or resumed.skipped != journal.previous.recorded):
@@ -293,12 +300,12 @@ def _stopped_status(outcome, say, again, reporter):
     if outcome.interrupted_by:
         name = signal.Signals(outcome.interrupted_by).name
         say(f"interrupted by {name}: {outcome.done} calls completed, {outcome.failed} failed; "
-            f"the rest did not run. '{again} --resume' skips the completed ones.")
+            f"the rest did not run. '{again('--resume')}' skips the completed ones.")
         return 128 + outcome.interrupted_by
     if outcome.walltime_stop:
         say(f"stopped at walltime, work left: {outcome.done} calls completed, {outcome.failed} failed, the "
             f"rest not started (calls stopped at the end of the grace period count as not done). "
-            f"'{again} --resume' does the rest"
+            f"'{again('--resume')}' does the rest"
             + ("; in a cluf job, the bin continues in a new job unless it was cancelled, made no progress "
                "or reached --max-restarts (cluf --status shows which)." if in_cluf_job()
                else "."))
@@ -309,18 +316,17 @@ def _stopped_status(outcome, say, again, reporter):
         return EXIT_FAILED
     if outcome.failed:
         say(f"{outcome.failed} of {outcome.done + outcome.failed} calls failed: {reporter.failure_summary()}. "
-            f"'{again} --failed' lists them.")
+            f"'{again('--failed')}' lists them.")
         return EXIT_FAILED
     return None
 
 
-def again_cmd(ns, opts, spec, journal_path):
-    """The clum command that runs this again (for hints)."""
-    return " ".join(shlex.quote(w) for w in ["clum", ns.script]
-                    + (["--bins", str(spec)] if opts["bins"] else [])
-                    + (["-x", bins.format_positions(opts["hash"])] if opts["hash"] is not None else [])
-                    + (["-k", str(opts["key"])] if opts["key"] is not None else [])
-                    + (["--journal", journal_path] if opts["journal"] else []))
+def again_cmd(ns, opts, spec, journal_path, *more):
+    """The clum command that runs this again, with ``more`` options (for hints): with every option
+    that shapes the run (its journal, its values, which calls and how they fail), so that it does
+    what the hint says when pasted as printed."""
+    return " ".join(shlex.quote(w) for w in ["clum", ns.script] + again_options(opts, spec, journal_path)
+                    + list(more) + (["--", *opts["passthrough"]] if opts.get("passthrough") else []))
 
 
 def start_method(opts):

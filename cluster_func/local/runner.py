@@ -8,6 +8,7 @@ running it dies.  Sending never blocks (non-blocking pipes and a selector), so
 a worker that is busy reporting failures can never deadlock the runner.
 """
 
+import os
 import selectors
 import signal
 import threading
@@ -68,11 +69,22 @@ class Runner:
         # cluster_func.imap does) leaves Ctrl-C to the caller, who stops the run with request_stop().
         self.own_signals = threading.current_thread() is threading.main_thread()
         self.pool.own_signals = self.own_signals
-        self.stop_requested = False
+        self.stop_requested = False  # or the number of the signal that asks the run to stop
+        self._wake_r = self._wake_w = None
 
-    def request_stop(self):
-        """Stop the run as Ctrl-C would (from another thread; noticed within the loop's poll)."""
-        self.stop_requested = True
+    def request_stop(self, signum=signal.SIGINT):
+        """Stop the run as Ctrl-C would (from another thread, or from the signal handler).
+
+        Only noted here: the loop stops at its next turn, between two whole steps.  (A signal
+        handler that raised would cut a step in two wherever the signal lands: a message taken
+        from a worker's pipe and never accounted, a batch taken off a worker's list and never
+        settled; then what is settled after the stop no longer matches what the workers did.)"""
+        self.stop_requested = self.stop_requested or signum
+        if self._wake_w is not None:
+            try:
+                os.write(self._wake_w, b"!")  # the loop's select() returns at once
+            except OSError:
+                pass
 
     @property
     def outcome(self) -> Outcome:
@@ -147,6 +159,7 @@ class Runner:
         self.pool.unregister(w)
         w.proc.join(1)
         exitcode = w.proc.exitcode
+        self.pool.end_group(w)  # the processes its calls started go with it
         if not w.ready and self.outcome.fatal is None:
             self.deaths_before_ready += 1
         leftovers = self.acct.settle(w, reason or describe_exit(exitcode), self.pool.counters, self.batches,
@@ -174,21 +187,28 @@ class Runner:
             if value != w.watch_value:
                 w.watch_value, w.watch_since = value, now
             elif now - w.watch_since > self.timeout:
-                w.proc.kill()
+                self.pool.end_group(w)  # the call, and every process it started
                 w.proc.join(5)
                 self._on_exit(w, reason=f"timed out after {self.timeout:g} s")
 
     def run(self) -> Outcome:
         own = self.own_signals
-        old_term = signal.getsignal(signal.SIGTERM)
-        old_int = signal.getsignal(signal.SIGINT)
+        # SIGINT and SIGTERM stop the run; so do SIGUSR1/SIGUSR2 when a stop handler was set for
+        # them (clum in a cluf job: Grid Engine's warnings).  Each is only noted (request_stop).
+        taken = [signal.SIGTERM, signal.SIGINT] + [
+            s for s in (signal.SIGUSR1, signal.SIGUSR2) if own and callable(signal.getsignal(s))]
+        old = {s: signal.getsignal(s) for s in taken} if own else {}
 
         def on_signal(signum, frame):
-            raise Interrupted(signum)
+            self.request_stop(signum)
 
         if own:
-            signal.signal(signal.SIGTERM, on_signal)
-            signal.signal(signal.SIGINT, on_signal)
+            self._wake_r, self._wake_w = os.pipe()
+            for fd in (self._wake_r, self._wake_w):
+                os.set_blocking(fd, False)
+            self.pool.sel.register(self._wake_r, selectors.EVENT_READ, ("wake", None, None))
+            for s in taken:
+                signal.signal(s, on_signal)
         stopped_at_walltime = False
         try:
             if self.relay is not None:
@@ -202,9 +222,9 @@ class Runner:
         except _StopNow:
             stopped_at_walltime = True
         finally:
-            if own:
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            if own:  # a second signal while the workers stop is noted, and changes nothing
+                for s in taken:
+                    signal.signal(s, signal.SIG_IGN)
             stopped = (self.outcome.interrupted_by is not None or self.outcome.fatal is not None
                        or self.outcome.journal_error is not None or stopped_at_walltime)
             self.pool.shutdown(force=stopped)
@@ -216,11 +236,15 @@ class Runner:
                         w.result_r.close()
                 except OSError:
                     pass
-            if own:  # (a handler set outside Python reads as None: put back the default then)
-                signal.signal(signal.SIGTERM, old_term if old_term is not None else signal.SIG_DFL)
-                signal.signal(signal.SIGINT, old_int if old_int is not None else signal.default_int_handler)
+            for s, handler in old.items():  # (a handler set outside Python reads as None: the default then)
+                signal.signal(s, handler if handler is not None else
+                              signal.default_int_handler if s == signal.SIGINT else signal.SIG_DFL)
             if self.relay is not None:
                 self.relay.close()
+            for fd in (self._wake_r, self._wake_w):
+                if fd is not None:
+                    os.close(fd)
+            self._wake_r = self._wake_w = None
             self.reporter.close()
         if self.draining and self.outcome.interrupted_by is None and self.outcome.fatal is None:
             # what was not done: batches handed back or never sent, calls stopped mid-way
@@ -245,7 +269,7 @@ class Runner:
             poll = min(poll, max(0.01, self.timeout / 10))
         while self.outcome.fatal is None:
             if self.stop_requested:
-                raise Interrupted(signal.SIGINT)
+                raise Interrupted(self.stop_requested)
             if not any(w.outstanding for w in self.pool.workers) and not self._has_work():
                 if self.journal:
                     self.journal.flush()
@@ -254,6 +278,8 @@ class Runner:
                 kind, w, gen = key.data
                 if kind == "relay":
                     self.relay.pump()
+                    continue
+                if kind == "wake":  # a signal: the next turn stops (see request_stop)
                     continue
                 if gen != w.gen:
                     continue  # that process has been replaced since select() returned

@@ -196,6 +196,10 @@ def _main(task_conn, result_conn, source, shared, slot, close_fds, parent_pid, f
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # see Runner._start_worker
     _die_with_parent()
+    try:  # a process group of its own, which what its calls start joins: the runner ends them together
+        os.setpgid(0, 0)
+    except OSError:
+        pass
     for fd in close_fds:  # fork only: pipes of the other workers
         try:
             os.close(fd)

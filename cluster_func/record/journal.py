@@ -12,12 +12,15 @@ ever renamed or appended to unless its first line is this header (or a format-1 
 
 then, in any number (``t`` is the record's type)::
 
-    {"t": "start", "time": EPOCH, "pid": N, "resume": BOOL}     a run began (a resumed run appends one)
+    {"t": "start", "time": EPOCH, "pid": N, "resume": BOOL, "results": PATH}   a run began (a resumed run
+                                                               appends one); "results": where it collects its
+                                                               values, relative to the journal's folder
     {"t": "ok", "pos": [[first, count, step], ...], "c": "HEX", "d": "HEX", "f": "jsonl", "vc": "HEX", "v": "BASE64"}
                                                                 these calls completed
     {"t": "fail", "pos": N, "attempt": K, "final": BOOL, "type": "ValueError", "msg": "...", "args": "repr",
      "tb": "Traceback ..."}                                      a call failed (tb: final failures only, at most 8,000 characters)
-    {"t": "results", "path": PATH, "ino": N, "size": N, "mtime_ns": N, "crc": "HEX"}  the run wrote its --results file
+    {"t": "results", "path": PATH, "ino": N, "size": N, "mtime_ns": N, "crc": "HEX", "sha256": "HEX"}
+                                                                the run wrote its --results file
     {"t": "end", "done": N, "failed": M, "status": "complete" | "interrupted" | "aborted" | "walltime"}
 
 The header names what ran (``target``, ``args`` and the script's own arguments ``argv``; a
@@ -169,6 +172,7 @@ class JournalState:
     size: int = 0  # bytes read (reading on from here sees only what was added)
     exports: list = field(default_factory=list)  # "results" records: files this journal's runs wrote
     ok_records: int = 0  # completed-calls records read (their sequence numbers are 0 to this - 1)
+    results_path: Optional[str] = None  # the results file the last run that collected values named
 
     @property
     def recorded(self):
@@ -286,6 +290,8 @@ def _apply(st: JournalState, rec, for_resume, seq=0) -> bool:
     if t == "start":
         st.runs += 1
         st.last_done, st.last_failed, st.last_status = 0, [], None
+        if isinstance(rec.get("results"), str) and rec["results"]:
+            st.results_path = rec["results"]
     elif t == "ok":
         runs = rec["pos"]
         n = sum(run[1] for run in runs)

@@ -26,10 +26,13 @@ status) that the position has none: failed, interrupted, not reached.  A full di
 exporting leaves the previous file whole (exit 1); ``--resume`` writes it again, running
 nothing that completed.
 
-Ownership.  The journal records each file it exported (inode, size, modification time, and
-the CRC-32 of its bytes, by which ``cluf --gather`` knows a bin's file is whole and its job's): a
-file at PATH (or PATH.prev) is replaced or moved only when it is one of those; any other file,
-another run's or the user's, is refused (exit 2) before anything changes.  A results file is
+Ownership.  The journal records each file it exported (inode, size, modification time, sha256, and the CRC-32 of
+its bytes by which ``cluf --gather`` knows a bin's file is whole and its job's),
+before the file is renamed into place: a file at PATH (or PATH.prev) is replaced or moved only
+when it is the run's own, known by what it holds (see :func:`owned`): a recorded export, wherever
+it was copied, or a file whose every readable record is one of the journal's values at its
+position (a torn file, an export whose record was lost); any other file, another run's or the
+user's, is refused (exit 2) before anything changes.  A results file is
 locked as the journal is (``PATH.lock``, symbolic links resolved).
 """
 
@@ -196,19 +199,109 @@ def _stat_key(st):
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+def file_digest(path) -> str:
+    """The sha256 of a file's bytes (hex): what an export record holds, so that the file is known
+    by what it holds wherever it is (a copied or moved folder, another machine)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _journals(journal_path):
+    return [p for p in (journal_path, journal_path + ".prev") if os.path.isfile(p)]
+
+
 def _exports(journal_path):
-    """(ino, size, mtime_ns) of every results file the journal at ``journal_path`` (or its
-    ``.prev``) says its runs wrote: a file with one of them is this run's own."""
+    """The "results" records of the journal at ``journal_path`` (and its ``.prev``): the results
+    files its runs wrote."""
     from . import journal as journal_mod
 
-    keys = set()
-    for path in (journal_path, journal_path + ".prev"):
+    found = []
+    for path in _journals(journal_path):
         try:
-            if os.path.isfile(path):
-                keys.update((e["ino"], e["size"], e["mtime_ns"]) for e in journal_mod.read(path).exports)
+            found += journal_mod.read(path).exports
         except OSError:
             pass
-    return keys
+    return found
+
+
+def _holds_only_journal_values(path, fmt, journal_path) -> bool:
+    """True when every record that can be read in the file at ``path`` is, byte for byte, a value
+    record of the journal (or its ``.prev``) at its position, and there is at least one: the file
+    is an export of this run's, whether or not its export was recorded (a failure between the
+    two), and whatever a copy did to its inode.  Records that cannot be read (torn) are left out;
+    a file of another run, or of the user's, holds records the journal does not."""
+    from . import journal as journal_mod
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    mine = collections.defaultdict(set)
+    for jpath in _journals(journal_path):
+        try:
+            for _, rec in journal_mod.ok_records(jpath):
+                if rec.get("f") == fmt:
+                    for pos, item in _split(journal_mod.record_values(rec), fmt):
+                        mine[pos].add(item)
+        except (OSError, ValueError):
+            continue
+    if not mine:
+        return False
+    seen = 0
+    try:
+        if fmt == "jsonl":
+            for line in data.split(b"\n")[:-1]:
+                line += b"\n"
+                try:
+                    pos = json.loads(line)["pos"]
+                except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+                    continue  # a torn line
+                if type(pos) is not int or line not in mine.get(pos, ()):
+                    return False
+                seen += 1
+        else:
+            for pos, item in _split(data, fmt):
+                if type(pos) is not int or item not in mine.get(pos, ()):
+                    return False
+                seen += 1
+    except Exception:  # noqa: BLE001 - a torn pickle: what follows cannot be framed
+        pass
+    return seen > 0
+
+
+def owned(path, fmt, journal_path) -> bool:
+    """Is the results file at ``path`` one of this run's (see the module docstring, Ownership)?"""
+    st = os.stat(path)
+    exports = _exports(journal_path)
+    if any((e.get("ino"), e.get("size"), e.get("mtime_ns")) == _stat_key(st) for e in exports):
+        return True  # (the file as written, where it was written)
+    if any(e.get("size") == st.st_size and e.get("sha256") for e in exports):
+        digest = file_digest(path)
+        if any(e.get("size") == st.st_size and e.get("sha256") == digest for e in exports):
+            return True  # the file as written, copied or moved with its folder
+    return _holds_only_journal_values(path, fmt, journal_path)
+
+
+def collected_into(journal_path):
+    """The results file the journal's last run collected values into (as given to it), or None
+    when its runs collected none; for a --resume that leaves --results out."""
+    from . import journal as journal_mod
+
+    try:
+        if not os.path.isfile(journal_path) or journal_mod.identify(journal_path)[0] is None:
+            return None
+        st = journal_mod.read(journal_path)
+    except OSError:
+        return None
+    if st.results_path is None:
+        return None
+    return os.path.normpath(os.path.join(os.path.dirname(os.path.realpath(journal_path)), st.results_path))
 
 
 class Results:
@@ -235,14 +328,13 @@ class Results:
             raise UserError(f"--results {path} is the run's journal{'' if self.path == real_journal else ' file'} "
                             f"({journal_path}): the two must be different files. Name another file with --results "
                             f"(e.g. --results {os.path.splitext(path)[0]}.values.{self.format}).")
-        ours = _exports(real_journal)
         for p, what in ((self.path, "the results file"), (self.path + ".prev", "the previous results file")):
             if not os.path.lexists(p) or (p != self.path and resume):
                 continue
             if not os.path.isfile(p):
                 raise UserError(f"{what} {p} is not a regular file; clum will not replace it. Move it away, or "
                                 f"name another file with --results PATH.")
-            if _stat_key(os.stat(p)) not in ours:
+            if not owned(p, self.format, real_journal):
                 raise UserError(
                     f"{p} is not a results file of this run: no run of its journal ({journal_path}) wrote it (it "
                     f"is another run's, a file of yours, or it was changed since). clum will not overwrite, move or add to it. "
@@ -273,14 +365,26 @@ class Results:
         """Write the file whole from the journal: this run's values and those its resume kept.
         Returns the number of values.  OSError (a full disk) leaves the previous file as it was."""
         journal.flush()
-        crc = 0
-        with replaced(self.path, "wb", sync=True) as f:
-            def write(data):
-                nonlocal crc
-                crc = zlib.crc32(data, crc)
-                f.write(data)
+        import hashlib
+
+        from ..core.errors import signals_held
+
+        digest, crc = hashlib.sha256(), 0
+
+        def write(data):
+            nonlocal crc
+            digest.update(data)
+            crc = zlib.crc32(data, crc)
+            f.write(data)
+
+        # The file and its record are one step: the record (with what the file holds) reaches the
+        # journal before the file is renamed into place; should the record fail, the file is not
+        # put in place.  (A file in place whose record is missing is still known by what it holds.)
+        with signals_held(), replaced(self.path, "wb", sync=True) as f:
             n = export(journal.path, self.format, journal.first_seq, kept, write)
-        journal.exported(self.path, os.stat(self.path), crc)
+            f.flush()
+            journal.exported(self.path, os.fstat(f.fileno()), crc, digest.hexdigest())
+            journal.flush()
         return n
 
     def release(self):

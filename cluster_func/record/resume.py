@@ -225,18 +225,41 @@ class Kept:
 
 
 def _disjoint(records):
-    """Drop the earlier of two records that share a position (the later run re-ran it)."""
+    """Make the records disjoint: where a later record (a later run re-ran some calls) shares
+    positions with an earlier one, the later wins those positions, and the earlier keeps the
+    others.  An earlier record with per-call digests keeps them for its other positions (its
+    check, of all its elements, no longer applies); one without digests cannot be checked in
+    part, and is dropped (its other positions run again)."""
     if len(records) < 2:
         return records
-    dropped = set()
+    taken = {}  # seq -> positions of that record that later records re-ran
     active = []  # records whose span may still overlap later ones
     for r in sorted(records, key=lambda r: r.lo):
         active = [a for a in active if a.hi >= r.lo]
         for a in active:
-            if a.seq not in dropped and r.seq not in dropped and _share(a, r):
-                dropped.add(min(a.seq, r.seq))
+            if _share(a, r):
+                early, late = (a, r) if a.seq < r.seq else (r, a)
+                taken.setdefault(early.seq, set()).update(p for p in early.positions if p in late.members)
         active.append(r)
-    return [r for r in records if r.seq not in dropped]
+    out = []
+    for r in records:
+        gone = taken.get(r.seq)
+        if gone:
+            r = _without(r, gone)
+        if r is not None:
+            out.append(r)
+    return out
+
+
+def _without(r: Record, gone):
+    """Record r without the positions in ``gone`` (None when nothing of it can be checked)."""
+    if r.digests is None:
+        return None
+    keep = [k for k, p in enumerate(r.positions) if p not in gone]
+    if not keep:
+        return None
+    d = r.digests
+    return Record(r.seq, [r.positions[k] for k in keep], None, b"".join(d[8 * k:8 * k + 8] for k in keep), r.values)
 
 
 def _share(a: Record, b: Record):

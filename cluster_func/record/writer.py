@@ -194,9 +194,11 @@ class Journal:
     """
 
     def __init__(self, path: str, script_path: str, bins_text: str, mode: str, resume: bool, warn,
-                 identity: Optional[dict] = None, values: Optional[str] = None):
+                 identity: Optional[dict] = None, values: Optional[str] = None, results_path=None):
+        """``results_path``: the results file the values are collected into (with ``values``)."""
         path = os.path.realpath(path)  # a link to a journal is that journal (one lock, one file)
         self.path = path
+        self.results_path = results_path
         self.mode = mode
         self.identity = dict(IDENTITY_DEFAULTS, **(identity or {}))
         self.values = values  # "jsonl"/"pkl": completed records carry their calls' values
@@ -322,8 +324,10 @@ class Journal:
         except OSError as e:
             raise _write_failed(UserError(f"Cannot write the journal {path}: {e.strerror}. Free some space "
                                           f"or choose another place with --journal PATH."), e) from None
-        self._add(json.dumps({"t": "start", "time": round(time.time(), 3), "pid": os.getpid(),
-                              "resume": bool(resume)}, separators=(",", ":")))
+        start = {"t": "start", "time": round(time.time(), 3), "pid": os.getpid(), "resume": bool(resume)}
+        if self.results_path is not None:  # relative to the journal's folder: it holds in a copy of the folder
+            start["results"] = os.path.relpath(os.path.realpath(self.results_path), os.path.dirname(path))
+        self._add(json.dumps(start, separators=(",", ":")))
         try:
             self.flush()
         except JournalWriteError as e:
@@ -381,12 +385,15 @@ class Journal:
         text = json.dumps(rec, separators=(",", ":"))
         self._add(f'{text[:-1]},"v":"{base64.b64encode(values or b"").decode("ascii")}"}}', len(elements))
 
-    def exported(self, path, st, crc=None):
-        """The run wrote its results file: ``st`` is its os.stat (so a later run knows it is ours),
-        ``crc`` the CRC-32 of its bytes (so that cluf --gather knows them whole)."""
+    def exported(self, path, st, crc=None, sha256=None):
+        """The run wrote its results file: ``st`` is its os.stat, ``crc`` the CRC-32 of its bytes (so
+        that cluf --gather knows them whole) and ``sha256`` their digest (so a later run knows the
+        file is its own, where it is, or wherever it was copied)."""
         rec = {"t": "results", "path": path, "ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
         if crc is not None:
             rec["crc"] = f"{crc:08x}"
+        if sha256 is not None:
+            rec["sha256"] = sha256
         self._add(json.dumps(rec, separators=(",", ":")))
 
     def failed(self, position, element, attempt, exc_type, message, final, tb=None):
