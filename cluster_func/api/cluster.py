@@ -218,7 +218,7 @@ def _hold_submission(held: contextlib.ExitStack, jobs_dir: str, manifest_path: s
 
 def _attach(jobs_dir: str, quiet: bool) -> "Run":
     run = Run(jobs_dir)
-    run._resubmit(quiet=True, only_needed=True, announce=not quiet)
+    run._resubmit(brief=True, quiet=quiet)
     return run
 
 
@@ -523,16 +523,17 @@ class Run:
     def resubmit(self) -> List[int]:
         """Submit again, with resume, the bins that failed, vanished, stopped or were cancelled
         (``cluf --resubmit``); returns them.  Recorded calls never run again."""
-        return self._resubmit(quiet=False, only_needed=True, announce=True)
+        return self._resubmit(brief=False, quiet=False)
 
-    def _resubmit(self, quiet: bool, only_needed: bool, announce: bool) -> List[int]:
+    def _resubmit(self, brief: bool, quiet: bool) -> List[int]:
+        """cluf --resubmit of this run when a bin needs it; its lines said (``brief``: only the
+        one that names the bins), the bins returned."""
         from ..cluster import submission
 
-        before = {s.bin: s.state for s in self._states()}
-        redo = sorted(b for b, st in before.items() if st not in ("queued", "running", "done"))
-        redo += [i for i in range(self.nodes) if i not in before]
-        done_with_failures = [s.bin for s in self._states() if s.state == "done" and s.failed]
-        if not redo and not done_with_failures:
+        states = self._states()  # (one scheduler query)
+        seen = {s.bin for s in states}
+        redo = sorted({s.bin for s in states if s.needs_rerun} | {i for i in range(self.nodes) if i not in seen})
+        if not redo:
             return []
         out = io.StringIO()
         try:
@@ -543,14 +544,12 @@ class Run:
         except UserError as e:
             raise RuntimeError(f"cluster_func.Run.resubmit: {python_words(str(e))}") from None
         lines = [t for t in out.getvalue().splitlines() if not t.startswith("submitted ")]
-        if announce and not quiet:
+        if brief:
+            lines = [f"cluster_func: {self.jobs_dir}: " + t.replace("cluf: ", "") for t in lines if "resubmitting" in t]
+        if not quiet:
             for t in lines:
                 print(t)
-        elif announce:
-            said = [t for t in lines if "resubmitting" in t]
-            if said:
-                print(f"cluster_func: {self.jobs_dir}: " + said[0].replace("cluf: ", ""))
-        return sorted(set(redo) | set(done_with_failures))
+        return redo
 
 
 def cluster_map(target: Callable[..., Any], args: Iterable[Any], *, nodes: Optional[int] = None,

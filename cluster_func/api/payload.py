@@ -37,6 +37,8 @@ import time
 import types
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..core.files import replaced
+
 MAGIC = b"cluster_func payload 1\n"
 RUN_FORMAT = 1
 PAYLOAD_SUFFIX, SCRIPT_SUFFIX, RUN_SUFFIX = ".payload", ".py", ".run.json"
@@ -145,24 +147,12 @@ def args_digest(args: List[Any]) -> str:
 # --- writing and reading ----------------------------------------------------------------------
 
 def _write_whole(path: str, data: bytes) -> None:
-    """Write ``path`` whole through a temporary file renamed over it; never through a link."""
+    """Write ``path`` whole (core.files.replaced); a link or a non-file there is not ours to replace."""
     if os.path.islink(path) or (os.path.lexists(path) and not os.path.isfile(path)):
         raise PayloadError(f"{path} is a symbolic link or not a regular file, so cluster_func will not write "
                            f"it. Move it away, or give another jobs_dir.")
-    tmp = f"{path}.tmp-{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with replaced(path, "wb", sync=True) as f:
+        f.write(data)
 
 
 def write_payload(path: str, target: Any, args: List[Any], init_worker: Optional[Any] = None) -> None:
@@ -218,10 +208,6 @@ def write_script(path: str, target: Any, count: int) -> None:
             f"from cluster_func.api.payload import load as _load  # noqa: E402\n\n"
             f"target, args, init_worker = _load(__file__)\n")
     _write_whole(path, text.encode())
-
-
-def write_identity(path: str, identity: Dict[str, Any]) -> None:
-    _write_whole(path, (json.dumps(identity, indent=1) + "\n").encode())
 
 
 def create_identity(path: str, identity: Dict[str, Any]) -> bool:
