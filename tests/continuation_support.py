@@ -4,7 +4,7 @@ continue themselves, on the real Slurm, Grid Engine and OpenPBS.
 * :data:`TIMING`: the walltime and grace per scheduler.  Slurm keeps time limits in whole
   minutes, so its jobs get one minute; Grid Engine (``h_rt``) and PBS (``walltime``) take
   seconds.  The grace is large, so that a job stops starting calls early (the jobs of a run
-  are short) and clum stops the calls still running a tenth of the grace (2 to 4 s) before
+  are short) and clum stops the calls still running a quarter of the grace (5 s) before
   the walltime: the scheduler counts its walltime from the job's start, a little before the
   job script's first line sets ``CLUF_JOB_START``.
 * :func:`write_target`: a target script whose calls append ``start`` and ``end`` records
@@ -52,12 +52,12 @@ class Timing:
     @property
     def stop_running(self) -> float:
         """Seconds into a job at which clum stops the calls still running."""
-        return self.walltime - min(5.0, self.grace / 10)
+        return self.walltime - min(5.0, self.grace / 4)
 
 
 TIMING = {
-    "slurm": Timing(60, 40),  # no new call after 20 s, running calls stopped at 56 s
-    "sge": Timing(30, 20),    # no new call after 10 s, running calls stopped at 28 s
+    "slurm": Timing(60, 40),  # no new call after 20 s, running calls stopped at 55 s
+    "sge": Timing(30, 20),    # no new call after 10 s, running calls stopped at 25 s
     "pbs": Timing(30, 20),
 }
 

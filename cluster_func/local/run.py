@@ -39,8 +39,10 @@ def walltime_stop_at(opts):
     """(start no new call after, stop running calls at) as time.monotonic() values, or None.
 
     The walltime counts from $CLUF_JOB_START (when the job script began) or from now.  Calls
-    still running at the walltime are stopped a moment before it (a tenth of the grace, at
-    most 5 s), so that the journal is written before the scheduler kills the job."""
+    still running at the walltime are stopped a moment before it (a quarter of the grace, at
+    most 5 s), so that the journal is written and the job script has submitted its
+    continuation before the scheduler kills the job (a loaded node can take seconds to start
+    the Python that submits it: Grid Engine's SIGKILL at h_rt otherwise leaves a bin vanished)."""
     walltime = opts.get("walltime")  # (checked against --grace by options.check)
     if not walltime:
         return None
@@ -50,7 +52,7 @@ def walltime_stop_at(opts):
         started = time.time()
     grace = grace_seconds(walltime, opts.get("grace"))
     end = time.monotonic() + (started + walltime - time.time())
-    return end - grace, end - min(5.0, grace / 10)
+    return end - grace, end - min(5.0, grace / 4)
 
 
 def run(ns, module, opts) -> int:
