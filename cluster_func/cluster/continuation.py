@@ -58,8 +58,8 @@ def mark_cancelled(manifest_path: str, i: int, stopped_id, words: str) -> str:
         job = manifest.job(m, i)
         if job is None or (stopped_id is not None and job.id != stopped_id):
             return "already continued: not marked"
-        job.mark_cancelled(words)
-        return f"cancelled: {words}"
+        job.mark_cancelled(words, keep_earlier=True)  # 'cluf --cancel' said it first: its words stay
+        return f"cancelled: {job.cancelled_by or words}"
 
     return manifest.update_bin(manifest_path, i, change)
 

@@ -18,11 +18,13 @@ What a job script does besides running clum:
   replaces its output file with each job (PBS, ``Scheduler.appends_output``), the script
   appends to the bin's files itself (``exec >>``) and the scheduler's own files are
   ``<base>.scheduler.stdout``/``.stderr`` (only its own words, of the latest job).
-- **With a walltime** the script exports ``CLUF_JOB_START``, traps SIGTERM (so that it
-  outlives the signal the scheduler sends to all the job's processes) and, when clum exits
-  75 (stopped at the walltime, or preempted), 130 or 143 (stopped by a signal), runs
-  ``python -m cluster_func.continuation MANIFEST BIN STATUS`` and exits with what that
-  returns: 0 once a new job holds the bin (see continuation.py for why), else non-zero.
+- **Stopped from outside, or at the walltime.** The script exports ``CLUF_JOB_START``, traps
+  SIGTERM (so that it outlives the signal the scheduler sends to all the job's processes) and,
+  when clum exits 75 (stopped at the walltime, or preempted), 130 or 143 (stopped by a signal),
+  runs ``python -m cluster_func.cluster.continuation MANIFEST BIN STATUS`` and exits with what
+  that returns: 0 once a new job holds the bin (see continuation.py for why), else non-zero.
+  That step also marks a bin the scheduler cancelled as cancelled, with or without a walltime
+  (without one, a cancel would otherwise look like a failure).
 
 The plan (:class:`RunPlan`) names every file of a run in the jobs dir, the manifest's too;
 the manifest itself (its format, lock and job records) is :mod:`cluster_func.cluster.manifest`,
@@ -172,12 +174,10 @@ def _render(plan, spec, bins_word, journal_word, what, by_hand, resume, preamble
         results_word = journal_word[:-len(".journal")] + ".results." + plan.results
         words += ["--results", _quote(results_word, expand=True)]
     words += map(q, rest)
-    continuing = bool(plan.resources.get("walltime"))
     out = ["#!/bin/bash", *plan.scheduler.lines(spec), "",
            f"{WRITTEN_BY} (cluster-func {__version__}): {what} of {plan.script}.",
            f"# Runs by hand too: {by_hand}", ""]
-    if continuing:  # clum's walltime counts from here
-        out.append(f"export {JOB_START_VAR}=$(date +%s)")
+    out.append(f"export {JOB_START_VAR}=$(date +%s)")  # clum's walltime counts from here; 'in a cluf job'
     out += preamble
     if not resume:
         marker = _quote(journal_word[:-len(".journal")] + ".started", expand=True)
@@ -191,8 +191,7 @@ def _render(plan, spec, bins_word, journal_word, what, by_hand, resume, preamble
                 # (a new file, never written through a symbolic link or over another file put there)
                 f'  cluf_resume=; rm -f {marker} && (set -C; echo "$cluf_submission" >{marker})',
                 "fi"]
-    if continuing:  # the scheduler's SIGTERM reaches every process of the job: this script outlives it
-        out.append("trap : TERM")
+    out.append("trap : TERM")  # the scheduler's SIGTERM reaches every process of the job: this script outlives it
     out.append(f"cd {q(plan.submit_dir)} || exit 1")
     for k, v in plan.env.items():
         out.append(f"export {k}={q(v)}")
@@ -202,12 +201,12 @@ def _render(plan, spec, bins_word, journal_word, what, by_hand, resume, preamble
     out.append("cluf_status=$?")
     for path in plan.append:
         out += [f"# --- from {path} ---", _read(path).rstrip("\n"), "# ---"]
-    if continuing:  # stopped at the walltime or from outside: the bin continues in a new job, or not
-        out += [f"case $cluf_status in {EXIT_WALLTIME}|130|143)",
-                f"    {q(plan.python)} -m cluster_func.cluster.continuation {q(plan.manifest_path())} "
-                f"{_quote(bin_of(bins_word), expand=True)} $cluf_status",
-                "    cluf_status=$?;;",
-                "esac"]
+    # stopped at the walltime or from outside: the bin continues in a new job, is marked cancelled, or not
+    out += [f"case $cluf_status in {EXIT_WALLTIME}|130|143)",
+            f"    {q(plan.python)} -m cluster_func.cluster.continuation {q(plan.manifest_path())} "
+            f"{_quote(bin_of(bins_word), expand=True)} $cluf_status",
+            "    cluf_status=$?;;",
+            "esac"]
     out.append("exit $cluf_status")
     return "\n".join(out) + "\n"
 

@@ -329,9 +329,9 @@ class Pool:
         for w in self.workers:
             p = w.proc
             if p is not None and p.pid is not None and p.is_alive():
-                # A worker still starting has SIGTERM held: it would only notice the runner gone
-                # (and print multiprocessing's traceback); stop it for good at once.
-                p.terminate() if w.ready else p.kill()
+                # Workers ignore SIGTERM (the runner's to handle), and one still starting has it
+                # held: stop it for good at once.
+                p.kill()
         deadline = time.monotonic() + 1.0
         for p in procs:
             p.join(max(0.0, deadline - time.monotonic()))

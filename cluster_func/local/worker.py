@@ -192,8 +192,11 @@ def main(task_conn, result_conn, source, shared, slot, close_fds=(), parent_pid=
 
 def _main(task_conn, result_conn, source, shared, slot, close_fds, parent_pid, forked, results_format,
           runner_pid):
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner handles Ctrl-C for everyone
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # The runner handles Ctrl-C and SIGTERM for everyone, and stops the workers itself (SIGKILL):
+    # a batch scheduler's cancel sends SIGTERM to every process of the job, in no particular
+    # order, and a worker dying of it first would have its call recorded as failed, not stopped.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # see Runner._start_worker
     _die_with_parent()
     try:  # a process group of its own, which what its calls start joins: the runner ends them together

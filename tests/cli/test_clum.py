@@ -642,6 +642,52 @@ def test_ctrl_c_and_sigterm_stop_everything(clum, procs, sig, group, status):
     assert "Traceback" not in err
 
 
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_sigterm_reaching_the_workers_before_the_runner_stops_their_calls_without_failing_them(
+        clum, procs, method):
+    # A batch scheduler's cancel sends SIGTERM to every process of the job, the workers (each in
+    # a process group of its own) included, in no particular order: the calls in flight are
+    # stopped, not failed, and a --resume runs them.
+    clum.script("slow.py", SLOW)
+    journal = clum.dir / "slow.journal"
+    p = clum.popen("slow.py", "-p", "2", "--journal", journal, env={"CLUSTER_FUNC_START_METHOD": method})
+
+    def in_flight():
+        return {int(line[2]) for line in clum.evidence() if line[0] == "S" and int(line[1]) >= 6}
+
+    try:
+        procs.wait_for(lambda: len(in_flight()) >= 2 and jmod.read(str(journal)).last_done >= 6,
+                       what="both workers to sit in a slow call")
+        workers = in_flight()
+        for pid in workers:
+            os.kill(pid, signal.SIGTERM)
+
+        def ended(pid):  # gone, or a zombie its parent has not yet reaped
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+            except OSError:
+                return True
+
+        # (the workers' signal first: give them up to 2 s to die of it, as they did before they
+        # left SIGTERM to the runner; not a timing assertion, only the order of delivery)
+        for _ in range(100):
+            if all(ended(pid) for pid in workers):
+                break
+            p.wait(timeout=0.02) if p.poll() is not None else __import__("time").sleep(0.02)
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    assert p.returncode == 143, err
+    assert '"t":"fail"' not in journal.read_text().replace(" ", ""), err
+    assert "WorkerDied" not in err and "killed by SIGTERM" not in err, err
+    procs.all_gone(in_flight(), grace=2.0, sid=p.pid)
+
+
 def test_interrupt_counts_calls_finished_inside_an_unfinished_batch(clum, procs):
     # One worker: batches [0], [1], then (calls being quick) [2, 3, 4, 5], in which 4 never ends.
     clum.script("mixed.py", """\

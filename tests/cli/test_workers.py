@@ -129,7 +129,9 @@ def test_a_signal_while_workers_start_is_a_clean_interrupt(clum, procs, tmp_path
         """)
     j = tmp_path / "start.journal"
     p = clum.popen("start.py", "-p", "64", "--start-method", method, "--journal", j)
-    status, err = clum.signal_when(p, lambda: clum.count_lines(prefix="M") >= 1, sig, what="the script to load")
+    # (the journal too: a signal before clum opened it ends the run before there is one to check)
+    status, err = clum.signal_when(p, lambda: clum.count_lines(prefix="M") >= 1 and j.exists(), sig,
+                                   what="the script to load and the journal to be opened")
     assert status == 128 + sig, err
     assert "Traceback" not in err and "interrupted by" in err
     procs.all_gone([], sid=p.pid)
