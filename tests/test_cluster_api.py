@@ -255,3 +255,28 @@ def test_init_worker_travels_with_the_payload_and_runs_in_each_jobs_workers(tmp_
     run_jobs(tmp_path / "j")
     p = child(tmp_path, env, 'print(cluster_func.Run("j").results())')
     assert p.stdout.strip() == str([True] * 6)
+
+
+def test_waiting_wakes_when_a_bins_journal_ends_and_not_for_its_other_records(tmp_path, monkeypatch):
+    # Run.wait and cluf --wait poll the scheduler gently, but look at the unfinished bins'
+    # journals between polls: a journal gaining its end record wakes them (the run may be done).
+    from types import SimpleNamespace
+
+    from cluster_func.cluster import jobs as jobs_mod
+    from cluster_func.cluster import status
+
+    plan = SimpleNamespace(path=lambda i, suffix: str(tmp_path / f"b-{i}{suffix}"))
+    monkeypatch.setattr(jobs_mod, "plan_from_dict", lambda d: plan)
+    runs = [({"plan": {}}, [SimpleNamespace(bin=0, final=False), SimpleNamespace(bin=1, final=True)])]
+    j0, j1 = tmp_path / "b-0.journal", tmp_path / "b-1.journal"
+    j0.write_text('{"t":"start"}\n{"t":"ok","pos":[[0,1,1]]}\n')
+    j1.write_text('{"t":"end","done":1,"failed":0,"status":"complete"}\n')  # final already: not watched
+    seen = {}
+    assert status.nap(runs, 0.3, seen) is False
+    with open(j0, "a") as f:
+        f.write('{"t":"ok","pos":[[1,1,1]]}\n')
+    assert status.nap(runs, 0.3, seen) is False
+    with open(j0, "a") as f:
+        f.write('{"t":"end","done":2,"failed":0,"status":"complete"}\n')
+    assert status.nap(runs, 60, seen) is True  # (at once, not after 60 s)
+    assert seen[str(j0)][1] is True

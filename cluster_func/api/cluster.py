@@ -438,13 +438,14 @@ class Run:
     def wait(self, timeout: Optional[float] = None, progress: bool = True) -> RunStatus:
         """Wait as ``cluf --wait`` does: until nothing more will happen by itself, continuing the bins
         that stopped at their walltime where their own job could not; gentle polling (2 s, growing
-        to a minute); one progress line (redrawn on a terminal and in Jupyter).  ``timeout``: give
+        to a minute, and early when a bin's journal ends); one progress line (redrawn on a terminal and in Jupyter).  ``timeout``: give
         up after that many seconds (TimeoutError).  Ctrl-C stops the waiting, not the jobs."""
         from ..cluster import status
 
         out = sys.stderr
         redraw = (hasattr(out, "isatty") and out.isatty()) or "ipykernel" in sys.modules
         cache: dict = {}
+        seen: dict = {}
         started, interval, first_done, shown = time.monotonic(), status.POLL_FIRST, None, 0.0
         try:
             while True:
@@ -470,7 +471,7 @@ class Run:
                     raise TimeoutError(f"cluster_func.Run.wait: the run is not finished after {timeout:g} s "
                                        f"({self._summary(states)}); the jobs go on. Wait again with "
                                        f"cluster_func.Run({self.jobs_dir!r}).wait().")
-                time.sleep(interval)
+                status.nap(runs, interval, seen)
                 interval = min(status.POLL_MAX, interval * 1.5)
         except KeyboardInterrupt:
             out.write(("\r\033[K" if redraw else "\n") + f"cluster_func: stopped waiting; the jobs go on. Attach "

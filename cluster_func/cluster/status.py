@@ -241,6 +241,55 @@ def cancel(jobs_dir) -> int:
 # --- cluf --wait ------------------------------------------------------------------------------------
 
 POLL_FIRST, POLL_MAX = 2.0, 60.0  # seconds between polls: a few at first, growing to a minute
+NAP_STEP, NAP_ENDING = 0.25, 1.0  # between looks at the journals; a poll while a bin's job is ending
+
+
+def nap(runs, seconds: float, seen: dict) -> bool:
+    """Sleep up to ``seconds`` between two polls, waking early (True) when the journal of a bin
+    that was not final gains its end record: the run may be finished, and one poll tells.
+
+    Asking the scheduler stays gentle (its queries are what POLL_FIRST and POLL_MAX spare); a
+    look at the journals is a ``stat`` of each unfinished bin's journal every NAP_STEP (longer
+    for thousands of bins), and the last bytes of one that changed.  While a bin's journal has
+    ended but its job is still listed (the job script's last lines, the scheduler's own
+    bookkeeping), the next poll comes within NAP_ENDING.  ``seen``: {journal: ((size, mtime),
+    ended)}, kept by the caller between naps."""
+    watched = []
+    for m, states in runs:
+        plan = jobs.plan_from_dict(m["plan"])
+        watched += [plan.path(s.bin, ".journal") for s in states if not s.final]
+    if any(seen.get(path, (None, False))[1] for path in watched):
+        seconds = min(seconds, NAP_ENDING)
+    step = max(NAP_STEP, len(watched) / 4000)
+    deadline = time.monotonic() + seconds
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(step, left))
+        if any(_newly_ended(path, seen) for path in watched):
+            return True
+
+
+def _newly_ended(path: str, seen: dict) -> bool:
+    """The journal at ``path`` changed since last seen and now ends with its end record."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    key = (st.st_size, st.st_mtime_ns)
+    before = seen.get(path)
+    if before is not None and before[0] == key:
+        return False
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, st.st_size - 512))
+            tail = f.read(512)
+    except OSError:
+        return False
+    ended = b'{"t":"end"' in tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    seen[path] = (key, ended)
+    return ended
 
 
 def poll(paths, cache, say) -> list:
@@ -275,7 +324,7 @@ def wait(jobs_dir, poll_first=POLL_FIRST, poll_max=POLL_MAX, out=sys.stderr) -> 
 
     paths = manifests_in(jobs_dir)
     shown = os.path.abspath(jobs_dir or os.getcwd())
-    cache = {}
+    cache, seen = {}, {}
     tty = hasattr(out, "isatty") and out.isatty()
     started, last_line, interval = time.monotonic(), 0.0, poll_first
     first_done = None
@@ -295,7 +344,7 @@ def wait(jobs_dir, poll_first=POLL_FIRST, poll_max=POLL_MAX, out=sys.stderr) -> 
                 out.write(line + "\n")
                 out.flush()
                 last_line = now
-            time.sleep(interval)
+            nap(runs, interval, seen)
             interval = min(poll_max, interval * 1.5)
     except (KeyboardInterrupt, Interrupted):
         out.write(("\r\033[K" if tty else "\n") + f"cluf: stopped waiting; the jobs go on. Watch again with "
