@@ -133,6 +133,7 @@ def test_failed_calls_come_back_as_one_map_error_with_their_tracebacks_after_the
             return x
         cluster_func.submit(f, range(12), nodes=2, jobs_dir="j", scheduler="slurm", quiet=True)
     """)
+    (tmp_path / "notebook.py").unlink()  # (as a notebook's cell: no file the jobs could read it from)
     for path in sorted((tmp_path / "j").glob("*.slurm")):
         cs.run_by_hand(path, env={"PATH": os.environ["PATH"]})
     p = child(tmp_path, env, """
@@ -141,8 +142,13 @@ def test_failed_calls_come_back_as_one_map_error_with_their_tracebacks_after_the
         except cluster_func.MapError as e:
             print(sorted(e.failures), e.missing, [v for v in e.values if v is not cluster_func.MISSING])
             print("ValueError: bad 5" in e.failures[5].traceback, "Traceback" in e.failures[5].traceback)
+            print(e.failures[5].traceback)
     """)
-    assert p.stdout.splitlines() == ["[1, 5, 9] [] [0, 2, 3, 4, 6, 7, 8, 10, 11]", "True True"]
+    assert p.stdout.splitlines()[:2] == ["[1, 5, 9] [] [0, 2, 3, 4, 6, 7, 8, 10, 11]", "True True"]
+    # the code sent by value keeps its file, line and source line in the job's traceback
+    tb = "\n".join(p.stdout.splitlines()[2:])
+    assert f'File "{tmp_path / "notebook.py"}", line 5, in f' in tb, tb
+    assert 'raise ValueError(f"bad {x}")' in tb, tb
 
 
 def test_positions_of_bins_that_never_ran_are_named_as_missing(tmp_path, env):

@@ -7,10 +7,14 @@ manifest, journals, continuation, requeue):
 
 ``<name>.payload``
     ``cluster_func payload 1\\n``, then the BLAKE2b-128 hex digest of the rest and ``\\n``, then
-    the cloudpickle of ``{"target": target, "args": [every element], "init_worker": function or None}``.  cloudpickle sends by
+    the cloudpickle of ``{"target": target, "args": [every element], "init_worker": function or None,
+    "sources": {"files": {file: [lines]}, "code": {"name:first line": file}}}``.  cloudpickle sends by
     value what cannot be imported by name (a function of ``__main__`` or a notebook, a closure, a
     lambda) and by reference what can.  A payload whose digest does not match is refused with a
-    message naming it (a torn or edited file), never half-loaded.
+    message naming it (a torn or edited file), never half-loaded.  cloudpickle names the code it
+    sends by value ``<dynamic-code>``; ``sources`` gives it back its file and the lines the caller
+    had for it (a notebook's cells, the script of ``__main__``), so that a failed call's
+    traceback shows the file, line and source line where it failed.
 ``<name>.py``
     the script every job's clum runs: it puts the submitting process's ``sys.path`` first (so
     that the notebook's own modules import) and loads ``target``, ``args`` and ``init_worker`` (clum's,
@@ -29,13 +33,14 @@ closure values.  Globals it reads are not part of it (a changed global constant 
 
 import hashlib
 import json
+import linecache
 import os
 import pickle
 import re
 import sys
 import time
 import types
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from ..core.files import replaced
 
@@ -155,9 +160,76 @@ def _write_whole(path: str, data: bytes) -> None:
         f.write(data)
 
 
+DYNAMIC_CODE = "<dynamic-code>"  # cloudpickle's co_filename for the code it sends by value
+
+
+def _codes(code: types.CodeType) -> Iterator[types.CodeType]:
+    yield code
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            yield from _codes(c)
+
+
+def _by_value(fns: List[Any]) -> List[types.FunctionType]:
+    """The functions among ``fns`` that cloudpickle sends by value, with those they reach by
+    their globals' names and closures (the helpers of a notebook or of ``__main__``)."""
+    todo = [f for f in fns if isinstance(f, types.FunctionType)]
+    seen: set = set()
+    out = []
+    while todo:
+        fn = todo.pop()
+        if id(fn) in seen or _importable(fn):
+            continue
+        seen.add(id(fn))
+        out.append(fn)
+        names = {n for code in _codes(fn.__code__) for n in code.co_names}
+        todo += [g for n in names if isinstance(g := fn.__globals__.get(n), types.FunctionType)]
+        for cell in fn.__closure__ or ():
+            try:
+                if isinstance(cell.cell_contents, types.FunctionType):
+                    todo.append(cell.cell_contents)
+            except ValueError:  # an empty cell
+                pass
+    return out
+
+
+def sources_of(fns: List[Any]) -> Dict[str, Dict[str, Any]]:
+    """The source lines the caller has for the code sent by value, and which file each code is of."""
+    files: Dict[str, List[str]] = {}
+    where: Dict[str, str] = {}
+    for fn in _by_value(fns):
+        for code in _codes(fn.__code__):
+            lines = files.get(code.co_filename) or linecache.getlines(code.co_filename, fn.__globals__)
+            if lines:
+                files[code.co_filename] = lines
+                where[f"{code.co_name}:{code.co_firstlineno}"] = code.co_filename
+    return {"files": files, "code": where}
+
+
+def _renamed(code: types.CodeType, where: Dict[str, str]) -> types.CodeType:
+    consts = tuple(_renamed(c, where) if isinstance(c, types.CodeType) else c for c in code.co_consts)
+    name = where.get(f"{code.co_name}:{code.co_firstlineno}") if code.co_filename == DYNAMIC_CODE else None
+    return code.replace(co_filename=name or code.co_filename, co_consts=consts)
+
+
+def restore_sources(fns: List[Any], sources: Any) -> None:
+    """Give the code sent by value its file back, and the lines to show in a traceback."""
+    if not isinstance(sources, dict):
+        return
+    files, where = sources.get("files") or {}, sources.get("code") or {}
+    for name, lines in files.items():  # the lines as submitted, even where the file has changed since
+        linecache.cache[name] = (sum(map(len, lines)), None, list(lines), name)  # (no mtime: kept)
+    for fn in _by_value(fns):
+        try:
+            fn.__code__ = _renamed(fn.__code__, where)
+        except (ValueError, TypeError):  # nothing is lost but the names in a traceback
+            pass
+
+
 def write_payload(path: str, target: Any, args: List[Any], init_worker: Optional[Any] = None) -> None:
     try:
-        body = _cloudpickle().dumps({"target": target, "args": args, "init_worker": init_worker}, protocol=4)
+        body = _cloudpickle().dumps({"target": target, "args": args, "init_worker": init_worker,
+                                     "sources": sources_of([target, init_worker])}, protocol=4)
     except Exception as e:  # noqa: BLE001 - what cannot be sent, said
         raise TypeError(f"cluster_func.submit: the target and args cannot be sent to the jobs: cloudpickle "
                         f"could not pickle them ({type(e).__name__}: {e}). Give a target and arguments that "
@@ -185,6 +257,7 @@ def read_payload(path: str) -> Dict[str, Any]:
 def load(script_path: str) -> Tuple[Any, List[Any], Any]:
     """``target, args, init_worker`` for the script at ``script_path`` (called by the script itself)."""
     payload = read_payload(script_path[: -len(SCRIPT_SUFFIX)] + PAYLOAD_SUFFIX)
+    restore_sources([payload["target"], payload.get("init_worker")], payload.get("sources"))
     return payload["target"], payload["args"], payload.get("init_worker")
 
 

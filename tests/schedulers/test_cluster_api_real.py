@@ -282,11 +282,11 @@ def test_failures_are_raised_as_one_map_error_after_the_other_calls_ran(py):
     for p in (1, 4):
         f = e["failures"][str(p)]
         assert (f["type"], f["message"]) == ("ValueError", f"element {p} is bad"), f
-        # the traceback text from inside the job: the target's frame, at the line of its raise.
-        # (Not the file's name nor the source line: cloudpickle 3.1 names the code of a function it
-        # sends by value "<dynamic-code>", so the job's traceback says 'File "<dynamic-code>", line
-        # N, in fragile'; reported to the lead as a gap, not asserted here.)
-        assert f"line {raise_line}, in fragile" in f["traceback"], f["traceback"]
+        # the traceback text from inside the job: the target's frame, its file, the line of its
+        # raise and that line's source (cloudpickle names the code it sends by value
+        # "<dynamic-code>"; the payload gives it its file and lines back)
+        assert f"main{py.count}.py\", line {raise_line}, in fragile" in f["traceback"], f["traceback"]
+        assert "raise ValueError" in f["traceback"], f["traceback"]
         assert f"ValueError: element {p} is bad" in f["traceback"], f
     assert e["missing"] == [], said
     assert e["is_missing"] == [x in (1, 4) for x in range(7)]
