@@ -139,6 +139,8 @@ def test_results_and_gpus_have_a_meaning_per_command_in_the_table(tmp_path, monk
     with pytest.raises(UserError, match="cluf --results takes a format"):
         results.read("scores.jsonl", "cluf")
     assert results.read("scores.jsonl", "cluf", written_for="clum") == "jsonl"  # clum_options' file: its format
+    with pytest.raises(UserError, match="^cluf 'results' in cluf_options takes a format"):
+        options.from_dict({"results": "scores.jsonl"}, "cluf", "cluf_options")
     assert gpus.read("all", "clum") == "all" and gpus.read("0,2", "clum") == ("0", "2")
     assert gpus.read("2", "cluf") == 2
     with pytest.raises(UserError, match="cluf --gpus takes the number"):

@@ -19,7 +19,7 @@ from .checks import check as check
 from .table import BY_NAME, OPTIONS, Meaning as Meaning, Option as Option
 from .values import (MAX_CPUS as MAX_CPUS, MAX_MEMORY as MAX_MEMORY, MAX_NODES as MAX_NODES,
                      MAX_PROCESSES as MAX_PROCESSES, MAX_WALLTIME as MAX_WALLTIME, MIN_TIMEOUT as MIN_TIMEOUT,
-                     MEMORY_FORMS as MEMORY_FORMS, WALLTIME_FORMS as WALLTIME_FORMS, Refused as Refused,
+                     MEMORY_FORMS as MEMORY_FORMS, WALLTIME_FORMS as WALLTIME_FORMS, OtherForm, Refused as Refused,
                      _directive_word as _directive_word, _int as _int, _key_values as _key_values,
                      one_line as one_line)
 
@@ -61,6 +61,8 @@ def from_dict(d: dict, command: str, source: str, ignore_foreign=False, written_
             )
         try:
             out[name] = BY_NAME[name].read(value, command, written_for)
+        except OtherForm as e:  # (in its own words, naming where it was given)
+            raise UserError(e.said(f"{name!r} in {source}")) from None
         except UserError as e:
             raise UserError(f"In {source}, option {key!r}: {e}") from None
     return out

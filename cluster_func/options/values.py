@@ -291,6 +291,16 @@ def _file_list(value, name):
     return out
 
 
+class OtherForm(UserError):
+    """A value in the form the other command takes (clum's --gpus all given to cluf, cluf's
+    --results jsonl given to clum): said in its own words wherever it was given (``said(where)``:
+    where names the option as given, --NAME on the command line, 'NAME' in SOURCE in a dict)."""
+
+    def __init__(self, said, name):
+        super().__init__(said(f"--{name}"))
+        self.said = said
+
+
 def _gpus(value, name):
     """clum: all, a count or GPU ids, each worker given its own (local/gpus.py)."""
     from ..local.gpus import parse_spec
@@ -302,7 +312,7 @@ def _gpus_per_job(value, name):
     """cluf: the number of GPUs each job asks the scheduler for; all or GPU ids are clum's alone."""
     spec = _gpus(value, name)
     if not isinstance(spec, int):
-        raise UserError(gpus_not_a_count(spec, name))
+        raise OtherForm(lambda where: gpus_not_a_count(spec, name), name)
     return spec
 
 
@@ -351,8 +361,8 @@ def _results(value, name):
     text = _str(value, name)
     if text.lower() in ("jsonl", "pkl", ".jsonl", ".pkl"):
         fmt = "." + text.lower().lstrip(".")
-        raise UserError(f"--{name} takes a file name with clum, e.g. --{name} values{fmt} "
-                        f"(only cluf takes just the format, and names one file per bin).")
+        raise OtherForm(lambda where: f"--{name} takes a file name with clum, e.g. --{name} values{fmt} "
+                                      f"(only cluf takes just the format, and names one file per bin).", name)
     if os.path.isdir(os.path.expanduser(text)):
         raise UserError(f"--{name} {text} is a directory. Name a file in it, e.g. --{name} "
                         f"{os.path.join(text, 'values.jsonl')} (.jsonl or .pkl).")
@@ -374,10 +384,10 @@ def _results_format(value, name):
         return fmt
     path = _results(value, name)  # (a file name that is no results file: that error first)
     fmt = path.rsplit(".", 1)[-1]
-    raise UserError(f"cluf --{name} takes a format, jsonl or pkl, not a file name ({path}): each bin "
-                    f"writes its own file in the jobs dir (<script>-<i>-<n>.results.{fmt}), and "
-                    f"'cluf --gather JOBS_DIR -o {os.path.basename(path)}' merges them into one. Use "
-                    f"--{name} {fmt}.")
+    raise OtherForm(lambda where: f"cluf {where} takes a format, jsonl or pkl, not a file name ({path}): each bin "
+                                  f"writes its own file in the jobs dir (<script>-<i>-<n>.results.{fmt}), and "
+                                  f"'cluf --gather JOBS_DIR -o {os.path.basename(path)}' merges them into one. Use "
+                                  f"--{name} {fmt}.", name)
 
 
 def _results_from_clum(value, name):
