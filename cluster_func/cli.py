@@ -54,8 +54,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_options(p: argparse.ArgumentParser, g: dict, prog: str):
-    """Every option of ``prog`` from the one table (options.OPTIONS), in its help group, in the
-    table's order; then SCRIPT (after cluf's first four) and the options that are actions."""
+    """Every option of ``prog`` from the one table (options.OPTIONS), as ``prog`` means it, in its
+    help group, in the table's order; SCRIPT (after cluf's first four); then --version."""
     exclusive = {}
     script_after = "no-q" if prog == "cluf" else None
     if script_after is None:
@@ -77,10 +77,6 @@ def _add_options(p: argparse.ArgumentParser, g: dict, prog: str):
         group.add_argument(*flags, dest=options.attr(o.name), help=o.text("help", prog), **kwargs)
         if o.name == script_after:
             _script(g["main"])
-    if prog == "clum":
-        g["main"].add_argument("--failed", action="store_true",
-                               help="print the failed calls of the last run from the journal, run nothing "
-                                    "(default: off). Example: clum sweep.py --failed")
     p.add_argument("--version", action="version", version=f"{prog} (cluster-func) {__version__}")
 
 
@@ -193,7 +189,7 @@ def cluf_manage_parser():
 
 
 def cli_values(ns, command):
-    """The options given on the command line, parsed: {canonical name: value}."""
+    """The options given on the command line, parsed as ``command`` means them: {canonical name: value}."""
     out = {}
     for o in options.OPTIONS:
         if command not in o.commands.split():
@@ -201,7 +197,7 @@ def cli_values(ns, command):
         v = getattr(ns, options.attr(o.name), None)
         if v is None or v is False:
             continue
-        out[o.name] = o.parse(v, o.name)
+        out[o.name] = o.read(v, command)
     return out
 
 
@@ -217,13 +213,11 @@ def load(ns, command, passthrough):
     if command == "cluf":
         layers.append(options.load_rc())
         layers.append(options.from_dict(get_options(module, "clum_options"), "cluf", "clum_options",
-                                        ignore_foreign=True))
+                                        ignore_foreign=True, written_for="clum"))
         layers.append(options.from_dict(get_options(module, "cluf_options"), "cluf", "cluf_options"))
     else:
         layers.append(options.from_dict(get_options(module, "clum_options"), "clum", "clum_options",
                                         ignore_foreign=True))
-    if command == "cluf":
-        _refuse_a_results_path(layers[0], layers[2], given)
     opts = options.merge(command, *layers, given)
     # --hash and --key exclude each other; the command line replaces what the script set.
     if "hash" in given:
@@ -239,21 +233,6 @@ def load(ns, command, passthrough):
     opts["script"] = path
     opts["passthrough"] = list(passthrough)
     return module, opts
-
-
-def _refuse_a_results_path(rc, cluf_options, given):
-    """cluf's --results is a format: each bin writes its own file in the jobs dir.  A path given to
-    cluf (command line, cluf_options, ~/.clufrc) is refused rather than silently ignored; in
-    clum_options (written for clum) a path stands for its format."""
-    for where, layer in (("--results", given), ("'results' in cluf_options", cluf_options),
-                         ("'results' in the defaults file", rc)):
-        value = layer.get("results")
-        if value is not None and value not in (".jsonl", ".pkl"):
-            fmt = value.rsplit(".", 1)[-1]
-            raise UserError(f"cluf {where} takes a format, jsonl or pkl, not a file name ({value}): each bin "
-                            f"writes its own file in the jobs dir (<script>-<i>-<n>.results.{fmt}), and "
-                            f"'cluf --gather JOBS_DIR -o {os.path.basename(value)}' merges them into one. Use "
-                            f"--results {fmt}.")
 
 
 def run_clum(argv):

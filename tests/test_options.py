@@ -123,3 +123,46 @@ def test_a_size_count_or_timeout_beyond_what_can_be_granted_is_refused_naming_th
     assert r.returncode == 2, r.stderr
     for w in words:
         assert w in r.stderr, r.stderr
+
+
+def test_results_and_gpus_have_a_meaning_per_command_in_the_table(tmp_path, monkeypatch):
+    """--results is clum's file and cluf's format; --gpus is clum's GPUs per worker and cluf's count
+    per job: each command's parser, help and metavar come from the option's own entry."""
+    from cluster_func import cli
+
+    monkeypatch.chdir(tmp_path)
+    results, gpus = options.BY_NAME["results"], options.BY_NAME["gpus"]
+    assert results.read("scores.jsonl", "clum") == str(tmp_path / "scores.jsonl")
+    assert results.read("jsonl", "cluf") == "jsonl" and results.read(".pkl", "cluf") == "pkl"
+    with pytest.raises(UserError, match="takes a file name with clum"):
+        results.read("jsonl", "clum")
+    with pytest.raises(UserError, match="cluf --results takes a format"):
+        results.read("scores.jsonl", "cluf")
+    assert results.read("scores.jsonl", "cluf", written_for="clum") == "jsonl"  # clum_options' file: its format
+    with pytest.raises(UserError, match="^cluf 'results' in cluf_options takes a format"):
+        options.from_dict({"results": "scores.jsonl"}, "cluf", "cluf_options")
+    assert gpus.read("all", "clum") == "all" and gpus.read("0,2", "clum") == ("0", "2")
+    assert gpus.read("2", "cluf") == 2
+    with pytest.raises(UserError, match="cluf --gpus takes the number"):
+        gpus.read("0,2", "cluf")
+    clum_help, cluf_help = cli.clum_parser().format_help(), cli.cluf_parser().format_help()
+    assert "--results PATH" in clum_help and "--results FORMAT" in cluf_help
+    assert "--gpus SPEC" in clum_help and "--gpus N" in cluf_help
+    # cluf reading clum_options: clum's "all" is refused only if cluf is given no count of its own
+    layer = options.from_dict({"gpus": "all"}, "cluf", "clum_options", ignore_foreign=True, written_for="clum")
+    with pytest.raises(UserError, match="cluf --gpus takes the number"):
+        options.check(options.merge("cluf", layer))
+    merged = options.merge("cluf", layer, {"gpus": 2})
+    options.check(merged)
+    assert options.forwarded(merged)[-2:] == ["--gpus", "2"]
+
+
+def test_failed_is_a_clum_mode_of_the_table_not_a_key_of_the_dicts():
+    from cluster_func import cli
+
+    failed = options.BY_NAME["failed"]
+    assert failed.commands == "clum" and failed.flag and not failed.in_dicts
+    assert cli.clum_parser().parse_args(["s.py", "--failed"]).failed is True
+    assert "failed" not in options.valid_keys("clum") and options.merge("clum")["failed"] is False
+    with pytest.raises(UserError, match="unknown option 'failed'"):
+        options.from_dict({"failed": True}, "clum", "clum_options", ignore_foreign=True)

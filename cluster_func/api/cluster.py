@@ -14,7 +14,7 @@ bin's journal, whose records carry them with a checksum (record/journal.py): a p
 taken only from the bin it belongs to; the failures, with their tracebacks, from the journals'
 last runs.  Nothing is kept in this process that the jobs dir does not hold.
 
-The keyword options are cluf's option table (options.py), in Python's spelling
+The keyword options are cluf's option table (options/table.py), in Python's spelling
 (``walltime="2h"``, ``slurm_options={"qos": "long"}``), with the same meanings, defaults and
 checks; ~/.clufrc applies as for cluf.  Bad values raise ``ValueError``/``TypeError`` with cluf's
 words in Python's terms.
@@ -287,7 +287,7 @@ def _submit_files(script: str, jobs_dir: str, nodes: int, given: Dict[str, Any],
     from ..core.script import load_script
 
     opts = options_mod.merge("cluf", options_mod.load_rc(), given,
-                             {"nodes": nodes, "jobs-dir": jobs_dir, "results": ".pkl", "resume": True})
+                             {"nodes": nodes, "jobs-dir": jobs_dir, "results": "pkl", "resume": True})
     try:
         options_mod.check(opts)
     except UserError as e:

@@ -130,6 +130,12 @@ def _bin_values(plan, i, jobs_dir, job, st) -> dict:
               f"{', CRC-32 ' + crc if isinstance(crc, str) else ''}): changed or damaged since, so its values "
               f"are left out. {rewrite}.")
         return {}
+    return _checked_records(plan, i, f, st, rewrite)
+
+
+def _checked_records(plan, i, f, st, rewrite) -> dict:
+    """The records of bin i's results file ``f`` by position, each a position of the bin, once;
+    none when one is not (said)."""
     bin_values = {}
     round_robin = _mode(st) == "round-robin"
     with warnings.catch_warnings(record=True) as torn:

@@ -1,4 +1,6 @@
-"""The run's manifest: its format, its lock, and the typed record of each bin's job.
+"""The run's manifest: its format (documented here), reading and checking it, writing it whole,
+and the per-bin records of the latest jobs.  Each bin's job is a :class:`JobRecord`
+(job_record.py); the locks are in manifest_lock.py (both re-exported here).
 
 The manifest (``<stem>-<n>.manifest.json`` in the jobs dir) is the run's record: the plan it
 was written from and, per bin, its job.  It is JSON, written whole (indent 1)::
@@ -48,171 +50,22 @@ a process's locks on a file when it closes any descriptor of that file, and
 :func:`manifest_lock` opens and closes ``.lock`` while the submission goes on.
 """
 
+
 import contextlib
-import fcntl
-import errno
 import json
 import os
-import re
 import shlex
-import time
 from typing import List, Optional
 
 from ..core.errors import UserError
 from ..core.files import replaced
+from .job_record import (_NONE, _NOT_MARKED as _NOT_MARKED, JobRecord as JobRecord, job as job, jobs_of as jobs_of,
+                         journal_is_current as journal_is_current, journal_mark as journal_mark,
+                         plan_bins as plan_bins, planned_bins as planned_bins, record as record,
+                         submitted_bins as submitted_bins)
 from .jobs import MANIFEST_SUFFIX, RunPlan, plan_to_dict
-
-
-# --- a bin's job ------------------------------------------------------------------
-
-_NOT_MARKED = object()  # a job record from before the journal mark
-
-
-_NONE = type(None)
-
-
-class _Field:
-    """A job record's field: its key in the JSON, the JSON types it may have (checked by
-    :func:`manifest_problem`: these fields are the only description of a job record), whether it
-    must be there, and what it reads as when absent."""
-
-    def __init__(self, key: str, types: tuple, default: object = None, required: bool = False):
-        self.key, self.types, self.default, self.required = key, types, default, required
-
-    def __get__(self, rec, owner=None):
-        if rec is None:
-            return self
-        return rec._d.get(self.key, self.default)
-
-    def __set__(self, rec, value):
-        rec._d[self.key] = value
-
-
-class JobRecord:
-    """Bin i's job in the manifest (``jobs.<i>``, described above), by name.
-
-    A view of the manifest's own dict (:meth:`from_dict`, :meth:`to_dict`): a change through
-    it is a change of the manifest in hand, saved by the :func:`update_manifest` or
-    :func:`update_bin` it was made under.  Keys it does not know are kept as they are."""
-
-    __slots__ = ("_d",)
-
-    bin = _Field("bin", (int,), required=True)
-    script = _Field("script", (str,), required=True)
-    id = _Field("id", (str, _NONE))
-    array_id = _Field("array_id", (str, _NONE))
-    resume = _Field("resume", (bool,), False)
-    submitted = _Field("submitted", (str, _NONE))
-    history = _Field("history", (list,), ())
-    calls = _Field("calls", (int, _NONE))
-    restarts = _Field("restarts", (int,), 0)
-    cancelled = _Field("cancelled", (bool,), False)
-    cancelled_by = _Field("cancelled_by", (str, _NONE))
-    failed_reason = _Field("failed_reason", (str, _NONE))
-    continue_failed = _Field("continue_failed", (str, _NONE))
-    journal = _Field("journal", (dict, _NONE), _NOT_MARKED)
-
-    def __init__(self, d: dict):
-        self._d = d
-
-    @classmethod
-    def schema(cls) -> dict:
-        """{key: (JSON types, required)} of every field, for the manifest's check."""
-        return {f.key: (f.types, f.required) for f in vars(cls).values() if isinstance(f, _Field)}
-
-    def __repr__(self):
-        return f"JobRecord({self._d!r})"
-
-    def mark_cancelled(self, by: str, keep_earlier=False):
-        """The bin never continues: cancelled, by ``by`` (with ``keep_earlier``, a
-        ``cancelled_by`` already there stays)."""
-        self._d["cancelled"] = True
-        if keep_earlier:
-            self._d.setdefault("cancelled_by", by)
-        else:
-            self._d["cancelled_by"] = by
-
-    def new_job(self, script_path: str, job_id: Optional[str], resume: bool, array_id: Optional[str],
-                calls: Optional[int], journal=_NOT_MARKED):
-        """A new job holds the bin: the previous one goes to the history, and the new one starts
-        afresh (no cancel, no failure); ``journal`` is the bin's :func:`journal_mark` from before
-        its submission."""
-        job = self._d
-        if job.get("id"):
-            job["history"].append({"id": job["id"], "submitted": job.get("submitted")})
-        job.update({"script": script_path, "id": job_id, "array_id": array_id, "resume": resume,
-                    "submitted": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        for stale in ("cancelled", "cancelled_by", "failed_reason", "continue_failed"):
-            job.pop(stale, None)
-        if calls is not None:
-            job["calls"] = calls
-        if journal is not _NOT_MARKED:
-            job["journal"] = journal
-
-
-def job(manifest: dict, i: int) -> Optional[JobRecord]:
-    """Bin i's job, or None when the bin was never submitted."""
-    d = manifest.get("jobs", {}).get(str(i))
-    return None if d is None else JobRecord(d)
-
-
-def jobs_of(manifest: dict) -> List[JobRecord]:
-    """The jobs of the submitted bins, in bin order."""
-    return [JobRecord(d) for _, d in sorted(manifest["jobs"].items(), key=lambda kv: int(kv[0]))]
-
-
-def submitted_bins(manifest: dict) -> List[int]:
-    """The bins that have a job, in the manifest's order."""
-    return [int(k) for k in manifest["jobs"]]
-
-
-def record(manifest: dict, i: int, script_path: str, job_id: Optional[str], resume=False,
-           array_id: Optional[str] = None, calls: Optional[int] = None, journal=_NOT_MARKED) -> JobRecord:
-    """Record bin i's job; earlier submissions of the bin stay in its history."""
-    rec = JobRecord(manifest["jobs"].setdefault(str(i), {"bin": i, "script": script_path, "history": []}))
-    rec.new_job(script_path, job_id, resume, array_id, calls, journal)
-    return rec
-
-
-def journal_mark(path) -> Optional[dict]:
-    """What the bin's journal at ``path`` is before a job of the bin is submitted: the header's
-    ``created`` (None when it has none) and the file's size; None when there is no journal."""
-    from ..record import journal as journal_mod
-
-    try:
-        size = os.stat(path).st_size
-    except FileNotFoundError:
-        return None
-    except OSError:
-        return {"created": None, "size": 0}
-    try:
-        _, header = journal_mod.identify(path) if os.path.isfile(path) else (None, {})
-    except OSError:
-        header = {}
-    created = header.get("created")
-    return {"created": created if isinstance(created, (int, float)) else None, "size": size}
-
-
-def journal_is_current(job: JobRecord, header: dict, size: int) -> bool:
-    """Whether the bin's journal (its ``header`` and ``size`` now) holds a run of the bin's current
-    job: it is another journal than the one :func:`journal_mark` saw before the job was submitted,
-    or that one with more written to it since (a new run's start record, at least)."""
-    mark = job.journal
-    if mark is _NOT_MARKED or mark is None:
-        return True
-    created = header.get("created") if isinstance(header, dict) else None
-    return created != mark.get("created") or size > mark.get("size", 0)
-
-
-def plan_bins(manifest: dict, chosen):
-    """Remember which bins a run meant to submit (so --resubmit finishes a submission that failed
-    part way, but leaves alone the bins a '-b' run never meant to submit)."""
-    manifest["planned"] = sorted(set(manifest.get("planned", [])) | set(chosen))
-
-
-def planned_bins(manifest: dict) -> set:
-    """The bins a submission meant to submit (all of them, in a manifest from before 'planned')."""
-    return set(manifest.get("planned", range(manifest["nodes"])))
+from .manifest_lock import (SUBMITTING_SUFFIX as SUBMITTING_SUFFIX, bin_lock, manifest_lock,
+                            submitting as submitting)
 
 
 # --- the file ---------------------------------------------------------------------
@@ -305,19 +158,19 @@ def manifest_problem(m) -> Optional[str]:
     for i in m.get("planned", []):
         if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < m["nodes"]:
             return f"'planned' holds {json.dumps(i)[:40]}, not a bin from 0 to {m['nodes'] - 1}"
-    for key, job in m["jobs"].items():
+    for key, rec in m["jobs"].items():
         if not (key.isascii() and key.isdigit()) or int(key) >= m["nodes"]:
             return f"'jobs' has the key {key!r}, not a bin from 0 to {m['nodes'] - 1}"
-        if not isinstance(job, dict):
-            return f"jobs.{key} is {json.dumps(job)[:40]}, not an object"
-        problem = _check_fields(job, JOB_SCHEMA, f"jobs.{key}.")
+        if not isinstance(rec, dict):
+            return f"jobs.{key} is {json.dumps(rec)[:40]}, not an object"
+        problem = _check_fields(rec, JOB_SCHEMA, f"jobs.{key}.")
         if problem:
             return problem
-        if job["bin"] != int(key):
-            return f"jobs.{key}.'bin' is {job['bin']}, not {key}"
-        if not all(isinstance(h, dict) for h in job.get("history", [])):
+        if rec["bin"] != int(key):
+            return f"jobs.{key}.'bin' is {rec['bin']}, not {key}"
+        if not all(isinstance(h, dict) for h in rec.get("history", [])):
             return f"jobs.{key}.'history' holds something that is not an object"
-        mark = job.get("journal")
+        mark = rec.get("journal")
         if isinstance(mark, dict) and not (type(mark.get("size")) is int and mark["size"] >= 0
                                            and type(mark.get("created")) in (int, float, _NONE)):
             return f"jobs.{key}.'journal' is {json.dumps(mark)[:40]}, not a mark of the bin's journal"
@@ -451,112 +304,6 @@ def save_manifest(path, data):
     with replaced(path) as f:
         json.dump(data, f, indent=1)
         f.write("\n")
-
-
-def _lock(path, kind, start):
-    lock = path + ".lock"
-    try:  # never through a symbolic link: cluf makes none here
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    except OSError as e:
-        what = {errno.ELOOP: "is a symbolic link", errno.EISDIR: "is a directory"}.get(
-            e.errno, f"cannot be opened ({e.strerror or e})")
-        raise ManifestError(f"The lock file of the cluf manifest {path}, {lock}, {what}, so cluf cannot change the "
-                            f"manifest. Move it away when no cluf is working on this run (cluf makes a new one), or "
-                            f"fix its permissions, or run cluf as the user who submitted the run.") from None
-    try:
-        fcntl.lockf(fd, kind, 1, start)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-@contextlib.contextmanager
-def manifest_lock(path):
-    """The exclusive lock of a whole read-change-write of the manifest: lockf on byte 0 of
-    PATH.lock (:func:`bin_lock` holds it shared)."""
-    fd = _lock(path, fcntl.LOCK_EX, 0)
-    try:
-        yield
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def bin_lock(path, i):
-    """The lock of a change to bin i alone: byte 0 of PATH.lock shared (no whole rewrite
-    meanwhile), byte 1 + i exclusive (one change of this bin at a time).  Bins do not wait
-    for each other."""
-    fd = _lock(path, fcntl.LOCK_SH, 0)
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX, 1, 1 + i)
-        yield
-    finally:
-        os.close(fd)  # (releases both)
-
-
-SUBMITTING_SUFFIX = ".submitting"
-_SUBMITTING_TEXT = re.compile(rb"\A(cluf pid \d+\n)?\Z")
-
-
-@contextlib.contextmanager
-def submitting(path):
-    """Held by the one cluf submitting into the manifest at PATH (see the module docstring);
-    a second is refused with a UserError naming the first's pid."""
-    lock = path + SUBMITTING_SUFFIX
-    folder = os.path.dirname(path) or "."
-    if os.path.lexists(lock) and (os.path.islink(lock) or not os.path.isfile(lock)):
-        raise UserError(f"{lock} is not a lock file of cluf (it is a symbolic link, a directory or a special "
-                        f"file), and cluf will not touch it. Move it away, or write the jobs elsewhere with -j DIR.")
-    fd = _open_submitting(lock, folder)
-    if fd is None:  # cannot even create it: writing the job scripts there fails next, and says so
-        yield
-        return
-    try:
-        try:
-            text = os.pread(fd, 200, 0)
-        except OSError:
-            text = b""
-        if not _SUBMITTING_TEXT.match(text):
-            raise UserError(f"{lock} exists and is not a lock file of cluf (it holds other text), so cluf will "
-                            f"neither overwrite nor remove it. Move it away, or write the jobs elsewhere with -j DIR.")
-        held = _try_lock(fd)
-        if held is False:
-            words = text.decode("ascii", "replace").split()
-            who = f"cluf pid {words[-1]}" if words and words[-1].isdigit() else "another cluf"
-            raise UserError(f"Another cluf ({who}) is submitting into {folder} right now (it holds {lock}). "
-                            f"Submitting the same bins beside it would run their calls twice. Wait for it to "
-                            f"end, then see what it submitted with 'cluf --status {folder}'; or write this run's "
-                            f"jobs elsewhere with -j DIR.")
-        if held:
-            try:  # the pid is for the message a second cluf gets: a full disk does not stop us here
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, f"cluf pid {os.getpid()}\n".encode(), 0)
-            except OSError:
-                pass
-        yield
-    finally:
-        os.close(fd)
-
-
-def _open_submitting(lock, folder):
-    try:
-        os.makedirs(folder, exist_ok=True)
-        return os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    except OSError as e:
-        if e.errno in (errno.ELOOP, errno.EISDIR):
-            raise UserError(f"{lock} is not a lock file of cluf, and cluf will not touch it. Move it away, or "
-                            f"write the jobs elsewhere with -j DIR.") from None
-        return None
-
-
-def _try_lock(fd):
-    """True: locked; False: another process holds it; None: this file system has no locks."""
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
-        return True
-    except OSError as e:
-        return False if e.errno in (errno.EACCES, errno.EAGAIN) else None
 
 
 def update_manifest(path, plan: Optional[RunPlan], change):

@@ -118,7 +118,7 @@ def _plan(opts, nodes, sched, clum_args) -> jobs.RunPlan:
                    "account": opts["account"], "gpus": gpus,
                    "cpus": opts["cpus"] or opts["processes"] or (gpus and gpus // (opts["gpus_per_worker"] or 1))},
         raw=opts[f"{sched.name}_options"] or {},
-        results=opts["results"].rsplit(".", 1)[-1].lower() if opts["results"] else None,
+        results=opts["results"],
         max_restarts=opts["max_restarts"],
         scheduler_path=os.path.dirname(shutil.which(sched.submit_command) or "") or None)
 
@@ -154,11 +154,6 @@ def job_gpus(opts):
             raise UserError(f"--gpus-per-worker {per_worker} needs --gpus N, the GPUs each job asks the "
                             f"scheduler for. Example: --gpus {2 * per_worker} --gpus-per-worker {per_worker}")
         return None
-    if not isinstance(gpus, int):
-        raise UserError(f"cluf --gpus takes the number of GPUs each job asks the scheduler for (e.g. --gpus 2), "
-                        f"not {gpus_text(gpus)!r}: a job's clum then uses the GPUs the scheduler gave it. Only clum takes all "
-                        f"or GPU ids; if they come from the script's clum_options, give cluf its own count on the "
-                        f"command line or in cluf_options (e.g. cluf_options = {{\"gpus\": 2}}).")
     if per_worker and per_worker > gpus:
         raise UserError(f"--gpus-per-worker {per_worker} is more than the {gpus} GPUs per job (--gpus {gpus}): "
                         f"no worker could start. Ask for more GPUs per job or fewer per worker.")
@@ -439,8 +434,3 @@ def _resubmit_run(path) -> int:
         print(f"cluf: resubmitting {len(redo)} bin(s) with --resume: {', '.join(map(str, redo))}")
 
     return submit(plan, redo, resume=True, manifest_path=path, written=said)
-
-
-def gpus_text(spec: object) -> str:
-    """A clum --gpus spec (all, or a tuple of ids) as it is written on the command line."""
-    return ",".join(map(str, spec)) if isinstance(spec, tuple) else str(spec)

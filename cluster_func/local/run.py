@@ -59,7 +59,7 @@ def run(ns, module, opts) -> int:
     """A clum run, top-down: every check first (no file changes before every option is
     accepted), then the run's records, the workers, what the run came to, and its summary."""
     r = _Run(ns, module, opts)
-    if ns.failed:
+    if opts["failed"]:
         return print_failed(r.journal_path)
     try:
         r.open_records()
@@ -86,7 +86,7 @@ class _Run:
         self.target = get_target(module, self.target_name)
         self.init_worker = get_init_worker(module)
         args = get_args(module, self.args_name)
-        if (opts["hash"] is not None or opts["key"] is not None) and not ns.failed:
+        if (opts["hash"] is not None or opts["key"] is not None) and not opts["failed"]:
             first, args = peek_first(args)  # a position beyond the first element: refused, as cluf does
             if first is not None:
                 check_positions(first[0], opts)
@@ -94,7 +94,7 @@ class _Run:
         self.mode = "hash" if opts["hash"] is not None else "key" if opts["key"] is not None else "round-robin"
         self.journal_path = opts["journal"] or journal_mod.default_path(opts["script"], str(spec), self.target_name)
         self.journal = self.results = self.resumed = self.runner = None
-        if ns.failed:
+        if opts["failed"]:
             return
         self.reporter = Reporter(progress=not opts["quiet"], total=bins.expected_count(args, spec, self.mode))
         self.reporter.failed_hint = f"'{self.again('--failed')}' lists every one"
@@ -102,10 +102,7 @@ class _Run:
         self.work = self.selection = bins.select(args, spec, opts["hash"], opts["key"], self.counts)
         self.stop_at = walltime_stop_at(opts)
         self.gpu_plan = gpus.for_run(opts, lambda: start_method(opts), warner("clum"))  # each worker's own GPUs
-        if opts.get("results") in (".jsonl", ".pkl"):
-            raise UserError(f"--results takes a file name with clum, e.g. --results values{opts['results']} "
-                            f"(only cluf takes just the format, and names one file per bin).")
-        if opts["resume"] and not opts.get("results") and not ns.failed:  # keep collecting the values
+        if opts["resume"] and not opts.get("results"):  # keep collecting the values
             opts["results"] = collected_into(self.journal_path)
             if opts["results"]:
                 self.reporter.message(f"--resume: the run collected its values into {opts['results']}; this run "
