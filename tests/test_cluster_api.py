@@ -286,3 +286,17 @@ def test_waiting_wakes_when_a_bins_journal_ends_and_not_for_its_other_records(tm
         f.write('{"t":"end","done":2,"failed":0,"status":"complete"}\n')
     assert status.nap(runs, 60, seen) is True  # (at once, not after 60 s)
     assert seen[str(j0)][1] is True
+
+
+def test_waiting_never_opens_a_bins_journal_that_is_not_a_file(tmp_path, monkeypatch):
+    # (a FIFO put where a journal goes would block a reader that opened it)
+    from types import SimpleNamespace
+
+    from cluster_func.cluster import jobs as jobs_mod
+    from cluster_func.cluster import status
+
+    plan = SimpleNamespace(path=lambda i, suffix: str(tmp_path / f"b-{i}{suffix}"))
+    monkeypatch.setattr(jobs_mod, "plan_from_dict", lambda d: plan)
+    os.mkfifo(tmp_path / "b-0.journal")
+    runs = [({"plan": {}}, [SimpleNamespace(bin=0, final=False)])]
+    assert status.nap(runs, 0.3, {}) is False

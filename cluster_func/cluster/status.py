@@ -12,6 +12,7 @@ what cancelled it).  The manifest is read with its per-bin records (manifest.loa
 """
 
 import os
+import stat
 import sys
 import time
 from typing import List
@@ -274,17 +275,19 @@ def nap(runs, seconds: float, seen: dict) -> bool:
 def _newly_ended(path: str, seen: dict) -> bool:
     """The journal at ``path`` changed since last seen and now ends with its end record."""
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except OSError:
         return False
     key = (st.st_size, st.st_mtime_ns)
     before = seen.get(path)
-    if before is not None and before[0] == key:
-        return False
+    if not stat.S_ISREG(st.st_mode) or (before is not None and before[0] == key):
+        return False  # (not a file: the next poll names it; a FIFO is never opened, it would block)
     try:
-        with open(path, "rb") as f:
-            f.seek(max(0, st.st_size - 512))
-            tail = f.read(512)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        try:
+            tail = os.pread(fd, 512, max(0, st.st_size - 512))
+        finally:
+            os.close(fd)
     except OSError:
         return False
     ended = b'{"t":"end"' in tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
