@@ -56,7 +56,7 @@ import os
 import re
 import shlex
 import time
-from typing import List, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, TypeVar
 
 from ..core.errors import UserError
 from ..core.files import replaced
@@ -69,6 +69,7 @@ _NOT_MARKED = object()  # a job record from before the journal mark
 
 
 _NONE = type(None)
+T = TypeVar("T")
 
 
 class _Field:
@@ -76,15 +77,15 @@ class _Field:
     :func:`manifest_problem`: these fields are the only description of a job record), whether it
     must be there, and what it reads as when absent."""
 
-    def __init__(self, key: str, types: tuple, default: object = None, required: bool = False):
+    def __init__(self, key: str, types: tuple, default: object = None, required: bool = False) -> None:
         self.key, self.types, self.default, self.required = key, types, default, required
 
-    def __get__(self, rec, owner=None):
+    def __get__(self, rec: Any, owner: Any = None) -> Any:
         if rec is None:
             return self
         return rec._d.get(self.key, self.default)
 
-    def __set__(self, rec, value):
+    def __set__(self, rec: Any, value: Any) -> None:
         rec._d[self.key] = value
 
 
@@ -112,7 +113,7 @@ class JobRecord:
     continue_failed = _Field("continue_failed", (str, _NONE))
     journal = _Field("journal", (dict, _NONE), _NOT_MARKED)
 
-    def __init__(self, d: dict):
+    def __init__(self, d: dict) -> None:
         self._d = d
 
     @classmethod
@@ -120,10 +121,10 @@ class JobRecord:
         """{key: (JSON types, required)} of every field, for the manifest's check."""
         return {f.key: (f.types, f.required) for f in vars(cls).values() if isinstance(f, _Field)}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"JobRecord({self._d!r})"
 
-    def mark_cancelled(self, by: str, keep_earlier=False):
+    def mark_cancelled(self, by: str, keep_earlier: bool = False) -> None:
         """The bin never continues: cancelled, by ``by`` (with ``keep_earlier``, a
         ``cancelled_by`` already there stays)."""
         self._d["cancelled"] = True
@@ -133,7 +134,7 @@ class JobRecord:
             self._d["cancelled_by"] = by
 
     def new_job(self, script_path: str, job_id: Optional[str], resume: bool, array_id: Optional[str],
-                calls: Optional[int], journal=_NOT_MARKED):
+                calls: Optional[int], journal: Any = _NOT_MARKED) -> None:
         """A new job holds the bin: the previous one goes to the history, and the new one starts
         afresh (no cancel, no failure); ``journal`` is the bin's :func:`journal_mark` from before
         its submission."""
@@ -166,15 +167,15 @@ def submitted_bins(manifest: dict) -> List[int]:
     return [int(k) for k in manifest["jobs"]]
 
 
-def record(manifest: dict, i: int, script_path: str, job_id: Optional[str], resume=False,
-           array_id: Optional[str] = None, calls: Optional[int] = None, journal=_NOT_MARKED) -> JobRecord:
+def record(manifest: dict, i: int, script_path: str, job_id: Optional[str], resume: bool = False,
+           array_id: Optional[str] = None, calls: Optional[int] = None, journal: Any = _NOT_MARKED) -> JobRecord:
     """Record bin i's job; earlier submissions of the bin stay in its history."""
     rec = JobRecord(manifest["jobs"].setdefault(str(i), {"bin": i, "script": script_path, "history": []}))
     rec.new_job(script_path, job_id, resume, array_id, calls, journal)
     return rec
 
 
-def journal_mark(path) -> Optional[dict]:
+def journal_mark(path: str) -> Optional[dict]:
     """What the bin's journal at ``path`` is before a job of the bin is submitted: the header's
     ``created`` (None when it has none) and the file's size; None when there is no journal."""
     from ..record import journal as journal_mod
@@ -204,7 +205,7 @@ def journal_is_current(job: JobRecord, header: dict, size: int) -> bool:
     return created != mark.get("created") or size > mark.get("size", 0)
 
 
-def plan_bins(manifest: dict, chosen):
+def plan_bins(manifest: dict, chosen: Iterable[int]) -> None:
     """Remember which bins a run meant to submit (so --resubmit finishes a submission that failed
     part way, but leaves alone the bins a '-b' run never meant to submit)."""
     manifest["planned"] = sorted(set(manifest.get("planned", [])) | set(chosen))
@@ -234,7 +235,7 @@ PLAN_SCHEMA = {
     "scheduler_path": ((str, _NONE), False),
 }
 # plan.resources are JobSpec's resource fields (schedulers/base.py), an integer or a string each
-RESOURCES_SCHEMA = {name: ((int, _NONE), False) for name in ("walltime", "memory", "cpus", "gpus")}
+RESOURCES_SCHEMA: Dict[str, Tuple[tuple, bool]] = {name: ((int, _NONE), False) for name in ("walltime", "memory", "cpus", "gpus")}
 RESOURCES_SCHEMA.update({name: ((str, _NONE), False) for name in ("queue", "account")})
 JOB_SCHEMA = JobRecord.schema()
 
@@ -243,7 +244,7 @@ class ManifestError(UserError):
     """A manifest that cannot be read or does not hold what cluf wrote."""
 
 
-def _type_names(types):
+def _type_names(types: tuple) -> str:
     names = {str: "a string", int: "an integer", bool: "true or false", list: "a list", dict: "an object",
              _NONE: "null"}
     return " or ".join(names[t] for t in types)
@@ -252,7 +253,7 @@ def _type_names(types):
 _MISSING = object()
 
 
-def _check_fields(d, schema, where):
+def _check_fields(d: dict, schema: Dict[str, Tuple[tuple, bool]], where: str) -> Optional[str]:
     """The first problem with the fields of ``d`` (a dict) against ``schema``, or None.  (Exact
     types, so that true is not an integer; quick, since --wait checks a 10,000-bin manifest a poll.)"""
     for name, (types, required) in schema.items():
@@ -269,7 +270,7 @@ def _check_fields(d, schema, where):
     return None
 
 
-def manifest_problem(m) -> Optional[str]:
+def manifest_problem(m: Any) -> Optional[str]:
     """What is wrong with a manifest's content (as loaded from JSON), or None."""
     from ..schedulers import SCHEDULERS
 
@@ -327,7 +328,7 @@ def manifest_problem(m) -> Optional[str]:
 _NO_FILE = object()
 
 
-def _read_manifest(path):
+def _read_manifest(path: str) -> Tuple[Any, Optional[int]]:
     """(the manifest file's JSON, its inode), or (_NO_FILE, None) when there is no file; a file that
     cannot be read or is not JSON is a ManifestError saying what is wrong and what to do."""
     if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):  # a FIFO blocks a read
@@ -359,7 +360,7 @@ def _read_manifest(path):
                             f"hand?). " + _manifest_fix(path)) from None
 
 
-def load_manifest(path, bins=None) -> Optional[dict]:
+def load_manifest(path: str, bins: Optional[Iterable[int]] = None) -> Optional[dict]:
     """The manifest at ``path`` with the per-bin records of :func:`update_bin` merged over it,
     checked field by field; None when there is no file.  With ``bins``, only those bins' records
     are merged (their jobs are then current, the others' may be older).  Needs no lock: a fold
@@ -385,22 +386,22 @@ def load_manifest(path, bins=None) -> Optional[dict]:
         return m
 
 
-def _manifest_fix(path, m=None):
+def _manifest_fix(path: str, m: Any = None) -> str:
     script = m.get("script") if isinstance(m, dict) and isinstance(m.get("script"), str) else "SCRIPT"
     nodes = m.get("nodes") if isinstance(m, dict) and isinstance(m.get("nodes"), int) else "N"
     return (f"cluf writes this file when it submits a run and reads it for --status, --resubmit, --cancel, "
             f"--gather and --wait. Restore it if you have a copy; otherwise move it away and submit the run "
-            f"again with 'cluf {shlex.quote(script)} -n {nodes} -j {shlex.quote(os.path.dirname(path) or '.')} "
+            f"again with 'cluf {shlex.quote(script)} -n {nodes} -j {shlex.quote(os.path.dirname(path) or '.')} "  # type: ignore[arg-type]
             f"--resume' (with your other options): the bins' journals are kept, so --resume skips the calls "
             f"they record as completed.")
 
 
-def bin_records_dir(path) -> str:
+def bin_records_dir(path: str) -> str:
     """``<stem>-<n>.manifest.bins``: one ``<bin>.json`` per bin changed since the last fold."""
     return path[:-len(".json")] + ".bins" if path.endswith(".json") else path + ".bins"
 
 
-def _bin_record_names(path, bins=None):
+def _bin_record_names(path: str, bins: Optional[Iterable[int]] = None) -> List[str]:
     if bins is not None:
         return [f"{i}.json" for i in bins]
     folder = bin_records_dir(path)
@@ -414,14 +415,14 @@ def _bin_record_names(path, bins=None):
                             f"its permissions, or run cluf as the user who submitted the run.") from None
 
 
-def _record_problem(record, path, what):
+def _record_problem(record: str, path: str, what: str) -> ManifestError:
     return ManifestError(f"The record {record} of a bin's latest job (beside the cluf manifest {path}) {what}. "
                          f"Without it the manifest names the bin's job before its latest continuation; move it "
                          f"away if it is not cluf's, and see where the bin stands with "
                          f"'cluf --status {shlex.quote(os.path.dirname(path) or '.')}'.")
 
 
-def _merge_bin_records(path, data, bins=None):
+def _merge_bin_records(path: str, data: dict, bins: Optional[Iterable[int]] = None) -> None:
     folder = bin_records_dir(path)
     for name in _bin_record_names(path, bins):
         record = os.path.join(folder, name)
@@ -444,7 +445,7 @@ def _merge_bin_records(path, data, bins=None):
             data["jobs"][name[:-5]] = job
 
 
-def save_manifest(path, data):
+def save_manifest(path: str, data: dict) -> None:
     """Write the manifest whole (temp file, then rename).  Hold :func:`manifest_lock` around
     the read-change-write, as :func:`update_manifest` does: jobs continuing themselves, cluf
     and ``cluf --wait`` may update one manifest at the same moment."""
@@ -453,13 +454,13 @@ def save_manifest(path, data):
         f.write("\n")
 
 
-def _lock(path, kind, start):
+def _lock(path: str, kind: int, start: int) -> int:
     lock = path + ".lock"
     try:  # never through a symbolic link: cluf makes none here
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as e:
         what = {errno.ELOOP: "is a symbolic link", errno.EISDIR: "is a directory"}.get(
-            e.errno, f"cannot be opened ({e.strerror or e})")
+            e.errno, f"cannot be opened ({e.strerror or e})")  # type: ignore[arg-type]
         raise ManifestError(f"The lock file of the cluf manifest {path}, {lock}, {what}, so cluf cannot change the "
                             f"manifest. Move it away when no cluf is working on this run (cluf makes a new one), or "
                             f"fix its permissions, or run cluf as the user who submitted the run.") from None
@@ -472,7 +473,7 @@ def _lock(path, kind, start):
 
 
 @contextlib.contextmanager
-def manifest_lock(path):
+def manifest_lock(path: str) -> Iterator[None]:
     """The exclusive lock of a whole read-change-write of the manifest: lockf on byte 0 of
     PATH.lock (:func:`bin_lock` holds it shared)."""
     fd = _lock(path, fcntl.LOCK_EX, 0)
@@ -483,7 +484,7 @@ def manifest_lock(path):
 
 
 @contextlib.contextmanager
-def bin_lock(path, i):
+def bin_lock(path: str, i: int) -> Iterator[None]:
     """The lock of a change to bin i alone: byte 0 of PATH.lock shared (no whole rewrite
     meanwhile), byte 1 + i exclusive (one change of this bin at a time).  Bins do not wait
     for each other."""
@@ -500,7 +501,7 @@ _SUBMITTING_TEXT = re.compile(rb"\A(cluf pid \d+\n)?\Z")
 
 
 @contextlib.contextmanager
-def submitting(path):
+def submitting(path: str) -> Iterator[None]:
     """Held by the one cluf submitting into the manifest at PATH (see the module docstring);
     a second is refused with a UserError naming the first's pid."""
     lock = path + SUBMITTING_SUFFIX
@@ -539,7 +540,7 @@ def submitting(path):
         os.close(fd)
 
 
-def _open_submitting(lock, folder):
+def _open_submitting(lock: str, folder: str) -> Optional[int]:
     try:
         os.makedirs(folder, exist_ok=True)
         return os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
@@ -550,7 +551,7 @@ def _open_submitting(lock, folder):
         return None
 
 
-def _try_lock(fd):
+def _try_lock(fd: int) -> Optional[bool]:
     """True: locked; False: another process holds it; None: this file system has no locks."""
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
@@ -559,13 +560,15 @@ def _try_lock(fd):
         return False if e.errno in (errno.EACCES, errno.EAGAIN) else None
 
 
-def update_manifest(path, plan: Optional[RunPlan], change):
+def update_manifest(path: str, plan: Optional[RunPlan], change: Callable[[dict], T]) -> T:
     """Load (or start, from ``plan``) the manifest, apply ``change(manifest)``, save; all under
     the lock.  The per-bin records are folded in (then removed).  Returns what ``change``
     returned."""
     with manifest_lock(path):
         m = load_manifest(path)
         if m is None:
+            if plan is None:  # (a cancel: the manifest went away since it was read)
+                raise ManifestError(f"The cluf manifest {path} is gone (moved or deleted meanwhile).")
             m = new_manifest(plan)
         result = change(m)
         save_manifest(path, m)
@@ -576,7 +579,7 @@ def update_manifest(path, plan: Optional[RunPlan], change):
         return result
 
 
-def update_bin(path, i: int, change):
+def update_bin(path: str, i: int, change: Callable[[dict], T]) -> T:
     """Apply ``change(manifest)``, which changes bin i's job only, under :func:`bin_lock`;
     the bin's job is written to its record (not the manifest).  Returns what ``change``
     returned."""
