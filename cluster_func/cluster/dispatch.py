@@ -23,6 +23,8 @@ what was and was not submitted; the caller words it (a first submission says how
 rest, a continuation records it in the bin's job).
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 

@@ -29,6 +29,8 @@ the manifest itself (its format, lock and job records) is :mod:`cluster_func.clu
 and writing, submitting and recording jobs is :mod:`cluster_func.cluster.dispatch`.
 """
 
+from __future__ import annotations
+
 import os
 import secrets
 import shlex

@@ -48,6 +48,8 @@ a process's locks on a file when it closes any descriptor of that file, and
 :func:`manifest_lock` opens and closes ``.lock`` while the submission goes on.
 """
 
+from __future__ import annotations
+
 import contextlib
 import fcntl
 import errno
