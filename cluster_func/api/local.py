@@ -19,6 +19,8 @@ How it is put together (nothing here is a second engine):
 - a :class:`_MapReporter` keeps each failed call's exception and traceback for :class:`MapError`.
 """
 
+from __future__ import annotations
+
 import contextlib
 import io
 import os
@@ -27,7 +29,8 @@ import queue
 import signal
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, NoReturn, Optional, Set, Tuple
 
 from ..core.arguments import Arguments
 from ..core.errors import Interrupted, UserError
@@ -35,6 +38,11 @@ from ..core.script import args_problem, short_repr, target_problem
 from ..local.reporter import Reporter
 from ..options import MAX_WALLTIME, MIN_TIMEOUT
 from .failures import MISSING, Failure, MapError
+
+if TYPE_CHECKING:
+    from ..local.runner import Runner
+    from ..record.resume import Kept
+    from ..record.writer import Journal
 
 __all__ = ["MapError", "Failure", "MISSING", "Arguments"]  # (not map: a star import must not hide the builtin)
 
@@ -44,7 +52,7 @@ MAX_PROCESSES = 10_000
 
 # --- the values' way back -----------------------------------------------------------------
 
-def _pickle_stream(data) -> Iterator[Tuple[int, Any]]:
+def _pickle_stream(data: bytes) -> Iterator[Tuple[int, Any]]:
     """The ``(position, value)`` records of clum's ``.pkl`` format in ``data``."""
     f = io.BytesIO(data)
     end = len(data)
@@ -63,7 +71,8 @@ class _Collector:
     position, which have one (so that the holes are counted in C at the end: ``list.count``
     would compare every value).  Both are sized from ``len(args)`` when there is one."""
 
-    def __init__(self, fmt, keep=True, sink=None, size=None):
+    def __init__(self, fmt: str, keep: bool = True, sink: Optional[Callable[[list], Any]] = None,
+                 size: Optional[int] = None) -> None:
         self.format = fmt  # "values" (in memory only) or "pkl" (the journal keeps them too)
         self.keep = keep
         self.sink = sink
@@ -72,7 +81,7 @@ class _Collector:
         self.filled = bytearray(size)
         self.unpicklable: Dict[int, Failure] = {}
 
-    def write(self, data):
+    def write(self, data: bytes) -> None:
         if not data:
             return
         if self.format == "values":
@@ -98,7 +107,7 @@ class _Collector:
             if pairs:
                 self.sink(pairs)
 
-    def _grow(self, last):
+    def _grow(self, last: int) -> None:
         have = len(self.filled)
         if last > have:
             more = max(last, 2 * have) - have
@@ -106,7 +115,7 @@ class _Collector:
             if self.keep:
                 self.values.extend([_HOLE] * more)
 
-    def _store(self, positions, values):
+    def _store(self, positions: Any, values: Any) -> None:
         if type(positions) is int:
             first, last = positions, positions + len(values)
             self._grow(last)
@@ -121,10 +130,10 @@ class _Collector:
                 out[p] = v
             filled[p] = 1
 
-    def has(self, p):
+    def has(self, p: int) -> bool:
         return p < len(self.filled) and self.filled[p] == 1
 
-    def finish(self, n):
+    def finish(self, n: int) -> int:
         """Exactly n positions; returns how many have no value."""
         self._grow(n)
         del self.filled[n:]
@@ -133,16 +142,16 @@ class _Collector:
         return self.filled.count(0)
 
 
-def _previous_values(journal, kept, positions: Iterable[int]) -> Dict[int, Any]:
+def _previous_values(journal: Journal, kept: Kept, positions: Iterable[int]) -> Dict[int, Any]:
     """The values of the calls at ``positions`` that an earlier run on this journal completed
     and this resumed run skipped (``kept``, a record.resume.Kept): they travel in the journal's
     own records, as clum's do (see cluster_func.record.results.export)."""
     from ..record.results import export
 
     wanted = set(positions)
-    found = {}
+    found: Dict[int, Any] = {}
 
-    def take(data):
+    def take(data: bytes) -> None:
         for p, v in _pickle_stream(data):
             if p in wanted:
                 found[p] = v
@@ -155,13 +164,13 @@ def _previous_values(journal, kept, positions: Iterable[int]) -> Dict[int, Any]:
 # --- failures and messages -------------------------------------------------------------------
 
 class _Silent:
-    def write(self, text):
+    def write(self, text: str) -> None:
         pass
 
-    def flush(self):
+    def flush(self) -> None:
         pass
 
-    def isatty(self):
+    def isatty(self) -> bool:
         return False
 
 
@@ -169,18 +178,19 @@ class _MapReporter(Reporter):
     """clum's reporter (failures as they happen, the progress line), which also keeps every
     final failure for :class:`MapError`."""
 
-    def __init__(self, quiet, progress, total):
+    def __init__(self, quiet: bool, progress: bool, total: Optional[int]) -> None:
         super().__init__(stream=_Silent() if quiet else None, progress=progress and not quiet, total=total,
                          prog=PROG)
         self.failed_calls: Dict[int, Failure] = {}
 
-    def failure(self, position, element, exc_type, message, tb, attempt=0, will_retry=False):
+    def failure(self, position: int, element: Any, exc_type: str, message: Any, tb: str, attempt: int = 0,
+                will_retry: bool = False) -> None:
         if not will_retry:
             self.failed_calls[position] = Failure(position, short_repr(element), exc_type, str(message), tb)
         super().failure(position, element, exc_type, message, tb, attempt, will_retry)
 
 
-def _usage(text, kind=ValueError):
+def _usage(text: str, kind: type = ValueError) -> Exception:
     return kind(text)
 
 
@@ -199,7 +209,7 @@ def _for_python(text: str) -> str:
     return text
 
 
-_IN_USE = set()  # journals that a map of this process is using (the journal's OS lock is per process)
+_IN_USE: Set[str] = set()  # journals that a map of this process is using (the journal's OS lock is per process)
 _IN_USE_LOCK = threading.Lock()
 
 
@@ -233,8 +243,8 @@ class _Result:
     failures: Dict[int, Failure]
 
 
-def _check(target, args, processes, journal, resume, retries, timeout, start_method, quiet, progress,
-           init_worker=None) -> _Plan:
+def _check(target: Any, args: Any, processes: Any, journal: Any, resume: Any, retries: Any, timeout: Any,
+           start_method: Any, quiet: Any, progress: Any, init_worker: Any = None) -> _Plan:
     from .. import engine
 
     if not callable(target):
@@ -324,7 +334,7 @@ def _check(target, args, processes, journal, resume, retries, timeout, start_met
                  bool(progress), total, init_worker=init_worker)
 
 
-def _refuse_nested():
+def _refuse_nested() -> None:
     """map inside a worker (of clum, cluf or another map): refused in one sentence, since a
     worker is a daemon process, which multiprocessing does not let start processes."""
     import multiprocessing
@@ -337,7 +347,7 @@ def _refuse_nested():
             "calls elements of the outer args.")
 
 
-def _refuse_unguarded_main(method):
+def _refuse_unguarded_main(method: str) -> None:
     """Under spawn or forkserver every worker imports the main script again: a map reached from
     its top level, outside ``if __name__ == "__main__":``, would start the run again in every
     worker (multiprocessing then fails each with a long traceback).  Found from the call stack
@@ -347,7 +357,7 @@ def _refuse_unguarded_main(method):
 
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None)
-    frame = sys._getframe(2)
+    frame: Optional[FrameType] = sys._getframe(2)
     while frame is not None and not (frame.f_code.co_name == "<module>" and main is not None
                                      and frame.f_globals is vars(main)):
         frame = frame.f_back
@@ -370,7 +380,7 @@ def _refuse_unguarded_main(method):
         f"under `if __name__ == \"__main__\":`, or use start_method='fork'.")
 
 
-def _watched(args, box: list):
+def _watched(args: Iterable[Any], box: list) -> Iterator[Any]:
     """args, with the exception it raises kept in ``box`` (the runner reports it; map then
     raises it).  (A generator: ``yield from`` costs next to nothing per element.)"""
     try:
@@ -380,7 +390,7 @@ def _watched(args, box: list):
         raise
 
 
-def _claim(path) -> str:
+def _claim(path: str) -> str:
     """Mark the journal ``path`` as used by a map of this process (refused when another is)."""
     with _IN_USE_LOCK:
         if path in _IN_USE:
@@ -391,7 +401,7 @@ def _claim(path) -> str:
     return path
 
 
-def _open_journal(plan: _Plan, in_main: bool):
+def _open_journal(plan: _Plan, in_main: bool) -> Journal:
     """The plan's journal, opened (the caller claimed it); clum's errors said for Python."""
     from ..core.errors import signals_held
     from ..local.reporter import warner
@@ -404,13 +414,13 @@ def _open_journal(plan: _Plan, in_main: bool):
     warn = (lambda text: None) if plan.quiet else (lambda text: say(_for_python(text)))
     try:
         with signals_held() if in_main else contextlib.nullcontext():
-            return Journal(plan.journal, label, "0/1", "round-robin", plan.resume, warn,
+            return Journal(plan.journal, label, "0/1", "round-robin", plan.resume, warn,  # type: ignore[arg-type]
                            identity=identity, values="pkl")
     except UserError as e:
         raise _usage(f"cluster_func.map: {_for_python(str(e))}") from None
 
 
-def _runner(plan: _Plan, reporter, work, journal, collector):
+def _runner(plan: _Plan, reporter: Reporter, work: Any, journal: Optional[Journal], collector: _Collector) -> Runner:
     """clum's runner for the plan, from the one engine builder."""
     from .. import engine
 
@@ -421,7 +431,7 @@ def _runner(plan: _Plan, reporter, work, journal, collector):
     return engine.build(settings, work, reporter, journal=journal, collect=collector.write)
 
 
-def _raise_for(plan: _Plan, outcome, journal, args_error: list):
+def _raise_for(plan: _Plan, outcome: Any, journal: Optional[Journal], args_error: list) -> None:
     """Raise what clum would report as an error of the run that ended with ``outcome``."""
     broken = journal.broken if journal is not None else None
     if outcome.journal_error or broken is not None:
@@ -445,7 +455,7 @@ def _raise_for(plan: _Plan, outcome, journal, args_error: list):
         raise e
 
 
-def _result(base, reporter, collector, journal, resumed) -> _Result:
+def _result(base: Any, reporter: _MapReporter, collector: _Collector, journal: Any, resumed: Any) -> _Result:
     """The values of a complete run: the collector's, and a resumed run's earlier ones from the journal."""
     n = base.produced()
     failures = dict(reporter.failed_calls)
@@ -467,7 +477,7 @@ def _execute(plan: _Plan) -> _Result:
     from ..core import bins
 
     reporter = _MapReporter(plan.quiet, plan.progress, plan.total)
-    args_error = []
+    args_error: List[BaseException] = []
     # (A list, a tuple or a range cannot raise: no wrapper, which costs this process per element.)
     source_args = plan.args if type(plan.args) in (list, tuple, range) else _watched(plan.args, args_error)
     base = work = bins.select(source_args, bins.BinSpec((0,), 1))
@@ -485,7 +495,7 @@ def _execute(plan: _Plan) -> _Result:
             if resumed is not None:
                 work = resumed
                 if reporter.total is not None:
-                    reporter.total = max(0, reporter.total - journal.previous.recorded)
+                    reporter.total = max(0, reporter.total - journal.previous.recorded)  # type: ignore[union-attr]
         runner = _runner(plan, reporter, work, journal, collector)
         plan.runner = runner
         if plan.stop:
@@ -508,14 +518,14 @@ def _execute(plan: _Plan) -> _Result:
 class _Importable:
     """The target for spawn/forkserver workers: pickled by reference, so importable."""
 
-    def __init__(self, target, init_worker=None):
+    def __init__(self, target: Callable[..., Any], init_worker: Optional[Callable[[], Any]] = None) -> None:
         self.target, self.init_worker = target, init_worker
 
-    def load(self):
+    def load(self) -> Tuple[Callable[..., Any], Optional[Callable[[], Any]]]:
         return self.target, self.init_worker
 
 
-def _reraise_interrupt(signum):
+def _reraise_interrupt(signum: int) -> NoReturn:
     """The run stopped on SIGINT or SIGTERM: the workers are gone and the journal is closed.
     Hand the signal to the caller's own handler (KeyboardInterrupt for Ctrl-C by default)."""
     if threading.current_thread() is threading.main_thread():
@@ -594,8 +604,9 @@ def map(target: Callable[..., Any], args: Iterable[Any], *, processes: Optional[
     return values
 
 
-def _on_the_cluster(target, args, processes, journal, resume, retries, timeout, start_method, quiet, progress,
-                    init_worker, nodes, iterations, jobs_dir, cluster_options) -> List[Any]:
+def _on_the_cluster(target: Any, args: Any, processes: Any, journal: Any, resume: Any, retries: Any, timeout: Any,
+                    start_method: Any, quiet: Any, progress: Any, init_worker: Any, nodes: Any, iterations: Any,
+                    jobs_dir: Any, cluster_options: Dict[str, Any]) -> List[Any]:
     """map(nodes=N): submit, wait, results (api/cluster.py)."""
     from .cluster import cluster_map
 
@@ -631,13 +642,13 @@ def imap(target: Callable[..., Any], args: Iterable[Any], *, processes: Optional
     return _imap(plan)
 
 
-def _imap(plan: _Plan):
-    q = queue.SimpleQueue()
+def _imap(plan: _Plan) -> Iterator[Tuple[int, Any]]:
+    q: queue.SimpleQueue = queue.SimpleQueue()
     plan.keep = False
     plan.sink = q.put
-    box = {}
+    box: Dict[str, Any] = {}
 
-    def body():
+    def body() -> None:
         try:
             box["result"] = _execute(plan)
         except BaseException as e:  # noqa: BLE001 - handed to the consumer
