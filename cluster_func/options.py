@@ -5,6 +5,8 @@ Precedence, lowest first: built-in defaults < ``~/.clufrc`` (cluf only) <
 < the command line.  Keys may be written ``jobs-dir`` or ``jobs_dir``.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import re
@@ -26,10 +28,11 @@ MIN_TIMEOUT = 0.01  # seconds: clum looks at running calls at most this often (s
 MAX_CPUS = 10_000  # per job: more than any one node has
 MAX_MEMORY = "1024T"  # per job (1 PiB): more than any one node has
 
-def _int(minimum=None, maximum=10**9, beyond=None):
+def _int(minimum: Optional[int] = None, maximum: int = 10**9, beyond: Optional[str] = None
+         ) -> Callable[[Any, str], int]:
     """An integer from ``minimum`` to ``maximum`` (a bound on every count, so that no huge
     value reaches a C integer or a loop: 10**9 unless the option has a smaller one)."""
-    def parse(value, name):
+    def parse(value: Any, name: str) -> int:
         if isinstance(value, bool):
             raise UserError(f"--{name} must be an integer, not {value!r}.")
         try:
@@ -47,7 +50,7 @@ def _int(minimum=None, maximum=10**9, beyond=None):
     return parse
 
 
-def _float_positive(value, name):
+def _float_positive(value: Any, name: str) -> float:
     try:
         x = float(value)
     except (TypeError, ValueError):
@@ -60,7 +63,7 @@ def _float_positive(value, name):
     return x
 
 
-def _timeout(value, name):
+def _timeout(value: Any, name: str) -> float:
     x = _float_positive(value, name)
     if x < MIN_TIMEOUT:
         raise UserError(f"--{name} {value!r} is below the floor of {MIN_TIMEOUT:g} s: clum looks at running calls "
@@ -69,7 +72,7 @@ def _timeout(value, name):
     return x
 
 
-def _bool(value, name):
+def _bool(value: Any, name: str) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
@@ -79,7 +82,7 @@ def _bool(value, name):
     raise UserError(f"--{name} must be true or false, not {value!r}.")
 
 
-def _str(value, name):
+def _str(value: Any, name: str) -> str:
     if not isinstance(value, str) or not value:
         raise UserError(f"--{name} must be a non-empty string, not {value!r}.")
     return value
@@ -89,13 +92,13 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CONTROL_NAMES = {"\n": "a newline", "\r": "a carriage return", "\x00": "a NUL character", "\t": "a tab"}
 
 
-def _control(text):
+def _control(text: str) -> Optional[str]:
     """What control character ``text`` holds, in words, or None."""
     m = _CONTROL.search(text)
     return None if m is None else _CONTROL_NAMES.get(m.group(), f"the control character {m.group()!r}")
 
 
-def one_line(value, name, what="value", shown=None):
+def one_line(value: str, name: str, what: str = "value", shown: Any = None) -> str:
     """Refuse a value that would not stay on one line of a job script (a newline would end a
     directive or comment there and make the rest a shell command of the job)."""
     bad = _control(value)
@@ -106,7 +109,7 @@ def one_line(value, name, what="value", shown=None):
     return value
 
 
-def _directive_word(value, name):
+def _directive_word(value: Any, name: str) -> str:
     """A queue or account name: one word of a scheduler directive."""
     value = one_line(_str(value, name), name)
     if re.search(r"[\s'\"\\]", value):
@@ -116,22 +119,22 @@ def _directive_word(value, name):
     return value
 
 
-def _identifier(value, name):
+def _identifier(value: Any, name: str) -> str:
     value = _str(value, name)
     if not value.isidentifier():
         raise UserError(f"--{name} must be a Python name (like my_func), not {value!r}.")
     return value
 
 
-def _bin_spec(value, name):
+def _bin_spec(value: Any, name: str) -> bins.BinSpec:
     return bins.parse_bin_spec(value if isinstance(value, str) else str(value))
 
 
-def _positions(value, name):
+def _positions(value: Any, name: str) -> tuple:
     return bins.parse_positions(value, f"--{name} position list", names=True)
 
 
-def _position(value, name):
+def _position(value: Any, name: str) -> Any:
     p = bins.parse_positions(value, f"--{name} position", names=True)
     if len(p) != 1:
         raise UserError(f"--{name} takes one argument position (a non-negative integer) or the name of one "
@@ -146,7 +149,7 @@ _WALLTIME_UNITS = re.compile(r"(?:\d+[dhms])+", re.I)
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
-def _walltime(value, name):
+def _walltime(value: Any, name: str) -> int:
     """A duration as HH:MM:SS, D-HH:MM:SS or with units (90s, 30m, 12h, 2d, 1h30m); returns seconds.
 
     Bare numbers are refused, strings and Python ints alike: Slurm reads a bare number as
@@ -184,7 +187,7 @@ MEMORY_FORMS = "a number with a unit: 4G, 500M, 16GB, 1.5G, 2T (K, M, G, T are p
 _MEMORY = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT])(?:i?B)?", re.I)
 
 
-def _memory(value, name):
+def _memory(value: Any, name: str) -> int:
     """4G, 500M, 16GB, 1.5GiB; returns megabytes (an int).  Bare numbers are refused, strings and
     Python ints alike: megabytes to Slurm, bytes to PBS."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
@@ -211,7 +214,7 @@ _DIRECTIVE_KEY = re.compile(r"-{0,2}[A-Za-z0-9_][A-Za-z0-9_.:-]*")
 _QUOTED = re.compile(r"\"[^\"\\]*\"|'[^'\\]*'")
 
 
-def _directive(k, v, name, given):
+def _directive(k: str, v: Optional[str], name: str, given: Any) -> tuple[str, Optional[str]]:
     """Check one raw directive K=V: each becomes one line of the job script."""
     one_line(k, name, f"name {k!r}", given)
     if not _DIRECTIVE_KEY.fullmatch(k):
@@ -226,13 +229,13 @@ def _directive(k, v, name, given):
     return k, v
 
 
-def _key_values(value, name):
+def _key_values(value: Any, name: str) -> dict[str, Optional[str]]:
     """'a=1,b=2' or a dict -> dict of str to str (a value may be None for a bare flag); each
     pair must be able to be one directive line."""
     if isinstance(value, dict):
         return dict(_directive(str(k), None if v is None else str(v), name, value) for k, v in value.items())
     if isinstance(value, (list, tuple)):
-        out = {}
+        out: dict[str, Optional[str]] = {}
         for item in value:
             out.update(_key_values(item, name))
         return out
@@ -246,12 +249,12 @@ def _key_values(value, name):
         k, sep, v = part.partition("=")
         if not k.strip():
             raise UserError(f"--{name} {value!r}: {part!r} has no name before '='.")
-        k, v = _directive(k.strip(), v.strip() if sep else None, name, value)
+        k, v = _directive(k.strip(), v.strip() if sep else None, name, value)  # type: ignore[assignment]
         out[k] = v
     return out
 
 
-def _env(value, name):
+def _env(value: Any, name: str) -> dict[str, str]:
     """NAME=VALUE or NAME (copy from the submitting shell); repeatable; returns a dict."""
     items = value if isinstance(value, (list, tuple)) else [value]
     if isinstance(value, dict):
@@ -276,7 +279,7 @@ def _env(value, name):
     return out
 
 
-def _file_list(value, name):
+def _file_list(value: Any, name: str) -> list[str]:
     items = value if isinstance(value, (list, tuple)) else str(value).split(",")
     if not any(str(item).strip() for item in items):
         raise UserError(f"--{name} is empty: give one or more files, comma-separated, e.g. modules.sh.")
@@ -298,21 +301,21 @@ def _file_list(value, name):
     return out
 
 
-def _gpus(value, name):
+def _gpus(value: Any, name: str) -> Any:
     from .local.gpus import parse_spec
 
     return parse_spec(value, name)
 
 
-def _choice(*choices):
-    def parse(value, name):
+def _choice(*choices: str) -> Callable[[Any, str], str]:
+    def parse(value: Any, name: str) -> str:
         if value not in choices:
             raise UserError(f"--{name} must be one of {', '.join(choices)}, not {value!r}.")
         return value
     return parse
 
 
-def _results(value, name):
+def _results(value: Any, name: str) -> str:
     """clum: a path ending in .jsonl or .pkl; cluf: that too, or just the format (each bin gets
     its own file in the jobs dir)."""
     from .record.results import format_of
@@ -327,11 +330,11 @@ def _results(value, name):
     return os.path.abspath(os.path.expanduser(text))
 
 
-def _path(value, name):
+def _path(value: Any, name: str) -> str:
     return os.path.abspath(os.path.expanduser(_str(value, name)))
 
 
-def _dir(value, name):
+def _dir(value: Any, name: str) -> str:
     """A directory that exists or can be made (its path goes into the job scripts' directives)."""
     path = _path(one_line(_str(value, name), name, "path"), name)
     if os.path.islink(path) and not os.path.exists(path):
@@ -344,38 +347,38 @@ def _dir(value, name):
     return path
 
 
-def _both(clum, cluf):
+def _both(clum: Any, cluf: Any) -> dict[str, Any]:
     """A help text (or group) that differs between the commands."""
     return {"clum": clum, "cluf": cluf}
 
 
-def _fwd_str(value, opts):
+def _fwd_str(value: Any, opts: dict) -> list[str]:
     return [str(value)]
 
 
-def _fwd_float(value, opts):
+def _fwd_float(value: float, opts: dict) -> list[str]:
     return [f"{value:.15g}"]
 
 
-def _fwd_positions(value, opts):
+def _fwd_positions(value: Any, opts: dict) -> list[str]:
     return [bins.format_positions(value)]
 
 
-def _fwd_walltime(value, opts):
+def _fwd_walltime(value: int, opts: dict) -> list[str]:
     from .schedulers.base import hms
 
     return [hms(value)]
 
 
-def _fwd_grace(value, opts):
+def _fwd_grace(value: float, opts: dict) -> list[str]:
     return [f"{value:.15g}"] if opts.get("walltime") else []
 
 
-def _fwd_gpus(value, opts):
+def _fwd_gpus(value: Any, opts: dict) -> list[str]:
     return [str(value)] if isinstance(value, int) else []
 
 
-def _fwd_gpus_per_worker(value, opts):
+def _fwd_gpus_per_worker(value: Any, opts: dict) -> list[str]:
     return [str(value)] if opts.get("gpus") is not None else []
 
 
@@ -401,7 +404,7 @@ class Option:
     default: Any = None
     commands: str = "clum cluf"  # which commands accept it (on the CLI and in *_options)
     flags: Any = ()  # other spellings on the command line, before --NAME (or a function that gives them)
-    metavar: Optional[str] = None
+    metavar: Any = None  # or one per command, as help
     help: Any = ""
     group: Any = "main"
     flag: bool = False
@@ -413,7 +416,7 @@ class Option:
         """The other spellings (a scheduler's are asked of its module only when cluf's parser is built)."""
         return tuple(self.flags()) if callable(self.flags) else self.flags
 
-    def text(self, what, command):
+    def text(self, what: str, command: str) -> Any:
         v = getattr(self, what)
         v = v.get(command) if isinstance(v, dict) else v
         return v() if callable(v) else v
@@ -551,11 +554,11 @@ def attr(name: str) -> str:
     return name.replace("-", "_")
 
 
-def valid_keys(command: str):
+def valid_keys(command: str) -> list[str]:
     return [o.name for o in OPTIONS if command in o.commands.split()]
 
 
-def from_dict(d: dict, command: str, source: str, ignore_foreign=False) -> dict:
+def from_dict(d: dict, command: str, source: str, ignore_foreign: bool = False) -> dict:
     """Validate a ``*_options`` dict; return {canonical name: parsed value}.
 
     ``ignore_foreign``: accept and skip keys that are valid for the other command
@@ -625,7 +628,7 @@ def merge(command: str, *layers: dict) -> dict:
     return {attr(k): v for k, v in merged.items()}
 
 
-def forwarded(opts) -> list:
+def forwarded(opts: dict) -> list:
     """The options each cluf job passes on to its clum (other than --bins and --journal), as
     words: every option of the table with a ``forward``, from its value in ``opts``."""
     words = []
@@ -641,7 +644,7 @@ def forwarded(opts) -> list:
 
 # --- options against each other -------------------------------------------------------------
 
-def check(opts):
+def check(opts: dict) -> None:
     """The checks of options against each other, for both commands, once every source is merged
     (the command line, ``*_options``, ``~/.clufrc``); before anything is written."""
     if opts.get("hash") is not None and opts.get("key") is not None:
