@@ -53,13 +53,13 @@ class Dealer:
             return None
         return Batch(next(self.ids), positions, elements)
 
-    def deal(self) -> Optional[Tuple[Batch, bytes, bytes]]:
+    def deal(self) -> Optional[Tuple[Batch, bytes, bytes | memoryview]]:
         """The next batch that can be sent, with its message's header and body; None when there is none now."""
         while True:
             b = self.next_batch()
             if b is None:
                 return None
-            data = pickled(b, self.acct.fail_unsent)
+            data: bytes | memoryview | None = pickled(b, self.acct.fail_unsent)
             if data is not None:
                 break
         if len(data) > MAX_BATCH_BYTES // 2:  # shrink batches of large elements

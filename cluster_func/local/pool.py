@@ -287,7 +287,7 @@ class Pool:
             except (KeyError, ValueError):
                 pass
 
-    def send(self, w: Worker, header: bytes, payload: bytes) -> None:
+    def send(self, w: Worker, header: bytes, payload: bytes | memoryview) -> None:
         """Queue one message in ``Connection.send_bytes`` framing, without copying the payload."""
         n = len(header) + len(payload)
         if n > w.pipe_size:  # big arguments: a bigger pipe moves them in fewer, larger writes
