@@ -252,9 +252,8 @@ def _one_shape(elements: List[Any]) -> Optional[str]:
     return _STAR if issubclass(cls, tuple) else _PLAIN
 
 
-def _run_calls(target: Callable[..., Any], elements: List[Any], n: int, stop: Optional[float], shape: Optional[str],
-               encode: Any, pack: Any, positions: Any, records: Any, failed: Any,
-               values: Any, started_slot: int, send: Callable[[tuple], None], batch_id: int) -> int:
+def _run_calls(target: Callable[..., Any], elements: List[Any], n: int, stop: Optional[float], shape: Optional[str], encode: Any,
+               pack: Any, positions: Any, records: Any, failed: Any, values: Any, started_slot: int, send: Callable, batch_id: int) -> int:
     """Call the target on the batch's first ``n`` elements; return how many calls started.
 
     Each call's number (from 1) goes to the worker's ``started`` counter before it starts; a
