@@ -7,6 +7,8 @@ cluster's scheduler as cluf's jobs (docs/cluster-api.md); :class:`Arguments` giv
 imported on first use, so that the commands do not pay for them at start-up.
 """
 
+import typing as _typing  # (for annotations only: this module's names are its public ones)
+
 from .core.arguments import Arguments
 
 __version__ = "0.1.0"
@@ -19,12 +21,12 @@ __all__ = ["__version__", "read_results", "Arguments", "MapError", "Failure", "M
            "RunStatus", *_QUEUE_NAMES]
 
 
-def __dir__():
+def __dir__() -> list[str]:
     """Every public name, for Tab completion (map and imap included; they load on first use)."""
     return sorted(set(globals()) | set(_QUEUE_NAMES) | set(_API_NAMES))
 
 
-def read_results(*paths):
+def read_results(*paths: str) -> _typing.Iterator[tuple[int, _typing.Any]]:
     """Yield ``(position, value)`` in position order from ``--results`` files, several of them,
     or a cluf jobs dir (see :mod:`cluster_func.record.results`)."""
     from .record.results import read_results as read
@@ -32,7 +34,7 @@ def read_results(*paths):
     return read(*paths)
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> _typing.Any:
     if name in _QUEUE_NAMES:
         from . import iterable_queue
 

@@ -5,10 +5,12 @@ Only this small module is imported before the commands install their own signal 
 the command quietly with status 130 instead of a KeyboardInterrupt traceback.
 """
 
+from __future__ import annotations
+
 import sys
 
 
-def _start(name):
+def _start(name: str) -> None:
     try:
         from . import cli
 
@@ -24,9 +26,9 @@ def _start(name):
         sys.exit(128 + signum)
 
 
-def clum():
+def clum() -> None:
     _start("clum")
 
 
-def cluf():
+def cluf() -> None:
     _start("cluf")

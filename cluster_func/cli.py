@@ -6,6 +6,8 @@ the tool: one line saying so, then its traceback); 75 clum stopped at its --wall
 left (--resume does the rest); 130 interrupted by SIGINT; 143 by SIGTERM.
 """
 
+from __future__ import annotations
+
 import argparse
 import os
 import re
@@ -13,6 +15,8 @@ import signal
 import sys
 import textwrap
 import traceback
+from types import FrameType, ModuleType
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, TextIO, Tuple
 
 from . import __version__, options
 from . import schedulers
@@ -24,15 +28,17 @@ EXIT_BUG = 70  # EX_SOFTWARE: an exception escaped from inside the tool
 
 
 class _Parser(argparse.ArgumentParser):
-    passthrough = ()  # the words after '--', for the message when SCRIPT is missing
+    passthrough: Sequence[str] = ()  # the words after '--', for the message when SCRIPT is missing
 
-    def parse_args(self, args=None, namespace=None):
+    def parse_args(self, args: Optional[Sequence[str]] = None,  # type: ignore[override]
+                   namespace: Optional[argparse.Namespace] = None) -> argparse.Namespace:
         return super().parse_args(self._negative_values(sys.argv[1:] if args is None else list(args)), namespace)
 
-    def _negative_values(self, argv):
+    def _negative_values(self, argv: List[str]) -> List[str]:
         """``--bins -1/3``: a value that starts with '-' and a digit is the option's value (argparse
         would take it for an option and say "expected one argument"); it is given as --bins=-1/3."""
-        out, k = [], 0
+        out: List[str] = []
+        k = 0
         while k < len(argv):
             a = argv[k]
             action = self._option_string_actions.get(a)
@@ -45,7 +51,7 @@ class _Parser(argparse.ArgumentParser):
             k += 1
         return out
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         if "SCRIPT" in message and "required" in message and self.passthrough:
             message += (f" (everything after '--' goes to the script as its sys.argv[1:], so the script must "
                         f"come before '--': {self.prog} {self.passthrough[0]} [options] -- ARGS)")
@@ -53,10 +59,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}. Run '{self.prog} --help' for every option.\n")
 
 
-def _add_options(p: argparse.ArgumentParser, g: dict, prog: str):
+def _add_options(p: argparse.ArgumentParser, g: dict, prog: str) -> None:
     """Every option of ``prog`` from the one table (options.OPTIONS), as ``prog`` means it, in its
     help group, in the table's order; SCRIPT (after cluf's first four); then --version."""
-    exclusive = {}
+    exclusive: Dict[str, Any] = {}
     script_after = "no-q" if prog == "cluf" else None
     if script_after is None:
         _script(g["main"])
@@ -80,13 +86,13 @@ def _add_options(p: argparse.ArgumentParser, g: dict, prog: str):
     p.add_argument("--version", action="version", version=f"{prog} (cluster-func) {__version__}")
 
 
-def _script(group):
+def _script(group: Any) -> None:
     group.add_argument("script", metavar="SCRIPT",
                        help="path of the Python file holding the target function and its args "
                             "('example' finds example.py too)")
 
 
-def _groups(p, prog):
+def _groups(p: argparse.ArgumentParser, prog: str) -> Dict[str, Any]:
     """The help's sections, the most used options first (the order of --help)."""
     g = {"main": p.add_argument_group("the most used options")}
     if prog == "cluf":
@@ -98,7 +104,7 @@ def _groups(p, prog):
     return g
 
 
-def clum_parser():
+def clum_parser() -> _Parser:
     p = _Parser(
         prog="clum", usage="clum [options] SCRIPT [-- ARGS FOR THE SCRIPT...]",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -123,7 +129,7 @@ exit status: 0 all calls done, 1 some failed, 2 bad input, 70 a bug in cluster-f
     return p
 
 
-def cluf_parser():
+def cluf_parser() -> _Parser:
     titles = [schedulers.SCHEDULERS[n].title for n in schedulers.names()]
     p = _Parser(
         prog="cluf", usage="cluf [options] (-n NODES | -i ITERATIONS) SCRIPT [-- ARGS FOR THE SCRIPT...]\n"
@@ -162,7 +168,7 @@ exit status: 0 all written (and submitted), 1 a submission failed, 2 bad input,
     return p
 
 
-def cluf_manage_parser():
+def cluf_manage_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="cluf", allow_abbrev=False,
                 description="Check, finish or stop a submitted cluf run.")
     g = p.add_mutually_exclusive_group(required=True)
@@ -188,9 +194,9 @@ def cluf_manage_parser():
     return p
 
 
-def cli_values(ns, command):
+def cli_values(ns: argparse.Namespace, command: str) -> Dict[str, Any]:
     """The options given on the command line, parsed as ``command`` means them: {canonical name: value}."""
-    out = {}
+    out: Dict[str, Any] = {}
     for o in options.OPTIONS:
         if command not in o.commands.split():
             continue
@@ -201,7 +207,7 @@ def cli_values(ns, command):
     return out
 
 
-def load(ns, command, passthrough):
+def load(ns: argparse.Namespace, command: str, passthrough: List[str]) -> Tuple[ModuleType, Dict[str, Any]]:
     """Load the script; return (module, merged options as a dict of attr names)."""
     path = resolve_path(ns.script)
     given = cli_values(ns, command)
@@ -235,7 +241,7 @@ def load(ns, command, passthrough):
     return module, opts
 
 
-def run_clum(argv):
+def run_clum(argv: Sequence[str]) -> int:
     from .local import run as local_run
 
     argv, passthrough = split_passthrough(argv)
@@ -248,7 +254,7 @@ def run_clum(argv):
 MANAGE = ("--status", "--resubmit", "--cancel", "--gather")
 
 
-def _manages(argv):
+def _manages(argv: Sequence[str]) -> bool:
     """cluf manages a submitted run: --status, --resubmit, --cancel, --gather, or --wait with
     no script (every word that is not an option names a directory: the jobs dir)."""
     if any(a in MANAGE for a in argv):
@@ -257,7 +263,7 @@ def _manages(argv):
     return "--wait" in argv and all(os.path.isdir(w) for w in words)
 
 
-def run_cluf(argv):
+def run_cluf(argv: Sequence[str]) -> int:
     argv_all = list(argv)
     argv, passthrough = split_passthrough(argv)
     if _manages(argv):
@@ -286,11 +292,11 @@ def run_cluf(argv):
     module, opts = load(ns, "cluf", passthrough)
     return submission.run(module, opts, options.forwarded(opts), argv_all)
 
-def _raise_interrupted(signum, frame):
+def _raise_interrupted(signum: int, frame: Optional[FrameType]) -> NoReturn:
     raise Interrupted(signum)
 
 
-def guarded(fn, prog, argv):
+def guarded(fn: Callable[[Sequence[str]], int], prog: str, argv: Sequence[str]) -> int:
     # SIGINT and SIGTERM at any moment: an orderly stop (the runner has its own handling while
     # it runs; before and after, these turn into Interrupted).
     signal.signal(signal.SIGINT, _raise_interrupted)
@@ -322,11 +328,11 @@ def guarded(fn, prog, argv):
         return EXIT_BUG
 
 
-def _where_to_report():
+def _where_to_report() -> str:
     try:
         from importlib.metadata import metadata
 
-        url = metadata("cluster-func").get("Home-page")
+        url = metadata("cluster-func").get("Home-page")  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001
         url = None
     return f"at {url.rstrip('/')}/issues" if url and "github.com" in url else \
@@ -338,18 +344,18 @@ class _DropOnClosedPipe:
     is dropped instead of raising BrokenPipeError; the run goes on.  Only in the process that
     made it: a forked worker (the target's own printing) still sees the error."""
 
-    def __init__(self, stream):
+    def __init__(self, stream: TextIO) -> None:
         self._stream, self._pid, self._gone = stream, os.getpid(), False
 
     @staticmethod
-    def unwrap():
+    def unwrap() -> None:
         """In a forked worker: the plain streams again (the target's printing is its own)."""
         for name in ("stdout", "stderr"):
             stream = getattr(sys, name)
             if isinstance(stream, _DropOnClosedPipe):
                 setattr(sys, name, stream._stream)
 
-    def _call(self, method, *a):
+    def _call(self, method: str, *a: Any) -> Any:
         if self._gone and os.getpid() == self._pid:
             return None
         try:
@@ -366,20 +372,20 @@ class _DropOnClosedPipe:
                 pass
             return None
 
-    def write(self, text):
+    def write(self, text: str) -> int:
         self._call("write", text)
         return len(text)
 
-    def flush(self):
+    def flush(self) -> None:
         self._call("flush")
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
 
 
-def clum_main(argv=None):
+def clum_main(argv: Optional[Sequence[str]] = None) -> None:
     sys.exit(guarded(run_clum, "clum", sys.argv[1:] if argv is None else argv))
 
 
-def cluf_main(argv=None):
+def cluf_main(argv: Optional[Sequence[str]] = None) -> None:
     sys.exit(guarded(run_cluf, "cluf", sys.argv[1:] if argv is None else argv))

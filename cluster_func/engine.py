@@ -14,7 +14,7 @@ its command line, map its keyword arguments) and say how the run went in their o
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Mapping, Optional, Tuple
 
 from .local import worker
 from .local.accounting import Outcome
@@ -42,7 +42,7 @@ class Settings:
     timeout: Optional[float] = None
     values: Optional[str] = None
     stop_at: Optional[Tuple[float, float]] = None
-    slot_env: Optional[List[Mapping[str, str]]] = None
+    slot_env: Optional[Callable[[int], Mapping[str, str]]] = None
 
 
 def cpus() -> int:

@@ -20,6 +20,8 @@ checks; ~/.clufrc applies as for cluf.  Bad values raise ``ValueError``/``TypeEr
 words in Python's terms.
 """
 
+from __future__ import annotations
+
 import contextlib
 import glob
 import inspect
@@ -111,7 +113,7 @@ def _count(nodes: Optional[int], iterations: Optional[int], n: int) -> int:
         if nodes > options_mod.MAX_NODES:
             raise ValueError(f"{PROG}: nodes={nodes} is more than the {options_mod.MAX_NODES:,} jobs one run may have.")
         return nodes
-    return max(1, -(-n // iterations))
+    return max(1, -(-n // iterations))  # type: ignore[operator]  # (nodes or iterations: checked)
 
 
 # --- the run's files -----------------------------------------------------------------------------
@@ -132,7 +134,7 @@ def _differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
     return said
 
 
-def _quietly(quiet: bool):
+def _quietly(quiet: bool) -> contextlib.AbstractContextManager:
     return contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext()
 
 
@@ -367,7 +369,7 @@ class Run:
     """A run submitted from Python, by its jobs dir: ``cluster_func.Run(jobs_dir)`` attaches to it
     from any process (after a kernel restart, from another notebook)."""
 
-    def __init__(self, jobs_dir: str):
+    def __init__(self, jobs_dir: str) -> None:
         jobs_dir = os.path.abspath(os.fspath(jobs_dir))
         files = _run_files(jobs_dir) if os.path.isdir(jobs_dir) else []
         if len(files) != 1:

@@ -2,6 +2,8 @@
 :class:`MapError` (every failed call as a :class:`Failure`, with its traceback text, and the
 values of the rest), and :data:`MISSING` at the positions without a value."""
 
+from __future__ import annotations
+
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
@@ -11,18 +13,18 @@ class _Missing:
 
     _instance = None
 
-    def __new__(cls):
+    def __new__(cls) -> _Missing:
         if cls._instance is None:
             cls._instance = super().__new__(cls)
         return cls._instance
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "cluster_func.MISSING"
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple:
         return _Missing, ()
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         return False
 
 
@@ -40,7 +42,7 @@ class Failure:
     message: str
     traceback: str
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"position {self.position}: args {self.args}: {self.type}: {self.message}"
 
 
@@ -55,14 +57,14 @@ class MapError(Exception):
     """
 
     def __init__(self, failures: Dict[int, Failure], values: List[Any], total: int,
-                 missing: Optional[List[int]] = None):
+                 missing: Optional[List[int]] = None) -> None:
         self.failures = dict(sorted(failures.items()))
         self.values = values
         self.total = total
         self.missing = sorted(missing or [])
         super().__init__(self._text())
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple:
         return MapError, (self.failures, self.values, self.total, self.missing)
 
     @property

@@ -28,6 +28,8 @@ show every long run as a string of failed jobs, and hide real failures among the
 whose bin could not continue (failed, cancelled, the submission refused) exits non-zero.
 """
 
+from __future__ import annotations
+
 import os
 import sys
 from dataclasses import dataclass
@@ -41,7 +43,7 @@ from ..schedulers.job import CANCELLED, REQUEUED, recorded_verdict, scheduler_ve
 DEFAULT_MAX_RESTARTS = 20
 
 
-def _plan_times(plan):
+def _plan_times(plan: jobs.RunPlan) -> tuple[int | None, float | None]:
     """(walltime, grace) of a plan's jobs, as clum counts them."""
     from ..core.walltime import grace_seconds
 
@@ -52,9 +54,9 @@ def _plan_times(plan):
     return walltime, (grace_seconds(walltime, grace) if walltime else None)
 
 
-def mark_cancelled(manifest_path: str, i: int, stopped_id, words: str) -> str:
+def mark_cancelled(manifest_path: str, i: int, stopped_id: str | None, words: str) -> str:
     """Bin i's job ``stopped_id`` was cancelled by the scheduler: the bin never continues."""
-    def change(m):
+    def change(m: dict) -> str:
         job = manifest.job(m, i)
         if job is None or (stopped_id is not None and job.id != stopped_id):
             return "already continued: not marked"
@@ -80,7 +82,7 @@ def continue_bin(manifest_path: str, i: int, stopped_id: Optional[str] = None) -
     ``stopped_id``: the job that stopped (the one the manifest must still name for bin i, or
     another job continued the bin already).  The new job is written, submitted and recorded
     (dispatch.dispatch) under the bin's lock, on the manifest read under it."""
-    def decide(m):
+    def decide(m: dict) -> Continuation:
         plan = jobs.plan_from_dict(m["plan"])
         job = manifest.job(m, i)
         if job is None:
@@ -117,7 +119,7 @@ def continue_bin(manifest_path: str, i: int, stopped_id: Optional[str] = None) -
     return manifest.update_bin(manifest_path, i, decide)
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     """``python -m cluster_func.cluster.continuation MANIFEST BIN [STATUS]`` (from a job script, with
     clum's exit status: 75 stopped at the walltime, 130/143 stopped by a signal).  Returns the
     job's exit status: 0 once a new job holds the bin, else non-zero."""
@@ -151,9 +153,9 @@ def main(argv=None):
                 print(f"cluf: bin {i} was interrupted ({kind}: {words}); 'cluf --resubmit' resumes it",
                       file=sys.stderr)
                 return status
-            said = mark_cancelled(manifest_path, i, stopped, words)
+            said = mark_cancelled(manifest_path, i, stopped, words)  # type: ignore[assignment]
         except Exception as e:  # noqa: BLE001 - the job ends either way
-            said = f"could not record the cancel: {type(e).__name__}: {e}"
+            said = f"could not record the cancel: {type(e).__name__}: {e}"  # type: ignore[assignment]
         print(f"cluf: bin {i} was stopped from outside; {said}; it does not continue ('cluf --resubmit' "
               f"resumes it)", file=sys.stderr)
         return status

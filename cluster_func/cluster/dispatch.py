@@ -23,8 +23,10 @@ what was and was not submitted; the caller words it (a first submission says how
 rest, a continuation records it in the bin's job).
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..core.errors import UserError
 from . import jobs, manifest
@@ -44,15 +46,15 @@ class Script:
 
     @property
     def bins(self) -> List[int]:
-        return list(range(self.first, self.first + self.count)) if self.is_array else [self.first]
+        return list(range(self.first, self.first + self.count)) if self.is_array else [self.first]  # type: ignore[operator]
 
 
-def singles(bins) -> List[Script]:
+def singles(bins: Iterable[int]) -> List[Script]:
     """One job script per bin, in the order given."""
     return [Script(i) for i in bins]
 
 
-def arrays(runs) -> List[Script]:
+def arrays(runs: Iterable[Sequence[int]]) -> List[Script]:
     """One array script per ``(first, count)`` run of consecutive bins."""
     return [Script(first, count) for first, count in runs]
 
@@ -62,13 +64,13 @@ class Refused(Exception):
     SchedulerError included); ``done`` the ``(script, job id)`` submitted before it (and
     recorded); ``left`` the scripts not submitted, ``script`` first."""
 
-    def __init__(self, script: Script, error: Exception, done, left):
+    def __init__(self, script: Script, error: Exception, done: List[Tuple[Script, str]], left: List[Script]) -> None:
         super().__init__(str(error))
         self.script, self.error, self.done, self.left = script, error, done, left
 
 
-def write(plan: jobs.RunPlan, scripts: List[Script], resume=False, max_running=None,
-          say_write_errors=False) -> List[str]:
+def write(plan: jobs.RunPlan, scripts: List[Script], resume: bool = False, max_running: Optional[int] = None,
+          say_write_errors: bool = False) -> List[str]:
     """Write the job scripts (replacing only cluf's own: ``jobs.check_ours``), setting each
     ``path``; returns the paths.  An OSError goes out as it is, or with ``say_write_errors`` as
     a UserError naming the jobs dir (cluf's first submission and ``-q``)."""
@@ -76,7 +78,7 @@ def write(plan: jobs.RunPlan, scripts: List[Script], resume=False, max_running=N
         if scripts and not scripts[0].is_array:
             paths = jobs.write(plan, [s.first for s in scripts], resume=resume)
         else:
-            paths = [jobs.write_array(plan, s.first, s.count, max_running, resume) for s in scripts]
+            paths = [jobs.write_array(plan, s.first, s.count, max_running, resume) for s in scripts]  # type: ignore[arg-type]
     except OSError as e:
         if not say_write_errors:
             raise
@@ -87,20 +89,21 @@ def write(plan: jobs.RunPlan, scripts: List[Script], resume=False, max_running=N
 
 
 def _record(m: dict, plan: jobs.RunPlan, script: Script, job_id: str, resume: bool, calls: Dict[int, int],
-            marks: Dict[int, Optional[dict]]):
+            marks: Dict[int, Optional[dict]]) -> None:
     if not script.is_array:
-        manifest.record(m, script.first, script.path, job_id, resume, calls=calls.get(script.first),
+        manifest.record(m, script.first, script.path, job_id, resume, calls=calls.get(script.first),  # type: ignore[arg-type]
                         journal=marks[script.first])
         return
     sched = plan.scheduler
     for i in script.bins:
         index = i - script.first + sched.array_first_index
-        manifest.record(m, i, script.path, sched.task_id(job_id, index), resume, array_id=job_id, calls=calls.get(i),
+        manifest.record(m, i, script.path, sched.task_id(job_id, index), resume, array_id=job_id, calls=calls.get(i),  # type: ignore[arg-type]
                         journal=marks[i])
 
 
-def dispatch(plan: jobs.RunPlan, scripts: List[Script], record_with: Callable, *, resume=False,
-             calls: Optional[Dict[int, int]] = None, planned=None, max_running=None, say_write_errors=False,
+def dispatch(plan: jobs.RunPlan, scripts: List[Script], record_with: Callable, *, resume: bool = False,
+             calls: Optional[Dict[int, int]] = None, planned: Optional[Iterable[int]] = None,
+             max_running: Optional[int] = None, say_write_errors: bool = False,
              written: Optional[Callable] = None,
              submitted: Optional[Callable] = None) -> List[Tuple[Script, str]]:
     """Write ``scripts``, submit each and record its job through ``record_with`` (see the module's
@@ -118,13 +121,13 @@ def dispatch(plan: jobs.RunPlan, scripts: List[Script], record_with: Callable, *
     if planned is not None:
         record_with(lambda m: manifest.plan_bins(m, planned))
     calls = calls or {}
-    done = []
+    done: List[Tuple[Script, str]] = []
     for k, script in enumerate(scripts):
         # The bins' journals as they are before the job can start: what it writes is told apart
         # from what earlier jobs wrote (manifest.journal_is_current).
         marks = {i: manifest.journal_mark(plan.path(i, ".journal")) for i in script.bins}
         try:
-            job_id = plan.scheduler.submit(script.path, plan.submit_dir)
+            job_id = plan.scheduler.submit(script.path, plan.submit_dir)  # type: ignore[arg-type]
         except RuntimeError as e:
             raise Refused(script, e, list(done), scripts[k:]) from None
         record_with(lambda m, script=script, job_id=job_id, marks=marks:

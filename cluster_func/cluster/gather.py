@@ -7,11 +7,14 @@ whole, in position order, saying how many positions have no value yet (and, in r
 binning, which).  A file named with ``-o`` is never overwritten.
 """
 
+from __future__ import annotations
+
 import os
 import shlex
 import sys
 import warnings
 import zlib
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..core.bins import format_positions
 from ..core.errors import UserError
@@ -20,8 +23,11 @@ from . import jobs, manifest
 from .jobs import ARRAY_BIN_VAR
 from .status import check_bin_journal, current_journal, load_run
 
+if TYPE_CHECKING:
+    from ..record.journal import JournalState
 
-def gather(jobs_dir, out=None) -> int:
+
+def gather(jobs_dir: str | None, out: str | None = None) -> int:
     """Merge the results files of a cluf run's bins into one file in position order; say how
     many positions have no value (bins not done, calls failed).  Exit status 1 if any."""
     jobs_dir = os.path.abspath(jobs_dir or os.getcwd())
@@ -45,7 +51,8 @@ def gather(jobs_dir, out=None) -> int:
             raise UserError(f"cluf --gather -o {out}: that file exists, and --gather never overwrites a file "
                             f"named with -o (it may be yours). Remove it first, or name a new file with -o; "
                             f"without -o the merged file goes to the jobs dir, replaced at each --gather.")
-        values, missing, not_done, unknown, lacking = {}, 0, [], [], []
+        values: dict[int, Any] = {}
+        missing, not_done, unknown, lacking = 0, [], [], []
         for i in range(plan.nodes):
             job = manifest.job(m, i)
             expected = job.calls if job is not None else None
@@ -60,7 +67,7 @@ def gather(jobs_dir, out=None) -> int:
                 missing += max(0, expected - len(bin_values))
                 if _mode(st) == "round-robin":
                     lacking += [p for p in range(i, i + expected * plan.nodes, plan.nodes) if p not in bin_values]
-            elif not done or st.last_failed:
+            elif not done or st.last_failed:  # type: ignore[union-attr]  # (done: st is not None)
                 unknown.append(i)
         try:
             n = write_records(target, ((p, values[p]) for p in sorted(values)))
@@ -75,17 +82,18 @@ def gather(jobs_dir, out=None) -> int:
     return status
 
 
-def _mode(st):
+def _mode(st: JournalState | None) -> str:
     """The binning of a bin's journal (round-robin when it does not say)."""
     mode = st.header.get("mode") if st is not None else None
     return mode if isinstance(mode, str) else "round-robin"
 
 
-def _warn(text):
+def _warn(text: str) -> None:
     print(f"cluf: warning: {text}", file=sys.stderr)
 
 
-def _bin_values(plan, i, jobs_dir, job, st) -> dict:
+def _bin_values(plan: jobs.RunPlan, i: int, jobs_dir: str, job: manifest.JobRecord | None,
+                st: JournalState | None) -> dict:
     """The values in bin i's results file, by position: none when it has no file yet, when the
     file is not one the bin's current job wrote (``st`` is its journal, None when the journal
     holds no run of that job), or when the file is damaged (said, naming the bin and the file).
@@ -94,7 +102,7 @@ def _bin_values(plan, i, jobs_dir, job, st) -> dict:
     size and CRC-32 the journal's last export record of the current job gives; every record
     parses; every position is one of the bin's (round-robin: position % bins == bin) and comes
     once."""
-    f = plan.path(i, ".results." + plan.results)
+    f = plan.path(i, ".results." + plan.results)  # type: ignore[operator]  # (gather: a run with --results)
     if not os.path.lexists(f):
         return {}
     if not os.path.isfile(f):
@@ -112,8 +120,8 @@ def _bin_values(plan, i, jobs_dir, job, st) -> dict:
                         f"permissions (or run cluf as the user whose jobs wrote it) and gather "
                         f"again.") from None
     exports = [e for e in st.exports
-               if manifest.journal_is_current(job, st.header, e.get("offset", 0) + 1)]
-    rewrite = (f"Move it away and run the bin's job script again ('{_by_hand(job, i)}': it resumes, runs "
+               if manifest.journal_is_current(job, st.header, e.get("offset", 0) + 1)]  # type: ignore[arg-type]
+    rewrite = (f"Move it away and run the bin's job script again ('{_by_hand(job, i)}': it resumes, runs "  # type: ignore[arg-type]
                f"only the calls its journal does not record as completed and writes the file again from the "
                f"journal), then gather again")
     if not exports:
@@ -156,14 +164,15 @@ def _checked_records(plan, i, f, st, rewrite) -> dict:
     return bin_values
 
 
-def _by_hand(job, i):
+def _by_hand(job: manifest.JobRecord, i: int) -> str:
     """How to run bin i's job script by hand."""
     if job.array_id is not None:
         return f"{ARRAY_BIN_VAR}={i} bash {shlex.quote(job.script)}"
     return f"bash {shlex.quote(job.script)}"
 
 
-def _say_incomplete(jobs_dir, nodes, missing, not_done, unknown, lacking=()):
+def _say_incomplete(jobs_dir: str, nodes: int, missing: int, not_done: list[int], unknown: list[int],
+                    lacking: Sequence[int] = ()) -> None:
     """Say what a gathered run lacks: positions without a value, bins not done, bins whose call
     count is not known."""
     parts = []

@@ -31,12 +31,14 @@ the manifest itself (its format, lock and job records) is :mod:`cluster_func.clu
 and writing, submitting and recording jobs is :mod:`cluster_func.cluster.dispatch`.
 """
 
+from __future__ import annotations
+
 import os
 import secrets
 import shlex
 import sys
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, Iterable, List, Optional, Sequence
 
 from .. import __version__
 from ..core.errors import EXIT_WALLTIME, JOB_START_VAR, LOCK_WAIT_VAR, RERUN_LOCK_WAIT, UserError
@@ -68,25 +70,25 @@ class RunPlan:
     # continue themselves: a compute node's PATH may find another scheduler's qsub first)
 
     @property
-    def stem(self):
+    def stem(self) -> str:
         return os.path.splitext(os.path.basename(self.script))[0]
 
-    def base(self, i):
+    def base(self, i: int | str) -> str:
         """``<stem>-<i>-<n>``: the name of bin i's job script, output files and journal (in an
         array script ``i`` is the shell word ``$cluf_bin``)."""
         return f"{self.stem}-{i}-{self.nodes}"
 
-    def array_base(self, first, count):
+    def array_base(self, first: int, count: int) -> str:
         """``<stem>-array-<n>``, or ``<stem>-array-<first>-<n>`` for an array of only some bins."""
         return f"{self.stem}-array-{first}-{self.nodes}" if count < self.nodes else f"{self.stem}-array-{self.nodes}"
 
-    def path(self, i, suffix):
+    def path(self, i: int | str, suffix: str) -> str:
         return os.path.join(self.jobs_dir, self.base(i) + suffix)
 
-    def script_path(self, i):
+    def script_path(self, i: int) -> str:
         return self.path(i, self.scheduler.extension)
 
-    def manifest_path(self):
+    def manifest_path(self) -> str:
         return os.path.join(self.jobs_dir, f"{self.stem}-{self.nodes}{MANIFEST_SUFFIX}")
 
 
@@ -108,19 +110,19 @@ def plan_from_dict(d: dict) -> RunPlan:
     return RunPlan(scheduler=SCHEDULERS[d["scheduler"]](), **kwargs)
 
 
-def _read(path):
+def _read(path: str) -> str:
     with open(path, encoding="utf-8") as f:
         text = f.read()
     return text if text.endswith("\n") else text + "\n"
 
 
-def render(plan: RunPlan, i: int, resume=False) -> str:
+def render(plan: RunPlan, i: int, resume: bool = False) -> str:
     """The text of the job script for bin i of plan.nodes."""
     sched = plan.scheduler
     own = "" if sched.appends_output else ".scheduler"  # (then the script appends to the bin's files)
     spec = JobSpec(name=sched.job_name(plan.base(i)), stdout=plan.path(i, own + ".stdout"),
                    stderr=plan.path(i, own + ".stderr"), raw=plan.raw, **plan.resources)
-    preamble = []
+    preamble: List[str] = []
     if not sched.appends_output:
         preamble = [f"# {sched.title} replaces its output files with each job: every job of the bin appends to the "
                     f"bin's own.",
@@ -133,7 +135,7 @@ def render(plan: RunPlan, i: int, resume=False) -> str:
 BIN_VAR = "$cluf_bin"  # the shell variable holding an array task's bin
 
 
-def _quote(word: str, expand=False) -> str:
+def _quote(word: str, expand: bool = False) -> str:
     """Shell-quote a word; with ``expand``, leave ``$cluf_bin`` in it to the shell."""
     if not expand or BIN_VAR not in word:
         return shlex.quote(word)
@@ -141,7 +143,7 @@ def _quote(word: str, expand=False) -> str:
     return (shlex.quote(head) if head else "") + f'"{BIN_VAR}"' + (shlex.quote(tail) if tail else "")
 
 
-def _one_line_paths(plan):
+def _one_line_paths(plan: RunPlan) -> None:
     """Paths named in the job script's comments and directives stay on one line; variable names
     are names (a manifest edited by hand goes through here too on --resubmit)."""
     import re
@@ -158,7 +160,8 @@ def _one_line_paths(plan):
             raise UserError(f"--env: {k!r} is not a valid environment variable name.")
 
 
-def _render(plan, spec, bins_word, journal_word, what, by_hand, resume, preamble=()):
+def _render(plan: RunPlan, spec: JobSpec, bins_word: str, journal_word: str, what: str, by_hand: str, resume: bool,
+            preamble: Sequence[str] = ()) -> str:
     _one_line_paths(plan)
     q = shlex.quote
     # Only the --bins and --journal words of an array script hold $cluf_bin; every other word
@@ -214,7 +217,7 @@ def _render(plan, spec, bins_word, journal_word, what, by_hand, resume, preamble
 WRITTEN_BY = "# Written by cluf"
 
 
-def check_ours(paths):
+def check_ours(paths: Iterable[str]) -> None:
     """Refuse to overwrite a file at a job script's path unless cluf wrote it (it carries the
     '# Written by cluf' line of every job script): it may be the user's own."""
     for path in paths:
@@ -235,7 +238,7 @@ def check_ours(paths):
                             f"elsewhere with -j DIR.")
 
 
-def write(plan: RunPlan, bins: List[int], resume=False) -> List[str]:
+def write(plan: RunPlan, bins: List[int], resume: bool = False) -> List[str]:
     os.makedirs(plan.jobs_dir, exist_ok=True)
     check_ours([plan.script_path(i) for i in bins])
     paths = []
@@ -250,7 +253,7 @@ def write(plan: RunPlan, bins: List[int], resume=False) -> List[str]:
 ARRAY_BIN_VAR = "CLUF_BIN"
 
 
-def bin_of(bins_word):
+def bin_of(bins_word: str) -> str:
     """The bin of a '--bins i/n' word (a shell word in an array script)."""
     return bins_word.split("/", 1)[0]
 
@@ -259,7 +262,7 @@ def array_script_path(plan: RunPlan, first: int, count: int) -> str:
     return os.path.join(plan.jobs_dir, plan.array_base(first, count) + plan.scheduler.extension)
 
 
-def render_array(plan: RunPlan, first: int, count: int, max_running=None, resume=False) -> str:
+def render_array(plan: RunPlan, first: int, count: int, max_running: Optional[int] = None, resume: bool = False) -> str:
     """One job script for the array of tasks running bins first .. first+count-1.
 
     The bin is the scheduler's task index (plus ``first``), or ``CLUF_BIN`` when set,
@@ -291,7 +294,7 @@ def render_array(plan: RunPlan, first: int, count: int, max_running=None, resume
                    resume, preamble)
 
 
-def write_array(plan: RunPlan, first: int, count: int, max_running=None, resume=False) -> str:
+def write_array(plan: RunPlan, first: int, count: int, max_running: Optional[int] = None, resume: bool = False) -> str:
     os.makedirs(plan.jobs_dir, exist_ok=True)
     path = array_script_path(plan, first, count)
     check_ours([path])

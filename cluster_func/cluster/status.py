@@ -11,11 +11,13 @@ scheduler's own cancel as the job saw it (stops.why_stopped), marked it (the not
 what cancelled it).  The manifest is read with its per-bin records (manifest.load_manifest).
 """
 
+from __future__ import annotations
+
 import os
 import stat
 import sys
 import time
-from typing import List
+from typing import TYPE_CHECKING, Callable, Iterable, List, TextIO
 
 from . import jobs, manifest
 from ..record import journal as journal_mod
@@ -23,19 +25,23 @@ from ..core.errors import SchedulerError, UserError
 from ..schedulers import SCHEDULERS
 from ..schedulers.base import ERROR, QUEUED, RUNNING
 
+if TYPE_CHECKING:
+    from ..record.journal import JournalState
+    from ..schedulers.base import Scheduler
+
 DONE, FAILED, VANISHED = "done", "failed", "vanished"
 STOPPED = "stopped at walltime"  # work left; it continues (by its job, cluf --wait or --resubmit)
 CANCELLED = "cancelled"
 
 
 class BinState:
-    def __init__(self, i, job: manifest.JobRecord):
+    def __init__(self, i: int, job: manifest.JobRecord) -> None:
         self.bin = i
         self.job = job
         self.id = job.id
         self.state = VANISHED
-        self.done = None
-        self.failed = None
+        self.done: int | None = None
+        self.failed: int | None = None
         self.total = job.calls
         self.stuck = False  # still in the scheduler's queue, in an error state
         self.reason = job.failed_reason  # why a bin that stopped at its walltime is failed
@@ -43,20 +49,20 @@ class BinState:
         self.cancelled_by = job.cancelled_by  # what the scheduler said, for a job cancelled by it
 
     @property
-    def needs_rerun(self):
+    def needs_rerun(self) -> bool | int | None:  # (truthy: it does)
         return self.state in (FAILED, VANISHED, STOPPED, CANCELLED) or (self.state == DONE and self.failed)
 
     @property
-    def final(self):
+    def final(self) -> bool:
         """Nothing more will happen to this bin by itself (for cluf --wait)."""
         return self.state in (DONE, FAILED, VANISHED, CANCELLED)
 
     @property
-    def ok(self):
+    def ok(self) -> bool:
         return self.state == DONE and not self.failed
 
 
-def load_run(manifest_path):
+def load_run(manifest_path: str) -> dict:
     m = manifest.load_manifest(manifest_path)  # checked field by field: a damaged one says what to do
     if m is None:
         raise UserError(f"The cluf manifest {manifest_path} has gone (moved or deleted while cluf ran). "
@@ -64,7 +70,7 @@ def load_run(manifest_path):
     return m
 
 
-def check_bin_journal(path):
+def check_bin_journal(path: str) -> None:
     """A bin's journal that is there but is not a file (a directory, a FIFO that would block the
     read) is refused, naming it, before it is read."""
     if os.path.lexists(path) and not os.path.isfile(path):
@@ -82,7 +88,7 @@ def check_bin_journal(path):
                         f"it.") from None
 
 
-def _journal(path, cache):
+def _journal(path: str, cache: dict[str, JournalState] | None) -> JournalState | None:
     """The journal at ``path``, read on from where the last read stopped when ``cache`` holds it."""
     check_bin_journal(path)
     if cache is None:
@@ -99,7 +105,8 @@ def _journal(path, cache):
     return st
 
 
-def current_journal(job: manifest.JobRecord, path, cache=None):
+def current_journal(job: manifest.JobRecord, path: str, cache: dict[str, JournalState] | None = None
+                    ) -> JournalState | None:
     """The bin's journal as :func:`_journal` reads it, or None when it holds no run of the bin's
     current job (it is the journal of an earlier submission: manifest.journal_is_current)."""
     st = _journal(path, cache)
@@ -112,7 +119,7 @@ def current_journal(job: manifest.JobRecord, path, cache=None):
     return st if manifest.journal_is_current(job, st.header, size) else None
 
 
-def bin_states(m, cache=None) -> List[BinState]:
+def bin_states(m: dict, cache: dict[str, JournalState] | None = None) -> List[BinState]:
     plan = jobs.plan_from_dict(m["plan"])
     states = [BinState(job.bin, job) for job in manifest.jobs_of(m)]
     ids = [s.id for s in states if s.id]
@@ -141,7 +148,7 @@ def bin_states(m, cache=None) -> List[BinState]:
     return states
 
 
-def live_bins(manifest_path, chosen, scheduler):
+def live_bins(manifest_path: str, chosen: Iterable[int], scheduler: Scheduler) -> list[tuple[int, str, str]]:
     """Bins among ``chosen`` whose recorded job is still queued or running: [(bin, id, state)]."""
     m = manifest.load_manifest(manifest_path)
     if not m or not m.get("jobs"):
@@ -156,11 +163,11 @@ def live_bins(manifest_path, chosen, scheduler):
     return [(i, j, live[j]) for i, j in sorted(ids.items()) if live.get(j) in (QUEUED, RUNNING)]
 
 
-def _fmt(v):
+def _fmt(v: object) -> str:
     return "-" if v is None else str(v)
 
 
-def print_status(manifest, states, out=sys.stdout):
+def print_status(manifest: dict, states: List[BinState], out: TextIO = sys.stdout) -> None:
     plan = manifest["plan"]
     out.write(f"{plan['script']}: {manifest['nodes']} bins on {manifest['scheduler']} "
               f"(jobs dir {plan['jobs_dir']})\n")
@@ -178,7 +185,7 @@ def print_status(manifest, states, out=sys.stdout):
             note = f"  (continued {s.restarts} time{'s' * (s.restarts != 1)})"
         out.write("  ".join(v.ljust(widths[c]) if c < 3 else v.rjust(widths[c]) for c, v in enumerate(r)).rstrip()
                   + note + "\n")
-    counts = {}
+    counts: dict[str, int] = {}
     for s in states:
         counts[s.state] = counts.get(s.state, 0) + 1
     done = sum(s.done or 0 for s in states)
@@ -191,7 +198,7 @@ def print_status(manifest, states, out=sys.stdout):
               + (f"; {missing} bins never submitted" if missing else "") + "\n")
 
 
-def manifests_in(jobs_dir) -> List[str]:
+def manifests_in(jobs_dir: str | None) -> List[str]:
     jobs_dir = os.path.abspath(jobs_dir or os.getcwd())
     found = manifest.find_manifests(jobs_dir)
     if not found:
@@ -200,7 +207,7 @@ def manifests_in(jobs_dir) -> List[str]:
     return found
 
 
-def status(jobs_dir) -> int:
+def status(jobs_dir: str | None) -> int:
     ok = True
     for path in manifests_in(jobs_dir):
         m = load_run(path)
@@ -210,13 +217,13 @@ def status(jobs_dir) -> int:
     return 0 if ok else 1
 
 
-def _mark_cancelled(m):
+def _mark_cancelled(m: dict) -> None:
     """Every bin not done is cancelled for good: no job of it continues itself after this."""
     for job in manifest.jobs_of(m):
         job.mark_cancelled("cluf --cancel", keep_earlier=True)
 
 
-def cancel(jobs_dir) -> int:
+def cancel(jobs_dir: str | None) -> int:
     for path in manifests_in(jobs_dir):
         plan = jobs.plan_from_dict(load_run(path)["plan"])
         for i in manifest.submitted_bins(load_run(path)):  # a journal that cannot be read: refused before
@@ -295,7 +302,7 @@ def _newly_ended(path: str, seen: dict) -> bool:
     return ended
 
 
-def poll(paths, cache, say) -> list:
+def poll(paths: Iterable[str], cache: dict[str, JournalState] | None, say: Callable[[str], object]) -> list:
     """One poll of the runs of these manifests: [(manifest, [BinState])], one scheduler query
     per run, journals read on from ``cache``.  A bin that stopped at its walltime and that its
     own job could not continue is continued here (``say`` is told how)."""
@@ -313,12 +320,12 @@ def poll(paths, cache, say) -> list:
     return runs
 
 
-def all_final(runs) -> bool:
+def all_final(runs: list) -> bool:
     """Nothing more will happen to any bin of these runs by itself."""
     return all(s.final for _, states in runs for s in states)
 
 
-def wait(jobs_dir, poll_first=POLL_FIRST, poll_max=POLL_MAX, out=sys.stderr) -> int:
+def wait(jobs_dir: str | None, poll_first: float = POLL_FIRST, poll_max: float = POLL_MAX, out: TextIO = sys.stderr) -> int:
     """Block until every bin is done, failed or cancelled, continuing the bins that stopped at
     their walltime where their own job could not; then print the status table and exit with
     its status.  One scheduler query per run and poll; journals are read on from where the
@@ -327,7 +334,8 @@ def wait(jobs_dir, poll_first=POLL_FIRST, poll_max=POLL_MAX, out=sys.stderr) -> 
 
     paths = manifests_in(jobs_dir)
     shown = os.path.abspath(jobs_dir or os.getcwd())
-    cache, seen = {}, {}
+    cache: dict[str, JournalState] = {}
+    seen: dict = {}
     tty = hasattr(out, "isatty") and out.isatty()
     started, last_line, interval = time.monotonic(), 0.0, poll_first
     first_done = None
@@ -362,8 +370,8 @@ def wait(jobs_dir, poll_first=POLL_FIRST, poll_max=POLL_MAX, out=sys.stderr) -> 
     return 0 if ok else 1
 
 
-def progress_line(runs, elapsed, first_done):
-    counts = {}
+def progress_line(runs: list, elapsed: float, first_done: tuple[float, int] | None) -> str:
+    counts: dict[str, int] = {}
     done = failed = 0
     total, known = 0, True
     for m, states in runs:
@@ -389,7 +397,7 @@ def progress_line(runs, elapsed, first_done):
     return line + f", waiting {_hms(elapsed)}"
 
 
-def _hms(seconds):
+def _hms(seconds: float) -> str:
     seconds = int(seconds)
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)

@@ -9,11 +9,15 @@ what was and was not submitted (the messages are worded here).  ``cluf --resubmi
 (:func:`resubmit`, here) submits through :func:`submit` too.
 """
 
+from __future__ import annotations
+
 import os
 import shlex
 import shutil
 import sys
 import time
+from types import ModuleType
+from typing import Any, Callable, Iterable, Iterator
 
 from ..core import bins
 from . import dispatch, jobs, manifest
@@ -22,14 +26,14 @@ from .status import bin_states, live_bins, load_run, manifests_in
 from .status import wait as wait_for_run
 from ..core.errors import Interrupted, SchedulerError, SubmitError, UserError
 from ..core.errors import warner
-from ..schedulers.base import QUEUED, RUNNING
+from ..schedulers.base import QUEUED, RUNNING, Scheduler
 from ..core.script import (args_error_where, check_positions, get_args, get_target, split_passthrough,
                            user_traceback)
 
 EXIT_OK = 0
 
 
-def run(module, opts, clum_args, argv_all=None) -> int:
+def run(module: ModuleType, opts: dict, clum_args: list[str], argv_all: list[str] | None = None) -> int:
     """Write (and submit) the run's job scripts; ``clum_args``: the words each job's clum gets
     besides --bins and --journal (from the option table: options.forwarded); ``argv_all``: the
     command line, for the command printed when a submission fails part-way (None: from Python)."""
@@ -66,7 +70,7 @@ def run(module, opts, clum_args, argv_all=None) -> int:
     return _then_wait(plan, status, opts["wait"])
 
 
-def _count_jobs(opts, args):
+def _count_jobs(opts: dict, args: Any) -> tuple[int | None, int]:
     """(the number of calls, or None when unknown; the number of jobs), from -n or -i (the
     command line's already won over cluf_options / ~/.clufrc).  The arguments are surveyed
     here: an empty or failing iterable, or a --hash/--key position beyond the first element's
@@ -82,12 +86,12 @@ def _count_jobs(opts, args):
     check_first_element(first, opts)
     if opts["iterations"] is None:
         return count, opts["nodes"]
-    nodes = max(1, -(-count // opts["iterations"]))
+    nodes = max(1, -(-count // opts["iterations"]))  # type: ignore[operator]  # (counted: need_count)
     print(f"cluf: {count} calls, {opts['iterations']} per job: {nodes} job{'s' * (nodes != 1)}.")
     return count, nodes
 
 
-def _chosen_bins(opts, nodes, count):
+def _chosen_bins(opts: dict, nodes: int, count: int | None) -> list[int]:
     """The bins to write and submit: those of -b (its N must be the number of jobs), else all;
     a round-robin bin that would hold no call is refused."""
     spec = opts["bins"]
@@ -106,7 +110,7 @@ def _chosen_bins(opts, nodes, count):
     return chosen
 
 
-def _plan(opts, nodes, sched, clum_args) -> jobs.RunPlan:
+def _plan(opts: dict, nodes: int, sched: Scheduler, clum_args: list[str]) -> jobs.RunPlan:
     """The run's plan from the merged options: what each job asks the scheduler for, and its clum
     command (the option table says what each job's clum gets)."""
     gpus = job_gpus(opts)  # (checked against --gpus-per-worker and -p)
@@ -123,7 +127,7 @@ def _plan(opts, nodes, sched, clum_args) -> jobs.RunPlan:
         scheduler_path=os.path.dirname(shutil.which(sched.submit_command) or "") or None)
 
 
-def _refuse_live_bins(plan, chosen):
+def _refuse_live_bins(plan: jobs.RunPlan, chosen: list[int]) -> None:
     """Bins whose recorded job is still queued or running are not submitted again."""
     busy = live_bins(plan.manifest_path(), chosen, plan.scheduler)
     if busy:
@@ -135,10 +139,10 @@ def _refuse_live_bins(plan, chosen):
             f"bins with -b.")
 
 
-def _expected_calls(args, opts, nodes, chosen):
+def _expected_calls(args: Any, opts: dict, nodes: int, chosen: list[int]) -> dict[int, int]:
     """bin -> the number of calls it holds, for the bins where that is known without running them."""
     mode = "hash" if opts["hash"] is not None else "key" if opts["key"] is not None else "round-robin"
-    calls = {}
+    calls: dict[int, int] = {}
     for i in chosen:
         n = bins.expected_count(args, bins.BinSpec((i,), nodes), mode)
         if n is not None:
@@ -146,7 +150,7 @@ def _expected_calls(args, opts, nodes, chosen):
     return calls
 
 
-def job_gpus(opts):
+def job_gpus(opts: dict) -> int | None:
     """cluf --gpus N: the GPUs per job (None without), checked against --gpus-per-worker and -p."""
     gpus, per_worker, processes = opts["gpus"], opts["gpus_per_worker"], opts["processes"]
     if gpus is None:
@@ -167,7 +171,7 @@ def job_gpus(opts):
     return gpus
 
 
-def _then_wait(plan, status, wait):
+def _then_wait(plan: jobs.RunPlan, status: int, wait: Any) -> int:
     """--wait on a submitting command: wait for the run (see status.wait)."""
     if not wait or status != EXIT_OK:
         return status
@@ -178,7 +182,7 @@ def _then_wait(plan, status, wait):
 _NOTHING = object()
 
 
-def survey_args(args, name, path, need_count, need_first):
+def survey_args(args: Any, name: str, path: str, need_count: bool, need_first: bool) -> tuple[int | None, Any]:
     """(the number of calls, or None when unknown; the first element, or _NOTHING).
 
     The count is len() where it exists, else (when ``need_count``) by iterating without keeping
@@ -220,7 +224,7 @@ def survey_args(args, name, path, need_count, need_first):
 COUNT_FIRST_WORD_TTY, COUNT_FIRST_WORD, COUNT_EVERY = 0.5, 10.0, 60.0  # seconds
 
 
-def _count(it, name, path, seen):
+def _count(it: Iterator[Any], name: str, path: str, seen: list[int]) -> int:
     """1 + the number of elements left in ``it`` (the first was taken), keeping none (also in
     ``seen[0]``, where it got to when ``it`` raises).  While it
     counts, a thread says how far it got: on a terminal a line redrawn twice a second, otherwise a
@@ -233,7 +237,7 @@ def _count(it, name, path, seen):
     done = threading.Event()
     tty = sys.stderr.isatty()
 
-    def so_far():
+    def so_far() -> int:
         return int(repr(counter)[len("count("):-1]) - 1
 
     first_word = COUNT_FIRST_WORD_TTY if tty else COUNT_FIRST_WORD
@@ -242,7 +246,7 @@ def _count(it, name, path, seen):
     except ValueError:
         pass
 
-    def report():
+    def report() -> None:
         started = time.monotonic()
         wait = first_word
         while not done.wait(wait):
@@ -275,14 +279,14 @@ def _count(it, name, path, seen):
     return so_far()
 
 
-def check_first_element(first, opts):
+def check_first_element(first: Any, opts: dict) -> None:
     """A --hash/--key position beyond the first element's arguments: refused before submitting
     (every job would fail those calls)."""
     if first is not _NOTHING:
         check_positions(first, opts)
 
 
-def replace_bins(argv, new_spec):
+def replace_bins(argv: Iterable[str], new_spec: str) -> list[str]:
     """argv (before '--') with any -b/--bins/--bin replaced by ``--bins new_spec`` at the end."""
     out, skip = [], False
     for a in argv:
@@ -298,9 +302,9 @@ def replace_bins(argv, new_spec):
     return out + ["--bins", new_spec]
 
 
-def _contiguous_runs(items, limit):
+def _contiguous_runs(items: Iterable[int], limit: int) -> list[list[int]]:
     """Split sorted ints into runs of consecutive values, each at most ``limit`` long."""
-    runs = []
+    runs: list[list[int]] = []
     for i in items:
         if runs and i == runs[-1][0] + runs[-1][1] and runs[-1][1] < limit:
             runs[-1][1] += 1
@@ -309,7 +313,8 @@ def _contiguous_runs(items, limit):
     return runs
 
 
-def submit_arrays(plan, chosen, submitting, max_running, calls, resume=False):
+def submit_arrays(plan: jobs.RunPlan, chosen: list[int], submitting: bool, max_running: int | None,
+                  calls: dict[int, int], resume: bool = False) -> int:
     sched = plan.scheduler
     say = warner("cluf")
     if max_running and sched.max_running_note:
@@ -336,9 +341,9 @@ def submit_arrays(plan, chosen, submitting, max_running, calls, resume=False):
         return EXIT_OK
     manifest_path = plan.manifest_path()
 
-    def said(script, array_id):
+    def said(script: dispatch.Script, array_id: str) -> None:
         print(f"submitted {script.path} as job {array_id} (array of {script.count}: bins {script.first}-"
-              f"{script.first + script.count - 1})")
+              f"{script.first + script.count - 1})")  # type: ignore[operator]
 
     try:
         dispatch.dispatch(plan, scripts, _under_manifest_lock(manifest_path, plan), resume=resume, calls=calls,
@@ -353,14 +358,15 @@ def submit_arrays(plan, chosen, submitting, max_running, calls, resume=False):
     return EXIT_OK
 
 
-def _under_manifest_lock(manifest_path, plan):
+def _under_manifest_lock(manifest_path: str, plan: jobs.RunPlan) -> Callable[[Callable[[dict], Any]], Any]:
     """How a submission from cluf changes the manifest: each change under the manifest's
     exclusive lock, alone (see dispatch.py)."""
     return lambda change: manifest.update_manifest(manifest_path, plan, change)
 
 
-def submit(plan, chosen, argv_all=None, resume=False, calls=None, manifest_path=None, say_write_errors=False,
-           written=None):
+def submit(plan: jobs.RunPlan, chosen: list[int], argv_all: list[str] | None = None, resume: bool = False,
+           calls: dict[int, int] | None = None, manifest_path: str | None = None, say_write_errors: bool = False,
+           written: Callable[[list[dispatch.Script]], None] | None = None) -> int:
     """Write, submit and record the single jobs of the bins ``chosen`` (see dispatch.py); a refused
     submission says what was submitted and the command that submits the rest (the same cluf
     command with their -b when ``argv_all`` is given, else ``cluf --resubmit``)."""
@@ -389,7 +395,7 @@ def submit(plan, chosen, argv_all=None, resume=False, calls=None, manifest_path=
     return EXIT_OK
 
 
-def resubmit(jobs_dir) -> int:
+def resubmit(jobs_dir: str | None) -> int:
     """Submit again, with --resume, the bins that are failed, vanished or done with failed calls."""
     status_code = 0
     for path in manifests_in(jobs_dir):
@@ -398,7 +404,7 @@ def resubmit(jobs_dir) -> int:
     return status_code
 
 
-def _resubmit_run(path) -> int:
+def _resubmit_run(path: str) -> int:
     """cluf --resubmit for the run of the manifest at PATH."""
     m = load_run(path)
     states = bin_states(m)
@@ -430,7 +436,7 @@ def _resubmit_run(path) -> int:
     plan = jobs.plan_from_dict(m["plan"])
     redo.sort()
 
-    def said(scripts, redo=redo):  # (written, not yet submitted)
+    def said(scripts: list[dispatch.Script], redo: list[int] = redo) -> None:  # (written, not yet submitted)
         print(f"cluf: resubmitting {len(redo)} bin(s) with --resume: {', '.join(map(str, redo))}")
 
     return submit(plan, redo, resume=True, manifest_path=path, written=said)

@@ -4,10 +4,10 @@ Kept apart from everything else (it imports nothing) so that the worker, the jou
 binning rules can all recognise it at no cost.
 """
 
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Tuple, Union
 
 
-def _rebuild(args, kwargs):
+def _rebuild(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> "Arguments":
     return Arguments(*args, **kwargs)
 
 
@@ -23,7 +23,7 @@ class Arguments:
 
     __slots__ = ("args", "kwargs")
 
-    def __init__(self, *args: Any, **kwargs: Any):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.args: Tuple[Any, ...] = args
         self.kwargs: Dict[str, Any] = kwargs
 
@@ -31,18 +31,18 @@ class Arguments:
         parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
         return f"Arguments({', '.join(parts)})"
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if other.__class__ is not Arguments:
             return NotImplemented
         return self.args == other.args and self.kwargs == other.kwargs
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash((self.args, frozenset(self.kwargs.items())))
 
-    def __reduce__(self):
+    def __reduce__(self) -> Tuple[Any, ...]:
         return _rebuild, (self.args, self.kwargs)
 
-    def get(self, where):
+    def get(self, where: Union[int, str]) -> Any:
         """The argument at an integer position, or the keyword argument of that name (for
         ``--hash``/``--key``); IndexError or KeyError when there is none."""
         if isinstance(where, str):

@@ -5,10 +5,12 @@ One parser serves ``--bins`` (``0-2,7/8``) and the position lists of ``--hash``
 filter the work) and ``cluf`` (to name jobs).
 """
 
+from __future__ import annotations
+
 import itertools
 import operator
 import re
-from typing import NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, NoReturn, Optional, Sequence, Tuple
 
 from .arguments import Arguments
 from .errors import UserError
@@ -20,12 +22,13 @@ MAX_BINS = 1_000_000  # bins of one run: cluf's most jobs, and more than any mac
 MAX_POSITION = 99_999  # an argument position: no call has more arguments than that
 
 
-def _sorted_positions(out):
+def _sorted_positions(out: Iterable[int | str]) -> tuple[Any, ...]:
     """Integer positions in order, then keyword names in order (a stable order for the hash)."""
     return tuple(sorted(p for p in out if isinstance(p, int))) + tuple(sorted(p for p in out if isinstance(p, str)))
 
 
-def parse_positions(text, what="position list", limit=MAX_POSITION, beyond=None, names=False):
+def parse_positions(text: Any, what: str = "position list", limit: int = MAX_POSITION,
+                    beyond: Callable[[Any], str] | None = None, names: bool = False) -> tuple[Any, ...]:
     """Parse ``"0-2,7"`` into the sorted tuple ``(0, 1, 2, 7)``.
 
     Accepts an int or a list/tuple of ints too (as found in ``*_options`` dicts).  A number
@@ -35,7 +38,7 @@ def parse_positions(text, what="position list", limit=MAX_POSITION, beyond=None,
     :class:`cluster_func.Arguments`): ``"0,scale"`` is ``(0, "scale")``, the names after the
     integers.
     """
-    def too_big(n):
+    def too_big(n: object) -> NoReturn:
         raise UserError(beyond(n) if beyond is not None else
                         f"{what} {_short(str(text))}: {_short(str(n), quote=False)} is not an argument position "
                         f"(positions count the arguments of one call from 0, at most {limit:,}).")
@@ -45,7 +48,7 @@ def parse_positions(text, what="position list", limit=MAX_POSITION, beyond=None,
     if isinstance(text, int):
         text = str(text)
     if isinstance(text, (list, tuple)):
-        out = set()
+        out: set[int | str] = set()
         for item in text:
             out.update(parse_positions(item, what, limit, beyond, names))
         if not out:
@@ -78,7 +81,7 @@ def parse_positions(text, what="position list", limit=MAX_POSITION, beyond=None,
     return _sorted_positions(out)
 
 
-def _short(text, quote=True, limit=40):
+def _short(text: str, quote: bool = True, limit: int = 40) -> str:
     text = text if len(text) <= limit else text[:limit] + "..."
     return repr(text) if quote else text
 
@@ -89,15 +92,15 @@ class BinSpec(NamedTuple):
     bins: Tuple[int, ...]
     total: int
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{format_positions(self.bins)}/{self.total}"
 
     @property
-    def is_everything(self):
+    def is_everything(self) -> bool:
         return len(self.bins) == self.total
 
 
-def format_positions(positions: Sequence[int]) -> str:
+def format_positions(positions: Sequence[Any]) -> str:
     """Inverse of :func:`parse_positions`: ``(0, 1, 2, 7)`` -> ``"0-2,7"`` (keyword names last:
     ``(0, "scale")`` -> ``"0,scale"``)."""
     names = sorted(p for p in positions if isinstance(p, str))
@@ -113,7 +116,7 @@ def format_positions(positions: Sequence[int]) -> str:
     return ",".join(parts + names)
 
 
-def parse_bin_spec(text) -> BinSpec:
+def parse_bin_spec(text: Any) -> BinSpec:
     """Parse ``"x/y"`` where x is a comma list of bins and inclusive ranges."""
     if isinstance(text, BinSpec):
         return text
@@ -134,7 +137,7 @@ def parse_bin_spec(text) -> BinSpec:
     if total < 1:
         raise UserError(f"Bin spec {text!r}: the number of bins must be at least 1. {hint}")
 
-    def beyond(n):
+    def beyond(n: object) -> str:
         return (f"Bin spec {_short(text)} names bin {_short(str(n), quote=False)}, but bins are numbered 0 to {total - 1} "
                 f"when there are {total}. {hint}")
     try:
@@ -163,7 +166,7 @@ def hash_key(values: Sequence[object]) -> bytes:
     return h.digest()
 
 
-def argument(args, where):
+def argument(args: Any, where: int | str) -> Any:
     """The argument of a call at an integer position or of a keyword name: ``args`` is the
     tuple of positional arguments or an :class:`cluster_func.Arguments`.  IndexError when
     there is no such position, KeyError when there is no such keyword argument."""
@@ -174,7 +177,7 @@ def argument(args, where):
     return args[where]
 
 
-def hash_bin(args, positions: Sequence[object], total: int) -> int:
+def hash_bin(args: Any, positions: Sequence[int | str], total: int) -> int:
     """Bin from a stable hash of ``str()`` of the arguments at ``positions`` (integer positions
     or keyword names).
 
@@ -183,7 +186,7 @@ def hash_bin(args, positions: Sequence[object], total: int) -> int:
     return int.from_bytes(hash_key([argument(args, p) for p in positions]), "little") % total
 
 
-def key_bin(args, position, total: int) -> Optional[int]:
+def key_bin(args: Any, position: int | str, total: int) -> Optional[int]:
     """The argument at ``position`` (or of that keyword name) is the bin; None when it is not
     an int in [0, total)."""
     value = argument(args, position)
@@ -206,14 +209,15 @@ class SelectionCounts:
 
     MAX_KEPT = 1000
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.bad_keys = 0
-        self.first_bad_key = None
-        self.bad_elements = []  # (position, element, message): failed calls, reported by the runner
+        self.first_bad_key: tuple[int, Any] | None = None
+        self.bad_elements: list[tuple[int, Any, str]] = []  # (position, element, message): failed calls, reported by the runner
         self.more_bad_elements = 0  # beyond the first MAX_KEPT, only counted
 
 
-def select(args, spec: BinSpec, hash_positions=None, key_position=None, counts=None):
+def select(args: Iterable[Any], spec: BinSpec, hash_positions: Sequence[int | str] | None = None,
+           key_position: int | str | None = None, counts: SelectionCounts | None = None) -> Work:
     """Yield ``(position, element)`` for the elements that fall in ``spec``'s bins.
 
     An element too short for its hash/key position is recorded in
@@ -242,15 +246,16 @@ class Work:
     which costs nothing per element to track, or one of ``(position, element)`` pairs.
     """
 
-    def __init__(self, iterator, start=None, step=None, counter=None):
+    def __init__(self, iterator: Iterator[Any], start: int | None = None, step: int | None = None,
+                 counter: Iterator[int] | None = None) -> None:
         self.iterator = iterator
-        self.next_position = start
+        self.next_position: Any = start  # an int when step is given
         self.step = step
         self.counter = counter  # itertools.count() zipped before args, or None when start=0, step=1
-        self.error_position = None  # the position args was producing when it raised
-        self._produced = None
+        self.error_position: int | None = None  # the position args was producing when it raised
+        self._produced: int | None = None
 
-    def produced(self):
+    def produced(self) -> int | None:
         """How many elements args produced, once the work is all taken (for 'args is empty')."""
         if self.counter is None:
             return self.next_position
@@ -258,13 +263,14 @@ class Work:
             self._produced = next(self.counter) - 1  # zip advanced it once more at the end
         return self._produced
 
-    def take(self, n):
+    def take(self, n: int) -> tuple[Sequence[int], list[Any], BaseException | None]:
         """Up to n elements as (positions, elements, error); positions is a range or a list.
 
         If the iterator raises, the elements it gave before are returned with the
         exception (list.extend keeps what it had appended), and it is finished.
         """
-        got, error = [], None
+        got: list[Any] = []
+        error = None
         try:
             got.extend(itertools.islice(self.iterator, n))
         except (Exception, SystemExit) as e:  # noqa: BLE001 - the user's iterator failed: the runner reports it
@@ -283,14 +289,14 @@ class Work:
         positions, elements = map(list, zip(*got))
         return positions, elements, error
 
-    def pairs(self):
+    def pairs(self) -> Iterator[tuple[int, Any]]:
         """All that is left as (position, element) pairs (for filters such as --resume)."""
         if self.step is None:
             return self.iterator
         return zip(itertools.count(self.next_position, self.step), self.iterator)
 
 
-def missing_argument(a, hash_positions, key_position) -> str:
+def missing_argument(a: Any, hash_positions: Sequence[int | str] | None, key_position: int | str | None) -> str:
     """Why the element ``a`` (a tuple or an Arguments) has no argument to bin by: the message."""
     wanted = hash_positions if hash_positions is not None else (key_position,)
     kwargs = a.kwargs if a.__class__ is Arguments else {}
@@ -305,12 +311,14 @@ def missing_argument(a, hash_positions, key_position) -> str:
             f"(positions count from 0)")
 
 
-def _select_by_content(counted, total, chosen, hash_positions, key_position, counts):
+def _select_by_content(counted: Iterator[tuple[int, Any]], total: int, chosen: frozenset[int],
+                       hash_positions: Sequence[int | str] | None, key_position: Any,
+                       counts: SelectionCounts) -> Iterator[tuple[int, Any]]:
     for i, element in counted:
         a = element if isinstance(element, tuple) or element.__class__ is Arguments else (element,)
         try:
             if hash_positions is not None:
-                b = hash_bin(a, hash_positions, total)
+                b: int | None = hash_bin(a, hash_positions, total)
             else:
                 b = key_bin(a, key_position, total)
         except (IndexError, KeyError):
@@ -329,7 +337,7 @@ def _select_by_content(counted, total, chosen, hash_positions, key_position, cou
             yield i, element
 
 
-def expected_count(args, spec: BinSpec, mode: str):
+def expected_count(args: Any, spec: BinSpec, mode: str) -> int | None:
     """How many calls the selection will hold, when that is known without iterating."""
     if mode != "round-robin":
         return None

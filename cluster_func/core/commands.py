@@ -16,7 +16,7 @@ QUERY_TIMEOUT = 120  # seconds
 class CommandFailed(SchedulerError):
     """A scheduler command exited with a non-zero status."""
 
-    def __init__(self, argv: Sequence[str], status: int, stdout: str, stderr: str):
+    def __init__(self, argv: Sequence[str], status: int, stdout: str, stderr: str) -> None:
         self.argv, self.status, self.stdout, self.stderr = list(argv), status, stdout, stderr
         said = (stderr.strip() or stdout.strip() or "nothing").replace("\n", " ")
         super().__init__(f"{shlex.join(self.argv)} exited with status {status} and said: {said}")

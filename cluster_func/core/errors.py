@@ -1,8 +1,10 @@
 """Errors that the command line turns into a clear message and an exit status."""
 
+from __future__ import annotations
+
 import contextlib
 import sys
-from typing import Callable
+from typing import Any, Callable, Iterator
 import os
 import signal
 
@@ -32,7 +34,7 @@ class SubmitError(Exception):
 class Interrupted(BaseException):
     """SIGINT or SIGTERM arrived (not an Exception: user code must not swallow it)."""
 
-    def __init__(self, signum):
+    def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
 
@@ -52,15 +54,15 @@ RERUN_LOCK_WAIT = 300
 
 
 @contextlib.contextmanager
-def signals_held():
+def signals_held() -> Iterator[None]:
     """Hold SIGINT and SIGTERM until the block is over (a step that must not be cut in two).
 
     Blocking them at the OS level is not enough: a signal the OS delivered just before has its
     Python handler run at the next bytecode, possibly inside the block.  So the handlers only
     note the signal while the block runs, and the old handler gets it afterwards.
     """
-    got = []
-    old_handlers = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in STOP_SIGNALS}
+    got: list[int] = []
+    old_handlers: dict[int, Any] = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in STOP_SIGNALS}
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         yield

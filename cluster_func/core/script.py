@@ -1,5 +1,7 @@
 """Load the user's script by path and find its target, arguments and options."""
 
+from __future__ import annotations
+
 import collections.abc
 import contextlib
 import importlib.machinery
@@ -7,6 +9,9 @@ import importlib.util
 import os
 import sys
 import traceback
+from importlib.machinery import ModuleSpec
+from types import CodeType, FrameType, ModuleType
+from typing import Any, Callable, Iterable, Iterator, Mapping, NoReturn, Sequence
 
 from .errors import Interrupted, ScriptError
 
@@ -45,11 +50,11 @@ class _SourceOnly(importlib.machinery.SourceFileLoader):
     within the same second to the same size (``i*3`` to ``i*5``) would otherwise run its old code
     from __pycache__, and no __pycache__ is written beside the user's script."""
 
-    def get_code(self, fullname):
+    def get_code(self, fullname: str) -> CodeType:
         return compile(self.get_data(self.path), self.path, "exec", dont_inherit=True)
 
 
-def load_script(path: str, argv=()):
+def load_script(path: str, argv: Iterable[str] = ()) -> ModuleType:
     """Import the script at ``path`` as a module not named ``__main__``.
 
     The script's folder goes first on ``sys.path`` so its own imports work, and
@@ -67,11 +72,12 @@ def load_script(path: str, argv=()):
     # An explicit loader: importlib finds none for a name without the .py suffix.
     loader = _SourceOnly(MODULE_NAME, path)
     spec = importlib.util.spec_from_file_location(MODULE_NAME, path, loader=loader)
+    assert spec is not None and spec.loader is not None  # (a loader was given)
     module = importlib.util.module_from_spec(spec)
     sys.modules[MODULE_NAME] = module
     real_exit, loader_pid = os._exit, os.getpid()
 
-    def exit_while_loading(status):  # os._exit at the top level: say so instead of vanishing
+    def exit_while_loading(status: int) -> NoReturn:  # os._exit at the top level: say so instead of vanishing
         if os.getpid() != loader_pid:  # a process the script forked: exit for real
             real_exit(status)
         raise _ExitWhileLoading(status)
@@ -113,7 +119,7 @@ def load_script(path: str, argv=()):
 class _ExitWhileLoading(BaseException):
     """os._exit called by the script's top level while clum loads it."""
 
-    def __init__(self, status):
+    def __init__(self, status: int) -> None:
         super().__init__(status)
         self.status = status
 
@@ -127,14 +133,15 @@ class _StandardLibraryFirst:
     multiprocessing, or a library the script uses) imports later.  Imports made by code in the
     script's folder keep Python's own rule (the sibling first)."""
 
-    def __init__(self):
-        self.folders = set()
-        self.stdlib = []  # the standard library's folders (set on install: no import in find_spec)
+    def __init__(self) -> None:
+        self.folders: set[str] = set()
+        self.stdlib: list[str] = []  # the standard library's folders (set on install: no import in find_spec)
 
-    def find_spec(self, name, path=None, target=None):
+    def find_spec(self, name: str, path: Sequence[str] | None = None, target: ModuleType | None = None
+                  ) -> ModuleSpec | None:
         if path is not None or not self.folders:
             return None
-        frame = sys._getframe(1)
+        frame: FrameType | None = sys._getframe(1)
         while frame is not None and frame.f_code.co_filename.startswith("<frozen"):  # importlib's own
             frame = frame.f_back
         importer = frame.f_globals.get("__file__") if frame is not None else None
@@ -146,7 +153,7 @@ class _StandardLibraryFirst:
 _SHIELD = _StandardLibraryFirst()
 
 
-def _stdlib_dirs():
+def _stdlib_dirs() -> list[str]:
     import sysconfig
 
     paths = sysconfig.get_paths()
@@ -154,7 +161,7 @@ def _stdlib_dirs():
     return list(dict.fromkeys([*dirs, *(os.path.join(d, "lib-dynload") for d in dirs)]))
 
 
-def _shield_standard_library(folder):
+def _shield_standard_library(folder: str) -> None:
     """Install :class:`_StandardLibraryFirst` for ``folder`` when it holds a module named as one of
     the standard library's (one listdir; nothing is installed otherwise)."""
     try:
@@ -170,7 +177,7 @@ def _shield_standard_library(folder):
         sys.meta_path.insert(0, _SHIELD)
 
 
-def shadowing_note(path):
+def shadowing_note(path: str) -> str:
     """A sentence naming each module beside the script ``path`` that has the name of a standard
     library module the script imports, or "" (one listdir and one read of the script; none for a
     folder without such a name).  clum has imported the standard module already (it uses it
@@ -183,7 +190,7 @@ def shadowing_note(path):
     except OSError:
         return ""
     stdlib = set(getattr(sys, "stdlib_module_names", ()))
-    found = {}
+    found: dict[Any, str] = {}
     for n in entries:
         name = n[:-3] if n.endswith(".py") else n if os.path.isdir(os.path.join(folder, n)) else None
         if name in stdlib and name not in found:
@@ -212,7 +219,7 @@ _UNSET_SAFE_PATH = "CLUSTER_FUNC_UNSET_PYTHONSAFEPATH"
 
 
 @contextlib.contextmanager
-def without_script_folders():
+def without_script_folders() -> Iterator[None]:
     """The script folders that :func:`_shield_standard_library` guards are off ``sys.path`` for
     the block: a spawned or forkserver worker starts with the parent's ``sys.path`` and imports
     multiprocessing's modules before it loads the script (which shields it again).  The forkserver
@@ -235,7 +242,7 @@ def without_script_folders():
             os.environ.pop(_UNSET_SAFE_PATH, None)
 
 
-def _not_python(path, error):
+def _not_python(path: str, error: BaseException) -> str | None:
     """What the file at ``path`` is, when not Python source (for a message), or None when it is, or might
     be, Python that failed to import: a first line '#!' naming another interpreter, or an error
     compiling the file itself, says it is not."""
@@ -258,7 +265,7 @@ def _not_python(path, error):
     return None  # a .py file with a syntax error: the script's own mistake
 
 
-def get_target(module, name: str):
+def get_target(module: ModuleType, name: str) -> Callable[..., Any]:
     path = getattr(module, "__file__", "the script")
     if not hasattr(module, name):
         callables = sorted(
@@ -282,7 +289,7 @@ def get_target(module, name: str):
     return target
 
 
-def target_problem(target, name="target"):
+def target_problem(target: Any, name: str = "target") -> str | None:
     """Why calling ``target`` would not run its body (a generator function, an ``async def``),
     as the end of a sentence "The target ... ", or None.  One rule for clum, cluf and map: such a
     call only makes a generator or a coroutine, which nothing would run, and would count as done."""
@@ -302,7 +309,7 @@ def target_problem(target, name="target"):
     return None
 
 
-def get_init_worker(module):
+def get_init_worker(module: ModuleType) -> Callable[[], Any] | None:
     """The script's ``init_worker()``, called once in each worker before its first call, or None."""
     init = getattr(module, "init_worker", None)
     if init is not None and not callable(init):
@@ -311,7 +318,7 @@ def get_init_worker(module):
     return init
 
 
-def get_args(module, name: str):
+def get_args(module: ModuleType, name: str) -> Any:
     """The arguments iterable; a zero-argument callable is called to get it."""
     path = getattr(module, "__file__", "the script")
     if not hasattr(module, name):
@@ -342,7 +349,7 @@ def get_args(module, name: str):
     return args
 
 
-def args_problem(args, name="args"):
+def args_problem(args: Any, name: str = "args") -> str | None:
     """Why ``args`` cannot be the arguments iterable although it iterates, as the end of a sentence
     "The args ... ", or None: one rule for clum, cluf and map.  A string would give one call per
     character; a dict only its keys; and a set (or a dict's view) has no order of its own that every
@@ -368,7 +375,7 @@ def args_problem(args, name="args"):
     return None
 
 
-def user_traceback(error) -> str:
+def user_traceback(error: BaseException) -> str:
     """The traceback of an exception raised by the script's code, from its first frame outside
     cluster-func (our frames that called it are left out)."""
     tb = error.__traceback__
@@ -377,7 +384,7 @@ def user_traceback(error) -> str:
     return "".join(traceback.format_exception(type(error), error, tb)).rstrip()
 
 
-def args_error_where(position) -> str:
+def args_error_where(position: int | None) -> str:
     """Where the arguments iterable raised, for a message: '... raised ValueError {where}'."""
     if position is None:
         return "while producing an element"
@@ -386,7 +393,7 @@ def args_error_where(position) -> str:
     return f"while producing the element at position {position}, after {position} element{'s' * (position != 1)}"
 
 
-def get_options(module, name: str) -> dict:
+def get_options(module: ModuleType, name: str) -> dict:
     opts = getattr(module, name, None)
     if opts is None:
         return {}
@@ -395,7 +402,7 @@ def get_options(module, name: str) -> dict:
     return dict(opts)
 
 
-def check_positions(first, opts):
+def check_positions(first: Any, opts: Mapping[str, Any]) -> None:
     """Refuse a --hash/--key position or keyword that ``first``, the first element of args, does
     not have (every call would fail), naming the element; and a --key whose argument there is
     not a bin number."""
@@ -442,7 +449,7 @@ def check_positions(first, opts):
                 f"it. Make that argument the bin number, or bin by a hash of it with --hash {opts['key']}.")
 
 
-def peek_first(args):
+def peek_first(args: Iterable[Any]) -> tuple[tuple[Any] | None, Iterable[Any]]:
     """(the first element of args or None when there is none, an iterable of all of args again):
     for checks before a run; an iterable that raises gives its exception back to whoever iterates."""
     import itertools
@@ -455,14 +462,14 @@ def peek_first(args):
     except (Exception, SystemExit) as e:  # noqa: BLE001 - the runner reports it where it happened
         error = e
 
-        def again():
+        def again() -> Iterator[Any]:
             yield from ()
             raise error
         return None, again()
     return (first,), itertools.chain((first,), it)
 
 
-def pickling_hint(element) -> str:
+def pickling_hint(element: Any) -> str:
     """How to make an element of args that cannot be pickled into one that can (a sentence)."""
     import io
     import types
@@ -486,7 +493,7 @@ def pickling_hint(element) -> str:
             "into the object.")
 
 
-def as_args(element):
+def as_args(element: Any) -> Any:
     """A tuple element is the positional arguments, an :class:`cluster_func.Arguments` is kept
     as it is; anything else is the single argument."""
     from .arguments import Arguments
@@ -494,7 +501,7 @@ def as_args(element):
     return element if isinstance(element, tuple) or element.__class__ is Arguments else (element,)
 
 
-def short_repr(obj, limit=120) -> str:
+def short_repr(obj: object, limit: int = 120) -> str:
     try:
         r = repr(obj)
     except Exception as e:  # noqa: BLE001
@@ -502,7 +509,7 @@ def short_repr(obj, limit=120) -> str:
     return r if len(r) <= limit else r[: limit - 3] + "..."
 
 
-def split_passthrough(argv):
+def split_passthrough(argv: Iterable[str]) -> tuple[list[str], list[str]]:
     """A command line split at its first ``--``: (the command's own words, the script's
     ``sys.argv[1:]``)."""
     argv = list(argv)

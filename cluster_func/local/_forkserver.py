@@ -6,12 +6,16 @@ as a traceback.  Such a worker has nothing to run and no one to tell: it ends qu
 other exception still prints as usual.
 """
 
+from __future__ import annotations
+
 import sys
+from types import TracebackType
 
 _default_hook = sys.excepthook
 
 
-def _quiet_when_the_runner_is_gone(exc_type, value, tb):
+def _quiet_when_the_runner_is_gone(exc_type: type[BaseException], value: BaseException,
+                                   tb: TracebackType | None) -> None:
     if issubclass(exc_type, (EOFError, BrokenPipeError, ConnectionResetError)):
         return
     _default_hook(exc_type, value, tb)

@@ -3,13 +3,19 @@ with its value when the run collects values), failed (reported with its argument
 traceback, retried while ``--retries`` allows), or neither (it runs again).
 """
 
+from __future__ import annotations
+
 import collections
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional
 
 from .batching import Batch
 from .reporter import Reporter
+
+if TYPE_CHECKING:
+    from .pool import Worker
+    from .worker import Counters
 
 
 @dataclass
@@ -25,7 +31,7 @@ class Outcome:
     walltime_stop: bool = False  # stopped before the walltime with work left
 
     @property
-    def total(self):
+    def total(self) -> int:
         return self.done + self.failed
 
 
@@ -33,7 +39,8 @@ class Accounting:
     """Outcomes into the journal, the reporter and the :class:`Outcome`; failed calls that
     may run again into ``retry_queue`` ((position, element, attempt) for the runner to send)."""
 
-    def __init__(self, reporter: Reporter, journal=None, retries=0, values=None, collect=None):
+    def __init__(self, reporter: Reporter, journal: Any = None, retries: int = 0, values: Optional[str] = None,
+                 collect: Optional[Callable[[Any], None]] = None) -> None:
         self.reporter = reporter
         self.journal = journal
         self.retries = retries
@@ -42,16 +49,16 @@ class Accounting:
         self.outcome = Outcome()
         self.retry_queue: collections.deque = collections.deque()
 
-    def on_fail(self, b: Batch, k: int, exc_type, message, tb):
+    def on_fail(self, b: Batch, k: int, exc_type: str, message: Any, tb: str) -> None:
         b.failed.add(k)
         position, element, attempt = b.positions[k], b.elements[k], b.attempt(k)
         self.fail(position, element, attempt, exc_type, message, tb)
 
-    def fail_unsent(self, position, element, exc_type, message):
+    def fail_unsent(self, position: int, element: Any, exc_type: str, message: Any) -> None:
         """A call that failed before it could be sent to a worker (no retries: it cannot run)."""
         self.fail(position, element, self.retries, exc_type, message, f"{exc_type}: {message}")
 
-    def fail(self, position, element, attempt, exc_type, message, tb):
+    def fail(self, position: int, element: Any, attempt: int, exc_type: str, message: Any, tb: str) -> None:
         will_retry = attempt < self.retries
         if self.journal:
             self.journal.failed(position, element, attempt, exc_type, message, final=not will_retry, tb=tb)
@@ -61,7 +68,8 @@ class Accounting:
         else:
             self.outcome.failed += 1
 
-    def complete(self, b: Batch, n_done: int, check=None, digests=None, records=None):
+    def complete(self, b: Batch, n_done: int, check: Any = None, digests: Optional[bytes] = None,
+                 records: Any = None) -> None:
         """The first n_done calls of b are over; those not failed are complete.  From the worker,
         for the journal: ``check``, its content check of the whole batch (used when all of it
         is done), and ``digests``, per call started (or None)."""
@@ -86,7 +94,7 @@ class Accounting:
         if self.collect is not None and records:
             self.collect(records)
 
-    def complete_unreported(self, b: Batch, n: int, leftovers: list, ids):
+    def complete_unreported(self, b: Batch, n: int, leftovers: list, ids: Iterator[int]) -> None:
         """The first n calls of b ended, but the worker never reported the batch done.  They are
         complete, unless values are being collected: their values are lost with the worker,
         so those that did not fail run again."""
@@ -99,7 +107,8 @@ class Accounting:
                                    [b.elements[k] for k in again],
                                    [b.attempt(k) for k in again] if b.attempts else None))
 
-    def settle(self, w, blame: Optional[str], counters, batches, ids):
+    def settle(self, w: Worker, blame: Optional[str], counters: Counters, batches: Dict[int, Batch],
+               ids: Iterator[int]) -> List[Batch]:
         """Worker w's process is gone: complete the calls its counters say it finished.
 
         ``blame``: why the call it was running failed (it died, it timed out); None when it
@@ -110,7 +119,7 @@ class Accounting:
         """
         current = counters.started(w.slot)  # calls of the batch it was on, 0 between batches
         finished = counters.finished(w.slot)  # calls finished in all, at batch ends
-        leftovers = []
+        leftovers: List[Batch] = []
         if w.outstanding and finished > w.finished_calls:  # it finished a batch, report lost
             b = w.outstanding.popleft()
             batches.pop(b.id, None)

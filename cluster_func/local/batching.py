@@ -7,9 +7,11 @@ runs past ``SPLIT_FACTOR`` times the target is handed back part-way by its worke
 again (:meth:`Batch.tail`).
 """
 
+from __future__ import annotations
+
 import pickle
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from ..core.script import pickling_hint
 from ..record.fingerprints import pickle_elements
@@ -35,13 +37,13 @@ class BatchSizer:
     whose calls turn expensive shrinks its batches at once.
     """
 
-    def __init__(self, target=TARGET_BATCH_SECONDS, max_batch=MAX_BATCH):
+    def __init__(self, target: float = TARGET_BATCH_SECONDS, max_batch: int = MAX_BATCH) -> None:
         self.target = target
         self.max_batch = max_batch
         self.per_call: Optional[float] = None
         self.last_size = 0
 
-    def observe(self, n_calls: int, seconds: float):
+    def observe(self, n_calls: int, seconds: float) -> None:
         if n_calls <= 0:
             return
         x = max(seconds, 1e-9) / n_calls
@@ -74,21 +76,21 @@ class BatchSizer:
 @dataclass
 class Batch:
     id: int
-    positions: object  # range or list of positions in the args iterable
+    positions: Any  # range or list of positions in the args iterable
     elements: list
     attempts: Optional[list] = None  # per element, None means all first attempts
     failed: set = field(default_factory=set)  # indices k reported failed (this attempt)
     worker: Optional[object] = None  # the pool.Worker it was sent to
 
-    def attempt(self, k):
+    def attempt(self, k: int) -> int:
         return self.attempts[k] if self.attempts else 0
 
-    def tail(self, start, new_id):
+    def tail(self, start: int, new_id: int) -> Batch:
         return Batch(new_id, self.positions[start:], self.elements[start:],
                      self.attempts[start:] if self.attempts else None)
 
 
-def pickled(b: Batch, fail_unsent):
+def pickled(b: Batch, fail_unsent: Callable[[Any, Any, str, str], None]) -> Optional[memoryview]:
     """The batch's elements pickled; elements that cannot be pickled fail here (``fail_unsent``)
     and are taken out of the batch."""
     try:

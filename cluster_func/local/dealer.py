@@ -5,10 +5,12 @@ left by a worker that is gone, taken to start a worker), the calls to retry, and
 (``work.take(n)``), in sizes chosen by a :class:`~cluster_func.local.batching.BatchSizer`.
 """
 
+from __future__ import annotations
+
 import collections
 import itertools
 import pickle
-from typing import Optional
+from typing import Any, List, Optional, Tuple
 
 from ..core.script import args_error_where, user_traceback
 from .accounting import Accounting
@@ -22,7 +24,7 @@ class Dealer:
     :class:`cluster_func.record.resume.ResumeWork`) and the retries ``acct`` keeps, in batches.
     ``digests`` and ``values`` go into each batch's message (see the protocol in worker.py)."""
 
-    def __init__(self, work, acct: Accounting, reporter: Reporter, digests, values=None):
+    def __init__(self, work: Any, acct: Accounting, reporter: Reporter, digests: int, values: Optional[str] = None) -> None:
         self.work = work
         self.acct = acct
         self.reporter = reporter
@@ -51,13 +53,13 @@ class Dealer:
             return None
         return Batch(next(self.ids), positions, elements)
 
-    def deal(self):
+    def deal(self) -> Optional[Tuple[Batch, bytes, bytes | memoryview]]:
         """The next batch that can be sent, with its message's header and body; None when there is none now."""
         while True:
             b = self.next_batch()
             if b is None:
                 return None
-            data = pickled(b, self.acct.fail_unsent)
+            data: bytes | memoryview | None = pickled(b, self.acct.fail_unsent)
             if data is not None:
                 break
         if len(data) > MAX_BATCH_BYTES // 2:  # shrink batches of large elements
@@ -69,7 +71,7 @@ class Dealer:
             data = bytes(data) + pickle.dumps(b.positions, 4)
         return b, header, data
 
-    def _args_failed(self, error, position):
+    def _args_failed(self, error: BaseException, position: Optional[int]) -> None:
         """The arguments iterable raised (``position``: the element it was producing, in all of
         args): no more work comes from it; say so loudly, with the script's traceback."""
         where = args_error_where(position)
@@ -77,14 +79,14 @@ class Dealer:
         self.reporter.message(f"the arguments iterable raised an exception {where}; no more calls will "
                               f"be started (the calls already sent still run):\n{user_traceback(error)}")
 
-    def work_left(self):
+    def work_left(self) -> bool:
         return bool(self.pending or self.acct.retry_queue or not self.exhausted)
 
-    def put_back(self, batches):
+    def put_back(self, batches: List[Batch]) -> None:
         """Send these batches first, in their order."""
         self.pending.extendleft(reversed(batches))
 
-    def re_deal(self, rest: Batch):
+    def re_deal(self, rest: Batch) -> None:
         """The rest of a batch a worker handed back, first, in batches sized for the calls' new cost."""
         size = self.sizer.next_size()
         pieces = [Batch(next(self.ids), rest.positions[k:k + size], rest.elements[k:k + size],

@@ -12,11 +12,13 @@ has the same slot, so the same GPUs.
 Nothing here imports a GPU library: under fork it only looks at what the script imported.
 """
 
+from __future__ import annotations
+
 import os
 import re
 import shutil
 import sys
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from ..core.errors import SchedulerError, UserError
 
@@ -25,7 +27,7 @@ SMI_TIMEOUT = 30  # seconds for nvidia-smi -L
 _NONE_VALUES = {"", "NoDevFiles", "-1"}  # what a job without GPUs may hold
 
 
-def parse_spec(value, name="gpus"):
+def parse_spec(value: Any, name: str = "gpus") -> Any:
     """``all``, a count (an int), or a tuple of GPU ids (strings)."""
     if isinstance(value, bool):
         raise UserError(f"--{name} must be all, a count or a comma list of GPU ids, not {value!r}.")
@@ -61,7 +63,7 @@ def parse_spec(value, name="gpus"):
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]*")  # a GPU index, or a UUID (GPU-..., MIG-...)
 
 
-def _check_variable(var, raw, ids):
+def _check_variable(var: str, raw: str, ids: List[str]) -> List[str]:
     """The GPU ids of ``var`` checked as --gpus checks its own: each a GPU id, none twice."""
     bad = [i for i in ids if not _ID.fullmatch(i)]
     if bad:
@@ -76,14 +78,14 @@ def _check_variable(var, raw, ids):
     return ids
 
 
-def describe(spec) -> str:
+def describe(spec: Any) -> str:
     """The spec as it is written on the command line."""
     if isinstance(spec, tuple):
         return ",".join(spec) + ("," if len(spec) == 1 and spec[0].isdigit() else "")  # (3, is one id; 3 a count)
     return str(spec)
 
 
-def discover(environ=None) -> Tuple[List[str], str, str, bool]:
+def discover(environ: Optional[Mapping[str, str]] = None) -> Tuple[List[str], str, str, bool]:
     """(the GPU ids available, the variable that pins them, where they came from (for messages),
     whether nvidia-smi listed them)."""
     environ = os.environ if environ is None else environ
@@ -116,7 +118,7 @@ def discover(environ=None) -> Tuple[List[str], str, str, bool]:
 _UUIDS: Dict[str, str] = {}  # the UUID of each GPU that nvidia-smi -L listed, to its index
 
 
-def choose(spec, available: List[str], where: str) -> List[str]:
+def choose(spec: Any, available: List[str], where: str) -> List[str]:
     """The GPUs the spec picks out of those available."""
     if not available:
         raise UserError(f"--gpus {describe(spec)}: found no GPU: {where}. On a GPU node, check that the driver "
@@ -162,12 +164,12 @@ def assign(chosen: List[str], per_worker: int, processes: Optional[int], where: 
 class Plan:
     """What --gpus decided: how many workers, and each slot's environment."""
 
-    def __init__(self, slots: List[List[str]], variable: str, from_smi: bool, unused: List[str]):
+    def __init__(self, slots: List[List[str]], variable: str, from_smi: bool, unused: List[str]) -> None:
         self.slots, self.variable, self.unused = slots, variable, unused
         self.from_smi = from_smi
 
     @property
-    def processes(self):
+    def processes(self) -> int:
         return len(self.slots)
 
     def env(self, slot: int) -> Dict[str, str]:
@@ -177,7 +179,7 @@ class Plan:
         return env
 
 
-def plan(spec, per_worker: Optional[int], processes: Optional[int], environ=None) -> Optional[Plan]:
+def plan(spec: Any, per_worker: Optional[int], processes: Optional[int], environ: Optional[Mapping[str, str]] = None) -> Optional[Plan]:
     """The GPU plan for clum's options, or None without --gpus / --gpus-per-worker."""
     if spec is None and per_worker is None:
         return None
@@ -194,10 +196,10 @@ class Pinned:
     """A worker's source (see runner.Runner) whose ``load()`` first sets the slot's GPU variables:
     before a spawned worker loads the script, before ``init_worker()`` and every call."""
 
-    def __init__(self, source, env: Dict[str, str]):
+    def __init__(self, source: Any, env: Mapping[str, str]) -> None:
         self.source, self.env = source, dict(env)
 
-    def load(self):
+    def load(self) -> Tuple[Callable[..., Any], Optional[Callable[[], Any]]]:
         os.environ.update(self.env)
         return self.source.load()
 
@@ -225,7 +227,7 @@ def fork_advice(what: str) -> str:
             f"script itself, with its own GPUs set).")
 
 
-def for_run(opts, method, warn) -> Optional[Plan]:
+def for_run(opts: dict, method: Callable[[], str], warn: Callable[[str], None]) -> Optional[Plan]:
     """clum's GPU plan from its options (None without --gpus), checked against the start method
     (``method()``: asked only when CUDA was initialised, as it may import multiprocessing)."""
     gpu_plan = plan(opts.get("gpus"), opts.get("gpus_per_worker"), opts.get("processes"))

@@ -7,6 +7,8 @@ every other worker's pipes; a worker holds SIGINT/SIGTERM until it has started (
 handles Ctrl-C for everyone).
 """
 
+from __future__ import annotations
+
 import collections
 import contextlib
 import itertools
@@ -15,13 +17,16 @@ import selectors
 import signal
 import struct
 import time
-from typing import List
+from typing import TYPE_CHECKING, Any, Callable, Deque, List, Mapping, Optional, Set
 
 from ..core.errors import signals_held
 from ..core.script import without_script_folders
 from . import worker as worker_module
 from .gpus import Pinned
 from .worker import Counters
+
+if TYPE_CHECKING:
+    from .batching import Batch
 
 class Reaper:
     """A small process that outlives the runner to end the process groups of its workers.
@@ -35,7 +40,7 @@ class Reaper:
     other threads may deadlock): started from a thread (cluster_func.imap), a run has none."""
 
     @classmethod
-    def start(cls):
+    def start(cls) -> Optional[Reaper]:
         import threading
 
         if threading.active_count() != 1 or not hasattr(os, "fork"):
@@ -50,22 +55,22 @@ class Reaper:
         os.close(r)
         return cls(pid, w)
 
-    def __init__(self, pid, fd):
+    def __init__(self, pid: int, fd: int) -> None:
         self.pid, self.fd = pid, fd
 
-    def _say(self, text):
+    def _say(self, text: str) -> None:
         try:
             os.write(self.fd, text.encode())
         except OSError:
             pass
 
-    def add(self, pgid):
+    def add(self, pgid: int) -> None:
         self._say(f"{pgid}\n")
 
-    def forget(self, pgid):
+    def forget(self, pgid: int) -> None:
         self._say(f"-{pgid}\n")
 
-    def close(self):
+    def close(self) -> None:
         os.close(self.fd)
         try:
             os.waitpid(self.pid, 0)
@@ -73,14 +78,15 @@ class Reaper:
             pass
 
 
-def _reap(r):
+def _reap(r: int) -> None:
     """The reaper's loop (see Reaper): in the forked child."""
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
         signal.signal(s, signal.SIG_IGN)
     os.setpgid(0, 0)
     os.closerange(0, r)
     os.closerange(r + 1, 1 << 16)
-    groups, buf = set(), b""
+    groups: Set[int] = set()
+    buf = b""
     while True:
         try:
             data = os.read(r, 4096)
@@ -104,7 +110,7 @@ def _reap(r):
             pass
 
 
-def kill_group(pid):
+def kill_group(pid: int) -> None:
     """End the process group of worker ``pid``: the worker, if still there, and every process its
     calls started and left running."""
     try:
@@ -114,17 +120,21 @@ def kill_group(pid):
 
 
 class Worker:
-    def __init__(self, slot):
+    proc: Any  # a multiprocessing process; None until started (the same for its pipes' ends)
+    task_w: Any
+    result_r: Any
+
+    def __init__(self, slot: int) -> None:
         self.slot = slot
         self.proc = None
         self.task_w = None
         self.result_r = None
-        self.outq = collections.deque()  # memoryviews still to write to the task pipe
+        self.outq: Deque[memoryview] = collections.deque()  # memoryviews still to write to the task pipe
         self.pipe_size = PIPE_SIZE
-        self.outstanding = collections.deque()
+        self.outstanding: Deque[Batch] = collections.deque()
         self.finished_calls = 0  # calls the runner has seen reported done by this worker
         self.ready = False
-        self.watch_value = -1
+        self.watch_value: Any = -1
         self.watch_since = 0.0
         self.gen = 0  # bumped at each (re)start: events of an earlier process are stale
 
@@ -134,7 +144,7 @@ MAX_PIPE_SIZE = 1 << 20  # what an unprivileged process may ask for by default
 _F_SETPIPE_SZ = getattr(__import__("fcntl"), "F_SETPIPE_SZ", 1031)
 
 
-def _grow_pipe(fd, wanted, current):
+def _grow_pipe(fd: int, wanted: int, current: int) -> int:
     """Ask for a pipe buffer of ``wanted`` bytes (at most MAX_PIPE_SIZE); returns the size got."""
     if current >= MAX_PIPE_SIZE:
         return current
@@ -146,7 +156,7 @@ def _grow_pipe(fd, wanted, current):
         return MAX_PIPE_SIZE
 
 
-def describe_exit(exitcode) -> str:
+def describe_exit(exitcode: Optional[int]) -> str:
     if exitcode is None:
         return "the worker vanished"
     if exitcode < 0:
@@ -167,7 +177,13 @@ class Pool:
     it are queued and written without blocking (:meth:`send`, :meth:`flush`).
     """
 
-    def __init__(self, source, processes, start_method=None, values=None, slot_env=None, relay=None):
+    _ctx: Any  # (None until the first worker; the same for these)
+    shared: Any
+    counters: Any
+    reaper: Any
+
+    def __init__(self, source: Any, processes: int, start_method: Optional[str] = None, values: Optional[str] = None,
+                 slot_env: Optional[Callable[[int], Mapping[str, str]]] = None, relay: Any = None) -> None:
         """``source`` gives workers their target (see cluster_func.local.worker); ``values``:
         the results format the workers encode values in, or None; ``slot_env``: slot -> the
         environment variables its worker sets first (its GPUs), or None; ``relay``: the relay
@@ -184,10 +200,10 @@ class Pool:
         self.shared = self.counters = None  # allocated with the first worker (a resume may need none)
         self.own_signals = True  # False when run from a thread other than the main one (no handlers there)
         self.reaper = None  # see Reaper: started with the first worker
-        self.groups = set()  # the process groups of the workers started (each leads its own)
+        self.groups: Set[int] = set()  # the process groups of the workers started (each leads its own)
 
     @property
-    def ctx(self):
+    def ctx(self) -> Any:
         if self._ctx is None:
             import multiprocessing
 
@@ -196,13 +212,13 @@ class Pool:
                 self._ctx.set_forkserver_preload(["__main__", "cluster_func.local._forkserver"])
         return self._ctx
 
-    def start(self, w: Worker):
+    def start(self, w: Worker) -> None:
         # A signal arriving half-way through starting a process would leave it without a
         # handle: hold SIGINT/SIGTERM until the start is over (the worker unblocks them).
         with signals_held() if self.own_signals else contextlib.nullcontext():
             self._start_blocked(w)
 
-    def _start_blocked(self, w: Worker):
+    def _start_blocked(self, w: Worker) -> None:
         if self.shared is None:
             self.shared = Counters.allocate(self.ctx, self.processes)
             self.counters = Counters(self.shared)
@@ -254,7 +270,7 @@ class Pool:
         self.sel.register(result_r.fileno(), selectors.EVENT_READ, ("result", w, w.gen))
         self.sel.register(w.proc.sentinel, selectors.EVENT_READ, ("exit", w, w.gen))
 
-    def end_group(self, w: Worker):
+    def end_group(self, w: Worker) -> None:
         """Worker w is gone or is to go: end it and every process its calls started."""
         pid = w.proc.pid
         kill_group(pid)
@@ -264,14 +280,14 @@ class Pool:
         if self.reaper is not None:
             self.reaper.forget(pid)
 
-    def unregister(self, w: Worker):
+    def unregister(self, w: Worker) -> None:
         for fd in (w.result_r.fileno(), w.proc.sentinel, w.task_w.fileno()):
             try:
                 self.sel.unregister(fd)
             except (KeyError, ValueError):
                 pass
 
-    def send(self, w: Worker, header: bytes, payload: bytes):
+    def send(self, w: Worker, header: bytes, payload: bytes | memoryview) -> None:
         """Queue one message in ``Connection.send_bytes`` framing, without copying the payload."""
         n = len(header) + len(payload)
         if n > w.pipe_size:  # big arguments: a bigger pipe moves them in fewer, larger writes
@@ -281,7 +297,7 @@ class Pool:
         w.outq.append(memoryview(payload))
         self.flush(w)
 
-    def flush(self, w: Worker):
+    def flush(self, w: Worker) -> None:
         q = w.outq
         fd = w.task_w.fileno()
         try:
@@ -303,7 +319,7 @@ class Pool:
         elif not q and key is not None:
             self.sel.unregister(fd)
 
-    def join(self, p, deadline):
+    def join(self, p: Any, deadline: float) -> None:
         """Wait for worker p until deadline, passing on its last output meanwhile (a worker
         blocked writing to a full relay would not exit)."""
         if self.relay is None:
@@ -314,7 +330,7 @@ class Pool:
             p.join(0.02)
         self.relay.pump()
 
-    def shutdown(self, force=False):
+    def shutdown(self, force: bool = False) -> None:
         procs = [w.proc for w in self.workers if w.proc is not None and w.proc.pid is not None]
         if not force:
             for w in self.workers:

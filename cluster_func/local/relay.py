@@ -12,14 +12,20 @@ When stderr is not a terminal, or with ``--quiet``, none of this happens: the wo
 straight to the inherited stdout and stderr.
 """
 
+from __future__ import annotations
+
 import fcntl
 import os
 import pty
 import termios
 from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+if TYPE_CHECKING:
+    from .reporter import Reporter
 
 
-def shared_fds(stream):
+def shared_fds(stream: Any) -> list[int]:
     """Of fds 1 and 2, those that are the same terminal as ``stream`` (the progress line's)."""
     try:
         ref = os.fstat(stream.fileno())
@@ -40,7 +46,7 @@ class Relay:
     """A pseudo-terminal for the workers' fds ``fds``; :meth:`pump` hands what they wrote to
     ``reporter.passthrough``."""
 
-    def __init__(self, reporter, fds):
+    def __init__(self, reporter: Reporter, fds: Iterable[int]) -> None:
         self.reporter = reporter
         self.fds = tuple(fds)
         self.master, slave = pty.openpty()
@@ -56,11 +62,11 @@ class Relay:
         # A Connection, so that it reaches spawned workers too (duplicated as they start).
         self.slave = Connection(slave, readable=False)
 
-    def wrap(self, source):
+    def wrap(self, source: Any) -> Relayed:
         """The workers' ``source`` (see runner.Runner), which first points their fds here."""
         return Relayed(source, self.slave, self.fds, self.master)
 
-    def pump(self):
+    def pump(self) -> None:
         """Pass on what the workers wrote, without waiting."""
         while True:
             try:
@@ -71,7 +77,7 @@ class Relay:
                 return
             self.reporter.passthrough(data)
 
-    def close(self):
+    def close(self) -> None:
         self.pump()
         self.slave.close()
         os.close(self.master)
@@ -80,13 +86,13 @@ class Relay:
 class Relayed:
     """A worker's source whose ``load()`` first points the worker's fds at the relay."""
 
-    def __init__(self, source, slave, fds, master):
+    def __init__(self, source: Any, slave: Connection, fds: tuple[int, ...], master: int | None) -> None:
         self.source, self.slave, self.fds, self.master = source, slave, fds, master
 
-    def __getstate__(self):  # pickled for a spawned worker: the runner's master fd means nothing there
+    def __getstate__(self) -> dict:  # pickled for a spawned worker: the runner's master fd means nothing there
         return {**self.__dict__, "master": None}
 
-    def load(self):
+    def load(self) -> tuple[Callable[..., Any], Callable[[], Any] | None]:
         for fd in self.fds:
             os.dup2(self.slave.fileno(), fd)
         self.slave.close()

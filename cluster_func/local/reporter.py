@@ -6,20 +6,26 @@ own output included (it reaches the terminal through :meth:`Reporter.passthrough
 relay.py); it is drawn only when that output has left the terminal at the start of a line.
 """
 
+from __future__ import annotations
+
 import os
 import sys
 import time
+from typing import TYPE_CHECKING, Any
 
 from ..core.errors import warner  # noqa: F401 (re-exported for clum's modules)
 from ..core.script import short_repr
 
+if TYPE_CHECKING:
+    from .accounting import Outcome
 
-def in_jupyter(stream) -> bool:
+
+def in_jupyter(stream: Any) -> bool:
     """Is ``stream`` a Jupyter kernel's output stream (shown in the notebook)?"""
     return "ipykernel" in sys.modules and type(stream).__module__.startswith("ipykernel")
 
 
-def again_options(opts, spec, journal_path):
+def again_options(opts: dict, spec: Any, journal_path: str) -> list[str]:
     """The options of a clum command that runs this run again (for the commands a run advises):
     every one that shapes it: which calls (bins, binning, target, args), where it records them
     (journal, results file) and how a call fails (retries, timeout).  The script's own arguments
@@ -49,7 +55,7 @@ class Reporter:
     FULL = 5
     BRIEF = 50
 
-    def __init__(self, stream=None, progress=True, total=None, prog="clum"):
+    def __init__(self, stream: Any = None, progress: bool = True, total: int | None = None, prog: str = "clum") -> None:
         self.stream = stream or sys.stderr
         self.terminal = hasattr(self.stream, "isatty") and self.stream.isatty()
         # Jupyter redraws a line ending in \r as a terminal does: the progress line shows there too
@@ -57,15 +63,15 @@ class Reporter:
         self.progress = progress and (self.terminal or in_jupyter(self.stream))
         self.total = total
         self.prog = prog
-        self.failed_hint = None  # e.g. "'clum s.py --failed' lists them all"
+        self.failed_hint: str | None = None  # e.g. "'clum s.py --failed' lists them all"
         self._last = 0.0
         self._shown = False
         self._line_open = False  # the workers' output ended mid-line: no progress line now
         self.failures = 0  # final failures reported
         self.retries_noted = 0
-        self.by_type = {}  # exception type name -> [count, first (lowest) position]
+        self.by_type: dict[str, list[int]] = {}  # exception type name -> [count, first (lowest) position]
 
-    def _clear(self):
+    def _clear(self) -> None:
         if self._shown:
             self.stream.write("\r\033[K")
             self._shown = False
@@ -73,7 +79,7 @@ class Reporter:
             self.stream.write("\n")
             self._line_open = False
 
-    def passthrough(self, data: bytes):
+    def passthrough(self, data: bytes) -> None:
         """The workers' own output (through the relay): clear the progress line, write it."""
         if self._shown:
             self.stream.write("\r\033[K")
@@ -88,7 +94,8 @@ class Reporter:
             return  # the terminal is gone
         self._line_open = not data.endswith(b"\n")
 
-    def failure(self, position, element, exc_type, message, tb, attempt=0, will_retry=False):
+    def failure(self, position: int, element: Any, exc_type: str, message: Any, tb: str, attempt: int = 0,
+                will_retry: bool = False) -> None:
         what = f"call at position {position} with args {short_repr(element)}"
         if will_retry:
             self.retries_noted += 1
@@ -112,7 +119,7 @@ class Reporter:
             self._write(f"{self.prog}: more than {self.BRIEF} calls failed: the others are only counted "
                         f"(the summary at the end groups them by type{hint}).\n")
 
-    def failure_summary(self, limit=5):
+    def failure_summary(self, limit: int = 5) -> str:
         """'980 ValueError (first at position 3), 20 KeyError (first at position 0)', most first."""
         groups = sorted(self.by_type.items(), key=lambda kv: (-kv[1][0], kv[1][1]))
         parts = [f"{n} {name} (first at position {first})" for name, (n, first) in groups[:limit]]
@@ -125,17 +132,17 @@ class Reporter:
                      "'clum s.py | head'); redirect the output to a file instead")
         return text
 
-    def _write(self, text):
+    def _write(self, text: str) -> None:
         self._clear()
         self.stream.write(text)
         self.stream.flush()
 
-    def message(self, text):
+    def message(self, text: str) -> None:
         self._clear()
         self.stream.write(f"{self.prog}: {text}\n")
         self.stream.flush()
 
-    def tick(self, outcome, force=False):
+    def tick(self, outcome: Outcome, force: bool = False) -> None:
         if not self.progress or self._line_open:
             return
         now = time.monotonic()
@@ -155,17 +162,17 @@ class Reporter:
         self.stream.flush()
         self._shown = True
 
-    def close(self):
+    def close(self) -> None:
         self._clear()
         self.stream.flush()
 
 
-def _one_line(message, limit=200):
+def _one_line(message: Any, limit: int = 200) -> str:
     text = " ".join(str(message).split())
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _hms(seconds):
+def _hms(seconds: float) -> str:
     seconds = int(seconds)
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)

@@ -5,11 +5,15 @@ it when asked), start the runner with the start method's way of giving workers t
 settle calls that failed before they could be sent, close the journal, and say how it went.
 """
 
+from __future__ import annotations
+
 import os
 import shlex
 import signal
 import sys
 import time
+from types import FrameType, ModuleType
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional, Tuple
 
 from .. import engine
 from ..core import bins
@@ -23,19 +27,22 @@ from ..record.results import Results, collected_into
 from .accounting import Outcome
 from ..core.script import check_positions, get_args, get_init_worker, get_target, peek_first
 
+if TYPE_CHECKING:
+    import argparse
+
 EXIT_OK, EXIT_FAILED = 0, 1
 JOB_STOP_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)  # Grid Engine's -notify warnings
 
 
-def in_cluf_job():
+def in_cluf_job() -> bool:
     return bool(os.environ.get(JOB_START_VAR))
 
 
-def _raise_interrupted(signum, frame):
+def _raise_interrupted(signum: int, frame: Optional[FrameType]) -> NoReturn:
     raise Interrupted(signum)
 
 
-def walltime_stop_at(opts):
+def walltime_stop_at(opts: dict) -> Optional[Tuple[float, float]]:
     """(start no new call after, stop running calls at) as time.monotonic() values, or None.
 
     The walltime counts from $CLUF_JOB_START (when the job script began) or from now.  Calls
@@ -55,7 +62,7 @@ def walltime_stop_at(opts):
     return end - grace, end - min(5.0, grace / 4)
 
 
-def run(ns, module, opts) -> int:
+def run(ns: argparse.Namespace, module: ModuleType, opts: dict) -> int:
     """A clum run, top-down: every check first (no file changes before every option is
     accepted), then the run's records, the workers, what the run came to, and its summary."""
     r = _Run(ns, module, opts)
@@ -80,7 +87,12 @@ def run(ns, module, opts) -> int:
 class _Run:
     """The state of one clum run, as :func:`run` takes it through its steps."""
 
-    def __init__(self, ns, module, opts):
+    journal: Any  # (None until open_records; the same for these)
+    results: Any
+    resumed: Any
+    runner: Any
+
+    def __init__(self, ns: argparse.Namespace, module: ModuleType, opts: dict) -> None:
         self.ns, self.opts = ns, opts
         self.target_name, self.args_name = opts["target"], opts["args"]
         self.target = get_target(module, self.target_name)
@@ -110,10 +122,10 @@ class _Run:
         if opts.get("results"):  # checked here, changed nothing yet
             self.results = Results(opts["results"], self.journal_path, bool(opts["resume"]))
 
-    def again(self, *more):
+    def again(self, *more: str) -> str:
         return again_cmd(self.ns, self.opts, self.spec, self.journal_path, *more)
 
-    def open_records(self):
+    def open_records(self) -> None:
         """Lock the results file, open the journal (a new one, or the one to resume from)."""
         opts, results = self.opts, self.results
         identity = {"target": self.target_name, "args": self.args_name, "argv": list(opts["passthrough"])}
@@ -127,7 +139,7 @@ class _Run:
             if results is not None:
                 results.start()
 
-    def _resume(self):
+    def _resume(self) -> None:
         """With --resume: the work without the calls the journal records as completed."""
         journal, reporter = self.journal, self.reporter
         if not self.opts["resume"]:
@@ -147,7 +159,7 @@ class _Run:
                          f"unless their arguments changed"
                          + (f" ({reporter.total} calls to run)." if reporter.total is not None else "."))
 
-    def _source(self, method):
+    def _source(self, method: str) -> Any:
         """How the workers get the target: inherited under fork, else loaded from the script."""
         if method == "fork":
             return engine.inherited(self.target, self.init_worker)
@@ -173,13 +185,13 @@ class _Run:
         self.runner = engine.build(settings, self.work, self.reporter, journal=self.journal)
         return self.runner.run()
 
-    def abort(self):
+    def abort(self) -> None:
         if self.journal is not None:
             self.journal.close(0, 0, "aborted")
         if self.results is not None:
             self.results.release()
 
-    def settle(self, outcome):
+    def settle(self, outcome: Outcome) -> None:
         """Calls that failed before they could be sent; a signal from the scheduler, judged."""
         counts, reporter = self.counts, self.reporter
         # Elements whose hash/key position is missing fail without being sent to a worker.
@@ -193,12 +205,12 @@ class _Run:
         if outcome.interrupted_by in JOB_STOP_SIGNALS + (signal.SIGTERM,) and in_cluf_job():
             self._scheduler_stop(outcome)
 
-    def _scheduler_stop(self, outcome):
+    def _scheduler_stop(self, outcome: Outcome) -> None:
         """In a cluf job: Grid Engine's notify signals, or a SIGTERM at the walltime or on a
         preemption, stop as at the walltime (the bin continues); a SIGTERM of a cancel or a
         requeue stays an interruption (stops.why_stopped tells them apart)."""
         opts = self.opts
-        name = signal.Signals(outcome.interrupted_by).name
+        name = signal.Signals(outcome.interrupted_by).name  # type: ignore[arg-type]
         kind, words = "walltime", "the scheduler's warning"
         if outcome.interrupted_by == signal.SIGTERM:
             from ..schedulers.job import record_verdict, why_stopped  # (only here: plain clum imports none)
@@ -214,7 +226,7 @@ class _Run:
         else:
             self.reporter.message(f"{name} from the scheduler: {kind}, {words}.")
 
-    def close(self, outcome):
+    def close(self, outcome: Outcome) -> Tuple[Optional[int], Optional[BaseException]]:
         """Export the values (the results file, whole), write the journal's end, release both.
         Returns (values written, the error that stopped the export)."""
         status = engine.end_status(outcome)
@@ -229,7 +241,7 @@ class _Run:
             self.results.release()
         return values_written, export_error
 
-    def summary(self, outcome, values_written, export_error) -> int:
+    def summary(self, outcome: Outcome, values_written: Optional[int], export_error: Any) -> int:
         """Say how it went; the exit status."""
         say, journal, results = self.reporter.message, self.journal, self.results
         broken = journal.broken
@@ -263,7 +275,7 @@ class _Run:
             say(f"{outcome.done} calls done" + (f"; {values_written} values in {results.given}." if results else "."))
         return EXIT_OK
 
-    def _keys(self, outcome):
+    def _keys(self, outcome: Outcome) -> None:
         """--key: elements whose key is not a bin number (none of them: an error)."""
         counts, opts, spec = self.counts, self.opts, self.spec
         if not counts.bad_keys:
@@ -272,15 +284,15 @@ class _Run:
         if outcome.done + outcome.failed == 0 and not (resumed is not None and resumed.skipped):
             raise UserError(f"Nothing ran: the key (argument {opts['key']}) of every one of the {counts.bad_keys} "
                             f"elements of {self.args_name!r} is not a bin number, an integer from 0 to "
-                            f"{spec.total - 1} (for example position {counts.first_bad_key[0]}, key "
-                            f"{counts.first_bad_key[1]!r}). With --key the argument at that position is the bin: "
+                            f"{spec.total - 1} (for example position {counts.first_bad_key[0]}, key "  # type: ignore[index]
+                            f"{counts.first_bad_key[1]!r}). With --key the argument at that position is the bin: "  # type: ignore[index]
                             f"make it one, or bin by a hash of it with --hash {opts['key']}.")
         self.reporter.message(
             f"warning: {counts.bad_keys} calls were run by no bin: their key (argument {opts['key']}) "
-            f"is not an integer from 0 to {spec.total - 1}. Example: position {counts.first_bad_key[0]}, "
-            f"key {counts.first_bad_key[1]!r}.")
+            f"is not an integer from 0 to {spec.total - 1}. Example: position {counts.first_bad_key[0]}, "  # type: ignore[index]
+            f"key {counts.first_bad_key[1]!r}.")  # type: ignore[index]
 
-    def _nothing_to_do(self):
+    def _nothing_to_do(self) -> None:
         produced = self.selection.produced()
         where = f"{self.args_name!r} in {self.opts['script']}"
         if produced == 0:
@@ -291,7 +303,8 @@ class _Run:
                            f"to do.")
 
 
-def _stopped_status(outcome, say, again, reporter):
+def _stopped_status(outcome: Outcome, say: Callable[[str], None], again: Callable[..., str],
+                    reporter: Reporter) -> Optional[int]:
     """The exit status of a run that stopped early or had failed calls (None otherwise), said."""
     if outcome.fatal:
         say(f"stopped: {outcome.fatal}. {outcome.done} calls completed before that.")
@@ -320,7 +333,7 @@ def _stopped_status(outcome, say, again, reporter):
     return None
 
 
-def again_cmd(ns, opts, spec, journal_path, *more):
+def again_cmd(ns: argparse.Namespace, opts: dict, spec: Any, journal_path: str, *more: str) -> str:
     """The clum command that runs this again, with ``more`` options (for hints): with every option
     that shapes the run (its journal, its values, which calls and how they fail), so that it does
     what the hint says when pasted as printed."""
@@ -328,7 +341,7 @@ def again_cmd(ns, opts, spec, journal_path, *more):
                     + list(more) + (["--", *opts["passthrough"]] if opts.get("passthrough") else []))
 
 
-def start_method(opts):
+def start_method(opts: dict) -> str:
     """--start-method, else $CLUSTER_FUNC_START_METHOD, else fork where there is fork."""
     try:
         return engine.start_method(opts.get("start_method"))
@@ -336,7 +349,7 @@ def start_method(opts):
         raise UserError(f"--start-method {e}.") from None
 
 
-def print_failed(journal_path):
+def print_failed(journal_path: str) -> int:
     if not os.path.exists(journal_path):
         raise UserError(f"No journal at {journal_path}: this script and bin spec have not been run "
                         f"(or use --journal PATH to name the journal).")

@@ -8,16 +8,20 @@ running it dies.  Sending never blocks (non-blocking pipes and a selector), so
 a worker that is busy reporting failures can never deadlock the runner.
 """
 
+from __future__ import annotations
+
 import os
 import selectors
 import signal
 import threading
 import time
-from typing import Optional
+from types import FrameType
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from ..core.errors import Interrupted
 from ..record.writer import JournalWriteError
 from .accounting import Accounting, Outcome
+from .batching import Batch
 from .dealer import Dealer
 from .pool import Pool, Worker, describe_exit
 from .reporter import Reporter
@@ -43,9 +47,14 @@ class Runner:
     keeps, for every batch it has sent, enough to know what to do if the worker running it dies.
     """
 
-    def __init__(self, source, processes, work, reporter: Reporter, journal=None, retries=0,
-                 timeout=None, start_method=None, values=None, stop_at=None, relay=None, slot_env=None,
-                 collect=None):
+    _wake_r: Optional[int]  # the pipe that wakes the loop (while it runs)
+    _wake_w: Optional[int]
+
+    def __init__(self, source: Any, processes: int, work: Any, reporter: Reporter, journal: Any = None, retries: int = 0,
+                 timeout: Optional[float] = None, start_method: Optional[str] = None, values: Optional[str] = None,
+                 stop_at: Optional[Tuple[float, float]] = None, relay: Any = None,
+                 slot_env: Optional[Callable[[int], Mapping[str, str]]] = None,
+                 collect: Optional[Callable[[Any], None]] = None) -> None:
         """``stop_at``: (start no new call after, stop running calls at), time.monotonic() values.
         ``relay``: a :class:`cluster_func.local.relay.Relay` (whose ``wrap`` made ``source``) to pump.
         ``values``: "jsonl"/"pkl": workers make value records, which go into the journal.
@@ -54,7 +63,7 @@ class Runner:
         self.pool = Pool(source, processes, start_method, values, slot_env, relay)
         self.acct = Accounting(reporter, journal, retries, values, collect)
         self.relay = relay
-        self.stop_new_at, self.kill_at = stop_at or (None, None)
+        self.stop_new_at, self.kill_at = stop_at or (None, None)  # type: Any, Any
         self.draining = False
         self.values = values
         self.reporter = reporter
@@ -63,16 +72,16 @@ class Runner:
         digests = (DIGESTS_NEVER if journal is None else
                    DIGESTS_ALWAYS if journal.mode != "round-robin" else DIGESTS_IF_DEAR)
         self.dealer = Dealer(work, self.acct, reporter, digests, values)
-        self.batches = {}  # the batches sent and not yet done, by id
+        self.batches: Dict[int, Batch] = {}  # the batches sent and not yet done, by id
         self.deaths_before_ready = 0
         # Signal handlers can only be set from the main thread: run() from another thread (as
         # cluster_func.imap does) leaves Ctrl-C to the caller, who stops the run with request_stop().
         self.own_signals = threading.current_thread() is threading.main_thread()
         self.pool.own_signals = self.own_signals
-        self.stop_requested = False  # or the number of the signal that asks the run to stop
+        self.stop_requested: Any = False  # or the number of the signal that asks the run to stop
         self._wake_r = self._wake_w = None
 
-    def request_stop(self, signum=signal.SIGINT):
+    def request_stop(self, signum: int = signal.SIGINT) -> None:
         """Stop the run as Ctrl-C would (from another thread, or from the signal handler).
 
         Only noted here: the loop stops at its next turn, between two whole steps.  (A signal
@@ -90,11 +99,11 @@ class Runner:
     def outcome(self) -> Outcome:
         return self.acct.outcome
 
-    def fail_unsent(self, position, element, exc_type, message):
+    def fail_unsent(self, position: int, element: Any, exc_type: str, message: Any) -> None:
         """A call that failed before it could be sent to a worker (no retries: it cannot run)."""
         self.acct.fail_unsent(position, element, exc_type, message)
 
-    def _feed(self, w: Worker):
+    def _feed(self, w: Worker) -> None:
         """Send w batches until it has PREFETCH outstanding (or there is nothing to send)."""
         while len(w.outstanding) < PREFETCH:
             dealt = self.dealer.deal()
@@ -106,10 +115,10 @@ class Runner:
             w.outstanding.append(b)
             self.pool.send(w, header, data)
 
-    def _has_work(self):
+    def _has_work(self) -> bool:
         return not self.draining and self.dealer.work_left()
 
-    def _check_walltime(self, now):
+    def _check_walltime(self, now: float) -> None:
         """Near the walltime: start no new call; at its end, stop the calls still running."""
         if not self.draining and now >= self.stop_new_at:
             self.draining = True
@@ -120,7 +129,8 @@ class Runner:
         if now >= self.kill_at and any(w.outstanding for w in self.pool.workers):
             raise _StopNow()
 
-    def _on_done(self, w: Worker, batch_id, n_done, seconds, check, digests, records):
+    def _on_done(self, w: Worker, batch_id: int, n_done: int, seconds: float, check: Any, digests: Optional[bytes],
+                 records: Any) -> None:
         b = w.outstanding.popleft()
         assert b.id == batch_id, (b.id, batch_id)
         del self.batches[b.id]
@@ -132,7 +142,7 @@ class Runner:
             # for the new cost, so that every worker gets a share, not the one that returned it.
             self.dealer.re_deal(b.tail(n_done, 0))
 
-    def _on_message(self, w: Worker, msg):
+    def _on_message(self, w: Worker, msg: tuple) -> None:
         kind = msg[0]
         if kind == "done":
             self._on_done(w, *msg[1:])
@@ -146,14 +156,14 @@ class Runner:
         elif kind == "fatal":
             self.outcome.fatal = msg[1]
 
-    def _drain(self, w: Worker):
+    def _drain(self, w: Worker) -> None:
         try:
             while w.result_r.poll():
                 self._on_message(w, w.result_r.recv())
         except (EOFError, OSError):
             pass
 
-    def _on_exit(self, w: Worker, reason: Optional[str] = None):
+    def _on_exit(self, w: Worker, reason: Optional[str] = None) -> None:
         """Worker w is gone (or is being replaced): settle its batches, start another."""
         self._drain(w)
         self.pool.unregister(w)
@@ -177,7 +187,7 @@ class Runner:
             self.outcome.fatal = (f"worker processes keep dying before loading the script "
                                   f"({describe_exit(exitcode)})")
 
-    def _check_timeouts(self, now):
+    def _check_timeouts(self, now: float) -> None:
         for w in list(self.pool.workers):
             current = self.pool.counters.started(w.slot)
             if not w.outstanding or current == 0:  # idle, or between batches
@@ -186,7 +196,7 @@ class Runner:
             value = (current, self.pool.counters.finished(w.slot))
             if value != w.watch_value:
                 w.watch_value, w.watch_since = value, now
-            elif now - w.watch_since > self.timeout:
+            elif now - w.watch_since > self.timeout:  # type: ignore[operator]  # (checked with a timeout only)
                 self.pool.end_group(w)  # the call, and every process it started
                 w.proc.join(5)
                 self._on_exit(w, reason=f"timed out after {self.timeout:g} s")
@@ -199,7 +209,7 @@ class Runner:
             s for s in (signal.SIGUSR1, signal.SIGUSR2) if own and callable(signal.getsignal(s))]
         old = {s: signal.getsignal(s) for s in taken} if own else {}
 
-        def on_signal(signum, frame):
+        def on_signal(signum: int, frame: Optional[FrameType]) -> None:
             self.request_stop(signum)
 
         if own:
@@ -241,7 +251,7 @@ class Runner:
                               signal.default_int_handler if s == signal.SIGINT else signal.SIG_DFL)
             if self.relay is not None:
                 self.relay.close()
-            for fd in (self._wake_r, self._wake_w):
+            for fd in (self._wake_r, self._wake_w):  # type: ignore[assignment]  # (int in the loop above)
                 if fd is not None:
                     os.close(fd)
             self._wake_r = self._wake_w = None
@@ -251,7 +261,7 @@ class Runner:
             self.outcome.walltime_stop = self.dealer.work_left() or stopped_at_walltime
         return self.outcome
 
-    def _grow(self):
+    def _grow(self) -> None:
         """Start workers while there is work that the running ones have not taken."""
         for w in self.pool.workers:
             if w.proc is not None:
@@ -263,7 +273,7 @@ class Runner:
             self.pool.start(w)
             self._feed(w)
 
-    def _loop(self):
+    def _loop(self) -> None:
         poll = 0.2
         if self.timeout:
             poll = min(poll, max(0.01, self.timeout / 10))
@@ -310,7 +320,7 @@ class Runner:
                 self.journal.maybe_flush(now)
             self.reporter.tick(self.outcome)
 
-    def _settle_stopped(self):
+    def _settle_stopped(self) -> None:
         """After stopping the workers early: count (and journal) the calls they had finished,
         including those inside a batch whose later calls never ran."""
         for w in self.pool.workers:

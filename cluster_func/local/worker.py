@@ -35,6 +35,8 @@ Protocol.
   worker starts no new batch: it hands each one back whole (``n_done`` 0).
 """
 
+from __future__ import annotations
+
 import os
 import signal
 import struct
@@ -42,6 +44,7 @@ import sys
 import traceback
 from pickle import loads
 from time import perf_counter
+from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 from ..core.arguments import Arguments
 from ..record.fingerprints import call_digest, content_check
@@ -56,51 +59,51 @@ DIGEST_MIN_SECONDS = 10e-6
 class Counters:
     """The shared call counters of every worker slot (see the module docstring)."""
 
-    def __init__(self, shared):
+    def __init__(self, shared: Any) -> None:
         self.values = memoryview(shared).cast("B").cast("q")
         self.stop_index = len(self.values) - 1
 
     @staticmethod
-    def allocate(ctx, slots):
+    def allocate(ctx: Any, slots: int) -> Any:
         return ctx.RawArray("q", 2 * slots + 1)
 
-    def stop_new_batches(self):
+    def stop_new_batches(self) -> None:
         self.values[self.stop_index] = 1
 
-    def started(self, slot):
+    def started(self, slot: int) -> int:
         return self.values[2 * slot]
 
-    def finished(self, slot):
+    def finished(self, slot: int) -> int:
         return self.values[2 * slot + 1]
 
-    def reset_started(self, slot):
+    def reset_started(self, slot: int) -> None:
         self.values[2 * slot] = 0
 
 
 class Inherited:
     """The target (and ``init_worker``) of a script the runner already loaded: for fork."""
 
-    def __init__(self, target, init_worker):
+    def __init__(self, target: Callable[..., Any], init_worker: Optional[Callable[[], Any]]) -> None:
         self.target, self.init_worker = target, init_worker
 
-    def load(self):
+    def load(self) -> Tuple[Callable[..., Any], Optional[Callable[[], Any]]]:
         return self.target, self.init_worker
 
 
 class FromScript:
     """Load the script in the worker: for spawn and forkserver."""
 
-    def __init__(self, path, argv, target_name):
+    def __init__(self, path: str, argv: Iterable[str], target_name: str) -> None:
         self.path, self.argv, self.target_name = path, list(argv), target_name
 
-    def load(self):
+    def load(self) -> Tuple[Callable[..., Any], Optional[Callable[[], Any]]]:
         from ..core.script import get_init_worker, get_target, load_script
 
         module = load_script(self.path, self.argv)
         return get_target(module, self.target_name), get_init_worker(module)
 
 
-def _die_with_parent():
+def _die_with_parent() -> None:
     """Ask Linux to kill this worker when its parent dies, however it dies (the parent is the
     runner, or under forkserver the forkserver: see _watch_runner)."""
     try:
@@ -115,7 +118,7 @@ def _die_with_parent():
 RUNNER_GONE_GRACE = 2.0  # seconds a worker may still take to end by itself once the runner is gone
 
 
-def _watch_runner(task_fd, runner_pid):
+def _watch_runner(task_fd: int, runner_pid: int) -> None:
     """Under forkserver, end this worker, even in the middle of a call, once the runner is gone
     however it went (``kill -9`` included).  The worker's parent is the forkserver, so the
     kernel's parent-death signal does not cover the runner; but only the runner holds the write
@@ -126,7 +129,7 @@ def _watch_runner(task_fd, runner_pid):
     import threading
     import time
 
-    def runner_alive():
+    def runner_alive() -> bool:
         try:
             os.kill(runner_pid, 0)
         except ProcessLookupError:
@@ -135,7 +138,7 @@ def _watch_runner(task_fd, runner_pid):
             return True
         return True
 
-    def watch():
+    def watch() -> None:
         poller = select.poll()
         poller.register(task_fd, 0)  # no events asked for: only a hang-up (or error) is reported
         while True:
@@ -152,7 +155,7 @@ def _watch_runner(task_fd, runner_pid):
     threading.Thread(target=watch, name="clum-runner-watch", daemon=True).start()
 
 
-def _reseed_numpy():
+def _reseed_numpy() -> None:
     np_random = sys.modules.get("numpy.random")
     if np_random is not None:
         try:
@@ -161,7 +164,7 @@ def _reseed_numpy():
             pass
 
 
-def _format_exception(e):
+def _format_exception(e: BaseException) -> Tuple[str, str, str]:
     if getattr(e, "no_traceback", False):  # e.g. a value --results cannot write: the message says it all
         return "TypeError", str(e), f"TypeError: {e}\n"
     tb = e.__traceback__
@@ -181,8 +184,9 @@ def _format_exception(e):
     return type(e).__name__, msg, text
 
 
-def main(task_conn, result_conn, source, shared, slot, close_fds=(), parent_pid=None, forked=False,
-         results_format=None, runner_pid=None):
+def main(task_conn: Any, result_conn: Any, source: Any, shared: Any, slot: int, close_fds: Iterable[int] = (),
+         parent_pid: Optional[int] = None, forked: bool = False, results_format: Optional[str] = None,
+         runner_pid: Optional[int] = None) -> None:
     try:
         _main(task_conn, result_conn, source, shared, slot, close_fds, parent_pid, forked, results_format,
               runner_pid)
@@ -190,8 +194,8 @@ def main(task_conn, result_conn, source, shared, slot, close_fds=(), parent_pid=
         pass  # the runner is gone or stopped listening (interrupted): nothing to report to
 
 
-def _main(task_conn, result_conn, source, shared, slot, close_fds, parent_pid, forked, results_format,
-          runner_pid):
+def _main(task_conn: Any, result_conn: Any, source: Any, shared: Any, slot: int, close_fds: Iterable[int],
+          parent_pid: Optional[int], forked: bool, results_format: Optional[str], runner_pid: Optional[int]) -> None:
     # The runner handles Ctrl-C and SIGTERM for everyone, and stops the workers itself (SIGKILL):
     # a batch scheduler's cancel sends SIGTERM to every process of the job, in no particular
     # order, and a worker dying of it first would have its call recorded as failed, not stopped.
@@ -239,7 +243,7 @@ def _main(task_conn, result_conn, source, shared, slot, close_fds, parent_pid, f
 _PLAIN, _STAR = "plain", "star"
 
 
-def _one_shape(elements):
+def _one_shape(elements: List[Any]) -> Optional[str]:
     """_PLAIN when every element is passed as the one argument, _STAR when every one is a tuple
     to unpack, None when they differ (or are Arguments): then each is looked at in turn."""
     classes = set(map(type, elements))
@@ -251,15 +255,15 @@ def _one_shape(elements):
     return _STAR if issubclass(cls, tuple) else _PLAIN
 
 
-def _run_calls(target, elements, n, stop, shape, encode, pack, positions, records, failed, values, started_slot,
-               send, batch_id):
+def _run_calls(target: Callable[..., Any], elements: List[Any], n: int, stop: Optional[float], shape: Optional[str], encode: Any,
+               pack: Any, positions: Any, records: Any, failed: Any, values: Any, started_slot: int, send: Callable, batch_id: int) -> int:
     """Call the target on the batch's first ``n`` elements; return how many calls started.
 
     Each call's number (from 1) goes to the worker's ``started`` counter before it starts; a
     failure is sent at once (``fail``) and the rest runs.  With an encoder, each value is kept in
     ``records`` (with ``pack``, a failed call's as None, its index in ``failed``).  With a clock
     (``stop``), the calls end once it is past: the rest is handed back."""
-    keep = records.append if records is not None else None
+    keep: Any = records.append if records is not None else None
     i = 0  # calls of this batch started so far
     while i < n:
         try:
@@ -313,7 +317,8 @@ def _run_calls(target, elements, n, stop, shape, encode, pack, positions, record
     return i
 
 
-def run_batches(task_conn, send, target, counters: Counters, slot, encode=None):
+def run_batches(task_conn: Any, send: Callable[[tuple], None], target: Callable[..., Any], counters: Counters, slot: int,
+                encode: Any = None) -> None:
     """Run each batch the runner sends and answer it (``done``), until the runner sends the stop or
     is gone (see the protocol in the module docstring)."""
     values = counters.values
@@ -339,7 +344,7 @@ def run_batches(task_conn, send, target, counters: Counters, slot, encode=None):
         elements = loads(data)
         if encode is not None:
             positions = loads(memoryview(msg)[header_size + size:])
-            records, failed = [], []
+            records, failed = [], []  # type: Any, Any
         else:
             positions = records = failed = None
         del data, msg

@@ -7,20 +7,23 @@ pickled with sets in a fixed order (so that sets of strings digest alike under a
 ``PYTHONHASHSEED``).
 """
 
+from __future__ import annotations
+
 import hashlib
 import io
 import pickle
 import zlib
+from typing import Any, Iterable
 
 from ..core.arguments import Arguments
 
 
-def content_check(data) -> str:
+def content_check(data: Any) -> str:
     """The ``c`` check of a batch's pickled elements (bytes or a memoryview)."""
     return f"{zlib.crc32(data):08x}{len(data):x}"
 
 
-def pickle_elements(elements):
+def pickle_elements(elements: Iterable[Any]) -> memoryview:
     """``pickle.dumps(list(elements), 4)``, as a buffer: the bytes a batch travels as.  (A
     Pickler on a file writes big bytes objects straight through, 30 times faster than
     ``pickle.dumps`` for a 1 MB argument; the bytes are the same.)"""
@@ -29,7 +32,7 @@ def pickle_elements(elements):
     return f.getbuffer()
 
 
-def elements_check(elements) -> str:
+def elements_check(elements: Iterable[Any]) -> str:
     return content_check(pickle_elements(elements))
 
 
@@ -37,7 +40,7 @@ _SET_TAG = "\x00cluster_func:set"
 _ARGUMENTS_TAG = "\x00cluster_func:Arguments"
 
 
-def _canonical(obj):
+def _canonical(obj: Any) -> Any:
     """``obj`` with every set replaced by a tagged tuple in a fixed order: a set of strings
     iterates in an order that depends on PYTHONHASHSEED, and a call's digest must not."""
     t = type(obj)
@@ -56,7 +59,7 @@ def _canonical(obj):
     return obj
 
 
-def call_digest(element) -> bytes:
+def call_digest(element: Any) -> bytes:
     try:
         data = pickle.dumps(_canonical(element), 4)
     except Exception:  # noqa: BLE001 - fall back to repr for the odd unpicklable element

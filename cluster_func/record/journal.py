@@ -65,13 +65,15 @@ The journal's other parts: :mod:`.fingerprints` (the ``c`` and ``d`` the workers
 :mod:`.writer` (the lock and the writer), :mod:`.resume` (the resume filter).
 """
 
+from __future__ import annotations
+
 import base64
 import json
 import os
 import re
 import zlib
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Iterator, Optional, Sequence
 
 
 FORMAT = 2
@@ -86,7 +88,7 @@ IDENTITY_DEFAULTS = {"target": "target", "args": "args", "argv": []}
 
 # --- positions ------------------------------------------------------------------------------
 
-def encode_positions(positions):
+def encode_positions(positions: Sequence[int]) -> list[list[int]]:
     """Positions as [first, count, step] runs, in their order (a range is one run)."""
     if isinstance(positions, range):
         return [[positions.start, len(positions), positions.step]] if len(positions) else []
@@ -108,18 +110,18 @@ def encode_positions(positions):
     return runs
 
 
-def decode_positions(runs):
+def decode_positions(runs: list[list[int]]) -> Sequence[int]:
     """The positions of ``runs``: a range for a single run, else a list."""
     if len(runs) == 1:
         first, count, step = runs[0]
         return range(first, first + count * step, step)
-    out = []
+    out: list[int] = []
     for first, count, step in runs:
         out.extend(range(first, first + count * step, step))
     return out
 
 
-def _valid_runs(runs):
+def _valid_runs(runs: Any) -> bool:
     if not isinstance(runs, list) or not runs:
         return False
     for run in runs:
@@ -146,14 +148,14 @@ def default_path(script_path: str, bins_text: str, target: str = "target") -> st
 class Record:
     """A completed-calls record, for resuming."""
     seq: int  # its order in the file: where records overlap, the later wins
-    positions: object  # range or list, in the order the batch held them
+    positions: Any  # range or list, in the order the batch held them
     check: Optional[str] = None  # "c"
     digests: Optional[bytes] = None  # "d"
     values: Optional[str] = None  # "f": the format of the values it carries, if any
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         p = self.positions
-        self.lo, self.hi = (p[0], p[-1]) if isinstance(p, range) and p.step > 0 else (min(p), max(p))
+        self.lo, self.hi = (p[0], p[-1]) if isinstance(p, range) and p.step > 0 else (min(p), max(p))  # type: int, int
         self.members = p if isinstance(p, range) else frozenset(p)
 
 
@@ -175,12 +177,12 @@ class JournalState:
     results_path: Optional[str] = None  # the results file the last run that collected values named
 
     @property
-    def recorded(self):
+    def recorded(self) -> int:
         """Calls the resumable records cover."""
         return sum(len(r.positions) for r in self.records)
 
 
-def _header(line: bytes):
+def _header(line: bytes) -> tuple[int | None, dict]:
     """The format of a journal whose first line is ``line``, or None."""
     try:
         rec = json.loads(line)
@@ -196,14 +198,14 @@ def _header(line: bytes):
     return None, {}
 
 
-def identify(path: str):
+def identify(path: str) -> tuple[int | None, dict]:
     """(format, header) of the file at ``path``: format None when it is not a journal."""
     with open(path, "rb") as f:
         first = f.readline(1 << 16)
     return _header(first)
 
 
-def read(path: str, for_resume=False, state: Optional[JournalState] = None, incremental=False) -> JournalState:
+def read(path: str, for_resume: bool = False, state: Optional[JournalState] = None, incremental: bool = False) -> JournalState:
     """Read a journal; resumable records are kept only ``for_resume``, otherwise the counts.
 
     ``incremental``: continue from ``state.size`` later, so that a last line still being
@@ -245,7 +247,7 @@ def read(path: str, for_resume=False, state: Optional[JournalState] = None, incr
     return st
 
 
-def _parse(raw):
+def _parse(raw: bytes) -> dict | None:
     try:
         rec = json.loads(raw)
     except (ValueError, RecursionError):  # (nested too deep: a torn line too)
@@ -285,7 +287,7 @@ def _parse(raw):
     return None
 
 
-def _apply(st: JournalState, rec, for_resume, seq=0) -> bool:
+def _apply(st: JournalState, rec: dict, for_resume: bool, seq: int = 0) -> bool:
     t = rec["t"]
     if t == "start":
         st.runs += 1
@@ -298,7 +300,7 @@ def _apply(st: JournalState, rec, for_resume, seq=0) -> bool:
         st.last_done += n
         st.completed_total += n
         st.ok_records += 1
-        if for_resume and st.format >= 2:
+        if for_resume and st.format >= 2:  # type: ignore[operator]  # (read from the header first)
             d = rec.get("d")
             st.records.append(Record(seq, decode_positions(runs), rec.get("c"),
                                      bytes.fromhex(d) if d else None, rec.get("f")))
@@ -313,7 +315,7 @@ def _apply(st: JournalState, rec, for_resume, seq=0) -> bool:
     return False
 
 
-def ok_records(path):
+def ok_records(path: str) -> Iterator[tuple[int, dict]]:
     """``(seq, record)`` for every completed-calls record of the journal at ``path``, numbered
     as :func:`read` numbers them (records torn or malformed are skipped the same way)."""
     seq = 0
@@ -328,12 +330,12 @@ def ok_records(path):
                 seq += 1
 
 
-def record_values(rec) -> Optional[bytes]:
+def record_values(rec: dict) -> Optional[bytes]:
     """The results-file bytes of an ok record's values (None if it carries none)."""
     return rec.get("v")  # (decoded and checked by _parse)
 
 
-def identity_differences(header, script_path, identity):
+def identity_differences(header: dict, script_path: str, identity: dict) -> list[str]:
     """What differs between the run a journal's header names and this one (empty: the same)."""
     out = []
     if header.get("script") not in (None, script_path):

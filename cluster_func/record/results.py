@@ -36,6 +36,8 @@ user's, is refused (exit 2) before anything changes.  A results file is
 locked as the journal is (``PATH.lock``, symbolic links resolved).
 """
 
+from __future__ import annotations
+
 import collections
 import glob
 import io
@@ -43,10 +45,14 @@ import json
 import os
 import pickle
 import zlib
-from typing import Iterable, Iterator, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, Tuple, Union
 
 from ..core.errors import UserError
 from ..core.files import replaced
+
+if TYPE_CHECKING:
+    from .resume import Kept
+    from .writer import Journal, JournalLock
 
 FORMATS = (".jsonl", ".pkl")
 
@@ -69,7 +75,7 @@ class ValueNotWritable(TypeError):
     no_traceback = True
 
 
-def _json_default(value):
+def _json_default(value: Any) -> Any:
     tolist = getattr(value, "tolist", None)  # NumPy scalars and arrays
     if tolist is not None and callable(tolist):
         return tolist()
@@ -81,7 +87,7 @@ def _json_default(value):
                     f"results as pickles with --results PATH.pkl")
 
 
-def _json_key(k):
+def _json_key(k: Any) -> str:
     if isinstance(k, str):
         return k
     if k is True or k is False or k is None:
@@ -89,7 +95,7 @@ def _json_key(k):
     return float.__repr__(k) if isinstance(k, float) else str(k)
 
 
-def _check_keys(value):
+def _check_keys(value: Any) -> None:
     """JSON turns dict keys into strings: refuse a dict where two keys would become one."""
     stack = [value]
     while stack:
@@ -106,7 +112,7 @@ def _check_keys(value):
             stack.extend(x for x in v if isinstance(x, (dict, list, tuple)))
 
 
-def encoder(fmt: str):
+def encoder(fmt: str) -> Callable[[int, Any], bytes]:
     """A function (position, value) -> the bytes of one record."""
     if fmt == "values":  # cluster_func.map without a file: the values go to the caller in memory
         return value_encoder()
@@ -116,7 +122,7 @@ def encoder(fmt: str):
         dumps = json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
         int_text, float_text, inf = int.__repr__, float.__repr__, float("inf")
 
-        def encode(pos, value):
+        def encode(pos: int, value: Any) -> bytes:
             t = type(value)
             try:
                 # The usual scalars without building an encoder per call (what json.dumps writes).
@@ -135,7 +141,7 @@ def encoder(fmt: str):
             return f'{{"pos":{pos},"value":{text}}}\n'.encode("utf-8", "surrogatepass")
         return encode
 
-    def encode_pickle(pos, value):
+    def encode_pickle(pos: int, value: Any) -> bytes:
         try:
             return pickle.dumps((pos, value), 4)
         except Exception as e:  # noqa: BLE001
@@ -144,7 +150,7 @@ def encoder(fmt: str):
     return encode_pickle
 
 
-def pack_values(positions, values, failed):
+def pack_values(positions: Sequence[int], values: list, failed: list[int]) -> bytes:
     """A batch's values as one pickle of ``(positions, values, bad)``: ``positions`` is the
     first position when they run on by one (the usual case, so that this process stores the
     values with one slice assignment), else the list of them; ``bad`` lists ``(position, type
@@ -157,7 +163,7 @@ def pack_values(positions, values, failed):
     if failed or type(positions) is not range or positions.step != 1:
         gone = set(failed)
         keep = [k for k in range(n) if k not in gone]
-        where = [positions[k] for k in keep]
+        where: Any = [positions[k] for k in keep]
         values = [values[k] for k in keep]
         if not where:
             return b""
@@ -182,24 +188,24 @@ def pack_values(positions, values, failed):
         return pickle.dumps((where, kept, bad), 4)
 
 
-def value_encoder():
+def value_encoder() -> Callable[[int, Any], bytes]:
     """The workers' encoder for the ``values`` format (cluster_func.map without a journal): the worker hands it
     a batch's values whole (``pack``, see worker.run_batches), which travel as one pickle."""
-    def encode(pos, value):  # (one call at a time: not used by the worker, which uses pack)
+    def encode(pos: int, value: Any) -> bytes:  # (one call at a time: not used by the worker, which uses pack)
         return pickle.dumps((pos, value), 4)
 
-    encode.pack = pack_values
+    encode.pack = pack_values  # type: ignore[attr-defined]
     return encode
 
 
 
 # --- in the main process -----------------------------------------------------------------
 
-def _stat_key(st):
+def _stat_key(st: os.stat_result) -> tuple[int, int, int]:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def file_digest(path) -> str:
+def file_digest(path: str) -> str:
     """The sha256 of a file's bytes (hex): what an export record holds, so that the file is known
     by what it holds wherever it is (a copied or moved folder, another machine)."""
     import hashlib
@@ -211,11 +217,11 @@ def file_digest(path) -> str:
     return h.hexdigest()
 
 
-def _journals(journal_path):
+def _journals(journal_path: str) -> list[str]:
     return [p for p in (journal_path, journal_path + ".prev") if os.path.isfile(p)]
 
 
-def _exports(journal_path):
+def _exports(journal_path: str) -> list[dict]:
     """The "results" records of the journal at ``journal_path`` (and its ``.prev``): the results
     files its runs wrote."""
     from . import journal as journal_mod
@@ -229,7 +235,7 @@ def _exports(journal_path):
     return found
 
 
-def _holds_only_journal_values(path, fmt, journal_path) -> bool:
+def _holds_only_journal_values(path: str, fmt: str, journal_path: str) -> bool:
     """True when every record that can be read in the file at ``path`` is, byte for byte, a value
     record of the journal (or its ``.prev``) at its position, and there is at least one: the file
     is an export of this run's, whether or not its export was recorded (a failure between the
@@ -247,7 +253,7 @@ def _holds_only_journal_values(path, fmt, journal_path) -> bool:
         try:
             for _, rec in journal_mod.ok_records(jpath):
                 if rec.get("f") == fmt:
-                    for pos, item in _split(journal_mod.record_values(rec), fmt):
+                    for pos, item in _split(journal_mod.record_values(rec), fmt):  # type: ignore[arg-type]
                         mine[pos].add(item)
         except (OSError, ValueError):
             continue
@@ -275,7 +281,7 @@ def _holds_only_journal_values(path, fmt, journal_path) -> bool:
     return seen > 0
 
 
-def owned(path, fmt, journal_path) -> bool:
+def owned(path: str, fmt: str, journal_path: str) -> bool:
     """Is the results file at ``path`` one of this run's (see the module docstring, Ownership)?"""
     st = os.stat(path)
     exports = _exports(journal_path)
@@ -288,7 +294,7 @@ def owned(path, fmt, journal_path) -> bool:
     return _holds_only_journal_values(path, fmt, journal_path)
 
 
-def collected_into(journal_path):
+def collected_into(journal_path: str) -> str | None:
     """The results file the journal's last run collected values into (as given to it), or None
     when its runs collected none; for a --resume that leaves --results out."""
     from . import journal as journal_mod
@@ -314,7 +320,9 @@ class Results:
     end.  A file is replaced or moved only when the run's journal says one of its runs wrote it.
     """
 
-    def __init__(self, path: str, journal_path: str, resume: bool):
+    lock: JournalLock | None  # held from acquire() to release()
+
+    def __init__(self, path: str, journal_path: str, resume: bool) -> None:
         self.given = path
         self.format = format_of(path)
         self.path = os.path.realpath(path)
@@ -340,7 +348,7 @@ class Results:
                     f"is another run's, a file of yours, or it was changed since). clum will not overwrite, move or add to it. "
                     f"Name another file with --results PATH, or move it away.")
 
-    def acquire(self):
+    def acquire(self) -> None:
         """Lock the file (two runs never write one results file)."""
         from .writer import JournalLock
 
@@ -351,7 +359,7 @@ class Results:
             raise UserError(f"Cannot create the folder {folder} for --results: {e.strerror}.") from None
         self.lock = JournalLock(self.path, what="results file")
 
-    def start(self):
+    def start(self) -> None:
         """A new run (not --resume): keep the previous file as PATH.prev, so that a run killed
         before its export leaves no values of another run under the name."""
         if not self.resume and os.path.lexists(self.path):
@@ -361,7 +369,7 @@ class Results:
                 raise UserError(f"Cannot move the previous results {self.given} to {self.given}.prev: "
                                 f"{e.strerror}. Name another file with --results PATH.") from None
 
-    def export(self, journal, kept) -> int:
+    def export(self, journal: Journal, kept: Kept | None) -> int:
         """Write the file whole from the journal: this run's values and those its resume kept.
         Returns the number of values.  OSError (a full disk) leaves the previous file as it was."""
         journal.flush()
@@ -371,7 +379,7 @@ class Results:
 
         digest, crc = hashlib.sha256(), 0
 
-        def write(data):
+        def write(data: bytes) -> None:
             nonlocal crc
             digest.update(data)
             crc = zlib.crc32(data, crc)
@@ -387,13 +395,13 @@ class Results:
             journal.flush()
         return n
 
-    def release(self):
+    def release(self) -> None:
         if self.lock is not None:
             self.lock.release()
             self.lock = None
 
 
-def _split(data, fmt):
+def _split(data: bytes, fmt: str) -> Iterator[Tuple[int, bytes]]:
     """(position, record bytes) of each record of results-file bytes."""
     if fmt == "jsonl":
         for line in data.split(b"\n")[:-1]:
@@ -408,14 +416,14 @@ def _split(data, fmt):
         start = end
 
 
-def _moved(record, pos, fmt):
+def _moved(record: bytes, pos: int, fmt: str) -> bytes:
     """A record of results-file bytes, with its position replaced."""
     if fmt == "jsonl":
         return b'{"pos":%d' % pos + record[record.index(b",", 7):]
     return pickle.dumps((pos, pickle.loads(record)[1]), 4)
 
 
-def export(journal_path, fmt, first_seq, kept, write) -> int:
+def export(journal_path: str, fmt: str, first_seq: int, kept: Kept | None, write: Callable[[bytes], Any]) -> int:
     """Write, with ``write``, the results-file records of the values that the journal's records
     of format ``fmt`` carry: every record from ``first_seq`` on (this run's), and of the earlier
     ones what ``kept`` (a journal.Kept, or None) says a resume kept, at the positions it says.
@@ -429,20 +437,20 @@ def export(journal_path, fmt, first_seq, kept, write) -> int:
             continue
         if seq >= first_seq or (kept is not None and seq in kept.whole):
             data = journal_mod.record_values(rec)
-            write(data)
+            write(data)  # type: ignore[arg-type]  # (a record of format fmt carries values)
             n += sum(run[1] for run in rec["pos"])
             continue
         if kept is None:
             continue
         some = kept.some.get(seq)
         if some:
-            for pos, item in _split(journal_mod.record_values(rec), fmt):
+            for pos, item in _split(journal_mod.record_values(rec), fmt):  # type: ignore[arg-type]
                 if pos in some:
                     write(item)
                     n += 1
         elif pending and rec.get("d"):
             d = bytes.fromhex(rec["d"])
-            for k, (pos, item) in enumerate(_split(journal_mod.record_values(rec), fmt)):
+            for k, (pos, item) in enumerate(_split(journal_mod.record_values(rec), fmt)):  # type: ignore[arg-type]
                 q = pending.get(d[8 * k:8 * k + 8])
                 if q:
                     write(_moved(item, q.popleft(), fmt))
@@ -456,7 +464,7 @@ class TornRecords(UserWarning):
     """A results file held records that could not be read (torn, or not a record)."""
 
 
-def _journal_records(path) -> Iterator[Tuple[int, object]]:
+def _journal_records(path: str) -> Iterator[Tuple[int, object]]:
     """The values a journal's records carry, at the positions their calls had when they ran."""
     from . import journal as journal_mod
 
@@ -473,7 +481,7 @@ def _journal_records(path) -> Iterator[Tuple[int, object]]:
                     yield pickle.load(buf)
 
 
-def read_records(path) -> Iterator[Tuple[int, object]]:
+def read_records(path: str) -> Iterator[Tuple[int, object]]:
     """``(position, value)`` of one results file (or journal), in file order."""
     from . import journal as journal_mod
 
@@ -520,7 +528,7 @@ def read_records(path) -> Iterator[Tuple[int, object]]:
                       f"writes the file again.", TornRecords, stacklevel=3)
 
 
-def result_files(path: str):
+def result_files(path: str) -> list[str]:
     """The results files that ``path`` stands for: itself, or those of a cluf jobs dir."""
     if os.path.isdir(path):
         return sorted(glob.glob(os.path.join(glob.escape(path), "*.results.jsonl"))

@@ -10,8 +10,11 @@ do, the later record wins.  What was kept, and for which current positions, is i
 :class:`Kept` (the results export uses it to put each value at its element's position).
 """
 
+from __future__ import annotations
+
 import collections
 from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional, Sequence
 
 from .fingerprints import call_digest, elements_check
 from .journal import JournalState, Record
@@ -31,11 +34,16 @@ class ResumeWork:
     for which current positions (so that their values can be found: see results.export).
     """
 
-    def __init__(self, work, state: JournalState, mode: str):
+    out_pos: list  # what take() hands out next
+    out_elem: list
+    by_digest: Any  # a Counter of the recorded calls' digests (--hash/--key), else None
+    open: list
+
+    def __init__(self, work: Any, state: JournalState, mode: str) -> None:
         self.work = work
         self.skipped = 0
         self.kept = Kept()
-        self.error = None
+        self.error: Optional[BaseException] = None
         self.out_pos, self.out_elem = [], []
         if mode == "round-robin":
             self.records = _disjoint([r for r in state.records if r.check is not None])
@@ -53,11 +61,11 @@ class ResumeWork:
         self.exhausted = False
 
     @property
-    def error_position(self):
+    def error_position(self) -> Optional[int]:
         """The position args was producing when it raised (see bins.Work)."""
         return self.work.error_position
 
-    def take(self, n):
+    def take(self, n: int) -> tuple[Sequence[int], list, Optional[BaseException]]:
         if not self.out_elem:
             direct = self._take_direct(n)
             if direct is not None:
@@ -73,14 +81,14 @@ class ResumeWork:
             error, self.error = self.error, None
         return pos, elem, error
 
-    def _direct_next(self):
+    def _direct_next(self) -> bool:
         """True when the next elements can go straight through (:meth:`_take_direct`)."""
         work = self.work
         if self.open or self.exhausted or self.by_digest is not None or work.step is None:
             return False
         return self.next_rec >= len(self.records) or self.records[self.next_rec].lo > work.next_position
 
-    def _take_direct(self, n):
+    def _take_direct(self, n: int) -> Optional[tuple[Sequence[int], list, Optional[BaseException]]]:
         """Evenly spaced work with nothing held or pending, before the next record: the work's
         own batch, positions as a range (what a fresh run sends; nothing per element)."""
         work = self.work
@@ -96,11 +104,11 @@ class ResumeWork:
             self.exhausted = True
         return positions, elements, error
 
-    def _emit(self, positions, elements):
+    def _emit(self, positions: Iterable[int], elements: Iterable[Any]) -> None:
         self.out_pos.extend(positions)
         self.out_elem.extend(elements)
 
-    def _pull(self, n):
+    def _pull(self, n: int) -> None:
         work = self.work
         if self.by_digest is not None:
             positions, elements, error = work.take(max(n, 1024))
@@ -125,7 +133,7 @@ class ResumeWork:
         self._general(positions, elements)
         self._end_if(len(elements) == 0 or error is not None, error)
 
-    def _end_if(self, finished, error):
+    def _end_if(self, finished: bool, error: Optional[BaseException]) -> None:
         if not finished:
             return
         self.exhausted = True
@@ -134,7 +142,7 @@ class ResumeWork:
             self._partial_verdict(rec, held)
         self.open = []
 
-    def _general(self, positions, elements):
+    def _general(self, positions: Sequence[int], elements: list) -> None:
         """One element at a time: hold the elements of the records they fall in."""
         recs, out_p, out_e = self.records, self.out_pos, self.out_elem
         for pos, elem in zip(positions, elements):
@@ -152,7 +160,7 @@ class ResumeWork:
             if self.open:
                 self._close_records(pos)
 
-    def _close_records(self, pos):
+    def _close_records(self, pos: int) -> None:
         still = []
         for entry in self.open:
             rec, held, last = entry
@@ -164,7 +172,7 @@ class ResumeWork:
                 still.append(entry)
         self.open = still
 
-    def _verdict(self, rec: Record, positions, elements):
+    def _verdict(self, rec: Record, positions: Sequence[int], elements: list) -> None:
         """All of a record's positions are here: skip them, or those whose digest still
         matches, and run the rest."""
         if elements_check(elements) == rec.check:
@@ -176,7 +184,7 @@ class ResumeWork:
             return
         self._by_digest(rec, enumerate(zip(positions, elements)))
 
-    def _partial_verdict(self, rec: Record, held):
+    def _partial_verdict(self, rec: Record, held: dict) -> None:
         """Some of a record's positions are gone: with per-call digests, skip the held elements
         that still have theirs; without, run them all."""
         if rec.digests is None:
@@ -185,12 +193,12 @@ class ResumeWork:
         index = {p: k for k, p in enumerate(rec.positions)}
         self._by_digest(rec, ((index[p], (p, e)) for p, e in held.items()))
 
-    def _by_digest(self, rec: Record, items):
+    def _by_digest(self, rec: Record, items: Iterable[tuple[int, tuple[int, Any]]]) -> None:
         """Skip each (k, (position, element)) whose element still has the record's k-th digest;
         run the others."""
         d, kept = rec.digests, None
         for k, (p, e) in items:
-            if call_digest(e) == d[8 * k:8 * k + 8]:
+            if call_digest(e) == d[8 * k:8 * k + 8]:  # type: ignore[index]  # (a record with digests)
                 self.skipped += 1
                 if kept is None:
                     kept = self.kept.some.setdefault(rec.seq, set())
@@ -199,7 +207,7 @@ class ResumeWork:
                 self.out_pos.append(p)
                 self.out_elem.append(e)
 
-    def _content_filter(self, positions, elements):
+    def _content_filter(self, positions: Sequence[int], elements: list) -> None:
         counter = self.by_digest
         for pos, elem in zip(positions, elements):
             d = call_digest(elem)
@@ -224,7 +232,7 @@ class Kept:
     by_digest: dict = field(default_factory=dict)  # digest -> [position], taken in file order
 
 
-def _disjoint(records):
+def _disjoint(records: list[Record]) -> list[Record]:
     """Make the records disjoint: where a later record (a later run re-ran some calls) shares
     positions with an earlier one, the later wins those positions, and the earlier keeps the
     others.  An earlier record with per-call digests keeps them for its other positions (its
@@ -232,8 +240,8 @@ def _disjoint(records):
     part, and is dropped (its other positions run again)."""
     if len(records) < 2:
         return records
-    taken = {}  # seq -> positions of that record that later records re-ran
-    active = []  # records whose span may still overlap later ones
+    taken: dict[int, set[int]] = {}  # seq -> positions of that record that later records re-ran
+    active: list[Record] = []  # records whose span may still overlap later ones
     for r in sorted(records, key=lambda r: r.lo):
         active = [a for a in active if a.hi >= r.lo]
         for a in active:
@@ -245,13 +253,13 @@ def _disjoint(records):
     for r in records:
         gone = taken.get(r.seq)
         if gone:
-            r = _without(r, gone)
+            r = _without(r, gone)  # type: ignore[assignment]  # (None: dropped, just below)
         if r is not None:
             out.append(r)
     return out
 
 
-def _without(r: Record, gone):
+def _without(r: Record, gone: set[int]) -> Optional[Record]:
     """Record r without the positions in ``gone`` (None when nothing of it can be checked)."""
     if r.digests is None:
         return None
@@ -262,7 +270,7 @@ def _without(r: Record, gone):
     return Record(r.seq, [r.positions[k] for k in keep], None, b"".join(d[8 * k:8 * k + 8] for k in keep), r.values)
 
 
-def _share(a: Record, b: Record):
+def _share(a: Record, b: Record) -> bool:
     if len(a.positions) > len(b.positions):
         a, b = b, a
     return any(p in b.members for p in a.positions)

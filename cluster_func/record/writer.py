@@ -12,6 +12,8 @@ stops the run, and only the records that reached the file count.  A torn last li
 before anything is appended, so a torn record is never followed by another on its line.
 """
 
+from __future__ import annotations
+
 import base64
 import errno
 import fcntl
@@ -21,12 +23,13 @@ import re
 import sys
 import time
 import zlib
-from typing import Optional
+from typing import Any, Callable, Optional, Sequence
 
 from ..core.errors import LOCK_WAIT_VAR, UserError
 from ..core.files import replaced
 from ..core.script import short_repr
 from .fingerprints import call_digest, elements_check
+from .journal import JournalState
 from .journal import FORMAT, HEADER_KEY, FLUSH_SECONDS, IDENTITY_DEFAULTS, encode_positions, identify, identity_differences, read
 
 
@@ -36,7 +39,7 @@ TB_MAX = 8000  # characters of a failed call's traceback kept in the journal
 class JournalWriteError(Exception):
     """Writing the journal failed (a full disk, a lost file server): the run must stop."""
 
-    def __init__(self, path, err: OSError, what="the journal"):
+    def __init__(self, path: str, err: OSError, what: str = "the journal") -> None:
         self.path = path
         self.err = err
         self.what = what
@@ -54,7 +57,9 @@ class JournalLock:
     lock however it is named.  A ``PATH.lock`` that is not a lock of clum's (empty, or
     ``clum pid N``) is never written or removed: the run stops and names it."""
 
-    def __init__(self, journal_path, what="journal"):
+    fd: Optional[int]  # the lock file's descriptor (None once released)
+
+    def __init__(self, journal_path: str, what: str = "journal") -> None:
         journal_path = os.path.realpath(journal_path)
         self.what = what
         self.path = journal_path + ".lock"
@@ -73,10 +78,10 @@ class JournalLock:
             pass
         self.fd = fd
 
-    def _option(self):
+    def _option(self) -> str:
         return "--journal PATH" if self.what == "journal" else "--results PATH"
 
-    def _lock(self, journal_path):
+    def _lock(self, journal_path: str) -> int:
         if os.path.lexists(self.path) and (os.path.islink(self.path) or not os.path.isfile(self.path)):
             raise UserError(f"Cannot lock the {self.what} {journal_path}: {self.path} is not a lock file of clum "
                             f"(it is a {'symbolic link' if os.path.islink(self.path) else 'directory or special file'}), "
@@ -122,7 +127,7 @@ class JournalLock:
 
     waited = 0.0
 
-    def _wait_for(self, fd, journal_path):
+    def _wait_for(self, fd: int, journal_path: str) -> None:
         """Take the lock at once; in the rerun of a cluf job (``CLUF_LOCK_WAIT`` seconds, see
         core/errors.py) wait that long for the stopped run to let go, saying so once."""
         try:
@@ -151,7 +156,7 @@ class JournalLock:
                 if e.errno not in (errno.EACCES, errno.EAGAIN) or self.waited >= wait:
                     raise
 
-    def release(self):
+    def release(self) -> None:
         if self.fd is not None:
             try:
                 os.unlink(self.path)  # while still holding it (see __init__)
@@ -161,7 +166,7 @@ class JournalLock:
             self.fd = None
 
 
-def _moved_with_its_folder(journal_path, recorded_script, script_path):
+def _moved_with_its_folder(journal_path: str, recorded_script: Any, script_path: str) -> bool:
     """True when ``journal_path`` is in the ``.cluster_func`` folder beside ``script_path`` and the
     script it records has the same file name: the folder was moved or copied, script and journal
     together (two scripts of one folder cannot share a file name)."""
@@ -173,7 +178,7 @@ def _moved_with_its_folder(journal_path, recorded_script, script_path):
 
 # --- writing ---------------------------------------------------------------------------------
 
-def _check_path(path):
+def _check_path(path: str) -> None:
     if os.path.isdir(path):
         raise UserError(f"The journal path {path} is a directory. Give the path of a file with "
                         f"--journal PATH (e.g. --journal {os.path.join(path, 'run.journal')}).")
@@ -181,7 +186,7 @@ def _check_path(path):
         raise UserError(f"The journal path {path} is not a regular file. Give another path with --journal PATH.")
 
 
-def _foreign(path, what):
+def _foreign(path: str, what: str) -> UserError:
     return UserError(f"{path} is not a clum journal ({what}), so clum will not move, overwrite or append "
                      f"to it. Give the run another journal with --journal PATH, or move the file away.")
 
@@ -193,8 +198,12 @@ class Journal:
     completed calls reached the file.
     """
 
-    def __init__(self, path: str, script_path: str, bins_text: str, mode: str, resume: bool, warn,
-                 identity: Optional[dict] = None, values: Optional[str] = None, results_path=None):
+    fd: Any  # the file's descriptor once it is open (None after close)
+    previous: Optional[JournalState]  # the journal resumed from
+    replaced_state: Optional[JournalState]  # the journal started over
+
+    def __init__(self, path: str, script_path: str, bins_text: str, mode: str, resume: bool, warn: Callable[[str], Any],
+                 identity: Optional[dict] = None, values: Optional[str] = None, results_path: Optional[str] = None) -> None:
         """``results_path``: the results file the values are collected into (with ``values``)."""
         path = os.path.realpath(path)  # a link to a journal is that journal (one lock, one file)
         self.path = path
@@ -204,7 +213,7 @@ class Journal:
         self.values = values  # "jsonl"/"pkl": completed records carry their calls' values
         self.first_seq = 0  # the sequence number of this run's first completed-calls record
         self.dropped_without_values = 0
-        self.lines = []  # (text, completed calls in it)
+        self.lines: list[tuple[str, int]] = []  # (text, completed calls in it)
         self.last_sync = time.monotonic()
         self.written_calls = 0
         self.broken: Optional[JournalWriteError] = None
@@ -223,7 +232,7 @@ class Journal:
             self.lock.release()
             raise
 
-    def _open(self, path, script_path, bins_text, mode, resume, warn):
+    def _open(self, path: str, script_path: str, bins_text: str, mode: str, resume: bool, warn: Callable[[str], Any]) -> None:
         self.previous = self.replaced_state = None
         exists = os.path.exists(path)
         if exists:
@@ -235,7 +244,8 @@ class Journal:
                 exists = False
         self._begin(path, exists, script_path, bins_text, mode, resume)
 
-    def _check_header(self, path, script_path, bins_text, mode, resume, warn=None):
+    def _check_header(self, path: str, script_path: str, bins_text: str, mode: str, resume: bool,
+                      warn: Optional[Callable[[str], Any]] = None) -> None:
         """The journal at ``path`` is a clum journal of this script (and, to resume from it, of this
         run's options, format and bins); a UserError says why not.  A default journal
         (``.cluster_func/`` beside the script) that names a script of the same file name elsewhere
@@ -279,7 +289,7 @@ class Journal:
                     f"binning, but this run has bins {bins_text} and {mode} binning: its records do not "
                     f"apply. Resume with the same --bins/--hash/--key, or use another --journal.")
 
-    def _read_previous(self, path, warn):
+    def _read_previous(self, path: str, warn: Callable[[str], Any]) -> None:
         """Resuming: the journal's records (``previous``), those without this run's values left out."""
         self.previous = read(path, for_resume=True)
         self.first_seq = self.previous.ok_records
@@ -296,7 +306,7 @@ class Journal:
             warn(f"skipped {self.previous.bad} unreadable line(s) of the journal {path} (torn by a "
                  f"kill or a full disk, or edited); the calls they recorded will run again.")
 
-    def _start_over(self, path, warn):
+    def _start_over(self, path: str, warn: Callable[[str], Any]) -> None:
         """Not resuming: say what the last run left undone, and keep its journal as ``path``.prev."""
         prev = self.replaced_state = read(path)
         if prev.last_status is None or prev.last_failed:
@@ -308,7 +318,7 @@ class Journal:
                  + f"; its journal is kept as {path}.prev.")
         self._keep_previous(path)
 
-    def _begin(self, path, exists, script_path, bins_text, mode, resume):
+    def _begin(self, path: str, exists: bool, script_path: str, bins_text: str, mode: str, resume: bool) -> None:
         """Open the journal to append to it (``exists``) or create it with its header, then write
         and flush this run's start record."""
         try:
@@ -334,7 +344,7 @@ class Journal:
             raise _write_failed(UserError(f"{e}. Free some space or choose another place with --journal PATH."),
                                 e.err) from None
 
-    def _keep_previous(self, path):
+    def _keep_previous(self, path: str) -> None:
         prev = path + ".prev"
         if os.path.lexists(prev):
             if os.path.isdir(prev) or not os.path.isfile(prev):
@@ -354,17 +364,18 @@ class Journal:
             raise UserError(f"Cannot move the previous journal {path} to {prev}: {e.strerror}. "
                             f"Choose another place with --journal PATH.") from None
 
-    def _create(self, path, header):
+    def _create(self, path: str, header: dict) -> None:
         """A new journal appears with its header, whole, or not at all."""
         with replaced(path, "wb") as f:
             f.write((json.dumps(header, separators=(",", ":")) + "\n").encode("utf-8", "surrogatepass"))
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND)
 
     # --- records ---
-    def _add(self, text, calls=0):
+    def _add(self, text: str, calls: int = 0) -> None:
         self.lines.append((text, calls))
 
-    def completed(self, positions, elements, check=None, digests=None, values=None):
+    def completed(self, positions: Sequence[int], elements: list, check: Optional[str] = None,
+                  digests: Optional[bytes] = None, values: Optional[bytes] = None) -> None:
         """Calls at ``positions`` (holding ``elements``) completed.  From the worker: ``check``,
         its content check when they are a whole batch as sent; ``digests``, per call, if any;
         ``values``, the results-file bytes of their values (when the run collects them)."""
@@ -385,7 +396,7 @@ class Journal:
         text = json.dumps(rec, separators=(",", ":"))
         self._add(f'{text[:-1]},"v":"{base64.b64encode(values or b"").decode("ascii")}"}}', len(elements))
 
-    def exported(self, path, st, crc=None, sha256=None):
+    def exported(self, path: str, st: os.stat_result, crc: Optional[int] = None, sha256: Optional[str] = None) -> None:
         """The run wrote its results file: ``st`` is its os.stat, ``crc`` the CRC-32 of its bytes (so
         that cluf --gather knows them whole) and ``sha256`` their digest (so a later run knows the
         file is its own, where it is, or wherever it was copied)."""
@@ -396,20 +407,21 @@ class Journal:
             rec["sha256"] = sha256
         self._add(json.dumps(rec, separators=(",", ":")))
 
-    def failed(self, position, element, attempt, exc_type, message, final, tb=None):
+    def failed(self, position: int, element: Any, attempt: int, exc_type: str, message: Any, final: bool,
+               tb: Optional[str] = None) -> None:
         rec = {"t": "fail", "pos": position, "attempt": attempt, "final": final,
                "type": exc_type, "msg": str(message)[:2000], "args": short_repr(element, 300)}
         if final and tb:  # the traceback of a final failure, for cluster_func.Run.results()'s MapError
             rec["tb"] = tb if len(tb) <= TB_MAX else tb[:TB_MAX // 4] + "\n...\n" + tb[-(TB_MAX * 3 // 4):]
         self._add(json.dumps(rec, separators=(",", ":")))
 
-    def maybe_flush(self, now):
+    def maybe_flush(self, now: float) -> None:
         """Write what is pending (one write: it survives the process being killed);
         fsync at most once every FLUSH_SECONDS (so a power loss loses at most that)."""
         if self.lines:
             self.flush(sync=now - self.last_sync >= FLUSH_SECONDS)
 
-    def flush(self, sync=True):
+    def flush(self, sync: bool = True) -> None:
         if self.broken is not None:
             raise self.broken
         if self.lines:
@@ -432,7 +444,7 @@ class Journal:
                 self.broken = JournalWriteError(self.path, e)
                 raise self.broken from None
 
-    def _count_written(self, lines, nbytes):
+    def _count_written(self, lines: list[tuple[str, int]], nbytes: int) -> None:
         """Count the calls of the lines that reached the file whole before a write failed."""
         end = 0
         for text, n in lines:
@@ -441,7 +453,7 @@ class Journal:
                 break
             self.written_calls += n
 
-    def close(self, done, failed, status):
+    def close(self, done: int, failed: int, status: str) -> None:
         """Write the end record (unless writing already failed) and release the journal."""
         try:
             if self.broken is None:
@@ -465,12 +477,12 @@ def _write_failed(error: UserError, cause: OSError) -> UserError:
 
 
 class _PartialWrite(Exception):
-    def __init__(self, written, err):
+    def __init__(self, written: int, err: OSError) -> None:
         self.written = written
         self.err = err
 
 
-def _write_all(fd, data):
+def _write_all(fd: int, data: bytes) -> int:
     view, done = memoryview(data), 0
     while done < len(data):
         try:

@@ -7,12 +7,17 @@ first use of the registry (``SCHEDULERS`` and the functions below but :func:`nam
 so that clum, which only needs the names (for option keys), does not pay for them.
 """
 
+from __future__ import annotations
+
 import importlib
 import pkgutil
 import sys
-from typing import List
+from typing import TYPE_CHECKING, Any, List
 
 from ..core.errors import SchedulerError, UserError# noqa: F401
+
+if TYPE_CHECKING:
+    from .base import Scheduler
 
 _NOT_SCHEDULERS = ("base", "job")  # the interface, and what a job learns of itself
 _LAZY = ("REGISTRY", "JobSpec", "Scheduler", "register", "run")
@@ -29,7 +34,7 @@ def names() -> List[str]:
     return sorted(set(_modules()) | set(base.REGISTRY if base is not None else ()))
 
 
-def _registry():
+def _registry() -> dict[str, type[Scheduler]]:
     from .base import REGISTRY
 
     missing = [m for m in _modules() if m not in REGISTRY]
@@ -43,7 +48,7 @@ def _registry():
     return REGISTRY
 
 
-def __getattr__(attr):
+def __getattr__(attr: str) -> Any:
     if attr == "SCHEDULERS":  # name -> class, for every registered scheduler
         return _registry()
     if attr in _LAZY:
@@ -53,11 +58,11 @@ def __getattr__(attr):
     raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
-def in_detection_order():
+def in_detection_order() -> list[type[Scheduler]]:
     return sorted(_registry().values(), key=lambda c: (c.detect_order, c.name))
 
 
-def _fallback():
+def _fallback() -> type[Scheduler]:
     return next(c for c in in_detection_order() if c.detect_fallback)
 
 
@@ -67,7 +72,7 @@ def detection_text() -> str:
         f"; otherwise {_fallback().name}"
 
 
-def detect(submitting: bool):
+def detect(submitting: bool) -> Scheduler:
     """The first scheduler (in detection order) that says it is here.  With none,
     an error when submitting, else the fallback scheduler (scripts only)."""
     for cls in in_detection_order():
@@ -83,7 +88,7 @@ def detect(submitting: bool):
     return _fallback()()
 
 
-def get(name: str, submitting: bool):
+def get(name: str, submitting: bool) -> Scheduler:
     """The scheduler called ``name`` (``auto``: :func:`detect`)."""
     if name == "auto":
         return detect(submitting)
@@ -98,7 +103,7 @@ def options_key(name: str) -> str:
     return f"{name}-options"
 
 
-def ignored_options(chosen, opts: dict) -> List[str]:
+def ignored_options(chosen: Scheduler, opts: dict) -> List[str]:
     """Warnings for raw options of other schedulers (opts: attr names, e.g. ``slurm_options``)."""
     return [f"--{options_key(n)} are ignored: the jobs are for {chosen.name}."
             for n in names() if n != chosen.name and opts.get(f"{n}_options")]

@@ -13,12 +13,14 @@ tests/data/schedulers/lsf/README.md for the sources of each format.
   (``4096MB``) since LSF 10.1.0.2, else they are in ``LSF_UNIT_FOR_LIMITS`` (KB by default).
 """
 
+from __future__ import annotations
+
 import re
 import shlex
 from typing import Optional
 
 from ..core.errors import SchedulerError
-from .base import CONFIG_TIMEOUT, QUEUED, RUNNING, Scheduler, lines_all_match, register, run
+from .base import CONFIG_TIMEOUT, QUEUED, RUNNING, CommandFailed, JobSpec, Scheduler, lines_all_match, register, run
 
 _GONE = {"DONE", "EXIT", "ZOMBI"}  # finished, or lost with its host: not in the queue any more
 _RUNNING = {"RUN", "UNKWN"}  # UNKWN: mbatchd lost contact with the host; it may well still run
@@ -62,20 +64,20 @@ class LSF(Scheduler):
     array_first_index = 1
     job_id_var = "LSB_JOBID"
 
-    def array_index_expr(self):
+    def array_index_expr(self) -> str:
         # Array indices start at 1; outside an array LSB_JOBINDEX is unset or 0.
         return '$( [ "${LSB_JOBINDEX:-0}" != 0 ] && echo "$LSB_JOBINDEX" )'
 
-    def task_id(self, array_id, index):
+    def task_id(self, array_id: str, index: int) -> str:
         return f"{array_id}[{index}]"
 
-    def max_array_size(self):
+    def max_array_size(self) -> int | None:
         try:
             return parse_max_array_size(run(["bparams", "-a"], timeout=CONFIG_TIMEOUT))
         except SchedulerError:
             return DEFAULT_MAX_JOB_ARRAY_SIZE
 
-    def directives(self, job):
+    def directives(self, job: JobSpec) -> list[str]:
         name = job.name
         if job.array:
             name += f"[1-{job.array}]" if job.array > 1 else "[1]"
@@ -104,28 +106,28 @@ class LSF(Scheduler):
             d.append(f"-{k}" if v is None else f"-{k} {v}")
         return d
 
-    def submit_argv(self, script_path):
+    def submit_argv(self, script_path: str) -> list[str]:
         return ["bsub"]
 
-    def submit_input(self, script_path):
+    def submit_input(self, script_path: str) -> str | None:
         # bsub reads the #BSUB lines of a script given on stdin only.
         with open(script_path, encoding="utf-8") as f:
             return f.read()
 
-    def parse_job_id(self, stdout):
+    def parse_job_id(self, stdout: str) -> str | None:
         m = re.search(r"^Job <(\d+)> is submitted", stdout, re.M)
         return m.group(1) if m else None
 
-    def query_argv(self, job_ids):
+    def query_argv(self, job_ids: list[str]) -> list[str]:
         # -a: finished jobs too (DONE, EXIT) for a while; an array's id lists its elements.
         parents = dict.fromkeys(j.split("[", 1)[0] for j in job_ids)
         return ["bjobs", "-a", "-noheader", "-o", "jobid jobindex stat", *parents]
 
-    def query_failure_ok(self, error):
+    def query_failure_ok(self, error: CommandFailed) -> bool:
         # An id LSF has forgotten: "Job <9> is not found" on stderr, the others on stdout.
         return lines_all_match(error.stderr, [], [r"is not found", r"No (?:unfinished )?job found"])
 
-    def parse_query(self, text, job_ids):
+    def parse_query(self, text: str, job_ids: list[str]) -> dict[str, str]:
         listed = parse_bjobs(text)
         states = {}
         for j in job_ids:
@@ -135,9 +137,9 @@ class LSF(Scheduler):
                 states[j] = RUNNING if any(s in _RUNNING for s in live) else QUEUED
         return states
 
-    def cancel_argv(self, job_ids):
+    def cancel_argv(self, job_ids: list[str]) -> list[str]:
         return ["bkill", *job_ids]
 
-    def cancel_finished(self, text):
+    def cancel_finished(self, text: str) -> bool:
         return lines_all_match(text, [r"is being (?:terminated|signaled)"],
                                [r"Job has already finished", r"No matching job found"])

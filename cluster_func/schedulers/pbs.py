@@ -6,6 +6,8 @@ for PBS Professional/OpenPBS, ``Version: 6...`` for Torque), or from
 cluster), PBS Professional.
 """
 
+from __future__ import annotations
+
 import getpass
 import json
 import os
@@ -15,7 +17,7 @@ from typing import Dict, Mapping, Optional
 
 from ..core.errors import SchedulerError
 from .base import (ASK_TIMEOUT, CANCELLED, CONFIG_TIMEOUT, PREEMPTED, QUEUED, REQUEUED, WALLTIME, StopVerdict,
-                   RUNNING, CommandFailed, Scheduler, hms, lines_all_match,
+                   RUNNING, CommandFailed, JobSpec, Scheduler, hms, lines_all_match,
                    register, run)
 
 # pbs_options names that are not "-l" resources.
@@ -172,10 +174,10 @@ class PBS(Scheduler):
         return self._torque
 
     @property
-    def max_running_note(self):
+    def max_running_note(self) -> str | None:  # type: ignore[override]
         return None if self.torque else "PBS Professional has no limit on the running subjobs of one array"
 
-    def directives(self, job):
+    def directives(self, job: JobSpec) -> list[str]:
         # No -V: the submitting environment is not exported (only PBS_O_* variables).
         # Paths are shell-quoted: qsub refuses a directive path with a space unless it is
         # quoted ("qsub: directive error"), and reads quoted words (checked on OpenPBS 23.06).
@@ -213,7 +215,7 @@ class PBS(Scheduler):
                 d.append(f"-l {k}" if v is None else f"-l {k}={v}")
         return d
 
-    def _gpu_directive(self, job):
+    def _gpu_directive(self, job: JobSpec) -> str:
         """GPUs and cores on one node: Torque's nodes=1:ppn=C:gpus=N; PBS Professional's select
         statement (which may not be mixed with nodes=)."""
         cpus = job.raw.get("ppn") or job.cpus or 1
@@ -221,35 +223,35 @@ class PBS(Scheduler):
             return f"-l nodes=1:ppn={cpus}:gpus={job.gpus}"
         return f"-l select=1:ncpus={cpus}:ngpus={job.gpus}"
 
-    def _array_directive(self, count, max_running):
+    def _array_directive(self, count: int, max_running: int | None) -> str:
         if self.torque:  # Torque: -t 0-N%K
             return (f"-t 0-{count - 1}" + (f"%{max_running}" if max_running else "")) if count > 1 else "-t 0"
         # PBS Professional refuses a one-element range ("illegal -J value" for 0-0 or 5-5);
         # 0-1:2 is a one-subjob array (index 0) that it accepts.
         return f"-J 0-{count - 1}" if count > 1 else "-J 0-1:2"
 
-    def array_index_expr(self):
+    def array_index_expr(self) -> str:
         return "${PBS_ARRAY_INDEX:-${PBS_ARRAYID:-}}"
 
-    def task_id(self, array_id, index):
+    def task_id(self, array_id: str, index: int) -> str:
         return array_id.replace("[]", f"[{index}]", 1)
 
-    def max_array_size(self):
+    def max_array_size(self) -> int | None:
         try:
             text = run(["qstat", "-Bf"], timeout=CONFIG_TIMEOUT)
         except SchedulerError:
             text = ""
         return parse_max_array_size(text, self.torque)
 
-    def submit_argv(self, script_path):
+    def submit_argv(self, script_path: str) -> list[str]:
         return ["qsub", script_path]
 
-    def parse_job_id(self, stdout):
+    def parse_job_id(self, stdout: str) -> str | None:
         # "1234.server" (PBS Pro, Torque), "1234[].server" for an array.
         m = re.search(r"^(\d+(?:\[\])?(?:\.[\w.-]+)?)\s*$", stdout.strip(), re.M)
         return m.group(1) if m else None
 
-    def query_argv(self, job_ids):
+    def query_argv(self, job_ids: list[str]) -> list[str]:
         if self.torque:
             # Torque has no JSON: the columns, subjobs one per line (-t), of this user's jobs.
             return ["qstat", "-t", "-u", getpass.getuser()]
@@ -257,17 +259,17 @@ class PBS(Scheduler):
         # but state F), subjobs (-t: an array's parent id lists them all).
         return ["qstat", "-x", "-t", "-f", "-F", "json", *dict.fromkeys(array_parent(j) for j in job_ids)]
 
-    def query_failure_ok(self, error):
+    def query_failure_ok(self, error: CommandFailed) -> bool:
         # qstat exits 153 when one of the ids is no longer known (history purged) but prints
         # the others.
         return (error.stdout.lstrip().startswith("{")
                 and lines_all_match(error.stderr, [], [r"Unknown Job Id", r"Job has finished"]))
 
-    def parse_query(self, text, job_ids):
+    def parse_query(self, text: str, job_ids: list[str]) -> dict[str, str]:
         listed = parse_qstat_json(text) if text.lstrip().startswith("{") else parse_qstat_columns(text)
-        by_short = {}
-        for jid, state in listed.items():
-            by_short.setdefault(short_id(jid), state)
+        by_short: dict[str, str] = {}
+        for jid, s in listed.items():
+            by_short.setdefault(short_id(jid), s)
         states = {}
         for j in job_ids:
             # The full id as qsub printed it; else the same number on another spelling of the server.
@@ -276,10 +278,10 @@ class PBS(Scheduler):
                 states[j] = RUNNING if state in _RUNNING_STATES else QUEUED
         return states
 
-    def cancel_argv(self, job_ids):
+    def cancel_argv(self, job_ids: list[str]) -> list[str]:
         return ["qdel", *job_ids]
 
-    def cancel_finished(self, text):
+    def cancel_finished(self, text: str) -> bool:
         # A job that is ending (state E): "Request invalid for state of job" (exit 168); one
         # that has finished: "Job has finished" (35); one whose history is gone: "Unknown Job Id".
         return lines_all_match(text, [], [r"Request invalid for state of job", r"Job has finished",

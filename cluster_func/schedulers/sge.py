@@ -1,15 +1,17 @@
 """Grid Engine (SGE, Son of Grid Engine, OGS): ``#$`` directives, ``qsub -terse``,
 ``qstat -g d``, ``qdel``."""
 
+from __future__ import annotations
+
 import getpass
 import os
 import re
 import shlex
 import shutil
-from typing import Optional
+from typing import Any, Mapping, Optional
 
 from ..core.errors import SchedulerError
-from .base import CONFIG_TIMEOUT, ERROR, QUEUED, RUNNING, Scheduler, hms, lines_all_match, register, run
+from .base import CONFIG_TIMEOUT, ERROR, QUEUED, RUNNING, JobSpec, Scheduler, hms, lines_all_match, register, run
 
 
 def parse_max_array_size(text: str) -> Optional[int]:
@@ -22,7 +24,7 @@ _GPU_RESOURCE_KEYS = ("gpu_resource", "gpu-resource")
 _NOT_RESOURCES = ("pe", *_GPU_RESOURCE_KEYS)  # sge_options keys that name things, not -l resources
 
 
-def gpu_resource(raw) -> str:
+def gpu_resource(raw: Mapping[str, Any]) -> str:
     """The consumable that --gpus asks for: sge_options gpu_resource=NAME, else gpu."""
     return next((raw[k] for k in _GPU_RESOURCE_KEYS if raw.get(k)), "gpu")
 
@@ -44,28 +46,28 @@ class GridEngine(Scheduler):
     job_id_var = "JOB_ID"
 
     @classmethod
-    def detect(cls):
+    def detect(cls) -> bool:
         return bool(shutil.which("qsub") and os.environ.get("SGE_ROOT"))
 
-    def array_index_expr(self):
+    def array_index_expr(self) -> str:
         # SGE sets SGE_TASK_ID=undefined in a job that is not an array.
         return '$( [ "${SGE_TASK_ID:-undefined}" != undefined ] && echo "$SGE_TASK_ID" )'
 
-    def task_id(self, array_id, index):
+    def task_id(self, array_id: str, index: int) -> str:
         return f"{array_id}.{index}"
 
-    def max_array_size(self):
+    def max_array_size(self) -> int | None:
         try:
             return parse_max_array_size(run(["qconf", "-sconf"], timeout=CONFIG_TIMEOUT))
         except SchedulerError:
             return None
 
-    def job_name(self, name):
+    def job_name(self, name: str) -> str:
         # No ': @ /', no spaces, and it may not start with a digit.
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
         return name if name[:1].isalpha() or name[:1] == "_" else "j" + name
 
-    def directives(self, job):
+    def directives(self, job: JobSpec) -> list[str]:
         # No -V: the submitting environment is not exported.  -S: the queue's shell may be csh.
         # Paths are shell-quoted: qsub reads quoted directive words (a path with a space).
         # -r y: rerun after a host failure, and qmod -rj may rerun it (the rerun resumes the bin).
@@ -95,19 +97,19 @@ class GridEngine(Scheduler):
                 d.append(f"-l {k}" if v is None else f"-l {k}={v}")
         return d
 
-    def submit_argv(self, script_path):
+    def submit_argv(self, script_path: str) -> list[str]:
         return ["qsub", "-terse", script_path]
 
-    def parse_job_id(self, stdout):
+    def parse_job_id(self, stdout: str) -> str | None:
         # -terse prints "123", or "123.1-4:1" for an array.
         m = re.search(r"^(\d+)(?:\.\S+)?\s*$", stdout.strip(), re.M) or re.search(r"Your job(?:-array)? (\d+)", stdout)
         return m.group(1) if m else None
 
-    def query_argv(self, job_ids):
+    def query_argv(self, job_ids: list[str]) -> list[str]:
         # All of this user's jobs, array tasks one per line (-g d).
         return ["qstat", "-g", "d", "-u", getpass.getuser()]
 
-    def parse_query(self, text, job_ids):
+    def parse_query(self, text: str, job_ids: list[str]) -> dict[str, str]:
         wanted, states = set(job_ids), {}
         for line in text.splitlines()[2:]:
             parts = line.split()
@@ -124,10 +126,10 @@ class GridEngine(Scheduler):
                     states[i] = s
         return states
 
-    def cancel_argv(self, job_ids):
+    def cancel_argv(self, job_ids: list[str]) -> list[str]:
         return ["qdel", *job_ids]
 
-    def cancel_finished(self, text):
+    def cancel_finished(self, text: str) -> bool:
         # qdel of a finished job: 'denied: job "3" does not exist' (on stdout), exit 1; the
         # jobs it did delete are listed as "root has deleted job 8".
         return lines_all_match(text, [r"has (?:deleted|registered) (?:the )?job"],

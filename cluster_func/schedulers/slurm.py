@@ -1,5 +1,7 @@
 """Slurm: ``#SBATCH`` directives, ``sbatch --parsable``, ``squeue``, ``scancel``."""
 
+from __future__ import annotations
+
 import getpass
 import re
 import shlex
@@ -7,7 +9,7 @@ from typing import Mapping, Optional
 
 from ..core.errors import SchedulerError
 from .base import (ASK_TIMEOUT, CANCELLED, CONFIG_TIMEOUT, ERROR, PREEMPTED, QUEUED, REQUEUED, RUNNING, WALLTIME,
-                   Scheduler, StopVerdict, hms, lines_all_match, register, run)
+                   JobSpec, Scheduler, StopVerdict, hms, lines_all_match, register, run)
 
 _QUEUED_STATES = {"PENDING", "REQUEUED", "SUSPENDED", "REQUEUE_HOLD"}
 # A pending job with this reason will never run by itself: Slurm could not launch it (after a
@@ -60,16 +62,16 @@ class Slurm(Scheduler):
         count = env.get("SLURM_RESTART_COUNT", "0")
         return parse_stop(text, int(count) if count.isdigit() else 0)
 
-    def max_array_size(self):
+    def max_array_size(self) -> int | None:
         try:
             return parse_max_array_size(run(["scontrol", "show", "config"], timeout=CONFIG_TIMEOUT))
         except SchedulerError:
             return None
 
-    def job_name(self, name):
+    def job_name(self, name: str) -> str:
         return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
-    def directives(self, job):
+    def directives(self, job: JobSpec) -> list[str]:
         # Paths are shell-quoted: sbatch reads quoted directive words (a path with a space).
         d = [f"--job-name={job.name}", f"--output={shlex.quote(job.stdout)}",
              f"--error={shlex.quote(job.stderr)}",
@@ -95,20 +97,20 @@ class Slurm(Scheduler):
             d.append(f"--{k}" if v is None else f"--{k}={v}")
         return d
 
-    def submit_argv(self, script_path):
+    def submit_argv(self, script_path: str) -> list[str]:
         return ["sbatch", "--parsable", script_path]
 
-    def parse_job_id(self, stdout):
+    def parse_job_id(self, stdout: str) -> str | None:
         # --parsable prints "id" or "id;cluster"; plain sbatch prints "Submitted batch job id".
         m = re.search(r"^(\d+)(?:;\S+)?\s*$", stdout.strip(), re.M) or re.search(r"Submitted batch job (\d+)", stdout)
         return m.group(1) if m else None
 
-    def query_argv(self, job_ids):
+    def query_argv(self, job_ids: list[str]) -> list[str]:
         # All of this user's jobs, array tasks one per line (-r), with the reason of a pending
         # one: "4_0 PENDING Priority" (the reason may hold spaces).
         return ["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i %T %r"]
 
-    def parse_query(self, text, job_ids):
+    def parse_query(self, text: str, job_ids: list[str]) -> dict[str, str]:
         wanted, states = set(job_ids), {}
         for line in text.splitlines():
             parts = line.split(None, 2)
@@ -120,9 +122,9 @@ class Slurm(Scheduler):
                     states[parts[0]] = QUEUED if parts[1] in _QUEUED_STATES else RUNNING
         return states
 
-    def cancel_argv(self, job_ids):
+    def cancel_argv(self, job_ids: list[str]) -> list[str]:
         return ["scancel", *job_ids]
 
-    def cancel_finished(self, text):
+    def cancel_finished(self, text: str) -> bool:
         # scancel of a finished job says nothing and exits 0 (22.05); older versions say these.
         return lines_all_match(text, [], [r"already completing or completed", r"Invalid job id specified"])
