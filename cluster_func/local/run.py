@@ -128,7 +128,7 @@ class _Run:
                                    values=results.format if results is not None else None,
                                    results_path=results.path if results is not None else None)
             if results is not None:
-                results.start()
+                results.start(self.journal)
 
     def _resume(self):
         """With --resume: the work without the calls the journal records as completed."""

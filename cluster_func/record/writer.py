@@ -204,7 +204,8 @@ class Journal:
         self.values = values  # "jsonl"/"pkl": completed records carry their calls' values
         self.first_seq = 0  # the sequence number of this run's first completed-calls record
         self.dropped_without_values = 0
-        self.lines = []  # (text, completed calls in it)
+        self.lines = []  # (the line's bytes, completed calls in it, the values it carries or None)
+        self.on_values = None  # called with (the values, their number) of each record once its line is written
         self.last_sync = time.monotonic()
         self.written_calls = 0
         self.broken: Optional[JournalWriteError] = None
@@ -362,7 +363,7 @@ class Journal:
 
     # --- records ---
     def _add(self, text, calls=0):
-        self.lines.append((text, calls))
+        self.lines.append((text.encode("utf-8", "surrogatepass"), calls, None))
 
     def completed(self, positions, elements, check=None, digests=None, values=None):
         """Calls at ``positions`` (holding ``elements``) completed.  From the worker: ``check``,
@@ -378,12 +379,13 @@ class Journal:
         if self.values is None:
             self._add(json.dumps(rec, separators=(",", ":")), len(elements))
             return
+        values = values or b""
         rec["f"] = self.values
-        rec["vc"] = f"{zlib.crc32(values or b''):08x}"  # a value damaged on disk is a torn record, never a wrong value
+        rec["vc"] = f"{zlib.crc32(values):08x}"  # a value damaged on disk is a torn record, never a wrong value
         # "v" last, as json.dumps would write it, but spliced in: base64 needs no escaping, and
         # json.dumps would scan the whole (large) string for characters to escape
-        text = json.dumps(rec, separators=(",", ":"))
-        self._add(f'{text[:-1]},"v":"{base64.b64encode(values or b"").decode("ascii")}"}}', len(elements))
+        text = json.dumps(rec, separators=(",", ":")).encode("utf-8", "surrogatepass")
+        self.lines.append((b"".join((text[:-1], b',"v":"', base64.b64encode(values), b'"}')), len(elements), values))
 
     def exported(self, path, st, crc=None, sha256=None):
         """The run wrote its results file: ``st`` is its os.stat, ``crc`` the CRC-32 of its bytes (so
@@ -414,14 +416,18 @@ class Journal:
             raise self.broken
         if self.lines:
             lines, self.lines = self.lines, []
-            data = ("\n".join(text for text, _ in lines) + "\n").encode("utf-8", "surrogatepass")
+            data = b"\n".join([line for line, _, _ in lines] + [b""])
             try:
                 _write_all(self.fd, data)
             except _PartialWrite as e:
                 self._count_written(lines, e.written)
                 self.broken = JournalWriteError(self.path, e.err)
                 raise self.broken from None
-            self.written_calls += sum(n for _, n in lines)
+            self.written_calls += sum(n for _, n, _ in lines)
+            if self.on_values is not None:  # (the export, written as the run goes: see results.Results)
+                for _, n, values in lines:
+                    if values:
+                        self.on_values(values, n)
         if sync:
             self.last_sync = time.monotonic()
             try:
@@ -435,8 +441,8 @@ class Journal:
     def _count_written(self, lines, nbytes):
         """Count the calls of the lines that reached the file whole before a write failed."""
         end = 0
-        for text, n in lines:
-            end += len(text.encode("utf-8", "surrogatepass")) + 1
+        for line, n, _ in lines:
+            end += len(line) + 1
             if end > nbytes:
                 break
             self.written_calls += n
