@@ -204,7 +204,7 @@ class Journal:
         self.values = values  # "jsonl"/"pkl": completed records carry their calls' values
         self.first_seq = 0  # the sequence number of this run's first completed-calls record
         self.dropped_without_values = 0
-        self.lines = []  # (the line's bytes, completed calls in it, the values it carries or None)
+        self.lines = []  # (the line's pieces of bytes, completed calls in it, the values it carries or None)
         self.on_values = None  # called with (the values, their number) of each record once its line is written
         self.last_sync = time.monotonic()
         self.written_calls = 0
@@ -363,7 +363,7 @@ class Journal:
 
     # --- records ---
     def _add(self, text, calls=0):
-        self.lines.append((text.encode("utf-8", "surrogatepass"), calls, None))
+        self.lines.append(((text.encode("utf-8", "surrogatepass"),), calls, None))
 
     def completed(self, positions, elements, check=None, digests=None, values=None):
         """Calls at ``positions`` (holding ``elements``) completed.  From the worker: ``check``,
@@ -385,7 +385,7 @@ class Journal:
         # "v" last, as json.dumps would write it, but spliced in: base64 needs no escaping, and
         # json.dumps would scan the whole (large) string for characters to escape
         text = json.dumps(rec, separators=(",", ":")).encode("utf-8", "surrogatepass")
-        self.lines.append((b"".join((text[:-1], b',"v":"', base64.b64encode(values), b'"}')), len(elements), values))
+        self.lines.append(((text[:-1], b',"v":"', base64.b64encode(values), b'"}'), len(elements), values))
 
     def exported(self, path, st, crc=None, sha256=None):
         """The run wrote its results file: ``st`` is its os.stat, ``crc`` the CRC-32 of its bytes (so
@@ -416,9 +416,12 @@ class Journal:
             raise self.broken
         if self.lines:
             lines, self.lines = self.lines, []
-            data = b"\n".join([line for line, _, _ in lines] + [b""])
+            pieces = []  # (written with writev: a line's values are not copied into one string first)
+            for line, _, _ in lines:
+                pieces += line
+                pieces.append(b"\n")
             try:
-                _write_all(self.fd, data)
+                _write_all(self.fd, pieces)
             except _PartialWrite as e:
                 self._count_written(lines, e.written)
                 self.broken = JournalWriteError(self.path, e.err)
@@ -442,7 +445,7 @@ class Journal:
         """Count the calls of the lines that reached the file whole before a write failed."""
         end = 0
         for line, n, _ in lines:
-            end += len(line) + 1
+            end += sum(map(len, line)) + 1
             if end > nbytes:
                 break
             self.written_calls += n
@@ -476,11 +479,25 @@ class _PartialWrite(Exception):
         self.err = err
 
 
-def _write_all(fd, data):
-    view, done = memoryview(data), 0
-    while done < len(data):
+_IOV_MAX = 1024  # pieces a writev takes at most (Linux's IOV_MAX)
+
+
+def _write_all(fd, pieces):
+    """Write the pieces of bytes in order (small ones joined first, so that the usual round is one
+    write); _PartialWrite says how many bytes reached the file when a write fails."""
+    if len(pieces) > 2 and sum(map(len, pieces)) < 1 << 16:
+        pieces = [b"".join(pieces)]
+    pieces = [memoryview(p) for p in pieces if p]
+    done, i = 0, 0
+    while i < len(pieces):
         try:
-            done += os.write(fd, view[done:])
+            n = os.writev(fd, pieces[i:i + _IOV_MAX])
         except OSError as e:
             raise _PartialWrite(done, e) from None
+        done += n
+        while i < len(pieces) and n >= len(pieces[i]):
+            n -= len(pieces[i])
+            i += 1
+        if n:
+            pieces[i] = pieces[i][n:]
     return done

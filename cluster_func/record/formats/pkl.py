@@ -27,7 +27,8 @@ def _fixed_size(positions: Sequence[int], values: Sequence[Any], code: bytes, ty
     body = b"J\0\0\0\0" + code + bytes(size) + b"\x86\x94."
     template = b"\x80\x04\x95" + len(body).to_bytes(8, "little") + body
     width = len(template)
-    pos, vals = array("i", positions[:n]), array(typecode, values)  # (OverflowError beyond 32 bits)
+    # (from a list: from a range, array makes each int on the way, twice as slow; OverflowError beyond 32 bits)
+    pos, vals = array("i", list(positions[:n])), array(typecode, values)
     if pos.itemsize != 4 or vals.itemsize != size:
         raise OverflowError("no C type of the size")
     if sys.byteorder != "little":
