@@ -16,6 +16,7 @@ import traceback
 
 from . import __version__, options
 from . import schedulers
+from .record import formats as results_formats
 from .core.errors import Interrupted, SubmitError, UserError
 from .core.script import get_options, load_script, resolve_path, shadowing_note, split_passthrough
 
@@ -248,7 +249,7 @@ def _refuse_a_results_path(rc, cluf_options, given):
     for where, layer in (("--results", given), ("'results' in cluf_options", cluf_options),
                          ("'results' in the defaults file", rc)):
         value = layer.get("results")
-        if value is not None and value not in (".jsonl", ".pkl"):
+        if value is not None and value not in results_formats.extensions():
             fmt = value.rsplit(".", 1)[-1]
             raise UserError(f"cluf {where} takes a format, jsonl or pkl, not a file name ({value}): each bin "
                             f"writes its own file in the jobs dir (<script>-<i>-<n>.results.{fmt}), and "

@@ -317,8 +317,10 @@ def _results(value, name):
     its own file in the jobs dir)."""
     from .record.results import format_of
 
+    from .record import formats
+
     text = _str(value, name)
-    if text.lower() in ("jsonl", "pkl", ".jsonl", ".pkl"):
+    if text.lower().lstrip(".") in formats.names():
         return "." + text.lower().lstrip(".")
     if os.path.isdir(os.path.expanduser(text)):
         raise UserError(f"--results {text} is a directory. Name a file in it, e.g. --results "

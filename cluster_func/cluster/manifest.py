@@ -60,6 +60,7 @@ from typing import List, Optional
 
 from ..core.errors import UserError
 from ..core.files import replaced
+from ..record import formats as results_formats
 from .jobs import MANIFEST_SUFFIX, RunPlan, plan_to_dict
 
 
@@ -300,7 +301,7 @@ def manifest_problem(m) -> Optional[str]:
     unknown = sorted(set(plan.get("resources", {})) - set(RESOURCES_SCHEMA))
     if unknown:
         return f"plan.resources has {unknown[0]!r}, not one of {', '.join(sorted(RESOURCES_SCHEMA))}"
-    if plan.get("results") not in (None, "jsonl", "pkl"):
+    if plan.get("results") is not None and plan["results"] not in results_formats.names():
         return f"plan.'results' is {plan['results']!r}, not jsonl or pkl"
     for i in m.get("planned", []):
         if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < m["nodes"]:

@@ -15,6 +15,7 @@ from .. import engine
 from ..core import bins
 from . import gpus, worker
 from ..record import journal as journal_mod
+from ..record import formats as results_formats
 from ..core.walltime import grace_seconds
 from ..core.errors import EXIT_WALLTIME, JOB_START_VAR, Interrupted, UserError, signals_held
 from .reporter import Reporter, again_options, warner
@@ -102,7 +103,7 @@ class _Run:
         self.work = self.selection = bins.select(args, spec, opts["hash"], opts["key"], self.counts)
         self.stop_at = walltime_stop_at(opts)
         self.gpu_plan = gpus.for_run(opts, lambda: start_method(opts), warner("clum"))  # each worker's own GPUs
-        if opts.get("results") in (".jsonl", ".pkl"):
+        if opts.get("results") in results_formats.extensions():
             raise UserError(f"--results takes a file name with clum, e.g. --results values{opts['results']} "
                             f"(only cluf takes just the format, and names one file per bin).")
         if opts["resume"] and not opts.get("results") and not ns.failed:  # keep collecting the values

@@ -73,6 +73,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Optional
 
+from . import formats
+
 
 FORMAT = 2
 HEADER_KEY = "cluster_func_journal"
@@ -80,7 +82,7 @@ FLUSH_SECONDS = 1.0
 _CHECK_RE = re.compile(r"^[0-9a-f]{9,}$")
 _DIGESTS_RE = re.compile(r"^(?:[0-9a-f]{16})+$")
 _STATUSES = ("complete", "interrupted", "aborted", "walltime")
-VALUE_FORMATS = ("jsonl", "pkl")
+VALUE_FORMATS = tuple(formats.names())  # the formats of the values "ok" records carry
 IDENTITY_DEFAULTS = {"target": "target", "args": "args", "argv": []}
 
 
