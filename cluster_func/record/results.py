@@ -12,12 +12,15 @@ A results file holds one record per call of the run's ``args``: its position and
 ``.pkl``    a stream of pickles, each a tuple ``(pos, value)`` (load them one by one with
             ``pickle.load`` until EOFError), for values JSON cannot hold.
 
+Each format is one class in :mod:`cluster_func.record.formats` (a new format is one new file).
+
 Where the values live.  Workers turn values into records (the main process only moves bytes
 and never holds a value); the records of a batch travel inside the journal record that says
 the batch completed (see :mod:`cluster_func.record.journal`): one writer, one write, one lock, one
 torn-record rule, so a call counts as completed exactly when its value is in the journal.  The
 results file is an export of the journal, written whole (a temporary file fsync'ed and renamed
-over it) when the run ends, however it ends short of ``kill -9``: this run's values and the
+over it) when the run ends, however it ends short of ``kill -9`` (the temporary file is unnamed
+and fills as the journal's records are written: :class:`_LiveExport`): this run's values and the
 values of the calls its ``--resume`` skipped, at the positions those calls have in the current
 ``args`` (under ``--hash``/``--key`` an element may have moved; the value moves with it).  So
 the invariant: for every position of the current ``args``, the file holds exactly one value,
