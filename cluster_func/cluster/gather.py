@@ -141,7 +141,7 @@ def _bin_values(plan: jobs.RunPlan, i: int, jobs_dir: str, job: manifest.JobReco
     return _checked_records(plan, i, f, st, rewrite)
 
 
-def _checked_records(plan, i, f, st, rewrite) -> dict:
+def _checked_records(plan: jobs.RunPlan, i: int, f: Any, st: JournalState | None, rewrite: str) -> dict:
     """The records of bin i's results file ``f`` by position, each a position of the bin, once;
     none when one is not (said)."""
     bin_values = {}

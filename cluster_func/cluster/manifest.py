@@ -63,6 +63,7 @@ from .job_record import (_NONE, _NOT_MARKED as _NOT_MARKED, JobRecord as JobReco
                          journal_is_current as journal_is_current, journal_mark as journal_mark,
                          plan_bins as plan_bins, planned_bins as planned_bins, record as record,
                          submitted_bins as submitted_bins)
+from ..record import formats as results_formats
 from .jobs import MANIFEST_SUFFIX, RunPlan, plan_to_dict
 from .manifest_lock import (SUBMITTING_SUFFIX as SUBMITTING_SUFFIX, bin_lock, manifest_lock,
                             submitting as submitting)
@@ -153,7 +154,7 @@ def manifest_problem(m) -> Optional[str]:
     unknown = sorted(set(plan.get("resources", {})) - set(RESOURCES_SCHEMA))
     if unknown:
         return f"plan.resources has {unknown[0]!r}, not one of {', '.join(sorted(RESOURCES_SCHEMA))}"
-    if plan.get("results") not in (None, "jsonl", "pkl"):
+    if plan.get("results") is not None and plan["results"] not in results_formats.names():
         return f"plan.'results' is {plan['results']!r}, not jsonl or pkl"
     for i in m.get("planned", []):
         if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < m["nodes"]:

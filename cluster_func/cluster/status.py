@@ -252,7 +252,7 @@ POLL_FIRST, POLL_MAX = 2.0, 60.0  # seconds between polls: a few at first, growi
 NAP_STEP, NAP_ENDING = 0.25, 1.0  # between looks at the journals; a poll while a bin's job is ending
 
 
-def nap(runs, seconds: float, seen: dict) -> bool:
+def nap(runs: list, seconds: float, seen: dict) -> bool:
     """Sleep up to ``seconds`` between two polls, waking early (True) when the journal of a bin
     that was not final gains its end record: the run may be finished, and one poll tells.
 

@@ -19,6 +19,7 @@ from .. import engine
 from ..core import bins
 from . import gpus, worker
 from ..record import journal as journal_mod
+from ..record import formats as results_formats
 from ..core.walltime import grace_seconds
 from ..core.errors import EXIT_WALLTIME, JOB_START_VAR, Interrupted, UserError, signals_held
 from .reporter import Reporter, again_options, warner
@@ -137,7 +138,7 @@ class _Run:
                                    values=results.format if results is not None else None,
                                    results_path=results.path if results is not None else None)
             if results is not None:
-                results.start()
+                results.start(self.journal)
 
     def _resume(self) -> None:
         """With --resume: the work without the calls the journal records as completed."""

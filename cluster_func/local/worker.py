@@ -308,13 +308,18 @@ def _run_calls(target: Callable[..., Any], elements: List[Any], n: int, stop: Op
             if pack is not None:
                 keep(None)
                 failed.append(i - 1)
-            name, text, tb = _format_exception(e)
-            try:
-                send(("fail", batch_id, i - 1, name, text, tb))
-            except Exception:  # noqa: BLE001 - e.g. an unpicklable message
-                send(("fail", batch_id, i - 1, name, repr(text), tb))
+            _send_failure(send, batch_id, i - 1, e)
             del e
     return i
+
+
+def _send_failure(send: Callable[[tuple], None], batch_id: int, k: int, e: BaseException) -> None:
+    """Say that call k of the batch failed with e."""
+    name, text, tb = _format_exception(e)
+    try:
+        send(("fail", batch_id, k, name, text, tb))
+    except Exception:  # noqa: BLE001 - e.g. an unpicklable message
+        send(("fail", batch_id, k, name, repr(text), tb))
 
 
 def run_batches(task_conn: Any, send: Callable[[tuple], None], target: Callable[..., Any], counters: Counters, slot: int,
@@ -328,8 +333,9 @@ def run_batches(task_conn: Any, send: Callable[[tuple], None], target: Callable[
     header_size = HEADER.size
     stop_index = counters.stop_index
     join = getattr(encode, "join", b"".join)  # how a batch's records become one message
-    # An encoder with ``pack`` takes a batch's values whole: ``pack(positions, values, failed)``,
-    # ``values`` one per call started (None for the calls that failed, whose indices are ``failed``).
+    # An encoder with ``pack`` takes a batch's values whole: ``pack(positions, values, failed, report)``,
+    # ``values`` one per call started (None for the calls that failed, whose indices are ``failed``);
+    # ``report(k, error)``: call k's value cannot be written (the results formats encode a batch at once).
     pack = getattr(encode, "pack", None)
     while True:
         try:
@@ -366,5 +372,8 @@ def run_batches(task_conn: Any, send: Callable[[tuple], None], target: Callable[
             digests = b"".join(call_digest(a) for a in elements[:i])
         values[started_slot] = 0
         values[finished_slot] = finished
-        send(("done", batch_id, i, seconds, check, digests,
-              None if encode is None else pack(positions, records, failed) if pack is not None else join(records)))
+        if pack is not None:  # a value the results file cannot hold fails its call, said before "done"
+            records = pack(positions, records, failed, lambda k, e: _send_failure(send, batch_id, k, e))
+        elif encode is not None:
+            records = join(records)
+        send(("done", batch_id, i, seconds, check, digests, records))

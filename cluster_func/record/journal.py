@@ -34,8 +34,9 @@ is the CRC-32 of those bytes, so that a record whose values were damaged is skip
 value is written in the same line, the same write and under the same lock as the record that
 says its call completed, and a torn record loses both.  A run that wants values resumes only
 from records that carry them in its format (the others run again).  The ``--results`` file is
-an export, written whole (a temporary file renamed over it) when a run ends, from this run's
-records and the earlier records its resume kept (see :mod:`cluster_func.record.results`); the
+an export, written whole (a temporary file renamed over it) when a run ends, of this run's
+records (handed to it as they are written) and the earlier records its resume kept (see
+:mod:`cluster_func.record.results`); the
 ``results`` record then says which file that is, so that a later run knows the file is its own.
 
 ``pos`` lists positions as runs (a range is one run), in the order in which the batch held
@@ -75,6 +76,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Sequence
 
+from . import formats
+
 
 FORMAT = 2
 HEADER_KEY = "cluster_func_journal"
@@ -82,7 +85,7 @@ FLUSH_SECONDS = 1.0
 _CHECK_RE = re.compile(r"^[0-9a-f]{9,}$")
 _DIGESTS_RE = re.compile(r"^(?:[0-9a-f]{16})+$")
 _STATUSES = ("complete", "interrupted", "aborted", "walltime")
-VALUE_FORMATS = ("jsonl", "pkl")
+VALUE_FORMATS = tuple(formats.names())  # the formats of the values "ok" records carry
 IDENTITY_DEFAULTS = {"target": "target", "args": "args", "argv": []}
 
 

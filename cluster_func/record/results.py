@@ -12,12 +12,15 @@ A results file holds one record per call of the run's ``args``: its position and
 ``.pkl``    a stream of pickles, each a tuple ``(pos, value)`` (load them one by one with
             ``pickle.load`` until EOFError), for values JSON cannot hold.
 
+Each format is one class in :mod:`cluster_func.record.formats` (a new format is one new file).
+
 Where the values live.  Workers turn values into records (the main process only moves bytes
 and never holds a value); the records of a batch travel inside the journal record that says
 the batch completed (see :mod:`cluster_func.record.journal`): one writer, one write, one lock, one
 torn-record rule, so a call counts as completed exactly when its value is in the journal.  The
 results file is an export of the journal, written whole (a temporary file fsync'ed and renamed
-over it) when the run ends, however it ends short of ``kill -9``: this run's values and the
+over it) when the run ends, however it ends short of ``kill -9`` (the temporary file is unnamed
+and fills as the journal's records are written: :class:`_LiveExport`): this run's values and the
 values of the calls its ``--resume`` skipped, at the positions those calls have in the current
 ``args`` (under ``--hash``/``--key`` an element may have moved; the value moves with it).  So
 the invariant: for every position of the current ``args``, the file holds exactly one value,
@@ -36,134 +39,63 @@ user's, is refused (exit 2) before anything changes.  A results file is
 locked as the journal is (``PATH.lock``, symbolic links resolved).
 """
 
-from __future__ import annotations
-
 import collections
 import glob
-import io
-import json
 import os
 import pickle
 import zlib
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, Tuple, Union
+from typing import Iterable, Iterator, Tuple, Union
 
 from ..core.errors import UserError
 from ..core.files import replaced
+from . import formats
+from .formats import ValueNotWritable  # noqa: F401 - where it has always been found
 
-if TYPE_CHECKING:
-    from .resume import Kept
-    from .writer import Journal, JournalLock
-
-FORMATS = (".jsonl", ".pkl")
+FORMATS = tuple(formats.extensions())
 
 
 def format_of(path: str) -> str:
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in FORMATS:
+    fmt = formats.of_path(path)
+    if fmt is None:
         raise UserError(f"--results {path}: the file name must end in .jsonl (JSON Lines, one "
                         f"{{\"pos\": N, \"value\": ...}} a line) or .pkl (pickled (pos, value) records, for "
                         f"values JSON cannot hold). Example: --results scores.jsonl")
-    return ext[1:]
+    return fmt.name
 
 
 # --- in the worker ---------------------------------------------------------------------
 
-class ValueNotWritable(TypeError):
-    """The value a call returned cannot be written in the results file's format: that call
-    fails with this message (and no traceback from inside the tool)."""
-
-    no_traceback = True
-
-
-def _json_default(value: Any) -> Any:
-    tolist = getattr(value, "tolist", None)  # NumPy scalars and arrays
-    if tolist is not None and callable(tolist):
-        return tolist()
-    t = type(value)
-    name = t.__qualname__ if t.__module__ in ("builtins", "__cluster_func_target__") else \
-        f"{t.__module__}.{t.__qualname__}"
-    raise TypeError(f"the value returned is a {name}, "
-                    f"which JSON cannot hold: return numbers, strings, lists or dicts, or write the "
-                    f"results as pickles with --results PATH.pkl")
-
-
-def _json_key(k: Any) -> str:
-    if isinstance(k, str):
-        return k
-    if k is True or k is False or k is None:
-        return {True: "true", False: "false", None: "null"}[k]
-    return float.__repr__(k) if isinstance(k, float) else str(k)
-
-
-def _check_keys(value: Any) -> None:
-    """JSON turns dict keys into strings: refuse a dict where two keys would become one."""
-    stack = [value]
-    while stack:
-        v = stack.pop()
-        if isinstance(v, dict):
-            if len({_json_key(k) for k in v}) < len(v):
-                keys = [k for k in v if not isinstance(k, str)][:3]
-                raise ValueNotWritable(
-                    f"the value returned holds a dict whose keys {', '.join(map(repr, keys))} become the same "
-                    f"JSON strings as other keys of it (JSON keys are strings), so one would be lost: return "
-                    f"distinct string keys, or write the results as pickles with --results PATH.pkl")
-            stack.extend(v.values())
-        elif isinstance(v, (list, tuple)):
-            stack.extend(x for x in v if isinstance(x, (dict, list, tuple)))
-
-
-def encoder(fmt: str) -> Callable[[int, Any], bytes]:
-    """A function (position, value) -> the bytes of one record."""
+def encoder(fmt: str):
+    """A function (position, value) -> the bytes of one record, whose ``pack(positions, values,
+    failed, report)`` makes a batch's records at once (see worker.run_batches)."""
     if fmt == "values":  # cluster_func.map without a file: the values go to the caller in memory
         return value_encoder()
-    if fmt == "jsonl":
-        from json.encoder import encode_basestring_ascii
+    form = formats.get(fmt)
 
-        dumps = json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
-        int_text, float_text, inf = int.__repr__, float.__repr__, float("inf")
+    def encode(pos, value):
+        return form.encode(pos, value)
 
-        def encode(pos: int, value: Any) -> bytes:
-            t = type(value)
-            try:
-                # The usual scalars without building an encoder per call (what json.dumps writes).
-                if t is int:
-                    text = int_text(value)
-                elif t is float and -inf < value < inf:
-                    text = float_text(value)
-                elif t is str:
-                    text = encode_basestring_ascii(value)
-                else:
-                    text = dumps(value)
-                    if "{" in text:  # a dict somewhere: its keys must stay apart once JSON made them strings
-                        _check_keys(value)
-            except (TypeError, ValueError) as e:
-                raise ValueNotWritable(str(e)) from None
-            return f'{{"pos":{pos},"value":{text}}}\n'.encode("utf-8", "surrogatepass")
-        return encode
+    def pack(positions, values, failed, report=None):
+        return form.encode_batch(positions, values, failed, report)
 
-    def encode_pickle(pos: int, value: Any) -> bytes:
-        try:
-            return pickle.dumps((pos, value), 4)
-        except Exception as e:  # noqa: BLE001
-            raise ValueNotWritable(f"the value returned, a {type(value).__qualname__}, cannot be pickled: "
-                                   f"{e}") from None
-    return encode_pickle
+    encode.pack = pack
+    return encode
 
 
-def pack_values(positions: Sequence[int], values: list, failed: list[int]) -> bytes:
+def pack_values(positions, values, failed, report=None):
     """A batch's values as one pickle of ``(positions, values, bad)``: ``positions`` is the
     first position when they run on by one (the usual case, so that this process stores the
     values with one slice assignment), else the list of them; ``bad`` lists ``(position, type
     name, error)`` for the values that cannot be pickled (None at their place in ``values``):
     those calls fail.  ``values`` holds one value per call started, None for a failed call
-    (``failed`` has their indices), which is left out."""
+    (``failed`` has their indices), which is left out.  (``report`` is for the file formats' packs.)"""
     if not values:
         return b""
     n = len(values)
     if failed or type(positions) is not range or positions.step != 1:
         gone = set(failed)
         keep = [k for k in range(n) if k not in gone]
-        where: Any = [positions[k] for k in keep]
+        where = [positions[k] for k in keep]
         values = [values[k] for k in keep]
         if not where:
             return b""
@@ -188,24 +120,24 @@ def pack_values(positions: Sequence[int], values: list, failed: list[int]) -> by
         return pickle.dumps((where, kept, bad), 4)
 
 
-def value_encoder() -> Callable[[int, Any], bytes]:
+def value_encoder():
     """The workers' encoder for the ``values`` format (cluster_func.map without a journal): the worker hands it
     a batch's values whole (``pack``, see worker.run_batches), which travel as one pickle."""
-    def encode(pos: int, value: Any) -> bytes:  # (one call at a time: not used by the worker, which uses pack)
+    def encode(pos, value):  # (one call at a time: not used by the worker, which uses pack)
         return pickle.dumps((pos, value), 4)
 
-    encode.pack = pack_values  # type: ignore[attr-defined]
+    encode.pack = pack_values
     return encode
 
 
 
 # --- in the main process -----------------------------------------------------------------
 
-def _stat_key(st: os.stat_result) -> tuple[int, int, int]:
+def _stat_key(st):
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def file_digest(path: str) -> str:
+def file_digest(path) -> str:
     """The sha256 of a file's bytes (hex): what an export record holds, so that the file is known
     by what it holds wherever it is (a copied or moved folder, another machine)."""
     import hashlib
@@ -217,11 +149,11 @@ def file_digest(path: str) -> str:
     return h.hexdigest()
 
 
-def _journals(journal_path: str) -> list[str]:
+def _journals(journal_path):
     return [p for p in (journal_path, journal_path + ".prev") if os.path.isfile(p)]
 
 
-def _exports(journal_path: str) -> list[dict]:
+def _exports(journal_path):
     """The "results" records of the journal at ``journal_path`` (and its ``.prev``): the results
     files its runs wrote."""
     from . import journal as journal_mod
@@ -235,7 +167,7 @@ def _exports(journal_path: str) -> list[dict]:
     return found
 
 
-def _holds_only_journal_values(path: str, fmt: str, journal_path: str) -> bool:
+def _holds_only_journal_values(path, fmt, journal_path) -> bool:
     """True when every record that can be read in the file at ``path`` is, byte for byte, a value
     record of the journal (or its ``.prev``) at its position, and there is at least one: the file
     is an export of this run's, whether or not its export was recorded (a failure between the
@@ -248,40 +180,30 @@ def _holds_only_journal_values(path: str, fmt: str, journal_path: str) -> bool:
             data = f.read()
     except OSError:
         return False
+    form = formats.get(fmt)
     mine = collections.defaultdict(set)
     for jpath in _journals(journal_path):
         try:
             for _, rec in journal_mod.ok_records(jpath):
                 if rec.get("f") == fmt:
-                    for pos, item in _split(journal_mod.record_values(rec), fmt):  # type: ignore[arg-type]
+                    for pos, item in form.split(journal_mod.record_values(rec)):
                         mine[pos].add(item)
         except (OSError, ValueError):
             continue
     if not mine:
         return False
     seen = 0
-    try:
-        if fmt == "jsonl":
-            for line in data.split(b"\n")[:-1]:
-                line += b"\n"
-                try:
-                    pos = json.loads(line)["pos"]
-                except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-                    continue  # a torn line
-                if type(pos) is not int or line not in mine.get(pos, ()):
-                    return False
-                seen += 1
-        else:
-            for pos, item in _split(data, fmt):
-                if type(pos) is not int or item not in mine.get(pos, ()):
-                    return False
-                seen += 1
-    except Exception:  # noqa: BLE001 - a torn pickle: what follows cannot be framed
-        pass
+    for found in form.records_of_file(data):
+        if found is None:
+            continue  # a torn record
+        pos, item = found
+        if type(pos) is not int or item not in mine.get(pos, ()):
+            return False
+        seen += 1
     return seen > 0
 
 
-def owned(path: str, fmt: str, journal_path: str) -> bool:
+def owned(path, fmt, journal_path) -> bool:
     """Is the results file at ``path`` one of this run's (see the module docstring, Ownership)?"""
     st = os.stat(path)
     exports = _exports(journal_path)
@@ -294,7 +216,7 @@ def owned(path: str, fmt: str, journal_path: str) -> bool:
     return _holds_only_journal_values(path, fmt, journal_path)
 
 
-def collected_into(journal_path: str) -> str | None:
+def collected_into(journal_path):
     """The results file the journal's last run collected values into (as given to it), or None
     when its runs collected none; for a --resume that leaves --results out."""
     from . import journal as journal_mod
@@ -320,9 +242,7 @@ class Results:
     end.  A file is replaced or moved only when the run's journal says one of its runs wrote it.
     """
 
-    lock: JournalLock | None  # held from acquire() to release()
-
-    def __init__(self, path: str, journal_path: str, resume: bool) -> None:
+    def __init__(self, path: str, journal_path: str, resume: bool):
         self.given = path
         self.format = format_of(path)
         self.path = os.path.realpath(path)
@@ -348,7 +268,7 @@ class Results:
                     f"is another run's, a file of yours, or it was changed since). clum will not overwrite, move or add to it. "
                     f"Name another file with --results PATH, or move it away.")
 
-    def acquire(self) -> None:
+    def acquire(self):
         """Lock the file (two runs never write one results file)."""
         from .writer import JournalLock
 
@@ -359,27 +279,72 @@ class Results:
             raise UserError(f"Cannot create the folder {folder} for --results: {e.strerror}.") from None
         self.lock = JournalLock(self.path, what="results file")
 
-    def start(self) -> None:
+    def start(self, journal=None):
         """A new run (not --resume): keep the previous file as PATH.prev, so that a run killed
-        before its export leaves no values of another run under the name."""
+        before its export leaves no values of another run under the name.  With the run's
+        ``journal``, the export is written as the run goes (see :class:`_LiveExport`)."""
         if not self.resume and os.path.lexists(self.path):
             try:
                 os.replace(self.path, self.path + ".prev")
             except OSError as e:
                 raise UserError(f"Cannot move the previous results {self.given} to {self.given}.prev: "
                                 f"{e.strerror}. Name another file with --results PATH.") from None
+        if journal is not None:
+            self.live = _LiveExport.open(os.path.dirname(self.path))
+            if self.live is not None:
+                journal.on_values = self.live.write
 
-    def export(self, journal: Journal, kept: Kept | None) -> int:
-        """Write the file whole from the journal: this run's values and those its resume kept.
-        Returns the number of values.  OSError (a full disk) leaves the previous file as it was."""
-        journal.flush()
+    live = None
+
+    def export(self, journal, kept) -> int:
+        """Write the file whole: this run's values and those its resume kept.  Returns the number
+        of values.  OSError (a full disk) leaves the previous file as it was."""
+        journal.flush()  # (the last values reach the live export too)
+        live, self.live = self.live, None
+        journal.on_values = None
+        if live is not None:
+            try:
+                if live.error is None:
+                    n = self._export_live(live, journal, kept)
+                    if n is not None:
+                        return n
+            finally:
+                live.close()
+        return self._export_from_journal(journal, kept)
+
+    def _export_live(self, live, journal, kept):
+        """Put the live export in place, the values a resume kept added (read from the journal's
+        earlier records); None when it cannot be named (then the export is made from the journal)."""
+        from ..core.errors import signals_held
+
+        with signals_held():
+            n = live.count
+            if kept is not None:
+                n += export(journal.path, self.format, journal.first_seq, kept, live.write, this_run=False)
+            if live.error is not None:
+                raise live.error
+            os.fsync(live.fd)
+            tmp = live.link(self.path)
+            if tmp is None:
+                return None
+            try:  # the record reaches the journal before the file is renamed into place (see below)
+                journal.exported(self.path, os.fstat(live.fd), live.crc, live.digest.hexdigest())
+                journal.flush()
+                os.replace(tmp, self.path)
+            except BaseException:
+                _unlink(tmp)
+                raise
+        return n
+
+    def _export_from_journal(self, journal, kept) -> int:
+        """Write the file whole from the journal's records (when it could not be written as the run went)."""
         import hashlib
 
         from ..core.errors import signals_held
 
         digest, crc = hashlib.sha256(), 0
 
-        def write(data: bytes) -> None:
+        def write(data):
             nonlocal crc
             digest.update(data)
             crc = zlib.crc32(data, crc)
@@ -395,65 +360,123 @@ class Results:
             journal.flush()
         return n
 
-    def release(self) -> None:
+    def release(self):
+        if self.live is not None:
+            self.live.close()
+            self.live = None
         if self.lock is not None:
             self.lock.release()
             self.lock = None
 
 
-def _split(data: bytes, fmt: str) -> Iterator[Tuple[int, bytes]]:
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+class _LiveExport:
+    """The export, written as the run goes: an unnamed file (``O_TMPFILE``) in the results file's
+    folder, to which the journal hands the values of each record once its line is written (so it
+    holds exactly this run's values that the journal holds), and the sha256 and CRC-32 of what it
+    holds.  At the end it gets a name and is renamed over PATH, as the export from the journal
+    would be; a run killed before leaves nothing behind.  A write that fails (a full disk) is
+    noted, the file dropped, and the export is then made from the journal at the end."""
+
+    def __init__(self, fd):
+        import hashlib
+
+        self.fd = fd
+        self.digest = hashlib.sha256()
+        self.crc = 0
+        self.count = 0  # the values written
+        self.error = None
+
+    @classmethod
+    def open(cls, folder):
+        """None where the file system (or the OS) has no unnamed files."""
+        try:
+            return cls(os.open(folder or ".", os.O_TMPFILE | os.O_WRONLY, 0o666))
+        except (AttributeError, OSError):
+            return None
+
+    def write(self, data, count=None):
+        """Add a record's values (``count`` of them; counted from the data when not given)."""
+        if self.fd is None:
+            return
+        try:
+            view, done = memoryview(data), 0
+            while done < len(data):
+                done += os.write(self.fd, view[done:])
+        except OSError as e:
+            self.error = e
+            self.close()
+            return
+        self.digest.update(data)
+        self.crc = zlib.crc32(data, self.crc)
+        self.count += count if count is not None else 0
+
+    def link(self, path):
+        """Give the file a temporary name beside ``path``; that name, or None when it cannot be named."""
+        tmp = f"{path}.tmp-{os.getpid()}"
+        _unlink(tmp)
+        try:  # linkat(AT_SYMLINK_FOLLOW), which a dir fd makes os.link use: the file, not /proc's link
+            folder = os.open(os.path.dirname(tmp) or ".", os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.link(f"/proc/self/fd/{self.fd}", os.path.basename(tmp), dst_dir_fd=folder)
+            finally:
+                os.close(folder)
+        except OSError:
+            return None
+        return tmp
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _split(data, fmt):
     """(position, record bytes) of each record of results-file bytes."""
-    if fmt == "jsonl":
-        for line in data.split(b"\n")[:-1]:
-            yield int(line[7:line.index(b",", 7)]), line + b"\n"
-        return
-    buf = io.BytesIO(data)
-    start = 0
-    while start < len(data):
-        pos, _ = pickle.load(buf)
-        end = buf.tell()
-        yield pos, data[start:end]
-        start = end
+    return formats.get(fmt).split(data)
 
 
-def _moved(record: bytes, pos: int, fmt: str) -> bytes:
-    """A record of results-file bytes, with its position replaced."""
-    if fmt == "jsonl":
-        return b'{"pos":%d' % pos + record[record.index(b",", 7):]
-    return pickle.dumps((pos, pickle.loads(record)[1]), 4)
-
-
-def export(journal_path: str, fmt: str, first_seq: int, kept: Kept | None, write: Callable[[bytes], Any]) -> int:
+def export(journal_path, fmt, first_seq, kept, write, this_run=True) -> int:
     """Write, with ``write``, the results-file records of the values that the journal's records
-    of format ``fmt`` carry: every record from ``first_seq`` on (this run's), and of the earlier
-    ones what ``kept`` (a journal.Kept, or None) says a resume kept, at the positions it says.
-    Returns the number of records written."""
+    of format ``fmt`` carry: every record from ``first_seq`` on (this run's; not with
+    ``this_run`` false: their values are written already), and of the earlier ones what
+    ``kept`` (a journal.Kept, or None) says a resume kept, at the positions it says.  Returns
+    the number of records written."""
     from . import journal as journal_mod
 
     n = 0
+    form = formats.get(fmt)
     pending = {d: collections.deque(ps) for d, ps in kept.by_digest.items()} if kept is not None else {}
     for seq, rec in journal_mod.ok_records(journal_path):
+        if seq >= first_seq and not this_run:
+            break
         if rec.get("f") != fmt:
             continue
         if seq >= first_seq or (kept is not None and seq in kept.whole):
             data = journal_mod.record_values(rec)
-            write(data)  # type: ignore[arg-type]  # (a record of format fmt carries values)
+            write(data)
             n += sum(run[1] for run in rec["pos"])
             continue
         if kept is None:
             continue
         some = kept.some.get(seq)
         if some:
-            for pos, item in _split(journal_mod.record_values(rec), fmt):  # type: ignore[arg-type]
+            for pos, item in form.split(journal_mod.record_values(rec)):
                 if pos in some:
                     write(item)
                     n += 1
         elif pending and rec.get("d"):
             d = bytes.fromhex(rec["d"])
-            for k, (pos, item) in enumerate(_split(journal_mod.record_values(rec), fmt)):  # type: ignore[arg-type]
+            for k, (pos, item) in enumerate(form.split(journal_mod.record_values(rec))):
                 q = pending.get(d[8 * k:8 * k + 8])
                 if q:
-                    write(_moved(item, q.popleft(), fmt))
+                    write(form.moved(item, q.popleft()))
                     n += 1
     return n
 
@@ -464,24 +487,17 @@ class TornRecords(UserWarning):
     """A results file held records that could not be read (torn, or not a record)."""
 
 
-def _journal_records(path: str) -> Iterator[Tuple[int, object]]:
+def _journal_records(path) -> Iterator[Tuple[int, object]]:
     """The values a journal's records carry, at the positions their calls had when they ran."""
     from . import journal as journal_mod
 
     for _, rec in journal_mod.ok_records(path):
         data = journal_mod.record_values(rec)
         if data:
-            if rec["f"] == "jsonl":
-                for line in data.split(b"\n")[:-1]:
-                    r = json.loads(line)
-                    yield r["pos"], r["value"]
-            else:
-                buf = io.BytesIO(data)
-                while buf.tell() < len(data):
-                    yield pickle.load(buf)
+            yield from formats.get(rec["f"]).decode(data)
 
 
-def read_records(path: str) -> Iterator[Tuple[int, object]]:
+def read_records(path) -> Iterator[Tuple[int, object]]:
     """``(position, value)`` of one results file (or journal), in file order."""
     from . import journal as journal_mod
 
@@ -492,47 +508,27 @@ def read_records(path: str) -> Iterator[Tuple[int, object]]:
     if is_journal:
         yield from _journal_records(path)
         return
-    fmt = format_of(path[:-len(".prev")] if path.endswith(".prev") else path)
+    form = formats.get(format_of(path[:-len(".prev")] if path.endswith(".prev") else path))
     bad = 0
     with open(path, "rb") as f:
-        if fmt == "jsonl":
-            for line in f:
-                try:
-                    rec = json.loads(line)
-                    if not (isinstance(rec, dict) and type(rec.get("pos")) is int and rec["pos"] >= 0 and "value" in rec):
-                        raise ValueError
-                    if not line.endswith(b"\n"):
-                        raise ValueError
-                except (ValueError, UnicodeDecodeError, RecursionError):  # (RecursionError: nested too deep)
-                    bad += 1
-                    continue
-                yield rec["pos"], rec["value"]
-        else:
-            data = f.read()
-            buf = io.BytesIO(data)
-            while buf.tell() < len(data):
-                try:
-                    rec = pickle.load(buf)
-                    if not (isinstance(rec, tuple) and len(rec) == 2 and type(rec[0]) is int and rec[0] >= 0):
-                        raise ValueError
-                except Exception:  # noqa: BLE001 - a torn or foreign pickle: what follows cannot be framed
-                    bad += 1
-                    break
+        for rec in form.read(f):
+            if rec is None:
+                bad += 1
+            else:
                 yield rec
     if bad:
         import warnings
 
         warnings.warn(f"{path}: skipped {bad} record(s) that could not be read (torn by a crash or a full disk, "
-                      f"or not a record){'; the rest of the file could not be read' if fmt == 'pkl' else ''}. "
+                      f"or not a record){'; the rest of the file could not be read' if form.unframed_after_torn else ''}. "
                       f"The run's journal still has the values: 'clum SCRIPT --resume --results {path}' "
                       f"writes the file again.", TornRecords, stacklevel=3)
 
 
-def result_files(path: str) -> list[str]:
+def result_files(path: str):
     """The results files that ``path`` stands for: itself, or those of a cluf jobs dir."""
     if os.path.isdir(path):
-        return sorted(glob.glob(os.path.join(glob.escape(path), "*.results.jsonl"))
-                      + glob.glob(os.path.join(glob.escape(path), "*.results.pkl")))
+        return sorted(p for ext in formats.extensions() for p in glob.glob(os.path.join(glob.escape(path), "*.results" + ext)))
     return [path]
 
 
