@@ -12,6 +12,7 @@ what cancelled it).  The manifest is read with its per-bin records (manifest.loa
 """
 
 import os
+import stat
 import sys
 import time
 from typing import List
@@ -81,32 +82,57 @@ def check_bin_journal(path):
                         f"it.") from None
 
 
-def _journal(path, cache):
-    """The journal at ``path``, read on from where the last read stopped when ``cache`` holds it."""
-    check_bin_journal(path)
-    if cache is None:
-        return journal_mod.read(path) if os.path.exists(path) else None
+def _open_journal(path):
+    """The bin's journal open for reading in binary, and its os.stat; (None, None) when there is
+    none.  One open (not blocking, so a FIFO is seen, not read) and one fstat; a journal that is
+    not a regular file, or that cannot be opened, is refused as check_bin_journal refuses it."""
     try:
-        size = os.path.getsize(path)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        check_bin_journal(path)  # (a dangling link is refused)
+        return None, None
     except OSError:
-        cache.pop(path, None)
-        return None
-    st = cache.get(path)
-    if st is None or size < st.size:  # new, or started afresh
-        st = journal_mod.JournalState()
-    cache[path] = st = journal_mod.read(path, state=st, incremental=True)
-    return st
+        check_bin_journal(path)  # says what is wrong
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        check_bin_journal(path)
+        raise UserError(f"The journal of a bin, {path}, is not a regular file, so cluf cannot tell what the bin did.")
+    return open(fd, "rb"), info
+
+
+def _journal(path, cache):
+    """(the journal at ``path`` or None, its size).  With ``cache`` (one per cluf --wait), a
+    journal read before is read on from where that read stopped, and not at all when it has not
+    grown; another file at the path (another inode: moved aside and started afresh) or a shorter
+    one is read from its start."""
+    f, info = _open_journal(path)
+    if f is None:
+        if cache is not None:
+            cache.pop(path, None)
+        return None, 0
+    with f:
+        if cache is None:
+            st = journal_mod.read_file(f)
+        else:
+            key = (info.st_dev, info.st_ino)
+            held = cache.get(path)
+            if held is None or held[0] != key or info.st_size < held[1].size or held[1].format is None:
+                held = (key, journal_mod.JournalState())
+            st = held[1]
+            if info.st_size != st.size or not st.size:
+                st = journal_mod.read_file(f, state=st, incremental=True)
+            cache[path] = (key, st)
+        size = os.fstat(f.fileno()).st_size
+    return st, size
 
 
 def current_journal(job: manifest.JobRecord, path, cache=None):
     """The bin's journal as :func:`_journal` reads it, or None when it holds no run of the bin's
     current job (it is the journal of an earlier submission: manifest.journal_is_current)."""
-    st = _journal(path, cache)
+    st, size = _journal(path, cache)
     if st is None:
-        return None
-    try:
-        size = os.path.getsize(path)
-    except OSError:
         return None
     return st if manifest.journal_is_current(job, st.header, size) else None
 
