@@ -60,8 +60,12 @@ FIRST_ID = 100_000
 
 def _ok_record(pos, nodes):
     # one call: its position run, a content check (CRC-32 + length) and a digest
-    return json.dumps({"t": "ok", "pos": [[pos, 1, nodes]], "c": f"{pos * 2654435761 % 2**32:08x}1c",
-                       "d": f"{pos * 11400714819323198485 % 2**64:016x}"}) + "\n"
+    return _line({"t": "ok", "pos": [[pos, 1, nodes]], "c": f"{pos * 2654435761 % 2**32:08x}1c",
+                  "d": f"{pos * 11400714819323198485 % 2**64:016x}"})
+
+
+def _line(rec):
+    return json.dumps(rec, separators=(",", ":")) + "\n"  # as the journal's writer writes it
 
 
 def make_run(folder, nodes, calls_per_bin):
@@ -79,13 +83,13 @@ def make_run(folder, nodes, calls_per_bin):
     for i in range(nodes):
         manifest.record(m, i, plan.script_path(i), str(FIRST_ID + i), calls=calls_per_bin)
         with open(plan.path(i, ".journal"), "w") as f:
-            f.write(json.dumps({"cluster_func_journal": 2, "script": plan.script, "bins": f"{i}/{nodes}",
-                                "mode": "round-robin", "created": 1.7e9}) + "\n")
-            f.write(json.dumps({"t": "start", "time": 1.7e9, "pid": 1000 + i, "resume": False}) + "\n")
+            f.write(_line({"cluster_func_journal": 2, "script": plan.script, "bins": f"{i}/{nodes}",
+                           "mode": "round-robin", "created": 1.7e9}))
+            f.write(_line({"t": "start", "time": 1.7e9, "pid": 1000 + i, "resume": False}))
             done = calls_per_bin if i % 2 == 0 else calls_per_bin // 2
             f.write("".join(_ok_record(i + k * nodes, nodes) for k in range(done)))
             if i % 2 == 0:
-                f.write(json.dumps({"t": "end", "done": done, "failed": 0, "status": "complete"}) + "\n")
+                f.write(_line({"t": "end", "done": done, "failed": 0, "status": "complete"}))
     path = plan.manifest_path()
     manifest.save_manifest(path, m)
     return path, plan, running
@@ -169,7 +173,7 @@ def time_continuations(manifest_path, plan, nodes, count):
         path = plan.path(i, ".journal")
         with open(path) as f:
             lines = f.readlines()
-        lines[-1] = json.dumps({"t": "end", "done": 1, "failed": 0, "status": "walltime"}) + "\n"
+        lines[-1] = _line({"t": "end", "done": 1, "failed": 0, "status": "walltime"})
         with open(path, "w") as f:
             f.writelines(lines)
     m = manifest.load_manifest(manifest_path)
