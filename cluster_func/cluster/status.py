@@ -124,8 +124,7 @@ def _journal(path, cache):
             if info.st_size != st.size or not st.size:
                 st = journal_mod.read_file(f, state=st, incremental=True)
             cache[path] = (key, st)
-        size = os.fstat(f.fileno()).st_size
-    return st, size
+    return st, max(info.st_size, st.size)  # (what was read whole is in the file, if it grew meanwhile)
 
 
 def current_journal(job: manifest.JobRecord, path, cache=None):
