@@ -22,7 +22,7 @@ the journals, ``bin_states`` with a warm cache) and one continuation (``continue
 stopped at its walltime, with a stand-in ``sbatch``): under its bin's lock it reads the manifest
 and writes the bin's record (benchmarks/continuation_bench.py times many at once).
 
-The issue's target: one poll under 1 s for 10,000 bins.  ``run(quick=False)`` returns the
+The issue's target: one poll under 1 s for 10,000 bins, the first one too (issue 31).  ``run(quick=False)`` returns the
 rows, for the benchmark suite (benchmarks/run.py, section ``wait``).
 """
 
@@ -237,10 +237,10 @@ def run(quick=False, bins=None, calls_per_bin=None, polls=None, log=None):
 def verdict(rows):
     later = next(r for r in rows if r["what"].startswith("cluf --wait: a later poll"))
     first = rows[0]
-    ok = later["seconds"] < TARGET_POLL_S
-    return ok, (f"one cluf --wait poll of {first['note'].split(';')[0]}: {later['seconds']:.3f} s "
-                f"(limit {TARGET_POLL_S:g} s); the first poll, reading every journal whole, "
-                f"{first['seconds']:.3f} s")
+    ok = later["seconds"] < TARGET_POLL_S and first["seconds"] < TARGET_POLL_S
+    return ok, (f"one cluf --wait poll of {first['note'].split(';')[0]}: the first, reading every journal "
+                f"whole, {first['seconds']:.3f} s, a later one {later['seconds']:.3f} s "
+                f"(limit {TARGET_POLL_S:g} s each)")
 
 
 def _format(rows):

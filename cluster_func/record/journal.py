@@ -268,14 +268,15 @@ def _line(st: JournalState, raw: bytes, for_resume, seq=0) -> bool:
 # expression accepts only lines that _parse accepts (after the values are cut off, as
 # _line cuts them): a first position >= 0, a count and a step > 0 written as plain JSON
 # integers, "c" of 9 or more lower-case hex digits, "d" of whole 16-digit digests (their
-# number, the count, is checked apart), the values' "f", "vc" and base64 "v" last.  A line of
+# number, the count, is checked apart), the values' "f" and "vc" last.  A line of
 # any other shape, or a damaged one, goes through _line as before, so the counts are the ones
-# line-by-line reading gives, torn tails and bad lines included.
+# line-by-line reading gives, torn tails and bad lines included.  Values are cut off first, as
+# _line cuts them (from the last ',"v":"'): a record's values are never parsed to count it.
 _OK_FAST = re.compile(
     rb'^\{"t":"ok","pos":\[\[(?:0|[1-9][0-9]*),([1-9][0-9]*),[1-9][0-9]*\]\]'
     rb'(?:,"c":"[0-9a-f]{9,}")?(?:,"d":"([0-9a-f]+)")?'
-    rb'(?:,"f":"(?:jsonl|pkl)","vc":"[0-9a-f]{8}","v":"[A-Za-z0-9+/=]*")?\}\n', re.M)
-_VALUES = rb'(?:,"f":"(?:jsonl|pkl)","vc":"[0-9a-f]{8}","v":"[A-Za-z0-9+/=]*")?'
+    rb'(?:,"f":"(?:jsonl|pkl)","vc":"[0-9a-f]{8}")?\}\n', re.M)
+_VALUES = rb'(?:,"f":"(?:jsonl|pkl)","vc":"[0-9a-f]{8}")?'  # (the values themselves cut off first)
 # the same, for lines of one call each (calls slow enough to go one by one: the most lines a
 # journal has), checked all at once with nothing to convert: the count is the number of lines
 _ONE_CALL_LINES = re.compile(
@@ -291,17 +292,19 @@ _CHUNK = 1 << 22  # bytes read at a time: memory stays flat however long the jou
 def _count_lines(st: JournalState, f, incremental):
     """The rest of a format-2 journal from ``f`` (at ``st.size``), counted as :func:`_line`
     would count it line by line, a chunk of whole lines at a time."""
-    rest = b""
+    pieces = []  # of a line longer than a chunk, so far (joined once: no copying over and over)
     while True:
         chunk = f.read(_CHUNK)
         if not chunk:
             break
-        data = rest + chunk if rest else chunk
-        cut = data.rfind(b"\n") + 1
-        rest = data[cut:]
-        if cut:
-            _count_block(st, data, cut)
-    if rest and not incremental:  # a torn last line (read incrementally, it is read again next time)
+        cut = chunk.rfind(b"\n") + 1
+        if not cut:
+            pieces.append(chunk)
+            continue
+        data = b"".join(pieces + [chunk]) if pieces else chunk
+        pieces = [chunk[cut:]] if cut < len(chunk) else []
+        _count_block(st, data, len(data) - (len(chunk) - cut))
+    if pieces and not incremental:  # a torn last line (read incrementally, it is read again next time)
         st.bad += 1
 
 
@@ -320,6 +323,10 @@ def _count_block(st: JournalState, data: bytes, end: int):
     st.size = base + end
 
 
+def _cut_values(raw: bytes) -> bytes:
+    return raw[:raw.rindex(b',"v":"')] + b"}" if b',"v":"' in raw else raw
+
+
 def _digests_fit(found, counts) -> bool:
     """Whether each line's "d" (if any) holds one 16-digit digest per call."""
     lengths = list(map(len, map(itemgetter(1), found)))
@@ -336,12 +343,16 @@ def _count_oks(st: JournalState, data: bytes, start: int, end: int):
     if start == end:
         return
     lines = data.count(b"\n", start, end)
-    if _ONE_CALL_LINES.fullmatch(data, start, end):
+    block, first, last = data, start, end
+    if data.find(b',"v":"', start, end) >= 0:  # values: cut off as _line cuts them (they need no check)
+        block = b"\n".join(map(_cut_values, data[start:end - 1].split(b"\n"))) + b"\n"
+        first, last = 0, len(block)
+    if _ONE_CALL_LINES.fullmatch(block, first, last):
         st.last_done += lines
         st.completed_total += lines
         st.ok_records += lines
         return
-    found = _OK_FAST.findall(data, start, end)
+    found = _OK_FAST.findall(block, first, last)
     counts = list(map(int, map(itemgetter(0), found)))
     if len(found) == lines and _digests_fit(found, counts):
         calls = sum(counts)
