@@ -89,7 +89,8 @@ def clum_rows(sizes, processes, folder, log):
         assert rest[2] == 0, rest[3][-2000:]
         os.remove(journal)
         rows.append((n, fresh, size, again, half, rest))
-        log(f"clum {n:,}: fresh {fresh[0]:.2f} s, resume all {again[0]:.2f} s, half {rest[0]:.2f} s")
+        log(f"clum {n:,}: fresh {fresh[0]:.2f} s {fresh[1]:.0f} MiB, resume all {again[0]:.2f} s {again[1]:.0f} MiB, "
+            f"half {rest[0]:.2f} s {rest[1]:.0f} MiB; journal {size:,} bytes")
     return rows
 
 
@@ -173,8 +174,9 @@ def cluf_rows(bins_list, values, folder, log):
         assert lines == values, (lines, values)
         row["journal_bytes"] = sum(os.path.getsize(os.path.join(jobs_dir, n)) for n in os.listdir(jobs_dir)
                                    if n.endswith(".journal"))
-        log(f"cluf {nodes:,} bins: status {row['status'][0]:.2f} s, wait {row['wait'][0]:.2f} s, later poll "
-            f"{row['later'][0]:.3f} s, gather {row['gather'][0]:.1f} s ({lines:,} values)")
+        log(f"cluf {nodes:,} bins: submit {row['submit'][1]:.0f} MiB; status {row['status'][0]:.2f} s "
+            f"{row['status'][1]:.0f} MiB, wait {row['wait'][0]:.2f} s {row['wait'][1]:.0f} MiB, later poll "
+            f"{row['later'][0]:.3f} s, gather {row['gather'][0]:.1f} s {row['gather'][1]:.0f} MiB ({lines:,} values)")
         rows.append(row)
         shutil.rmtree(where)
     return rows
