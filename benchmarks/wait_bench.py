@@ -22,7 +22,7 @@ the journals, ``bin_states`` with a warm cache) and one continuation (``continue
 stopped at its walltime, with a stand-in ``sbatch``): under its bin's lock it reads the manifest
 and writes the bin's record (benchmarks/continuation_bench.py times many at once).
 
-The issue's target: one poll under 1 s for 10,000 bins.  ``run(quick=False)`` returns the
+The issue's target: one poll under 1 s for 10,000 bins, the first one too (issue 31).  ``run(quick=False)`` returns the
 rows, for the benchmark suite (benchmarks/run.py, section ``wait``).
 """
 
@@ -60,8 +60,12 @@ FIRST_ID = 100_000
 
 def _ok_record(pos, nodes):
     # one call: its position run, a content check (CRC-32 + length) and a digest
-    return json.dumps({"t": "ok", "pos": [[pos, 1, nodes]], "c": f"{pos * 2654435761 % 2**32:08x}1c",
-                       "d": f"{pos * 11400714819323198485 % 2**64:016x}"}) + "\n"
+    return _line({"t": "ok", "pos": [[pos, 1, nodes]], "c": f"{pos * 2654435761 % 2**32:08x}1c",
+                  "d": f"{pos * 11400714819323198485 % 2**64:016x}"})
+
+
+def _line(rec):
+    return json.dumps(rec, separators=(",", ":")) + "\n"  # as the journal's writer writes it
 
 
 def make_run(folder, nodes, calls_per_bin):
@@ -79,13 +83,13 @@ def make_run(folder, nodes, calls_per_bin):
     for i in range(nodes):
         manifest.record(m, i, plan.script_path(i), str(FIRST_ID + i), calls=calls_per_bin)
         with open(plan.path(i, ".journal"), "w") as f:
-            f.write(json.dumps({"cluster_func_journal": 2, "script": plan.script, "bins": f"{i}/{nodes}",
-                                "mode": "round-robin", "created": 1.7e9}) + "\n")
-            f.write(json.dumps({"t": "start", "time": 1.7e9, "pid": 1000 + i, "resume": False}) + "\n")
+            f.write(_line({"cluster_func_journal": 2, "script": plan.script, "bins": f"{i}/{nodes}",
+                           "mode": "round-robin", "created": 1.7e9}))
+            f.write(_line({"t": "start", "time": 1.7e9, "pid": 1000 + i, "resume": False}))
             done = calls_per_bin if i % 2 == 0 else calls_per_bin // 2
             f.write("".join(_ok_record(i + k * nodes, nodes) for k in range(done)))
             if i % 2 == 0:
-                f.write(json.dumps({"t": "end", "done": done, "failed": 0, "status": "complete"}) + "\n")
+                f.write(_line({"t": "end", "done": done, "failed": 0, "status": "complete"}))
     path = plan.manifest_path()
     manifest.save_manifest(path, m)
     return path, plan, running
@@ -118,8 +122,11 @@ def time_wait(manifest_path, plan, running, nodes, polls):
     grown = [0]
     g = max(1, len(running) // 100)  # 1% of the running bins per poll
 
+    cpu = []  # this process's CPU seconds at each sleep's start and end (the load of others left out)
+
     def fake_sleep(_seconds):
         t0 = time.perf_counter()
+        cpu.append(time.process_time())
         if len(marks) + 1 >= polls:
             marks.append((t0, None))
             raise KeyboardInterrupt
@@ -127,8 +134,10 @@ def time_wait(manifest_path, plan, running, nodes, polls):
         _grow(plan, running[k:k + g], nodes)
         grown[0] += 1
         marks.append((t0, time.perf_counter()))
+        cpu.append(time.process_time())
 
     out = io.StringIO()
+    cpu0 = time.process_time()
     start = time.perf_counter()
     # status.py's own time module only (subprocess sleeps too, while it waits for the query)
     clock = types.SimpleNamespace(sleep=fake_sleep, monotonic=time.monotonic)
@@ -136,7 +145,7 @@ def time_wait(manifest_path, plan, running, nodes, polls):
         code = status.wait(plan.jobs_dir, out=out)
     assert code == 130, (code, out.getvalue()[-2000:])
     ends = [start] + [e for _, e in marks[:-1]]
-    return [s - e for (s, _), e in zip(marks, ends)], out.getvalue()
+    return [s - e for (s, _), e in zip(marks, ends)], out.getvalue(), cpu[0] - cpu0
 
 
 def time_parts(manifest_path, plan, nodes, reps=3):
@@ -169,7 +178,7 @@ def time_continuations(manifest_path, plan, nodes, count):
         path = plan.path(i, ".journal")
         with open(path) as f:
             lines = f.readlines()
-        lines[-1] = json.dumps({"t": "end", "done": 1, "failed": 0, "status": "walltime"}) + "\n"
+        lines[-1] = _line({"t": "end", "done": 1, "failed": 0, "status": "walltime"})
         with open(path, "w") as f:
             f.writelines(lines)
     m = manifest.load_manifest(manifest_path)
@@ -202,11 +211,13 @@ def run(quick=False, bins=None, calls_per_bin=None, polls=None, log=None):
         size = (f"{nodes:,} bins ({len(running):,} running), {calls} calls a bin; manifest "
                 f"{os.path.getsize(manifest_path) / 1e6:.1f} MB, journals {journal_bytes / 1e6:.1f} MB")
 
-        per_poll, said = time_wait(manifest_path, plan, running, nodes, polls)
+        per_poll, said, first_cpu = time_wait(manifest_path, plan, running, nodes, polls)
         log(f"status.wait polls: {', '.join(f'{s:.3f}' for s in per_poll)} s")
         later = per_poll[1:]
         rows.append({"what": "cluf --wait: first poll (every journal read whole)", "seconds": round(per_poll[0], 3),
                      "note": size})
+        rows.append({"what": "  the first poll's CPU seconds (this process: what other load does not inflate)",
+                     "seconds": round(first_cpu, 3), "note": "time.process_time"})
         rows.append({"what": f"cluf --wait: a later poll (1% of the running bins' journals grew; median of "
                              f"{len(later)})", "seconds": round(statistics.median(later), 3),
                      "note": f"min {min(later):.3f}, max {max(later):.3f}"})
@@ -233,10 +244,10 @@ def run(quick=False, bins=None, calls_per_bin=None, polls=None, log=None):
 def verdict(rows):
     later = next(r for r in rows if r["what"].startswith("cluf --wait: a later poll"))
     first = rows[0]
-    ok = later["seconds"] < TARGET_POLL_S
-    return ok, (f"one cluf --wait poll of {first['note'].split(';')[0]}: {later['seconds']:.3f} s "
-                f"(limit {TARGET_POLL_S:g} s); the first poll, reading every journal whole, "
-                f"{first['seconds']:.3f} s")
+    ok = later["seconds"] < TARGET_POLL_S and first["seconds"] < TARGET_POLL_S
+    return ok, (f"one cluf --wait poll of {first['note'].split(';')[0]}: the first, reading every journal "
+                f"whole, {first['seconds']:.3f} s, a later one {later['seconds']:.3f} s "
+                f"(limit {TARGET_POLL_S:g} s each)")
 
 
 def _format(rows):

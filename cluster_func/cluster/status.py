@@ -17,7 +17,7 @@ import os
 import stat
 import sys
 import time
-from typing import TYPE_CHECKING, Callable, Iterable, List, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, TextIO
 
 from . import jobs, manifest
 from ..record import journal as journal_mod
@@ -88,38 +88,62 @@ def check_bin_journal(path: str) -> None:
                         f"it.") from None
 
 
-def _journal(path: str, cache: dict[str, JournalState] | None) -> JournalState | None:
-    """The journal at ``path``, read on from where the last read stopped when ``cache`` holds it."""
-    check_bin_journal(path)
-    if cache is None:
-        return journal_mod.read(path) if os.path.exists(path) else None
+def _open_journal(path: str) -> tuple[Any, Any]:
+    """The bin's journal open for reading in binary, and its os.stat; (None, None) when there is
+    none.  One open (not blocking, so a FIFO is seen, not read) and one fstat; a journal that is
+    not a regular file, or that cannot be opened, is refused as check_bin_journal refuses it."""
     try:
-        size = os.path.getsize(path)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        check_bin_journal(path)  # (a dangling link is refused)
+        return None, None
     except OSError:
-        cache.pop(path, None)
-        return None
-    st = cache.get(path)
-    if st is None or size < st.size:  # new, or started afresh
-        st = journal_mod.JournalState()
-    cache[path] = st = journal_mod.read(path, state=st, incremental=True)
-    return st
+        check_bin_journal(path)  # says what is wrong
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        check_bin_journal(path)
+        raise UserError(f"The journal of a bin, {path}, is not a regular file, so cluf cannot tell what the bin did.")
+    return open(fd, "rb"), info
 
 
-def current_journal(job: manifest.JobRecord, path: str, cache: dict[str, JournalState] | None = None
+def _journal(path: str, cache: dict | None) -> tuple[JournalState | None, int]:
+    """(the journal at ``path`` or None, its size).  With ``cache`` (one per cluf --wait), a
+    journal read before is read on from where that read stopped, and not at all when it has not
+    grown; another file at the path (another inode: moved aside and started afresh) or a shorter
+    one is read from its start."""
+    f, info = _open_journal(path)
+    if f is None:
+        if cache is not None:
+            cache.pop(path, None)
+        return None, 0
+    with f:
+        if cache is None:
+            st = journal_mod.read_file(f)
+        else:
+            key = (info.st_dev, info.st_ino)
+            held = cache.get(path)
+            if held is None or held[0] != key or info.st_size < held[1].size or held[1].format is None:
+                held = (key, journal_mod.JournalState())
+            st = held[1]
+            if info.st_size != st.size or not st.size:
+                st = journal_mod.read_file(f, state=st, incremental=True)
+            cache[path] = (key, st)
+    return st, max(info.st_size, st.size)  # (what was read whole is in the file, if it grew meanwhile)
+
+
+def current_journal(job: manifest.JobRecord, path: str, cache: dict | None = None
                     ) -> JournalState | None:
     """The bin's journal as :func:`_journal` reads it, or None when it holds no run of the bin's
     current job (it is the journal of an earlier submission: manifest.journal_is_current)."""
-    st = _journal(path, cache)
+    st, size = _journal(path, cache)
     if st is None:
-        return None
-    try:
-        size = os.path.getsize(path)
-    except OSError:
         return None
     return st if manifest.journal_is_current(job, st.header, size) else None
 
 
-def bin_states(m: dict, cache: dict[str, JournalState] | None = None) -> List[BinState]:
+def bin_states(m: dict, cache: dict | None = None) -> List[BinState]:
     plan = jobs.plan_from_dict(m["plan"])
     states = [BinState(job.bin, job) for job in manifest.jobs_of(m)]
     ids = [s.id for s in states if s.id]
@@ -302,7 +326,7 @@ def _newly_ended(path: str, seen: dict) -> bool:
     return ended
 
 
-def poll(paths: Iterable[str], cache: dict[str, JournalState] | None, say: Callable[[str], object]) -> list:
+def poll(paths: Iterable[str], cache: dict | None, say: Callable[[str], object]) -> list:
     """One poll of the runs of these manifests: [(manifest, [BinState])], one scheduler query
     per run, journals read on from ``cache``.  A bin that stopped at its walltime and that its
     own job could not continue is continued here (``say`` is told how)."""
@@ -334,7 +358,7 @@ def wait(jobs_dir: str | None, poll_first: float = POLL_FIRST, poll_max: float =
 
     paths = manifests_in(jobs_dir)
     shown = os.path.abspath(jobs_dir or os.getcwd())
-    cache: dict[str, JournalState] = {}
+    cache: dict = {}
     seen: dict = {}
     tty = hasattr(out, "isatty") and out.isatty()
     started, last_line, interval = time.monotonic(), 0.0, poll_first

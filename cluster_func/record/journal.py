@@ -74,6 +74,7 @@ import os
 import re
 import zlib
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, Iterator, Optional, Sequence
 
 from . import formats
@@ -220,34 +221,156 @@ def read(path: str, for_resume: bool = False, state: Optional[JournalState] = No
     except FileNotFoundError:
         return st
     with f:
-        if st.size:
-            f.seek(st.size)
-        else:
-            first = f.readline()
-            st.size = len(first)
-            st.format, st.header = _header(first)
-            if st.format is None:
-                return st
-            if st.format == 1:
-                _apply(st, st.header, False)
-        seq = len(st.records)
-        for raw in f:
-            if not raw.endswith(b"\n"):  # torn, or still being written
-                if not incremental:
-                    st.bad += 1
-                break  # (read incrementally, it is read again next time)
-            st.size += len(raw)
-            if not for_resume and b',"v":"' in raw:  # counting only: the values (last, no quote in base64) need no parse
-                raw = raw[:raw.rindex(b',"v":"')] + b"}"
-            rec = _parse(raw)
-            if rec is None:
+        return read_file(f, for_resume, st, incremental)
+
+
+def read_file(f, for_resume=False, state: Optional[JournalState] = None, incremental=False) -> JournalState:
+    """:func:`read` of a journal open for reading in binary (``f``; its position is moved)."""
+    st = state or JournalState()
+    if st.size:
+        f.seek(st.size)
+    else:
+        first = f.readline()
+        st.size = len(first)
+        st.format, st.header = _header(first)
+        if st.format is None:
+            return st
+        if st.format == 1:
+            _apply(st, st.header, False)
+    if not for_resume and st.format >= 2:
+        _count_lines(st, f, incremental)
+        return st
+    seq = len(st.records)
+    for raw in f:
+        if not raw.endswith(b"\n"):  # torn, or still being written
+            if not incremental:
                 st.bad += 1
-                continue
-            if rec["t"] == "results":  # where it is: cluf tells a current job's export from earlier ones
-                rec["offset"] = st.size - len(raw)
-            if _apply(st, rec, for_resume, seq):
-                seq += 1
+            break  # (read incrementally, it is read again next time)
+        st.size += len(raw)
+        if _line(st, raw, for_resume, seq):
+            seq += 1
     return st
+
+
+def _line(st: JournalState, raw: bytes, for_resume, seq=0) -> bool:
+    """One whole line (``st.size`` already counts it): parsed, checked and applied; True when
+    it was kept as a resumable record."""
+    if not for_resume and b',"v":"' in raw:  # counting only: the values (last, no quote in base64) need no parse
+        raw = raw[:raw.rindex(b',"v":"')] + b"}"
+    rec = _parse(raw)
+    if rec is None:
+        st.bad += 1
+        return False
+    if rec["t"] == "results":  # where it is: cluf tells a current job's export from earlier ones
+        rec["offset"] = st.size - len(raw)
+    return _apply(st, rec, for_resume, seq)
+
+
+# --- counting fast (cluf --status/--wait of many bins) ------------------------------------------
+# Reading only to count (not for resuming), a completed-calls line of the shape the writer
+# writes (one run of positions, no spaces) is checked by one regular
+# expression over many lines at once, instead of json.loads and _parse line by line.  The
+# expression accepts only lines that _parse accepts (after the values are cut off, as
+# _line cuts them): a first position >= 0, a count and a step > 0 written as plain JSON
+# integers, "c" of 9 or more lower-case hex digits, "d" of whole 16-digit digests (their
+# number, the count, is checked apart), the values' "f" and "vc" last.  A line of
+# any other shape, or a damaged one, goes through _line as before, so the counts are the ones
+# line-by-line reading gives, torn tails and bad lines included.  Values are cut off first, as
+# _line cuts them (from the last ',"v":"'): a record's values are never parsed to count it.
+_OK_FAST = re.compile(
+    rb'^\{"t":"ok","pos":\[\[(?:0|[1-9][0-9]*),([1-9][0-9]*),[1-9][0-9]*\]\]'
+    rb'(?:,"c":"[0-9a-f]{9,}")?(?:,"d":"([0-9a-f]+)")?'
+    rb'(?:,"f":"(?:jsonl|pkl)","vc":"[0-9a-f]{8}")?\}\n', re.M)
+_VALUES = rb'(?:,"f":"(?:jsonl|pkl)","vc":"[0-9a-f]{8}")?'  # (the values themselves cut off first)
+# the same, for lines of one call each (calls slow enough to go one by one: the most lines a
+# journal has), checked all at once with nothing to convert: the count is the number of lines
+_ONE_CALL_LINES = re.compile(
+    rb'(?:\{"t":"ok","pos":\[\[(?:0|[1-9][0-9]*),1,[1-9][0-9]*\]\](?:,"c":"[0-9a-f]{9,}")?'
+    rb'(?:,"d":"[0-9a-f]{16}")?' + _VALUES + rb'\}\n)*')
+# a line of another type, after the first of a block (a line of no type at all is found by
+# _count_oks, which then reads the lines around it one by one)
+_OTHER = re.compile(rb'\n(\{"t":"(?:start|fail|results|end)"[^\n]*\n)')
+_OTHER_FIRST = re.compile(rb'(\{"t":"(?:start|fail|results|end)"[^\n]*\n)')  # the block's first line
+_CHUNK = 1 << 22  # bytes read at a time: memory stays flat however long the journal
+
+
+def _count_lines(st: JournalState, f, incremental):
+    """The rest of a format-2 journal from ``f`` (at ``st.size``), counted as :func:`_line`
+    would count it line by line, a chunk of whole lines at a time."""
+    pieces = []  # of a line longer than a chunk, so far (joined once: no copying over and over)
+    while True:
+        chunk = f.read(_CHUNK)
+        if not chunk:
+            break
+        cut = chunk.rfind(b"\n") + 1
+        if not cut:
+            pieces.append(chunk)
+            continue
+        data = b"".join(pieces + [chunk]) if pieces else chunk
+        pieces = [chunk[cut:]] if cut < len(chunk) else []
+        _count_block(st, data, len(data) - (len(chunk) - cut))
+    if pieces and not incremental:  # a torn last line (read incrementally, it is read again next time)
+        st.bad += 1
+
+
+def _count_block(st: JournalState, data: bytes, end: int):
+    """Whole lines ``data[:end]``: the runs of completed-calls lines between the other lines
+    are checked and counted at once; the other lines (start, fail, results, end) one by one."""
+    base, pos = st.size, 0
+    m = _OTHER_FIRST.match(data, 0, end) or _OTHER.search(data, 0, end)
+    while m is not None:
+        _count_oks(st, data, pos, m.start(1))
+        st.size = base + m.end()
+        _line(st, m.group(1), False)
+        pos = m.end()
+        m = _OTHER.search(data, pos - 1, end)
+    _count_oks(st, data, pos, end)
+    st.size = base + end
+
+
+def _cut_values(raw: bytes) -> bytes:
+    return raw[:raw.rindex(b',"v":"')] + b"}" if b',"v":"' in raw else raw
+
+
+def _digests_fit(found, counts) -> bool:
+    """Whether each line's "d" (if any) holds one 16-digit digest per call."""
+    lengths = list(map(len, map(itemgetter(1), found)))
+    if not any(lengths):
+        return True
+    digits = list(map((16).__mul__, counts))
+    if all(lengths):
+        return lengths == digits
+    return all(d == n for d, n in zip(lengths, digits) if d)
+
+
+def _count_oks(st: JournalState, data: bytes, start: int, end: int):
+    """Lines ``data[start:end]``, each beginning as a completed-calls record."""
+    if start == end:
+        return
+    lines = data.count(b"\n", start, end)
+    block, first, last = data, start, end
+    if data.find(b',"v":"', start, end) >= 0:  # values: cut off as _line cuts them (they need no check)
+        block = b"\n".join(map(_cut_values, data[start:end - 1].split(b"\n"))) + b"\n"
+        first, last = 0, len(block)
+    if _ONE_CALL_LINES.fullmatch(block, first, last):
+        st.last_done += lines
+        st.completed_total += lines
+        st.ok_records += lines
+        return
+    found = _OK_FAST.findall(block, first, last)
+    counts = list(map(int, map(itemgetter(0), found)))
+    if len(found) == lines and _digests_fit(found, counts):
+        calls = sum(counts)
+        st.last_done += calls
+        st.completed_total += calls
+        st.ok_records += lines
+        return
+    base = st.size - start  # (st.size is at ``start``)
+    while start < end:  # some line is of another shape, or damaged: each on its own
+        nl = data.index(b"\n", start, end) + 1
+        st.size = base + nl
+        _line(st, data[start:nl], False)
+        start = nl
 
 
 def _parse(raw: bytes) -> dict | None:
