@@ -13,7 +13,8 @@ Protocol.
   as ``target(*a.args, **a.kwargs)``, anything else as ``target(a)``.
   runner -> worker, on the task pipe, one message a batch (``Connection.send_bytes`` framing):
     ``HEADER`` (batch id: int64, deadline_s: float64, digests: int8, size of the elements'
-    pickle: int64) followed by ``pickle.dumps(elements, 4)`` and, when values are collected
+    pickle: int64) followed by ``pickle.dumps(elements, 4)`` (a list; a range in a run without
+    a journal whose args are a range, see core.bins.RangeWork) and, when values are collected
     (``--results``), the pickle of the batch's positions; an empty message means stop.
     ``deadline_s`` > 0 asks the worker to hand back the rest of the batch once it has spent that
     long on it (so one slow stretch cannot unbalance workers).
@@ -239,6 +240,8 @@ _PLAIN, _STAR = "plain", "star"
 def _one_shape(elements):
     """_PLAIN when every element is passed as the one argument, _STAR when every one is a tuple
     to unpack, None when they differ (or are Arguments): then each is looked at in turn."""
+    if elements.__class__ is range:  # (a batch of a range: see core.bins.RangeWork)
+        return _PLAIN
     classes = set(map(type, elements))
     if len(classes) != 1:
         return None
