@@ -64,6 +64,9 @@ class Runner:
                    DIGESTS_ALWAYS if journal.mode != "round-robin" else DIGESTS_IF_DEAR)
         self.dealer = Dealer(work, self.acct, reporter, digests, values)
         self.batches = {}  # the batches sent and not yet done, by id
+        # Some worker was left with fewer than PREFETCH batches, or a slot unstarted, for want of
+        # work: the loop deals again once work turns up (a batch handed back, a retry).
+        self.hungry = False
         self.deaths_before_ready = 0
         # Signal handlers can only be set from the main thread: run() from another thread (as
         # cluster_func.imap does) leaves Ctrl-C to the caller, who stops the run with request_stop().
@@ -99,6 +102,7 @@ class Runner:
         while len(w.outstanding) < PREFETCH:
             dealt = self.dealer.deal()
             if dealt is None:
+                self.hungry = True  # (see _loop)
                 return
             b, header, data = dealt
             b.worker = w
@@ -133,23 +137,33 @@ class Runner:
             self.dealer.re_deal(b.tail(n_done, 0))
 
     def _on_message(self, w: Worker, msg):
-        kind = msg[0]
+        """One of the worker's messages (worker.Ready, Fatal, Fail, Done)."""
+        kind = msg.kind
         if kind == "done":
-            self._on_done(w, *msg[1:])
+            self._on_done(w, msg.batch_id, msg.n_done, msg.seconds, msg.check, msg.digests, msg.records)
         elif kind == "fail":
-            b = self.batches.get(msg[1])
+            b = self.batches.get(msg.batch_id)
             if b is not None:
-                self.acct.on_fail(b, *msg[2:])
+                self.acct.on_fail(b, msg.k, msg.exc_type, msg.message, msg.traceback)
         elif kind == "ready":
             w.ready = True
             self.deaths_before_ready = 0
         elif kind == "fatal":
-            self.outcome.fatal = msg[1]
+            self.outcome.fatal = msg.text
+
+    def _on_messages(self, w: Worker, messages):
+        """The messages one read took from w's pipe; then w gets more work if a batch is over."""
+        feed = False
+        for msg in messages:
+            self._on_message(w, msg)
+            feed = feed or msg.kind in ("done", "ready")
+        if feed:
+            self._feed(w)
 
     def _drain(self, w: Worker):
         try:
-            while w.result_r.poll():
-                self._on_message(w, w.result_r.recv())
+            for msg in self.pool.receive(w, until_empty=True):
+                self._on_message(w, msg)
         except (EOFError, OSError):
             pass
 
@@ -258,6 +272,7 @@ class Runner:
                 continue
             b = self.dealer.next_batch()
             if b is None:
+                self.hungry = True
                 return
             self.dealer.put_back([b])
             self.pool.start(w)
@@ -267,48 +282,55 @@ class Runner:
         poll = 0.2
         if self.timeout:
             poll = min(poll, max(0.01, self.timeout / 10))
+        select, workers, journal = self.pool.sel.select, self.pool.workers, self.journal
         while self.outcome.fatal is None:
             if self.stop_requested:
                 raise Interrupted(self.stop_requested)
-            if not any(w.outstanding for w in self.pool.workers) and not self._has_work():
-                if self.journal:
-                    self.journal.flush()
+            if not self._has_work() and not any(w.outstanding for w in workers):
+                if journal:
+                    journal.flush()
                 break
-            for key, _ in self.pool.sel.select(poll):
-                kind, w, gen = key.data
-                if kind == "relay":
-                    self.relay.pump()
-                    continue
-                if kind == "wake":  # a signal: the next turn stops (see request_stop)
-                    continue
-                if gen != w.gen:
-                    continue  # that process has been replaced since select() returned
-                if kind == "result":
-                    try:
-                        msg = w.result_r.recv()
-                    except (EOFError, OSError):
-                        continue  # the exit event follows
-                    self._on_message(w, msg)
-                    if msg[0] in ("done", "ready"):
-                        self._feed(w)
-                elif kind == "write":
-                    self.pool.flush(w)
-                elif kind == "exit":
-                    self._on_exit(w)
+            for key, _ in select(poll):
+                self._on_event(*key.data)
             now = time.monotonic()
             if self.timeout:
                 self._check_timeouts(now)
             if self.stop_new_at is not None:
                 self._check_walltime(now)
-            # idle workers (after a requeue) get work; workers not yet started start if needed
-            if self._has_work():
-                for w in self.pool.workers:
-                    if w.proc is not None and len(w.outstanding) < PREFETCH and w.proc.is_alive():
-                        self._feed(w)
-                self._grow()
-            if self.journal:
-                self.journal.maybe_flush(now)
+            if self.hungry and self._has_work():
+                self._deal_again()
+            if journal:
+                journal.maybe_flush(now)
             self.reporter.tick(self.outcome)
+
+    def _on_event(self, kind, w, gen):
+        """One event of the loop's select() (see Pool.sel and run())."""
+        if kind == "relay":
+            self.relay.pump()
+        elif kind == "wake" or gen != w.gen:  # a signal (see request_stop); a process since replaced
+            return
+        elif kind == "result":
+            try:
+                messages = self.pool.receive(w)
+            except (EOFError, OSError):
+                return  # the exit event follows
+            self._on_messages(w, messages)
+        elif kind == "write":
+            self.pool.flush(w)
+        elif kind == "exit":
+            self._on_exit(w)
+
+    def _deal_again(self):
+        """Work turned up while a worker was short of it: idle workers get it; workers not yet
+        started start if needed."""
+        self.hungry = False
+        for w in self.pool.workers:
+            if w.proc is not None and len(w.outstanding) < PREFETCH:
+                if w.proc.is_alive():
+                    self._feed(w)
+                else:
+                    self.hungry = True  # (its exit event is on its way: its replacement is fed)
+        self._grow()
 
     def _settle_stopped(self):
         """After stopping the workers early: count (and journal) the calls they had finished,

@@ -18,17 +18,9 @@ Protocol.
     (``--results``), the pickle of the batch's positions; an empty message means stop.
     ``deadline_s`` > 0 asks the worker to hand back the rest of the batch once it has spent that
     long on it (so one slow stretch cannot unbalance workers).
-  worker -> runner, on the result pipe (pickled tuples):
-    ``("ready", pid)`` once the target is there and ``init_worker`` has run;
-    ``("fatal", text)`` when the script cannot be loaded or ``init_worker`` fails (then it exits);
-    ``("fail", batch_id, k, exc_type, exc_message, traceback_text)`` as soon as call k raises;
-    ``("done", batch_id, n_done, seconds, check, digests, records)`` when the batch (or its
-    first n_done calls) is over; ``check`` is :func:`cluster_func.record.fingerprints.content_check` of
-    the bytes received; ``digests`` the :func:`cluster_func.record.fingerprints.call_digest` of each call
-    started (8 bytes each) when asked for (see ``DIGESTS_*``), else None; ``records`` the
-    results records of its calls that completed (see results.py; an encoder may have ``pack``,
-    which takes the batch's values whole, see run_batches), or None when values are not
-    collected.
+  worker -> runner, on the result pipe: the messages :class:`Ready`, :class:`Fatal`,
+    :class:`Fail` and :class:`Done` (below: their fields are their format), each pickled as the
+    plain tuple of its fields, its kind first (see :func:`wire` and :func:`message`).
   Shared memory (:class:`Counters`), two int64 per worker: [calls of the current batch
   started (0 between batches), calls finished in all, written at each batch's end].  The
   runner reads it only when a worker dies or overruns ``--timeout``, to know which call ran.
@@ -43,6 +35,7 @@ import sys
 import traceback
 from pickle import loads
 from time import perf_counter
+from typing import NamedTuple, Optional
 
 from ..core.arguments import Arguments
 from ..record.fingerprints import call_digest, content_check
@@ -52,6 +45,61 @@ HEADER = struct.Struct("!qdbq")
 # DIGEST_MIN_SECONDS (where they cost nothing measurable), or always (--hash/--key resuming).
 DIGESTS_NEVER, DIGESTS_IF_DEAR, DIGESTS_ALWAYS = 0, 1, 2
 DIGEST_MIN_SECONDS = 10e-6
+
+
+# --- the worker's messages to the runner ---------------------------------------------------------
+
+class Ready(NamedTuple):
+    """The target is there and ``init_worker`` has run: the worker takes batches."""
+    kind: str  # "ready"
+    pid: int
+
+
+class Fatal(NamedTuple):
+    """The script cannot be loaded or ``init_worker`` failed (the worker then exits)."""
+    kind: str  # "fatal"
+    text: str
+
+
+class Fail(NamedTuple):
+    """Call ``k`` of the batch raised (sent at once; the rest of the batch runs)."""
+    kind: str  # "fail"
+    batch_id: int
+    k: int
+    exc_type: str
+    message: str
+    traceback: str
+
+
+class Done(NamedTuple):
+    """The batch, or its first ``n_done`` calls (the rest handed back), is over.
+
+    ``seconds`` it took; ``check``, :func:`cluster_func.record.fingerprints.content_check` of the
+    bytes received; ``digests``, the :func:`cluster_func.record.fingerprints.call_digest` of each
+    call started (8 bytes each) when asked for (see ``DIGESTS_*``), else None; ``records``, the
+    results records of its calls that completed (see results.py; an encoder may have ``pack``,
+    which takes the batch's values whole, see run_batches), or None when values are not
+    collected."""
+    kind: str  # "done"
+    batch_id: int
+    n_done: int
+    seconds: float
+    check: str
+    digests: Optional[bytes]
+    records: Optional[bytes]
+
+
+MESSAGES = {cls.__name__.lower(): cls for cls in (Ready, Fatal, Fail, Done)}  # by kind
+
+
+def wire(msg: tuple) -> tuple:
+    """What travels: the message as a plain tuple (pickled in a third of the time of the class)."""
+    return tuple(msg)
+
+
+def message(raw: tuple):
+    """The typed message (:data:`MESSAGES`) of a tuple that travelled (its kind first)."""
+    return tuple.__new__(MESSAGES[raw[0]], raw)
 
 
 class Counters:
@@ -212,20 +260,24 @@ def _main(task_conn, result_conn, source, shared, slot, close_fds, parent_pid, f
         _watch_runner(task_conn.fileno(), runner_pid)
     if forked:
         _reseed_numpy()
-    send = result_conn.send
+    conn_send = result_conn.send
+
+    def send(msg):
+        conn_send(wire(msg))
+
     try:
         target, init_worker = source.load()
     except BaseException as e:  # noqa: BLE001
-        send(("fatal", f"{type(e).__name__}: {e}"))
+        send(Fatal("fatal", f"{type(e).__name__}: {e}"))
         return
     if init_worker is not None:
         try:
             init_worker()
         except BaseException as e:  # noqa: BLE001
             name, _, tb = _format_exception(e)
-            send(("fatal", f"init_worker() failed in a worker process:\n{tb.rstrip()}"))
+            send(Fatal("fatal", f"init_worker() failed in a worker process:\n{tb.rstrip()}"))
             return
-    send(("ready", os.getpid()))
+    send(Ready("ready", os.getpid()))
     encode = None
     if results_format is not None:
         from ..record.results import encoder
@@ -306,9 +358,9 @@ def _run_calls(target, elements, n, stop, shape, encode, pack, positions, record
                 failed.append(i - 1)
             name, text, tb = _format_exception(e)
             try:
-                send(("fail", batch_id, i - 1, name, text, tb))
+                send(Fail("fail", batch_id, i - 1, name, text, tb))
             except Exception:  # noqa: BLE001 - e.g. an unpicklable message
-                send(("fail", batch_id, i - 1, name, repr(text), tb))
+                send(Fail("fail", batch_id, i - 1, name, repr(text), tb))
             del e
     return i
 
@@ -361,5 +413,5 @@ def run_batches(task_conn, send, target, counters: Counters, slot, encode=None):
             digests = b"".join(call_digest(a) for a in elements[:i])
         values[started_slot] = 0
         values[finished_slot] = finished
-        send(("done", batch_id, i, seconds, check, digests,
+        send(Done("done", batch_id, i, seconds, check, digests,
               None if encode is None else pack(positions, records, failed) if pack is not None else join(records)))
