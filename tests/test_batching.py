@@ -113,9 +113,10 @@ def test_a_batch_handed_back_part_way_is_re_dealt_in_batches_sized_for_the_new_c
     from cluster_func.local.reporter import Reporter
     from cluster_func.local.batching import Batch
     from cluster_func.local.pool import Worker
+    from cluster_func.engine import Settings
     from cluster_func.local.runner import Runner
 
-    r = Runner(None, 2, Work(iter(()), 0, 1), Reporter(progress=False))
+    r = Runner(Settings(None, 2, "fork"), Work(iter(()), 0, 1), Reporter(progress=False))
     r.dealer.sizer.observe(40, 40 * 0.0001)  # cheap calls so far: 0.1 ms each
     w = Worker(0)
     b = Batch(next(r.dealer.ids), range(100, 140), list(range(100, 140)))

@@ -325,8 +325,25 @@ class Pool:
         n = len(header) + len(payload)
         if n > w.pipe_size:  # big arguments: a bigger pipe moves them in fewer, larger writes
             w.pipe_size = _grow_pipe(w.task_w.fileno(), n, w.pipe_size)
-        size = _SIZE.pack(n) if n < 0x7FFFFFFF else _SIZE.pack(-1) + _BIG_SIZE.pack(n)
-        w.outq.append(memoryview(size + header))
+        head = (_SIZE.pack(n) if n < 0x7FFFFFFF else _SIZE.pack(-1) + _BIG_SIZE.pack(n)) + header
+        if not w.outq:  # (the common case: the whole message goes at once, nothing is queued)
+            try:
+                sent = os.writev(w.task_w.fileno(), (head, payload))
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                return  # the worker is gone; its exit event will requeue the work
+            if sent == len(head) + len(payload):
+                return
+            if sent < len(head):
+                w.outq.append(memoryview(head)[sent:])
+                sent = 0
+            else:
+                sent -= len(head)
+            w.outq.append(memoryview(payload)[sent:])
+            self.flush(w)
+            return
+        w.outq.append(memoryview(head))
         w.outq.append(memoryview(payload))
         self.flush(w)
 

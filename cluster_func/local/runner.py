@@ -43,23 +43,23 @@ class Runner:
     keeps, for every batch it has sent, enough to know what to do if the worker running it dies.
     """
 
-    def __init__(self, source, processes, work, reporter: Reporter, journal=None, retries=0,
-                 timeout=None, start_method=None, values=None, stop_at=None, relay=None, slot_env=None,
-                 collect=None):
-        """``stop_at``: (start no new call after, stop running calls at), time.monotonic() values.
-        ``relay``: a :class:`cluster_func.local.relay.Relay` (whose ``wrap`` made ``source``) to pump.
-        ``values``: "jsonl"/"pkl": workers make value records, which go into the journal.
-        ``slot_env``: slot -> the environment variables its worker sets first (its GPUs), or None.
-        ``collect``: called with each batch's value records too (cluster_func.map keeps them)."""
-        self.pool = Pool(source, processes, start_method, values, slot_env, relay)
-        self.acct = Accounting(reporter, journal, retries, values, collect)
+    def __init__(self, settings, work, reporter: Reporter, journal=None, relay=None, collect=None):
+        """``settings``: a :class:`cluster_func.engine.Settings` (what to run and how: the source,
+        processes, start method, retries, timeout, values, stop_at, slot_env; its ``source`` as
+        ``relay`` wrapped it, if there is one).  ``journal``: a record.writer.Journal, or None.
+        ``relay``: a :class:`cluster_func.local.relay.Relay` to pump.  ``collect``: called with each
+        batch's value records too (cluster_func.map keeps them)."""
+        values = settings.values
+        self.pool = Pool(settings.source, settings.processes, settings.start_method, values, settings.slot_env,
+                         relay)
+        self.acct = Accounting(reporter, journal, settings.retries, values, collect)
         self.relay = relay
-        self.stop_new_at, self.kill_at = stop_at or (None, None)
+        self.stop_new_at, self.kill_at = settings.stop_at or (None, None)
         self.draining = False
         self.values = values
         self.reporter = reporter
         self.journal = journal
-        self.timeout = timeout
+        self.timeout = settings.timeout
         digests = (DIGESTS_NEVER if journal is None else
                    DIGESTS_ALWAYS if journal.mode != "round-robin" else DIGESTS_IF_DEAR)
         self.dealer = Dealer(work, self.acct, reporter, digests, values)
