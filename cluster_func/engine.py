@@ -12,6 +12,7 @@ Nothing here parses options or prints a summary: the callers check their own par
 its command line, map its keyword arguments) and say how the run went in their own words.
 """
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Tuple
@@ -85,9 +86,9 @@ def build(settings: Settings, work: Any, reporter: Reporter, journal: Any = None
     filter over one), reporting to ``reporter``, recording into ``journal`` (a
     record.writer.Journal, or None), handing each batch's value records to ``collect``."""
     source, relay = _with_relay(settings.source, reporter)
-    return Runner(source, settings.processes, work, reporter, journal=journal, retries=settings.retries,
-                  timeout=settings.timeout, start_method=settings.start_method, values=settings.values,
-                  stop_at=settings.stop_at, relay=relay, slot_env=settings.slot_env, collect=collect)
+    if relay is not None:
+        settings = dataclasses.replace(settings, source=source)
+    return Runner(settings, work, reporter, journal=journal, relay=relay, collect=collect)
 
 
 def inherited(target: Callable[..., Any], init_worker: Optional[Callable[[], Any]] = None) -> Any:

@@ -48,6 +48,25 @@ def test_map_returns_the_values_in_the_order_of_args():
     assert cluster_func.map(operator.neg, range(1000), processes=2) == [-x for x in range(1000)]
 
 
+def test_map_of_a_range_with_a_start_and_a_step_returns_each_elements_value_in_order():
+    # (a range travels to the workers as slices of itself: core.bins.RangeWork)
+    args = range(7, 90_000, 3)
+    assert cluster_func.map(operator.neg, args, processes=2) == [-x for x in args]
+    assert cluster_func.map(operator.neg, range(50, 0, -2), processes=2) == [-x for x in range(50, 0, -2)]
+
+
+def test_a_failure_in_a_map_of_a_range_is_named_by_its_position_and_the_rest_run():
+    def picky(x):
+        if x == 31:
+            raise ValueError("thirty-one")
+        return x * 2
+
+    with pytest.raises(MapError) as e:
+        cluster_func.map(picky, range(1, 60, 3), processes=2, quiet=True)
+    assert list(e.value.failures) == [10] and e.value.failures[10].args == "31"
+    assert [v for v in e.value.values if v is not cluster_func.MISSING] == [x * 2 for x in range(1, 60, 3) if x != 31]
+
+
 def test_map_unpacks_tuples_and_passes_anything_else_as_the_one_argument():
     assert cluster_func.map(operator.add, [(1, 2), (3, 4)], processes=2) == [3, 7]
     assert cluster_func.map(len, [[1, 2], "abc", ((),)], processes=2) == [2, 3, 0]

@@ -113,9 +113,10 @@ def test_a_batch_handed_back_part_way_is_re_dealt_in_batches_sized_for_the_new_c
     from cluster_func.local.reporter import Reporter
     from cluster_func.local.batching import Batch
     from cluster_func.local.pool import Worker
+    from cluster_func.engine import Settings
     from cluster_func.local.runner import Runner
 
-    r = Runner(None, 2, Work(iter(()), 0, 1), Reporter(progress=False))
+    r = Runner(Settings(None, 2, "fork"), Work(iter(()), 0, 1), Reporter(progress=False))
     r.dealer.sizer.observe(40, 40 * 0.0001)  # cheap calls so far: 0.1 ms each
     w = Worker(0)
     b = Batch(next(r.dealer.ids), range(100, 140), list(range(100, 140)))
@@ -126,3 +127,17 @@ def test_a_batch_handed_back_part_way_is_re_dealt_in_batches_sized_for_the_new_c
     sizes = [len(p.elements) for p in r.dealer.pending]
     assert sum(sizes) == 39 and max(sizes) == 1, sizes
     assert [p.positions[0] for p in r.dealer.pending] == list(range(101, 140))  # in order
+
+
+def test_a_batch_of_a_range_travels_as_the_range_itself():
+    import pickle
+
+    from cluster_func.core.bins import RangeWork
+
+    work = RangeWork(range(10, 1000, 5))
+    positions, elements, error = work.take(4)
+    assert (positions, elements, error) == (range(0, 4), range(10, 30, 5), None)
+    data = batching.pickled(batching.Batch(0, positions, elements), None)
+    assert pickle.loads(data) == range(10, 30, 5) and len(data) < 60
+    work.take(10_000)
+    assert work.take(3) == (range(198, 198), range(1000, 1000, 5), None) and work.produced() == 198

@@ -155,7 +155,10 @@ def _execute(plan: _Plan) -> _Result:
     args_error = []
     # (A list, a tuple or a range cannot raise: no wrapper, which costs this process per element.)
     source_args = plan.args if type(plan.args) in (list, tuple, range) else _watched(plan.args, args_error)
-    base = work = bins.select(source_args, bins.BinSpec((0,), 1))
+    if type(plan.args) is range and plan.journal is None and plan.total is not None:
+        base = work = bins.RangeWork(plan.args)  # batches sent as slices of the range
+    else:
+        base = work = bins.select(source_args, bins.BinSpec((0,), 1))
     in_main = threading.current_thread() is threading.main_thread()
     journal = claimed = resumed = None
     collector = _Collector("values", keep=plan.keep, sink=plan.sink, size=plan.total)

@@ -296,6 +296,29 @@ class Work:
         return zip(itertools.count(self.next_position, self.step), self.iterator)
 
 
+class RangeWork:
+    """All of a ``range`` as the work, taken as slices of it: no list of elements is built, and a
+    batch travels to its worker as a range (a few bytes) rather than as the pickle of its list.
+
+    Only for a run without a journal: a journal's content check (``c``) is of the pickle of the
+    batch's elements as a list, which a range does not pickle to."""
+
+    def __init__(self, args: range) -> None:
+        self.args = args
+        self.size = len(args)
+        self.next_position = 0
+        self.error_position = None
+
+    def produced(self) -> int:
+        return self.next_position
+
+    def take(self, n: int) -> tuple:
+        first = self.next_position
+        last = min(first + n, self.size)
+        self.next_position = last
+        return range(first, last), self.args[first:last], None
+
+
 def missing_argument(a: Any, hash_positions: Sequence[int | str] | None, key_position: int | str | None) -> str:
     """Why the element ``a`` (a tuple or an Arguments) has no argument to bin by: the message."""
     wanted = hash_positions if hash_positions is not None else (key_position,)

@@ -77,7 +77,7 @@ class BatchSizer:
 class Batch:
     id: int
     positions: Any  # range or list of positions in the args iterable
-    elements: list
+    elements: Any  # a list (or a range, from core.bins.RangeWork)
     attempts: Optional[list] = None  # per element, None means all first attempts
     failed: set = field(default_factory=set)  # indices k reported failed (this attempt)
     worker: Optional[object] = None  # the pool.Worker it was sent to
@@ -92,7 +92,9 @@ class Batch:
 
 def pickled(b: Batch, fail_unsent: Callable[[Any, Any, str, str], None]) -> Optional[memoryview]:
     """The batch's elements pickled; elements that cannot be pickled fail here (``fail_unsent``)
-    and are taken out of the batch."""
+    and are taken out of the batch.  A range (core.bins.RangeWork) travels as itself."""
+    if b.elements.__class__ is range:
+        return pickle.dumps(b.elements, 4)
     try:
         return pickle_elements(b.elements)
     except Exception:  # noqa: BLE001 - find the culprits, send the rest

@@ -19,11 +19,13 @@ import struct
 import time
 from typing import TYPE_CHECKING, Any, Callable, Deque, List, Mapping, Optional, Set
 
+from pickle import loads
+
 from ..core.errors import signals_held
 from ..core.script import without_script_folders
 from . import worker as worker_module
 from .gpus import Pinned
-from .worker import Counters
+from .worker import Counters, message
 
 if TYPE_CHECKING:
     from .batching import Batch
@@ -130,6 +132,8 @@ class Worker:
         self.task_w = None
         self.result_r = None
         self.outq: Deque[memoryview] = collections.deque()  # memoryviews still to write to the task pipe
+        self.writing = False  # its task pipe is registered for EVENT_WRITE (outq is not empty)
+        self.inbox = bytearray()  # what was read from its result pipe and is not a whole message yet
         self.pipe_size = PIPE_SIZE
         self.outstanding: Deque[Batch] = collections.deque()
         self.finished_calls = 0  # calls the runner has seen reported done by this worker
@@ -140,6 +144,9 @@ class Worker:
 
 
 PIPE_SIZE = 1 << 16  # Linux's default pipe buffer
+READ_SIZE = 1 << 16  # what one read of a result pipe asks for
+_SIZE = struct.Struct("!i")  # multiprocessing.Connection's framing: the size of what follows,
+_BIG_SIZE = struct.Struct("!Q")  # or -1 and then the size in 8 bytes
 MAX_PIPE_SIZE = 1 << 20  # what an unprivileged process may ask for by default
 _F_SETPIPE_SZ = getattr(__import__("fcntl"), "F_SETPIPE_SZ", 1031)
 
@@ -259,7 +266,10 @@ class Pool:
             self.reaper.add(w.proc.pid)
         w.task_w, w.result_r = task_w, result_r
         os.set_blocking(task_w.fileno(), False)
+        os.set_blocking(result_r.fileno(), False)  # (see receive)
         w.outq = collections.deque()
+        w.writing = False
+        w.inbox = bytearray()
         w.pipe_size = PIPE_SIZE
         w.outstanding = collections.deque()
         self.counters.reset_started(w.slot)
@@ -286,14 +296,70 @@ class Pool:
                 self.sel.unregister(fd)
             except (KeyError, ValueError):
                 pass
+        w.writing = False
+
+    def receive(self, w: Worker, until_empty=False) -> list:
+        """The whole messages (worker.message) that worker w has written and its result pipe
+        holds now: one read, or with ``until_empty`` reads until the pipe is empty.  Never waits
+        for the rest of a message (it stays in ``w.inbox`` for the next read), and one read takes
+        as many messages as the pipe holds.  EOFError once w's end is closed and all is read."""
+        fd = w.result_r.fileno()
+        inbox = w.inbox
+        while True:
+            try:
+                data = os.read(fd, READ_SIZE)
+            except BlockingIOError:
+                break
+            if not data:
+                if inbox:
+                    break  # (a torn last message: as multiprocessing would, drop it)
+                raise EOFError
+            inbox += data
+            if not until_empty:
+                break
+        got = []
+        start, end = 0, len(inbox)
+        while end - start >= 4:
+            size = _SIZE.unpack_from(inbox, start)[0]
+            head = 4
+            if size == -1:
+                if end - start < 12:
+                    break
+                size, head = _BIG_SIZE.unpack_from(inbox, start + 4)[0], 12
+            stop = start + head + size
+            if stop > end:
+                break
+            with memoryview(inbox) as view:
+                got.append(message(loads(view[start + head:stop])))
+            start = stop
+        if start:
+            del inbox[:start]
+        return got
 
     def send(self, w: Worker, header: bytes, payload: bytes | memoryview) -> None:
         """Queue one message in ``Connection.send_bytes`` framing, without copying the payload."""
         n = len(header) + len(payload)
         if n > w.pipe_size:  # big arguments: a bigger pipe moves them in fewer, larger writes
             w.pipe_size = _grow_pipe(w.task_w.fileno(), n, w.pipe_size)
-        size = struct.pack("!i", n) if n < 0x7FFFFFFF else struct.pack("!iQ", -1, n)
-        w.outq.append(memoryview(size + header))
+        head = (_SIZE.pack(n) if n < 0x7FFFFFFF else _SIZE.pack(-1) + _BIG_SIZE.pack(n)) + header
+        if not w.outq:  # (the common case: the whole message goes at once, nothing is queued)
+            try:
+                sent = os.writev(w.task_w.fileno(), (head, payload))
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                return  # the worker is gone; its exit event will requeue the work
+            if sent == len(head) + len(payload):
+                return
+            if sent < len(head):
+                w.outq.append(memoryview(head)[sent:])
+                sent = 0
+            else:
+                sent -= len(head)
+            w.outq.append(memoryview(payload)[sent:])
+            self.flush(w)
+            return
+        w.outq.append(memoryview(head))
         w.outq.append(memoryview(payload))
         self.flush(w)
 
@@ -313,11 +379,12 @@ class Pool:
         except OSError:
             q.clear()  # the worker is gone; its exit event will requeue the work
             return
-        key = self.sel.get_map().get(fd)
-        if q and key is None:
+        if q and not w.writing:
             self.sel.register(fd, selectors.EVENT_WRITE, ("write", w, w.gen))
-        elif not q and key is not None:
+            w.writing = True
+        elif not q and w.writing:
             self.sel.unregister(fd)
+            w.writing = False
 
     def join(self, p: Any, deadline: float) -> None:
         """Wait for worker p until deadline, passing on its last output meanwhile (a worker

@@ -50,29 +50,31 @@ class Runner:
     _wake_r: Optional[int]  # the pipe that wakes the loop (while it runs)
     _wake_w: Optional[int]
 
-    def __init__(self, source: Any, processes: int, work: Any, reporter: Reporter, journal: Any = None, retries: int = 0,
-                 timeout: Optional[float] = None, start_method: Optional[str] = None, values: Optional[str] = None,
-                 stop_at: Optional[Tuple[float, float]] = None, relay: Any = None,
-                 slot_env: Optional[Callable[[int], Mapping[str, str]]] = None,
+    def __init__(self, settings: Any, work: Any, reporter: Reporter, journal: Any = None, relay: Any = None,
                  collect: Optional[Callable[[Any], None]] = None) -> None:
-        """``stop_at``: (start no new call after, stop running calls at), time.monotonic() values.
-        ``relay``: a :class:`cluster_func.local.relay.Relay` (whose ``wrap`` made ``source``) to pump.
-        ``values``: "jsonl"/"pkl": workers make value records, which go into the journal.
-        ``slot_env``: slot -> the environment variables its worker sets first (its GPUs), or None.
-        ``collect``: called with each batch's value records too (cluster_func.map keeps them)."""
-        self.pool = Pool(source, processes, start_method, values, slot_env, relay)
-        self.acct = Accounting(reporter, journal, retries, values, collect)
+        """``settings``: a :class:`cluster_func.engine.Settings` (what to run and how: the source,
+        processes, start method, retries, timeout, values, stop_at, slot_env; its ``source`` as
+        ``relay`` wrapped it, if there is one).  ``journal``: a record.writer.Journal, or None.
+        ``relay``: a :class:`cluster_func.local.relay.Relay` to pump.  ``collect``: called with each
+        batch's value records too (cluster_func.map keeps them)."""
+        values = settings.values
+        self.pool = Pool(settings.source, settings.processes, settings.start_method, values, settings.slot_env,
+                         relay)
+        self.acct = Accounting(reporter, journal, settings.retries, values, collect)
         self.relay = relay
-        self.stop_new_at, self.kill_at = stop_at or (None, None)  # type: Any, Any
+        self.stop_new_at, self.kill_at = settings.stop_at or (None, None)
         self.draining = False
         self.values = values
         self.reporter = reporter
         self.journal = journal
-        self.timeout = timeout
+        self.timeout = settings.timeout
         digests = (DIGESTS_NEVER if journal is None else
                    DIGESTS_ALWAYS if journal.mode != "round-robin" else DIGESTS_IF_DEAR)
         self.dealer = Dealer(work, self.acct, reporter, digests, values)
         self.batches: Dict[int, Batch] = {}  # the batches sent and not yet done, by id
+        # Some worker was left with fewer than PREFETCH batches, or a slot unstarted, for want of
+        # work: the loop deals again once work turns up (a batch handed back, a retry).
+        self.hungry = False
         self.deaths_before_ready = 0
         # Signal handlers can only be set from the main thread: run() from another thread (as
         # cluster_func.imap does) leaves Ctrl-C to the caller, who stops the run with request_stop().
@@ -108,6 +110,7 @@ class Runner:
         while len(w.outstanding) < PREFETCH:
             dealt = self.dealer.deal()
             if dealt is None:
+                self.hungry = True  # (see _loop)
                 return
             b, header, data = dealt
             b.worker = w
@@ -142,24 +145,34 @@ class Runner:
             # for the new cost, so that every worker gets a share, not the one that returned it.
             self.dealer.re_deal(b.tail(n_done, 0))
 
-    def _on_message(self, w: Worker, msg: tuple) -> None:
-        kind = msg[0]
+    def _on_message(self, w: Worker, msg):
+        """One of the worker's messages (worker.Ready, Fatal, Fail, Done)."""
+        kind = msg.kind
         if kind == "done":
-            self._on_done(w, *msg[1:])
+            self._on_done(w, msg.batch_id, msg.n_done, msg.seconds, msg.check, msg.digests, msg.records)
         elif kind == "fail":
-            b = self.batches.get(msg[1])
+            b = self.batches.get(msg.batch_id)
             if b is not None:
-                self.acct.on_fail(b, *msg[2:])
+                self.acct.on_fail(b, msg.k, msg.exc_type, msg.message, msg.traceback)
         elif kind == "ready":
             w.ready = True
             self.deaths_before_ready = 0
         elif kind == "fatal":
-            self.outcome.fatal = msg[1]
+            self.outcome.fatal = msg.text
+
+    def _on_messages(self, w: Worker, messages):
+        """The messages one read took from w's pipe; then w gets more work if a batch is over."""
+        feed = False
+        for msg in messages:
+            self._on_message(w, msg)
+            feed = feed or msg.kind in ("done", "ready")
+        if feed:
+            self._feed(w)
 
     def _drain(self, w: Worker) -> None:
         try:
-            while w.result_r.poll():
-                self._on_message(w, w.result_r.recv())
+            for msg in self.pool.receive(w, until_empty=True):
+                self._on_message(w, msg)
         except (EOFError, OSError):
             pass
 
@@ -268,6 +281,7 @@ class Runner:
                 continue
             b = self.dealer.next_batch()
             if b is None:
+                self.hungry = True
                 return
             self.dealer.put_back([b])
             self.pool.start(w)
@@ -277,48 +291,55 @@ class Runner:
         poll = 0.2
         if self.timeout:
             poll = min(poll, max(0.01, self.timeout / 10))
+        select, workers, journal = self.pool.sel.select, self.pool.workers, self.journal
         while self.outcome.fatal is None:
             if self.stop_requested:
                 raise Interrupted(self.stop_requested)
-            if not any(w.outstanding for w in self.pool.workers) and not self._has_work():
-                if self.journal:
-                    self.journal.flush()
+            if not self._has_work() and not any(w.outstanding for w in workers):
+                if journal:
+                    journal.flush()
                 break
-            for key, _ in self.pool.sel.select(poll):
-                kind, w, gen = key.data
-                if kind == "relay":
-                    self.relay.pump()
-                    continue
-                if kind == "wake":  # a signal: the next turn stops (see request_stop)
-                    continue
-                if gen != w.gen:
-                    continue  # that process has been replaced since select() returned
-                if kind == "result":
-                    try:
-                        msg = w.result_r.recv()
-                    except (EOFError, OSError):
-                        continue  # the exit event follows
-                    self._on_message(w, msg)
-                    if msg[0] in ("done", "ready"):
-                        self._feed(w)
-                elif kind == "write":
-                    self.pool.flush(w)
-                elif kind == "exit":
-                    self._on_exit(w)
+            for key, _ in select(poll):
+                self._on_event(*key.data)
             now = time.monotonic()
             if self.timeout:
                 self._check_timeouts(now)
             if self.stop_new_at is not None:
                 self._check_walltime(now)
-            # idle workers (after a requeue) get work; workers not yet started start if needed
-            if self._has_work():
-                for w in self.pool.workers:
-                    if w.proc is not None and len(w.outstanding) < PREFETCH and w.proc.is_alive():
-                        self._feed(w)
-                self._grow()
-            if self.journal:
-                self.journal.maybe_flush(now)
+            if self.hungry and self._has_work():
+                self._deal_again()
+            if journal:
+                journal.maybe_flush(now)
             self.reporter.tick(self.outcome)
+
+    def _on_event(self, kind: str, w: Any, gen: Any) -> None:
+        """One event of the loop's select() (see Pool.sel and run())."""
+        if kind == "relay":
+            self.relay.pump()
+        elif kind == "wake" or gen != w.gen:  # a signal (see request_stop); a process since replaced
+            return
+        elif kind == "result":
+            try:
+                messages = self.pool.receive(w)
+            except (EOFError, OSError):
+                return  # the exit event follows
+            self._on_messages(w, messages)
+        elif kind == "write":
+            self.pool.flush(w)
+        elif kind == "exit":
+            self._on_exit(w)
+
+    def _deal_again(self) -> None:
+        """Work turned up while a worker was short of it: idle workers get it; workers not yet
+        started start if needed."""
+        self.hungry = False
+        for w in self.pool.workers:
+            if w.proc is not None and len(w.outstanding) < PREFETCH:
+                if w.proc.is_alive():
+                    self._feed(w)
+                else:
+                    self.hungry = True  # (its exit event is on its way: its replacement is fed)
+        self._grow()
 
     def _settle_stopped(self) -> None:
         """After stopping the workers early: count (and journal) the calls they had finished,

@@ -13,21 +13,14 @@ Protocol.
   as ``target(*a.args, **a.kwargs)``, anything else as ``target(a)``.
   runner -> worker, on the task pipe, one message a batch (``Connection.send_bytes`` framing):
     ``HEADER`` (batch id: int64, deadline_s: float64, digests: int8, size of the elements'
-    pickle: int64) followed by ``pickle.dumps(elements, 4)`` and, when values are collected
+    pickle: int64) followed by ``pickle.dumps(elements, 4)`` (a list; a range in a run without
+    a journal whose args are a range, see core.bins.RangeWork) and, when values are collected
     (``--results``), the pickle of the batch's positions; an empty message means stop.
     ``deadline_s`` > 0 asks the worker to hand back the rest of the batch once it has spent that
     long on it (so one slow stretch cannot unbalance workers).
-  worker -> runner, on the result pipe (pickled tuples):
-    ``("ready", pid)`` once the target is there and ``init_worker`` has run;
-    ``("fatal", text)`` when the script cannot be loaded or ``init_worker`` fails (then it exits);
-    ``("fail", batch_id, k, exc_type, exc_message, traceback_text)`` as soon as call k raises;
-    ``("done", batch_id, n_done, seconds, check, digests, records)`` when the batch (or its
-    first n_done calls) is over; ``check`` is :func:`cluster_func.record.fingerprints.content_check` of
-    the bytes received; ``digests`` the :func:`cluster_func.record.fingerprints.call_digest` of each call
-    started (8 bytes each) when asked for (see ``DIGESTS_*``), else None; ``records`` the
-    results records of its calls that completed (see results.py; an encoder may have ``pack``,
-    which takes the batch's values whole, see run_batches), or None when values are not
-    collected.
+  worker -> runner, on the result pipe: the messages :class:`Ready`, :class:`Fatal`,
+    :class:`Fail` and :class:`Done` (below: their fields are their format), each pickled as the
+    plain tuple of its fields, its kind first (see :func:`wire` and :func:`message`).
   Shared memory (:class:`Counters`), two int64 per worker: [calls of the current batch
   started (0 between batches), calls finished in all, written at each batch's end].  The
   runner reads it only when a worker dies or overruns ``--timeout``, to know which call ran.
@@ -44,7 +37,7 @@ import sys
 import traceback
 from pickle import loads
 from time import perf_counter
-from typing import Any, Callable, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Tuple
 
 from ..core.arguments import Arguments
 from ..record.fingerprints import call_digest, content_check
@@ -54,6 +47,61 @@ HEADER = struct.Struct("!qdbq")
 # DIGEST_MIN_SECONDS (where they cost nothing measurable), or always (--hash/--key resuming).
 DIGESTS_NEVER, DIGESTS_IF_DEAR, DIGESTS_ALWAYS = 0, 1, 2
 DIGEST_MIN_SECONDS = 10e-6
+
+
+# --- the worker's messages to the runner ---------------------------------------------------------
+
+class Ready(NamedTuple):
+    """The target is there and ``init_worker`` has run: the worker takes batches."""
+    kind: str  # "ready"
+    pid: int
+
+
+class Fatal(NamedTuple):
+    """The script cannot be loaded or ``init_worker`` failed (the worker then exits)."""
+    kind: str  # "fatal"
+    text: str
+
+
+class Fail(NamedTuple):
+    """Call ``k`` of the batch raised (sent at once; the rest of the batch runs)."""
+    kind: str  # "fail"
+    batch_id: int
+    k: int
+    exc_type: str
+    message: str
+    traceback: str
+
+
+class Done(NamedTuple):
+    """The batch, or its first ``n_done`` calls (the rest handed back), is over.
+
+    ``seconds`` it took; ``check``, :func:`cluster_func.record.fingerprints.content_check` of the
+    bytes received; ``digests``, the :func:`cluster_func.record.fingerprints.call_digest` of each
+    call started (8 bytes each) when asked for (see ``DIGESTS_*``), else None; ``records``, the
+    results records of its calls that completed (see results.py; an encoder may have ``pack``,
+    which takes the batch's values whole, see run_batches), or None when values are not
+    collected."""
+    kind: str  # "done"
+    batch_id: int
+    n_done: int
+    seconds: float
+    check: str
+    digests: Optional[bytes]
+    records: Optional[bytes]
+
+
+MESSAGES = {cls.__name__.lower(): cls for cls in (Ready, Fatal, Fail, Done)}  # by kind
+
+
+def wire(msg: tuple) -> tuple:
+    """What travels: the message as a plain tuple (pickled in a third of the time of the class)."""
+    return tuple(msg)
+
+
+def message(raw: tuple):
+    """The typed message (:data:`MESSAGES`) of a tuple that travelled (its kind first)."""
+    return tuple.__new__(MESSAGES[raw[0]], raw)
 
 
 class Counters:
@@ -218,20 +266,24 @@ def _main(task_conn: Any, result_conn: Any, source: Any, shared: Any, slot: int,
         _watch_runner(task_conn.fileno(), runner_pid)
     if forked:
         _reseed_numpy()
-    send = result_conn.send
+    conn_send = result_conn.send
+
+    def send(msg):
+        conn_send(wire(msg))
+
     try:
         target, init_worker = source.load()
     except BaseException as e:  # noqa: BLE001
-        send(("fatal", f"{type(e).__name__}: {e}"))
+        send(Fatal("fatal", f"{type(e).__name__}: {e}"))
         return
     if init_worker is not None:
         try:
             init_worker()
         except BaseException as e:  # noqa: BLE001
             name, _, tb = _format_exception(e)
-            send(("fatal", f"init_worker() failed in a worker process:\n{tb.rstrip()}"))
+            send(Fatal("fatal", f"init_worker() failed in a worker process:\n{tb.rstrip()}"))
             return
-    send(("ready", os.getpid()))
+    send(Ready("ready", os.getpid()))
     encode = None
     if results_format is not None:
         from ..record.results import encoder
@@ -246,6 +298,8 @@ _PLAIN, _STAR = "plain", "star"
 def _one_shape(elements: List[Any]) -> Optional[str]:
     """_PLAIN when every element is passed as the one argument, _STAR when every one is a tuple
     to unpack, None when they differ (or are Arguments): then each is looked at in turn."""
+    if elements.__class__ is range:  # (a batch of a range: see core.bins.RangeWork)
+        return _PLAIN
     classes = set(map(type, elements))
     if len(classes) != 1:
         return None
@@ -317,9 +371,9 @@ def _send_failure(send: Callable[[tuple], None], batch_id: int, k: int, e: BaseE
     """Say that call k of the batch failed with e."""
     name, text, tb = _format_exception(e)
     try:
-        send(("fail", batch_id, k, name, text, tb))
+        send(Fail("fail", batch_id, k, name, text, tb))
     except Exception:  # noqa: BLE001 - e.g. an unpicklable message
-        send(("fail", batch_id, k, name, repr(text), tb))
+        send(Fail("fail", batch_id, k, name, repr(text), tb))
 
 
 def run_batches(task_conn: Any, send: Callable[[tuple], None], target: Callable[..., Any], counters: Counters, slot: int,
@@ -376,4 +430,4 @@ def run_batches(task_conn: Any, send: Callable[[tuple], None], target: Callable[
             records = pack(positions, records, failed, lambda k, e: _send_failure(send, batch_id, k, e))
         elif encode is not None:
             records = join(records)
-        send(("done", batch_id, i, seconds, check, digests, records))
+        send(Done("done", batch_id, i, seconds, check, digests, records))

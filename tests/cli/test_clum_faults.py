@@ -48,6 +48,7 @@ def test_a_signal_while_a_workers_message_is_being_taken_stops_the_run_in_order(
     """The signal lands between taking a worker's "done" off its pipe and accounting it, while its
     next "done" already waits: the stop settles both, and every value comes back once."""
     from cluster_func.core import bins
+    from cluster_func.engine import Settings
     from cluster_func.local import runner as runner_mod
     from cluster_func.local.reporter import Reporter
     from cluster_func.local.worker import Inherited
@@ -65,8 +66,8 @@ def test_a_signal_while_a_workers_message_is_being_taken_stops_the_run_in_order(
     monkeypatch.setattr(runner_mod.Runner, "_on_message", signalled)
     got = []
     work = bins.select(range(200_000), bins.BinSpec((0,), 1))
-    r = runner_mod.Runner(Inherited(_target, None), 1, work, Reporter(progress=False), start_method="fork",
-                          values="jsonl", collect=got.append)
+    r = runner_mod.Runner(Settings(Inherited(_target, None), 1, "fork", values="jsonl"), work, Reporter(progress=False),
+                          collect=got.append)
     outcome = r.run()
     assert fired and outcome.interrupted_by == signal.SIGTERM
     positions = [json.loads(line)["pos"] for chunk in got for line in chunk.splitlines()]

@@ -1,0 +1,62 @@
+"""The worker's messages to the runner: typed on both ends, plain tuples on the wire, and the
+runner's reads of a result pipe (local/worker.py, local/pool.py)."""
+
+import multiprocessing
+import os
+import pickle
+import select
+import threading
+
+import pytest
+
+from cluster_func.local.pool import Pool
+from cluster_func.local.worker import Done, Fail, Fatal, Ready, message, wire
+
+
+def test_each_message_travels_as_the_plain_tuple_of_its_fields_and_comes_back_typed():
+    sent = [Ready("ready", 12), Fatal("fatal", "ImportError: x"), Fail("fail", 3, 1, "ValueError", "m", "tb"),
+            Done("done", 3, 7, 0.25, "c0ffee0a", None, b"records")]
+    for msg in sent:
+        raw = pickle.loads(pickle.dumps(wire(msg)))
+        assert type(raw) is tuple and raw[0] == msg.kind
+        got = message(raw)
+        assert type(got) is type(msg) and got == msg
+    assert message(("done", 3, 7, 0.25, "c", None, None)).n_done == 7
+
+
+def _pool_reading(conn):
+    pool = Pool(None, 1)
+    w = pool.workers[0]
+    w.result_r = conn
+    os.set_blocking(conn.fileno(), False)
+    return pool, w
+
+
+def test_one_read_takes_every_whole_message_the_pipe_holds():
+    r, s = multiprocessing.Pipe(duplex=False)
+    pool, w = _pool_reading(r)
+    s.send(wire(Ready("ready", 5)))
+    s.send(wire(Fail("fail", 1, 0, "E", "m", "tb")))
+    assert pool.receive(w) == [Ready("ready", 5), Fail("fail", 1, 0, "E", "m", "tb")]
+    assert pool.receive(w) == []  # nothing more: no wait
+    s.close()
+    with pytest.raises(EOFError):
+        pool.receive(w)
+
+
+def test_a_message_larger_than_the_pipe_comes_whole_over_several_reads():
+    r, s = multiprocessing.Pipe(duplex=False)
+    pool, w = _pool_reading(r)
+    big = Done("done", 2, 3, 0.5, "c", None, os.urandom(300_000))
+    writer = threading.Thread(target=s.send, args=(wire(big),))  # blocks until the pipe is read
+    writer.start()
+    got, reads = [], 0
+    while not got:
+        select.select([r.fileno()], [], [], 10)
+        got = pool.receive(w)
+        reads += 1
+    writer.join()
+    assert got == [big] and reads > 1 and not w.inbox
+    s.send(wire(Ready("ready", 1)))
+    s.close()
+    assert pool.receive(w, until_empty=True) == [Ready("ready", 1)]
