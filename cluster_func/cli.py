@@ -20,7 +20,6 @@ from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Text
 
 from . import __version__, options
 from . import schedulers
-from .record import formats as results_formats
 from .core.errors import Interrupted, SubmitError, UserError
 from .core.script import get_options, load_script, resolve_path, shadowing_note, split_passthrough
 

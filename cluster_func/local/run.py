@@ -19,7 +19,6 @@ from .. import engine
 from ..core import bins
 from . import gpus, worker
 from ..record import journal as journal_mod
-from ..record import formats as results_formats
 from ..core.walltime import grace_seconds
 from ..core.errors import EXIT_WALLTIME, JOB_START_VAR, Interrupted, UserError, signals_held
 from .reporter import Reporter, again_options, warner

@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 from types import FrameType
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Optional
 
 from ..core.errors import Interrupted
 from ..record.writer import JournalWriteError

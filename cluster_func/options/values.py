@@ -351,15 +351,12 @@ def _choice(*choices):
     return parse
 
 
-RESULTS_FORMATS = ("jsonl", "pkl")
-
-
 def _results(value, name):
     """clum: the results file, a path ending in .jsonl or .pkl."""
     from ..record.results import format_of
 
     text = _str(value, name)
-    if text.lower() in ("jsonl", "pkl", ".jsonl", ".pkl"):
+    if _format_word(text) is not None:
         fmt = "." + text.lower().lstrip(".")
         raise OtherForm(lambda where: f"--{name} takes a file name with clum, e.g. --{name} values{fmt} "
                                       f"(only cluf takes just the format, and names one file per bin).", name)
@@ -372,8 +369,10 @@ def _results(value, name):
 
 def _format_word(value):
     """jsonl or pkl (a leading dot allowed), or None."""
+    from ..record import formats  # (the registered results formats)
+
     text = value.lower().lstrip(".") if isinstance(value, str) else None
-    return text if text in RESULTS_FORMATS else None
+    return text if text in formats.names() else None
 
 
 def _results_format(value, name):
