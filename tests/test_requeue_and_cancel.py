@@ -205,6 +205,24 @@ def test_a_job_that_handed_its_bin_to_a_new_job_exits_0(tmp_path, monkeypatch, c
     assert job["restarts"] == 1 and job["history"][0]["id"] == "7"
 
 
+def test_wait_says_nothing_of_a_bin_whose_own_job_continued_it_first(tmp_path, monkeypatch):
+    # cluf --wait saw bin 0's job (7) gone with its journal at the walltime, while the job's own
+    # continuation step had already submitted job 8: --wait does nothing, and says nothing.
+    from cluster_func.cluster import status
+
+    path, _ = _stopped_run(tmp_path, monkeypatch)
+    assert c.main([path, "0", "75"]) == 0  # the job's own step: continued
+    held = manifest_mod.load_manifest(path)["jobs"]["0"]["id"]
+    again = c.continue_bin(path, 0, "7")  # what --wait asks, with the job it saw stopped
+    assert again.held and again.by_another and str(held) in again.words
+    said = []
+    monkeypatch.setattr(status, "bin_states", lambda m, cache: [
+        type("S", (), {"state": status.STOPPED, "bin": 0, "id": "7", "final": False})()])
+    status.poll([path], {}, said.append)
+    assert said == []
+    assert manifest_mod.load_manifest(path)["jobs"]["0"]["restarts"] == 1  # (not continued twice)
+
+
 def test_a_job_the_scheduler_cancelled_marks_its_bin_cancelled_and_a_requeued_one_leaves_it(tmp_path, monkeypatch):
     path, plan = _stopped_run(tmp_path, monkeypatch)
     st.record_verdict(plan.path(0, ".journal"), st.StopVerdict(st.REQUEUED, "requeued by Slurm"))

@@ -68,9 +68,11 @@ def mark_cancelled(manifest_path: str, i: int, stopped_id: str | None, words: st
 
 @dataclass(frozen=True)
 class Continuation:
-    """What :func:`continue_bin` did: in words, and whether a job (new, or another's) now holds the bin."""
+    """What :func:`continue_bin` did: in words, whether a job (new, or another's) now holds the
+    bin, and whether that job is another's (its own job continued it first: nothing was done)."""
     words: str
     held: bool = False
+    by_another: bool = False
 
     def __str__(self) -> str:
         return self.words
@@ -88,7 +90,7 @@ def continue_bin(manifest_path: str, i: int, stopped_id: Optional[str] = None) -
         if job is None:
             return Continuation("not a submitted bin")
         if stopped_id is not None and job.id != stopped_id:
-            return Continuation(f"already continued as job {job.id}", held=True)
+            return Continuation(f"already continued as job {job.id}", held=True, by_another=True)
         if job.cancelled:
             return Continuation("cancelled: not continuing")
         if job.failed_reason:

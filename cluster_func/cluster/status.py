@@ -339,7 +339,8 @@ def poll(paths: Iterable[str], cache: dict | None, say: Callable[[str], object])
         for s in states:
             if s.state == STOPPED:
                 said = continuation.continue_bin(path, s.bin, s.id)
-                say(f"cluf: bin {s.bin}: {said}")
+                if not said.by_another:  # (its own job continued it in the meantime: nothing to say)
+                    say(f"cluf: bin {s.bin}: {said}")
         runs.append((m, states))
     return runs
 
