@@ -285,10 +285,12 @@ def _merge_bin_records(path, data, bins=None):
         try:
             with open(record, encoding="utf-8") as f:
                 job = json.load(f)
-        except (FileNotFoundError, ValueError, RecursionError):  # folded meanwhile (the manifest has it), or half-written
+        except FileNotFoundError:  # folded meanwhile: the manifest has it
             continue
-        except UnicodeDecodeError:
+        except UnicodeDecodeError:  # (before ValueError, of which it is a kind)
             raise _record_problem(record, path, "is a binary file, not JSON") from None
+        except ValueError as e:  # written whole (temp file, rename) by cluf: so damaged since, or not cluf's
+            raise _record_problem(record, path, f"is not valid JSON ({e})") from None
         except RecursionError:
             raise _record_problem(record, path, "is nested too deep to be a job record") from None
         except OSError as e:

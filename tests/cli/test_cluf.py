@@ -959,7 +959,22 @@ def _dangling_link_at(path):
     path.symlink_to(path.parent / "gone-away")
 
 
+def _binary_at(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x80\xfe\x00\xff" * 16)
+
+
+def _cut_short_at(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('{"bin": 0, "script": "/some/whe')
+
+
 OWN_FILE_DAMAGE = {  # (the file, what is done to it, the commands that read it)
+    "a per-bin manifest record that is a binary file":
+        ("example-3.manifest.bins/0.json", _binary_at, ("--status", "--gather", "--wait", "--resubmit", "--cancel")),
+    "a per-bin manifest record cut short":
+        ("example-3.manifest.bins/0.json", _cut_short_at, ("--status", "--gather", "--wait", "--resubmit",
+                                                           "--cancel")),
     "a per-bin manifest record that is a directory":
         ("example-3.manifest.bins/0.json", _dir_at, ("--status", "--gather", "--wait", "--resubmit", "--cancel")),
     "a manifest lock that is a directory":
