@@ -109,8 +109,8 @@ def continue_bin(manifest_path: str, i: int, stopped_id: Optional[str] = None) -
             job.failed_reason = f"stopped at the walltime {restarts + 1} times (--max-restarts {limit})"
             return Continuation(f"failed: {job.failed_reason}")
         try:
-            [(_, new_id)] = dispatch.dispatch(plan, dispatch.singles([i]), lambda change: change(m), resume=True,
-                                              calls={i: job.calls})
+            [(_, new_id)] = dispatch.dispatch(plan, dispatch.singles([i]), lambda change, bins=None: change(m),
+                                              resume=True, calls={i: job.calls})
         except dispatch.Refused as e:
             job.continue_failed = str(e.error)
             return Continuation(f"could not submit the continuation ({e.error}); 'cluf --wait' or 'cluf --resubmit' "

@@ -10,10 +10,12 @@ the walltime all go through :func:`dispatch`, which for a list of :class:`Script
    scheduler has given its id (an array's tasks each get their own task id), so that a
    failure part way leaves the manifest saying exactly what was submitted.
 
-**Locking.**  Each change of the manifest goes through ``record_with(change)``, which the
-caller chooses: a submission from cluf passes ``lambda change: manifest.update_manifest(path,
-plan, change)`` (the manifest's exclusive lock, taken for each change alone and never held
-while the scheduler is asked); a continuation, already inside ``manifest.update_bin`` under the
+**Locking.**  Each change of the manifest goes through ``record_with(change, bins=None)``
+(``bins``: the consecutive bins whose jobs alone ``change`` changes), which the caller chooses:
+a submission from cluf passes a ``manifest.Recording`` (a whole change under the manifest's
+exclusive lock, a job's record under its bins' locks, in its per-bin records: each taken for
+that change alone and never held while the scheduler is asked; folded into the manifest once at
+the end); a continuation, already inside ``manifest.update_bin`` under the
 bin's own lock, passes ``lambda change: change(m)`` on the manifest it holds, so that its
 write, submission and record happen under that one lock while other bins continue at the same
 moment.
@@ -131,7 +133,7 @@ def dispatch(plan: jobs.RunPlan, scripts: List[Script], record_with: Callable, *
         except RuntimeError as e:
             raise Refused(script, e, list(done), scripts[k:]) from None
         record_with(lambda m, script=script, job_id=job_id, marks=marks:
-                    _record(m, plan, script, job_id, resume, calls, marks))
+                    _record(m, plan, script, job_id, resume, calls, marks), bins=script.bins)
         done.append((script, job_id))
         if submitted is not None:
             submitted(script, job_id)

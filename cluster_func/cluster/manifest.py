@@ -38,7 +38,9 @@ reads and changes a bin's job through :class:`JobRecord` (:func:`job`, :func:`jo
 Whole rewrites go through :func:`update_manifest` under an exclusive lock.  A continuation
 changes one bin only, and writes that bin's job to ``<stem>-<n>.manifest.bins/<bin>.json``
 under :func:`bin_lock` instead (shared with other bins, exclusive for its own), so that 10,000
-bins stopping at once do not queue for one lock.  :func:`load_manifest` merges those records
+bins stopping at once do not queue for one lock.  A submission records each job the same way
+(:class:`Recording`) and folds the records into the manifest once at its end, so that N jobs
+cost O(N) bytes, not N whole manifests.  :func:`load_manifest` merges those records
 over the manifest; :func:`update_manifest` folds them into it and removes them.
 
 One cluf at a time submits into a manifest: :func:`submitting` holds ``<manifest>.submitting``
@@ -55,7 +57,7 @@ import contextlib
 import json
 import os
 import shlex
-from typing import List, Optional
+from typing import Callable, Iterable, List, Optional, Sequence, TypeVar
 
 from ..core.errors import UserError
 from ..core.files import replaced
@@ -67,6 +69,8 @@ from ..record import formats as results_formats
 from .jobs import MANIFEST_SUFFIX, RunPlan, plan_to_dict
 from .manifest_lock import (SUBMITTING_SUFFIX as SUBMITTING_SUFFIX, bin_lock, manifest_lock,
                             submitting as submitting)
+
+T = TypeVar("T")
 
 
 # --- the file ---------------------------------------------------------------------
@@ -326,7 +330,7 @@ def update_manifest(path, plan: Optional[RunPlan], change):
         return result
 
 
-def update_bin(path, i: int, change):
+def update_bin(path: str, i: int, change: Callable[[dict], T]) -> T:
     """Apply ``change(manifest)``, which changes bin i's job only, under :func:`bin_lock`;
     the bin's job is written to its record (not the manifest).  Returns what ``change``
     returned."""
@@ -336,13 +340,69 @@ def update_bin(path, i: int, change):
             raise FileNotFoundError(f"no cluf manifest at {path}")
         before = json.dumps(m["jobs"].get(str(i)), sort_keys=True)
         result = change(m)
+        if json.dumps(m["jobs"].get(str(i)), sort_keys=True) != before:
+            _write_bin_records(path, m, [i])
+        return result
+
+
+def _write_bin_records(path: str, m: dict, bins: Iterable[int]) -> None:
+    """Write the jobs of ``bins`` in ``m`` to their per-bin records (whole: temp file, rename)."""
+    folder = bin_records_dir(path)
+    os.makedirs(folder, exist_ok=True)
+    for i in bins:
         job = m["jobs"].get(str(i))
-        if job is not None and json.dumps(job, sort_keys=True) != before:
-            folder = bin_records_dir(path)
-            os.makedirs(folder, exist_ok=True)
+        if job is not None:
             with replaced(os.path.join(folder, f"{i}.json")) as f:
                 json.dump(job, f)
-        return result
+
+
+class Recording:
+    """How one cluf submission records its jobs in the manifest at ``path``, as a ``record_with``
+    of dispatch.py: ``recording(change)`` changes the whole manifest (:func:`update_manifest`),
+    ``recording(change, bins=B)`` a change of the jobs of the consecutive bins ``B`` only.
+
+    The latter costs what those bins cost, not the manifest: under :func:`bin_lock` of the bins
+    (so no whole rewrite meanwhile), it applies ``change`` to a copy of the manifest kept from
+    the last read (read again only when the file was replaced since) with the bins' records
+    merged, and writes the bins' jobs to their per-bin records, as a continuation does.  So a
+    submission of N jobs writes O(N) bytes, not N whole manifests, and each job is on disk
+    before the next is submitted.  :meth:`fold` (at the end, also after a refusal) folds the
+    records into the manifest once."""
+
+    def __init__(self, path: str, plan: Optional[RunPlan]) -> None:
+        self.path, self.plan = path, plan
+        self._copy: Optional[dict] = None
+        self._inode: Optional[int] = None
+
+    def __call__(self, change: Callable[[dict], T], bins: Optional[Sequence[int]] = None) -> T:
+        if bins is None or not bins:
+            self._copy = None
+            return update_manifest(self.path, self.plan, change)
+        with bin_lock(self.path, min(bins), max(bins) - min(bins) + 1):
+            m = self._current()
+            if m is None:  # (no manifest yet: a whole change makes it)
+                return update_manifest(self.path, self.plan, change)
+            _merge_bin_records(self.path, m, bins)
+            result = change(m)
+            _write_bin_records(self.path, m, bins)
+            return result
+
+    def _current(self) -> Optional[dict]:
+        """The manifest without its per-bin records (the caller merges those it needs)."""
+        try:
+            inode: Optional[int] = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            inode = None
+        if self._copy is None or inode != self._inode:
+            self._copy = None if inode is None else load_manifest(self.path, bins=[])
+            self._inode = inode
+        return self._copy
+
+    def fold(self) -> None:
+        """Fold the per-bin records into the manifest (one whole rewrite)."""
+        if os.path.exists(self.path):
+            update_manifest(self.path, self.plan, lambda m: None)
+        self._copy = None
 
 
 def new_manifest(plan: RunPlan) -> dict:

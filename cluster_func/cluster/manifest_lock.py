@@ -2,11 +2,14 @@
 bin (:func:`bin_lock`), and the one cluf submitting into a run (:func:`submitting`); why each is
 what it is: manifest.py's docstring."""
 
+from __future__ import annotations
+
 import contextlib
 import errno
 import fcntl
 import os
 import re
+from typing import Iterator
 
 from ..core.errors import UserError
 
@@ -43,13 +46,13 @@ def manifest_lock(path):
 
 
 @contextlib.contextmanager
-def bin_lock(path, i):
-    """The lock of a change to bin i alone: byte 0 of PATH.lock shared (no whole rewrite
-    meanwhile), byte 1 + i exclusive (one change of this bin at a time).  Bins do not wait
-    for each other."""
+def bin_lock(path: str, i: int, count: int = 1) -> Iterator[None]:
+    """The lock of a change to bin i alone (or to the ``count`` bins from i): byte 0 of
+    PATH.lock shared (no whole rewrite meanwhile), byte 1 + i (to 1 + i + count - 1) exclusive
+    (one change of this bin at a time).  Bins do not wait for each other."""
     fd = _lock(path, fcntl.LOCK_SH, 0)
     try:
-        fcntl.lockf(fd, fcntl.LOCK_EX, 1, 1 + i)
+        fcntl.lockf(fd, fcntl.LOCK_EX, count, 1 + i)
         yield
     finally:
         os.close(fd)  # (releases both)

@@ -11,6 +11,7 @@ what was and was not submitted (the messages are worded here).  ``cluf --resubmi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -346,8 +347,9 @@ def submit_arrays(plan: jobs.RunPlan, chosen: list[int], submitting: bool, max_r
               f"{script.first + script.count - 1})")  # type: ignore[operator]
 
     try:
-        dispatch.dispatch(plan, scripts, _under_manifest_lock(manifest_path, plan), resume=resume, calls=calls,
-                          planned=chosen, max_running=max_running, say_write_errors=True, submitted=said)
+        with _recording(manifest_path, plan) as record_with:
+            dispatch.dispatch(plan, scripts, record_with, resume=resume, calls=calls, planned=chosen,
+                              max_running=max_running, say_write_errors=True, submitted=said)
     except dispatch.Refused as e:
         rest = [i for s in e.left for i in s.bins]
         raise SubmitError(
@@ -358,10 +360,15 @@ def submit_arrays(plan: jobs.RunPlan, chosen: list[int], submitting: bool, max_r
     return EXIT_OK
 
 
-def _under_manifest_lock(manifest_path: str, plan: jobs.RunPlan) -> Callable[[Callable[[dict], Any]], Any]:
-    """How a submission from cluf changes the manifest: each change under the manifest's
-    exclusive lock, alone (see dispatch.py)."""
-    return lambda change: manifest.update_manifest(manifest_path, plan, change)
+@contextlib.contextmanager
+def _recording(manifest_path: str, plan: jobs.RunPlan) -> Iterator[manifest.Recording]:
+    """How a submission from cluf changes the manifest (see dispatch.py): each change alone, a
+    job in its bins' records, folded into the manifest once at the end however it ends."""
+    recording = manifest.Recording(manifest_path, plan)
+    try:
+        yield recording
+    finally:
+        recording.fold()
 
 
 def submit(plan: jobs.RunPlan, chosen: list[int], argv_all: list[str] | None = None, resume: bool = False,
@@ -372,10 +379,11 @@ def submit(plan: jobs.RunPlan, chosen: list[int], argv_all: list[str] | None = N
     command with their -b when ``argv_all`` is given, else ``cluf --resubmit``)."""
     manifest_path = manifest_path or plan.manifest_path()
     try:
-        done = dispatch.dispatch(plan, dispatch.singles(chosen), _under_manifest_lock(manifest_path, plan),
-                                 resume=resume, calls=calls, planned=chosen, say_write_errors=say_write_errors,
-                                 written=written,
-                                 submitted=lambda script, job_id: print(f"submitted {script.path} as job {job_id}"))
+        with _recording(manifest_path, plan) as record_with:
+            done = dispatch.dispatch(plan, dispatch.singles(chosen), record_with, resume=resume, calls=calls,
+                                     planned=chosen, say_write_errors=say_write_errors, written=written,
+                                     submitted=lambda script, job_id: print(f"submitted {script.path} as job "
+                                                                            f"{job_id}"))
     except dispatch.Refused as e:
         rest = [s.first for s in e.left]
         if argv_all is not None:

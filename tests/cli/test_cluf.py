@@ -1037,3 +1037,52 @@ def test_a_started_mark_that_is_a_symbolic_link_is_replaced_never_written_throug
     res = cs.run_by_hand(tmp_path / "jobs" / f"example-0-2{EXT[sched]}", env=_pythonpath())
     assert res.returncode == 0, res.stderr
     assert cs.calls(script) == [0, 2, 4]
+
+
+# ------------------------------------------------------------------ issue 31: a submission's cost grows with its bins
+
+
+WATCHING_SBATCH = '''\
+#!{python}
+# A stand-in sbatch that, before it answers, notes what a reader of the manifest sees now:
+# the manifest file's inode (a whole rewrite replaces it) and the job ids it holds.
+import json, os, sys
+sys.path.insert(0, {root!r})
+from cluster_func.cluster import manifest
+d = os.path.dirname(os.path.abspath(__file__))
+path = {manifest!r}
+m = manifest.load_manifest(path)
+seen = {{"inode": os.stat(path).st_ino, "ids": {{k: j["id"] for k, j in m["jobs"].items()}}}}
+with open(os.path.join(d, "seen.log"), "a") as f:
+    f.write(json.dumps(seen) + "\\n")
+print(2000 + len(seen["ids"]))
+'''
+
+
+@pytest.mark.parametrize("array", [False, True], ids=["single jobs", "arrays"])
+def test_a_submission_records_each_job_before_the_next_without_rewriting_the_whole_manifest(
+        tmp_path, env, bindir, array):
+    """Each job is on disk (in its bin's record, merged by every reader) before the next is
+    submitted, and the manifest itself is written once before the first submission and once after
+    the last: N jobs cost O(N) bytes of records, not N whole manifests."""
+    nodes = 12
+    jobs_dir = tmp_path / "jobs"
+    path = cs.manifest_path(jobs_dir, "example", nodes)
+    root = str(Path(__file__).resolve().parents[2])
+    (bindir / "sbatch").write_text(WATCHING_SBATCH.format(python=sys.executable, root=root,
+                                                         manifest=str(path)))
+    cs.stand_in(bindir, "scontrol")
+    (bindir / "scontrol.out").write_text("MaxArraySize            = 3\n")  # (arrays of 3 bins)
+    cs.write_target(tmp_path, n=30)
+    extra = ["--array"] if array else []
+    cs.ok(cs.run_cluf("example.py", "-n", nodes, *extra, "-p", 1, "-j", "jobs", "--scheduler", "slurm",
+                      cwd=tmp_path, env=env))
+    seen = [json.loads(line) for line in (bindir / "seen.log").read_text().splitlines()]
+    per_job = 3 if array else 1
+    assert len(seen) == nodes // per_job
+    for k, s in enumerate(seen):
+        assert len(s["ids"]) == k * per_job, (k, s)  # every earlier job is recorded, none later
+    assert len({s["inode"] for s in seen}) == 1, "the manifest was rewritten between two submissions"
+    m = cs.read_manifest(jobs_dir, nodes=nodes)  # the records folded into the manifest at the end
+    assert sorted(map(int, m["jobs"])) == list(range(nodes))
+    assert not list(Path(str(path)[:-len(".json")] + ".bins").glob("*.json"))
