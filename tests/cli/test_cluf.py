@@ -1086,3 +1086,59 @@ def test_a_submission_records_each_job_before_the_next_without_rewriting_the_who
     m = cs.read_manifest(jobs_dir, nodes=nodes)  # the records folded into the manifest at the end
     assert sorted(map(int, m["jobs"])) == list(range(nodes))
     assert not list(Path(str(path)[:-len(".json")] + ".bins").glob("*.json"))
+
+
+def _without_checksums(jobs):
+    """The bins' journals as an earlier version wrote them: an export's size and time, no CRC-32
+    (so that a results file's records can be reordered, keeping its size and time)."""
+    for journal in jobs.glob("*.journal"):
+        journal.write_text(re.sub(r',"crc":"[0-9a-f]+"', "", journal.read_text()))
+
+
+def _reorder(path, order):
+    st = path.stat()
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(order(lines)))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_gather_merges_a_bins_results_file_whose_records_are_out_of_order(gathered_run, tmp_path, env):
+    """A resume lists the values of the calls it skipped after its own: gather still writes every
+    position once, in order."""
+    jobs = gathered_run
+    _without_checksums(jobs)
+    _reorder(jobs / "example-0-3.results.jsonl", lambda lines: lines[::-1])
+    cs.ok(cs.run_cluf("--gather", "jobs", cwd=tmp_path, env=env))
+    text = (jobs / "example-3.results.jsonl").read_text()
+    assert [json.loads(line)["pos"] for line in text.splitlines()] == list(range(9))
+    assert _gathered(jobs / "example-3.results.jsonl") == {x: x * 3 for x in range(9)}
+
+
+def test_gather_names_a_position_twice_in_a_bins_file_even_out_of_order(gathered_run, tmp_path, env):
+    jobs = gathered_run
+    _without_checksums(jobs)
+    damaged = jobs / "example-1-3.results.jsonl"
+    _edit(damaged, '"pos":7,', '"pos":1,', keep_mtime=True)  # (bin 1 holds 1, 4, 7: now 1, 4, 1)
+    r = cs.run_cluf("--gather", "jobs", cwd=tmp_path, env=env)
+    assert r.returncode == 1 and "position 1 is in it twice" in r.stderr, (r.stdout, r.stderr)
+    assert "positions without a value: 1, 4, 7" in r.stdout, r.stdout
+    assert _gathered(jobs / "example-3.results.jsonl") == {x: x * 3 for x in range(9) if x % 3 != 1}
+
+
+def test_gather_of_bins_larger_than_its_buffers_writes_every_value_once_in_order(tmp_path, env, bindir):
+    """Each bin's values go through a spill file read back a small buffer at a time (the memory of
+    --gather grows with the bins, not the values): bins of many buffers, one of them out of order."""
+    (bindir / "squeue.out").write_text("")
+    n = 12_000
+    cs.write_target(tmp_path, n=n, extra="def target(x):\n    return 'v' * 20 + str(x)\n")
+    cs.ok(cs.run_cluf("example.py", "-n", 3, "-j", "jobs", "--scheduler", "slurm", "-p", 1, "--results", "jsonl",
+                      cwd=tmp_path, env=env))
+    jobs = tmp_path / "jobs"
+    _run_bins_by_hand(jobs, 3)
+    _without_checksums(jobs)
+    _reorder(jobs / "example-2-3.results.jsonl", lambda lines: lines[len(lines) // 2:] + lines[:len(lines) // 2])
+    assert (jobs / "example-2-3.results.jsonl").stat().st_size > 4 * (1 << 14)
+    cs.ok(cs.run_cluf("--gather", "jobs", cwd=tmp_path, env=env))
+    lines = (jobs / "example-3.results.jsonl").read_text().splitlines()
+    assert [json.loads(line)["pos"] for line in lines] == list(range(n))
+    assert all(json.loads(line)["value"] == "v" * 20 + str(k) for k, line in enumerate(lines))
