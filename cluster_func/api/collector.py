@@ -1,16 +1,24 @@
 """map's values on their way back: the records the runner hands over, kept by position (or handed
 on, for imap), and a resumed run's earlier values from its journal (api/local.py's docstring)."""
 
+from __future__ import annotations
+
 import io
 import pickle
-from typing import Any, Dict, Iterable, Iterator, List, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Sequence, Tuple
 
 from .failures import Failure
+
+if TYPE_CHECKING:
+    from ..record.resume import Kept
+    from ..record.writer import Journal
+
+Sink = Callable[[List[Tuple[int, Any]]], None]  # imap's: takes each batch's (position, value) pairs
 
 
 # --- the values' way back -----------------------------------------------------------------
 
-def _pickle_stream(data) -> Iterator[Tuple[int, Any]]:
+def _pickle_stream(data: bytes) -> Iterator[Tuple[int, Any]]:
     """The ``(position, value)`` records of clum's ``.pkl`` format in ``data``."""
     f = io.BytesIO(data)
     end = len(data)
@@ -29,7 +37,7 @@ class _Collector:
     position, which have one (so that the holes are counted in C at the end: ``list.count``
     would compare every value).  Both are sized from ``len(args)`` when there is one."""
 
-    def __init__(self, fmt, keep=True, sink=None, size=None):
+    def __init__(self, fmt: str, keep: bool = True, sink: Sink | None = None, size: int | None = None) -> None:
         self.format = fmt  # "values" (in memory only) or "pkl" (the journal keeps them too)
         self.keep = keep
         self.sink = sink
@@ -38,7 +46,7 @@ class _Collector:
         self.filled = bytearray(size)
         self.unpicklable: Dict[int, Failure] = {}
 
-    def write(self, data):
+    def write(self, data: bytes) -> None:
         if not data:
             return
         if self.format == "values":
@@ -64,7 +72,7 @@ class _Collector:
             if pairs:
                 self.sink(pairs)
 
-    def _grow(self, last):
+    def _grow(self, last: int) -> None:
         have = len(self.filled)
         if last > have:
             more = max(last, 2 * have) - have
@@ -72,8 +80,8 @@ class _Collector:
             if self.keep:
                 self.values.extend([_HOLE] * more)
 
-    def _store(self, positions, values):
-        if type(positions) is int:
+    def _store(self, positions: int | Sequence[int], values: Sequence[Any]) -> None:
+        if isinstance(positions, int):  # (the first of positions that run on by one)
             first, last = positions, positions + len(values)
             self._grow(last)
             if self.keep:
@@ -87,10 +95,10 @@ class _Collector:
                 out[p] = v
             filled[p] = 1
 
-    def has(self, p):
+    def has(self, p: int) -> bool:
         return p < len(self.filled) and self.filled[p] == 1
 
-    def finish(self, n):
+    def finish(self, n: int) -> int:
         """Exactly n positions; returns how many have no value."""
         self._grow(n)
         del self.filled[n:]
@@ -99,16 +107,16 @@ class _Collector:
         return self.filled.count(0)
 
 
-def _previous_values(journal, kept, positions: Iterable[int]) -> Dict[int, Any]:
+def _previous_values(journal: Journal, kept: Kept, positions: Iterable[int]) -> Dict[int, Any]:
     """The values of the calls at ``positions`` that an earlier run on this journal completed
     and this resumed run skipped (``kept``, a record.resume.Kept): they travel in the journal's
     own records, as clum's do (see cluster_func.record.results.export)."""
     from ..record.results import export
 
     wanted = set(positions)
-    found = {}
+    found: Dict[int, Any] = {}
 
-    def take(data):
+    def take(data: bytes) -> None:
         for p, v in _pickle_stream(data):
             if p in wanted:
                 found[p] = v

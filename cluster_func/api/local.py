@@ -22,13 +22,13 @@ How it is put together (nothing here is a second engine):
 
 import queue
 import threading
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 from ..core.arguments import Arguments
 from ..core.errors import Interrupted
 from .failures import MISSING, Failure, MapError
 from .map_args import PROG as PROG, _check, _Plan, _usage
-from .map_run import _execute, _reraise_interrupt
+from .map_run import _execute, _reraise_interrupt, _Result
 
 __all__ = ["MapError", "Failure", "MISSING", "Arguments"]  # (not map: a star import must not hide the builtin)
 
@@ -85,11 +85,19 @@ def map(target: Callable[..., Any], args: Iterable[Any], *, processes: Optional[
                         f"(cluf's options, such as walltime or memory, apply on the cluster: with nodes=N).")
     plan = _check(target, args, processes, journal, resume, retries, timeout, start_method, quiet, progress,
                   init_worker)
+    return _values(_run(plan))
+
+
+def _run(plan: _Plan) -> _Result:
+    """map's run on this machine; the signal that stopped it raised as the caller's handler has it."""
     try:
-        result = _execute(plan)
+        return _execute(plan)
     except Interrupted as e:
         _reraise_interrupt(e.signum)
-        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _values(result: _Result) -> List[Any]:
+    """The values in the order of args, those a resumed run skipped included; MapError if a call failed."""
     values = result.values
     for p, v in result.previous.items():
         values[p] = v
@@ -100,8 +108,10 @@ def map(target: Callable[..., Any], args: Iterable[Any], *, processes: Optional[
     return values
 
 
-def _on_the_cluster(target, args, processes, journal, resume, retries, timeout, start_method, quiet, progress,
-                    init_worker, nodes, iterations, jobs_dir, cluster_options) -> List[Any]:
+def _on_the_cluster(target: Callable[..., Any], args: Iterable[Any], processes: Optional[int], journal: Optional[str],
+                    resume: bool, retries: int, timeout: Optional[float], start_method: Optional[str], quiet: bool,
+                    progress: bool, init_worker: Optional[Callable[[], Any]], nodes: Optional[int],
+                    iterations: Optional[int], jobs_dir: Optional[str], cluster_options: Mapping[str, Any]) -> List[Any]:
     """map(nodes=N): submit, wait, results (api/cluster.py)."""
     from .cluster import cluster_map
 
@@ -137,13 +147,13 @@ def imap(target: Callable[..., Any], args: Iterable[Any], *, processes: Optional
     return _imap(plan)
 
 
-def _imap(plan: _Plan):
-    q = queue.SimpleQueue()
+def _imap(plan: _Plan) -> Iterator[Tuple[int, Any]]:
+    q: queue.SimpleQueue[Any] = queue.SimpleQueue()  # lists of (position, value) pairs, then _END
     plan.keep = False
     plan.sink = q.put
-    box = {}
+    box: Dict[str, Any] = {}  # "result" (a _Result) or "error" (what the run raised)
 
-    def body():
+    def body() -> None:
         try:
             box["result"] = _execute(plan)
         except BaseException as e:  # noqa: BLE001 - handed to the consumer

@@ -1,19 +1,27 @@
 """map's and imap's arguments, checked before anything starts, into the plan of one run; clum's
 messages in the words of map's parameters."""
 
+from __future__ import annotations
+
 import os
 import pickle
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Type
 
 from ..core.script import args_problem, short_repr, target_problem
 from ..options import MAX_WALLTIME, MIN_TIMEOUT
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from ..local.runner import Runner
+    from .collector import Sink
 
 PROG = "cluster_func.map"
 MAX_PROCESSES = 10_000
 
 
-def _usage(text, kind=ValueError):
+def _usage(text: str, kind: Type[Exception] = ValueError) -> Exception:
     return kind(text)
 
 
@@ -34,8 +42,8 @@ def _for_python(text: str) -> str:
 
 @dataclass
 class _Plan:
-    target: Callable
-    args: Iterable
+    target: Callable[..., Any]
+    args: Iterable[Any]
     processes: int
     journal: Optional[str]
     resume: bool
@@ -46,16 +54,37 @@ class _Plan:
     progress: bool
     total: Optional[int]
     keep: bool = True
-    sink: Optional[Callable] = None
-    init_worker: Optional[Callable] = None
-    runner: Any = None
+    sink: Optional[Sink] = None  # imap's: takes the values as they come (keep is then False)
+    init_worker: Optional[Callable[[], Any]] = None
+    runner: Optional[Runner] = None  # once the run is built (imap's consumer may stop it)
     stop: bool = False  # imap's consumer is gone: do not start (or stop) the run
 
 
-def _check(target, args, processes, journal, resume, retries, timeout, start_method, quiet, progress,
-           init_worker=None) -> _Plan:
-    from .. import engine
+def _check(target: Any, args: Any, processes: Any, journal: Any, resume: Any, retries: Any, timeout: Any,
+           start_method: Any, quiet: Any, progress: Any, init_worker: Any = None) -> _Plan:
+    """map's and imap's arguments (as the caller gave them, of any type), checked in this order
+    before anything starts, into the plan of one run."""
+    _check_target_and_args(target, args)
+    processes = _check_counts(processes, retries, timeout)
+    for name, value in (("resume", resume), ("quiet", quiet), ("progress", progress)):
+        if not isinstance(value, bool):
+            raise _usage(f"cluster_func.map: {name}={value!r}: give True or False.", TypeError)
+    journal = _journal_path(journal, resume)
+    method = _start_method(start_method)
+    _refuse_nested()
+    if method != "fork":
+        _refuse_unguarded_main(method)  # (from here: it looks for the script's frame from map's up)
+    _check_importable(target, init_worker, method)
+    try:
+        total: Optional[int] = len(args)
+    except Exception:  # noqa: BLE001 - no len(): the progress line has no total
+        total = None
+    return _Plan(target, args, processes, journal, bool(resume), retries, timeout, method, bool(quiet),
+                 bool(progress), total, init_worker=init_worker)
 
+
+def _check_target_and_args(target: Any, args: Any) -> None:
+    """The target is a function, args an iterable of arguments."""
     if not callable(target):
         raise _usage(f"cluster_func.map: target must be a function (it is called once per element of args), "
                      f"not a {type(target).__name__}. Example: cluster_func.map(score, [1, 2, 3]).", TypeError)
@@ -70,6 +99,12 @@ def _check(target, args, processes, journal, resume, retries, timeout, start_met
     except TypeError:
         raise _usage(f"cluster_func.map: args must be an iterable of arguments (a list, a range, a generator), "
                      f"not a {type(args).__name__}.", TypeError) from None
+
+
+def _check_counts(processes: Any, retries: Any, timeout: Any) -> int:
+    """processes, retries and timeout checked; returns the processes (None: the CPUs this process may use)."""
+    from .. import engine
+
     if processes is None:
         processes = engine.cpus()
     if isinstance(processes, bool) or not isinstance(processes, int) or not 1 <= processes <= MAX_PROCESSES:
@@ -85,9 +120,11 @@ def _check(target, args, processes, journal, resume, retries, timeout, start_met
         raise _usage(f"cluster_func.map: timeout={timeout!r}: give the seconds a call may run, from the floor of "
                      f"{MIN_TIMEOUT:g} (map looks at running calls at most that often) to {MAX_WALLTIME:,} (ten "
                      f"years), or None for no limit.")
-    for name, value in (("resume", resume), ("quiet", quiet), ("progress", progress)):
-        if not isinstance(value, bool):
-            raise _usage(f"cluster_func.map: {name}={value!r}: give True or False.", TypeError)
+    return processes
+
+
+def _journal_path(journal: Any, resume: bool) -> Optional[str]:
+    """The journal's absolute path, or None (refused with resume=True, which needs one)."""
     if journal is not None:
         if not isinstance(journal, (str, os.PathLike)):
             raise _usage(f"cluster_func.map: journal={journal!r}: give the journal's path (a str or a "
@@ -100,11 +137,19 @@ def _check(target, args, processes, journal, resume, retries, timeout, start_met
     if resume and journal is None:
         raise _usage("cluster_func.map: resume=True needs journal=PATH: the journal is what says which calls "
                      "completed. Give the journal of the run to resume, e.g. journal='sweep.journal'.")
+    return journal
+
+
+def _start_method(start_method: Any) -> str:
+    """The start method asked for (None: $CLUSTER_FUNC_START_METHOD, else the default), refused
+    when it is not available here."""
+    from .. import engine
+
     if start_method is not None and not isinstance(start_method, str):
         raise _usage(f"cluster_func.map: start_method={start_method!r}: give 'fork', 'spawn' or 'forkserver' (a "
                      f"str), or None for the default.", TypeError)
     try:
-        method = engine.start_method(start_method)
+        return engine.start_method(start_method)
     except ValueError:
         import multiprocessing
 
@@ -112,9 +157,12 @@ def _check(target, args, processes, journal, resume, retries, timeout, start_met
                  f"$CLUSTER_FUNC_START_METHOD={os.environ.get('CLUSTER_FUNC_START_METHOD')!r} (start_method=None)")
         raise _usage(f"cluster_func.map: {given} is not available here: give one of "
                      f"{', '.join(repr(m) for m in multiprocessing.get_all_start_methods())}.") from None
-    _refuse_nested()
+
+
+def _check_importable(target: Callable[..., Any], init_worker: Any, method: str) -> None:
+    """init_worker is a function; under spawn or forkserver, it and the target can be pickled (by
+    reference: each worker imports them)."""
     if method != "fork":
-        _refuse_unguarded_main(method)
         try:
             pickle.dumps(target)
         except Exception as e:  # noqa: BLE001
@@ -135,15 +183,9 @@ def _check(target, args, processes, journal, resume, retries, timeout, start_met
             raise _usage(f"cluster_func.map: under start_method={method!r} init_worker must be importable like the "
                          f"target ({e}): define it with def at the top level of a module, or use "
                          f"start_method='fork'.", TypeError) from None
-    try:
-        total = len(args)
-    except Exception:  # noqa: BLE001 - no len(): the progress line has no total
-        total = None
-    return _Plan(target, args, processes, journal, bool(resume), retries, timeout, method, bool(quiet),
-                 bool(progress), total, init_worker=init_worker)
 
 
-def _refuse_nested():
+def _refuse_nested() -> None:
     """map inside a worker (of clum, cluf or another map): refused in one sentence, since a
     worker is a daemon process, which multiprocessing does not let start processes."""
     import multiprocessing
@@ -156,7 +198,7 @@ def _refuse_nested():
             "calls elements of the outer args.")
 
 
-def _refuse_unguarded_main(method):
+def _refuse_unguarded_main(method: str) -> None:
     """Under spawn or forkserver every worker imports the main script again: a map reached from
     its top level, outside ``if __name__ == "__main__":``, would start the run again in every
     worker (multiprocessing then fails each with a long traceback).  Found from the call stack
@@ -166,7 +208,7 @@ def _refuse_unguarded_main(method):
 
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None)
-    frame = sys._getframe(2)
+    frame: Optional[FrameType] = sys._getframe(2)
     while frame is not None and not (frame.f_code.co_name == "<module>" and main is not None
                                      and frame.f_globals is vars(main)):
         frame = frame.f_back

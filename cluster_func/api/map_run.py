@@ -1,11 +1,13 @@
 """One run of map or imap: clum's runner and journal for the plan, its reporter, and what clum
 would report as an error raised in Python's terms."""
 
+from __future__ import annotations
+
 import contextlib
 import signal
 import threading
 from dataclasses import dataclass
-from typing import Any, Dict, List
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, NoReturn, Optional, Set, Tuple
 
 from ..core.errors import Interrupted, UserError
 from ..core.script import short_repr
@@ -14,17 +16,23 @@ from .collector import _Collector, _previous_values
 from .failures import Failure
 from .map_args import PROG, _for_python, _Plan, _usage
 
+if TYPE_CHECKING:
+    from ..core.bins import RangeWork, Work
+    from ..local.accounting import Outcome
+    from ..local.runner import Runner
+    from ..record.writer import Journal
+
 
 # --- failures and messages -------------------------------------------------------------------
 
 class _Silent:
-    def write(self, text):
+    def write(self, text: str) -> None:
         pass
 
-    def flush(self):
+    def flush(self) -> None:
         pass
 
-    def isatty(self):
+    def isatty(self) -> bool:
         return False
 
 
@@ -32,18 +40,19 @@ class _MapReporter(Reporter):
     """clum's reporter (failures as they happen, the progress line), which also keeps every
     final failure for :class:`MapError`."""
 
-    def __init__(self, quiet, progress, total):
+    def __init__(self, quiet: bool, progress: bool, total: Optional[int]) -> None:
         super().__init__(stream=_Silent() if quiet else None, progress=progress and not quiet, total=total,
                          prog=PROG)
         self.failed_calls: Dict[int, Failure] = {}
 
-    def failure(self, position, element, exc_type, message, tb, attempt=0, will_retry=False):
+    def failure(self, position: int, element: Any, exc_type: str, message: Any, tb: str, attempt: int = 0,
+                will_retry: bool = False) -> None:
         if not will_retry:
             self.failed_calls[position] = Failure(position, short_repr(element), exc_type, str(message), tb)
         super().failure(position, element, exc_type, message, tb, attempt, will_retry)
 
 
-_IN_USE = set()  # journals that a map of this process is using (the journal's OS lock is per process)
+_IN_USE: Set[str] = set()  # journals that a map of this process is using (the journal's OS lock is per process)
 _IN_USE_LOCK = threading.Lock()
 
 
@@ -55,7 +64,7 @@ class _Result:
     failures: Dict[int, Failure]
 
 
-def _watched(args, box: list):
+def _watched(args: Iterable[Any], box: List[BaseException]) -> Iterator[Any]:
     """args, with the exception it raises kept in ``box`` (the runner reports it; map then
     raises it).  (A generator: ``yield from`` costs next to nothing per element.)"""
     try:
@@ -65,7 +74,7 @@ def _watched(args, box: list):
         raise
 
 
-def _claim(path) -> str:
+def _claim(path: str) -> str:
     """Mark the journal ``path`` as used by a map of this process (refused when another is)."""
     with _IN_USE_LOCK:
         if path in _IN_USE:
@@ -76,8 +85,8 @@ def _claim(path) -> str:
     return path
 
 
-def _open_journal(plan: _Plan, in_main: bool):
-    """The plan's journal, opened (the caller claimed it); clum's errors said for Python."""
+def _open_journal(plan: _Plan, path: str, in_main: bool) -> Journal:
+    """The plan's journal at ``path``, opened (the caller claimed it); clum's errors said for Python."""
     from ..core.errors import signals_held
     from ..local.reporter import warner
     from ..record.writer import Journal
@@ -89,13 +98,13 @@ def _open_journal(plan: _Plan, in_main: bool):
     warn = (lambda text: None) if plan.quiet else (lambda text: say(_for_python(text)))
     try:
         with signals_held() if in_main else contextlib.nullcontext():
-            return Journal(plan.journal, label, "0/1", "round-robin", plan.resume, warn,
+            return Journal(path, label, "0/1", "round-robin", plan.resume, warn,
                            identity=identity, values="pkl")
     except UserError as e:
         raise _usage(f"cluster_func.map: {_for_python(str(e))}") from None
 
 
-def _runner(plan: _Plan, reporter, work, journal, collector):
+def _runner(plan: _Plan, reporter: _MapReporter, work: Any, journal: Optional[Journal], collector: _Collector) -> Runner:
     """clum's runner for the plan, from the one engine builder."""
     from .. import engine
 
@@ -106,7 +115,7 @@ def _runner(plan: _Plan, reporter, work, journal, collector):
     return engine.build(settings, work, reporter, journal=journal, collect=collector.write)
 
 
-def _raise_for(plan: _Plan, outcome, journal, args_error: list):
+def _raise_for(plan: _Plan, outcome: Outcome, journal: Optional[Journal], args_error: List[BaseException]) -> None:
     """Raise what clum would report as an error of the run that ended with ``outcome``."""
     broken = journal.broken if journal is not None else None
     if outcome.journal_error or broken is not None:
@@ -130,14 +139,17 @@ def _raise_for(plan: _Plan, outcome, journal, args_error: list):
         raise e
 
 
-def _result(base, reporter, collector, journal, resumed) -> _Result:
+def _result(base: Work | RangeWork, reporter: _MapReporter, collector: _Collector, journal: Optional[Journal],
+            resumed: Any) -> _Result:
     """The values of a complete run: the collector's, and a resumed run's earlier ones from the journal."""
     n = base.produced()
+    assert n is not None  # (map's work counts from position 0: a Work given its start)
     failures = dict(reporter.failed_calls)
     failures.update(collector.unpicklable)
     holes = collector.finish(n)
     missing = [p for p in range(n) if not collector.has(p) and p not in failures] if holes else []
-    previous = _previous_values(journal, resumed.kept, missing) if resumed is not None and missing else {}
+    previous = (_previous_values(journal, resumed.kept, missing)
+                if resumed is not None and journal is not None and missing else {})
     lost = [p for p in missing if p not in previous]
     if lost:
         raise RuntimeError(
@@ -152,22 +164,26 @@ def _execute(plan: _Plan) -> _Result:
     from ..core import bins
 
     reporter = _MapReporter(plan.quiet, plan.progress, plan.total)
-    args_error = []
+    args_error: List[BaseException] = []
     # (A list, a tuple or a range cannot raise: no wrapper, which costs this process per element.)
     source_args = plan.args if type(plan.args) in (list, tuple, range) else _watched(plan.args, args_error)
+    base: Work | RangeWork
+    work: Any  # the selection, or a resume filter over it
     if type(plan.args) is range and plan.journal is None and plan.total is not None:
         base = work = bins.RangeWork(plan.args)  # batches sent as slices of the range
     else:
         base = work = bins.select(source_args, bins.BinSpec((0,), 1))
     in_main = threading.current_thread() is threading.main_thread()
-    journal = claimed = resumed = None
+    journal: Optional[Journal] = None
+    claimed: Optional[str] = None
+    resumed: Any = None  # a record.resume.ResumeWork
     collector = _Collector("values", keep=plan.keep, sink=plan.sink, size=plan.total)
     status = "aborted"
-    outcome = None
+    outcome: Optional[Outcome] = None
     try:
         if plan.journal is not None:
             claimed = _claim(plan.journal)
-            journal = _open_journal(plan, in_main)
+            journal = _open_journal(plan, claimed, in_main)
             collector = _Collector("pkl", keep=plan.keep, sink=plan.sink, size=plan.total)
             resumed = engine.resume_work(work, journal, "round-robin") if plan.resume else None
             if resumed is not None:
@@ -196,14 +212,14 @@ def _execute(plan: _Plan) -> _Result:
 class _Importable:
     """The target for spawn/forkserver workers: pickled by reference, so importable."""
 
-    def __init__(self, target, init_worker=None):
+    def __init__(self, target: Callable[..., Any], init_worker: Optional[Callable[[], Any]] = None) -> None:
         self.target, self.init_worker = target, init_worker
 
-    def load(self):
+    def load(self) -> Tuple[Callable[..., Any], Optional[Callable[[], Any]]]:
         return self.target, self.init_worker
 
 
-def _reraise_interrupt(signum):
+def _reraise_interrupt(signum: int) -> NoReturn:
     """The run stopped on SIGINT or SIGTERM: the workers are gone and the journal is closed.
     Hand the signal to the caller's own handler (KeyboardInterrupt for Ctrl-C by default)."""
     if threading.current_thread() is threading.main_thread():

@@ -10,9 +10,11 @@ Where to add an option: one entry in table.py's ``OPTIONS`` (its parser in value
 fits); both parsers, the dicts, the jobs' clum command and the Python API's keywords follow.
 """
 
+from __future__ import annotations
+
 import json
 import os
-from typing import Optional
+from typing import Any, Mapping
 
 from ..core.errors import UserError
 from .checks import check as check
@@ -32,12 +34,13 @@ def attr(name: str) -> str:
     return name.replace("-", "_")
 
 
-def valid_keys(command: str):
+def valid_keys(command: str) -> list[str]:
     """The keys of ``command``'s ``*_options`` (and, for cluf, of ``~/.clufrc``)."""
     return [o.name for o in OPTIONS if command in o.commands.split() and o.in_dicts]
 
 
-def from_dict(d: dict, command: str, source: str, ignore_foreign=False, written_for=None) -> dict:
+def from_dict(d: Mapping[Any, Any], command: str, source: str, ignore_foreign: bool = False,
+              written_for: str | None = None) -> dict[str, Any]:
     """Validate a ``*_options`` dict; return {canonical name: parsed value}, each value as
     ``command`` means it.
 
@@ -46,7 +49,7 @@ def from_dict(d: dict, command: str, source: str, ignore_foreign=False, written_
     e.g. ``jobs-dir``).  ``written_for="clum"``: cluf reading ``clum_options``, whose values
     mean what they mean to clum (the table says how cluf reads such a value).
     """
-    out = {}
+    out: dict[str, Any] = {}
     allowed = set(valid_keys(command))
     for key, value in d.items():
         if not isinstance(key, str):
@@ -68,7 +71,7 @@ def from_dict(d: dict, command: str, source: str, ignore_foreign=False, written_
     return out
 
 
-def load_rc(path: Optional[str] = None) -> dict:
+def load_rc(path: str | None = None) -> dict[str, Any]:
     """The user-wide defaults file ``~/.clufrc`` (JSON, the same keys as cluf_options).  ``CLUFRC=PATH``
     names another, which must exist; ``CLUFRC=`` (empty) or ``CLUFRC=/dev/null``: none."""
     named = path is None and "CLUFRC" in os.environ
@@ -97,7 +100,7 @@ def load_rc(path: Optional[str] = None) -> dict:
     return from_dict(data, "cluf", f"the defaults file {path}")
 
 
-def merge(command: str, *layers: dict) -> dict:
+def merge(command: str, *layers: Mapping[str, Any]) -> dict[str, Any]:
     """Defaults, then each layer over the last; returns {attr_name: value}."""
     merged = {o.name: o.default for o in OPTIONS if command in o.commands.split()}
     for layer in layers:
@@ -111,10 +114,10 @@ def merge(command: str, *layers: dict) -> dict:
     return {attr(k): v for k, v in merged.items()}
 
 
-def forwarded(opts) -> list:
+def forwarded(opts: Mapping[str, Any]) -> list[str]:
     """The options each cluf job passes on to its clum (other than --bins and --journal), as
     words: every option of the table with a ``forward``, from its value in ``opts``."""
-    words = []
+    words: list[str] = []
     for o in OPTIONS:
         value = opts.get(attr(o.name))
         if o.forward is None or value is None or value is False:

@@ -1,11 +1,15 @@
 """The checks of options against each other, once every source is merged."""
 
+from __future__ import annotations
+
+from typing import Any, Mapping
+
 from ..core.errors import UserError
 from ..core.walltime import grace_seconds, no_time_for_calls
 from .values import Refused
 
 
-def check(opts):
+def check(opts: Mapping[str, Any]) -> None:
     """The checks of options against each other, for both commands, once every source is merged
     (the command line, ``*_options``, ``~/.clufrc``); before anything is written."""
     if opts.get("hash") is not None and opts.get("key") is not None:

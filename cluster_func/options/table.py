@@ -7,9 +7,11 @@ clum's file, cluf's format; ``--gpus``: clum's GPUs per worker, cluf's per job; 
 ``--walltime``) has a :class:`Meaning` per command: its own parser, help, metavar and section.
 """
 
+from __future__ import annotations
+
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Union
 
 from .. import schedulers
 from ..core import bins
@@ -19,30 +21,35 @@ from .values import (MAX_CPUS, MAX_NODES, MAX_PROCESSES, _bin_spec, _bool, _choi
                      _results_from_clum, _timeout, _walltime)
 
 
-def _fwd_str(value, opts):
+def _fwd_str(value: Any, opts: Mapping[str, Any]) -> list[str]:
     return [str(value)]
 
 
-def _fwd_float(value, opts):
+def _fwd_float(value: Any, opts: Mapping[str, Any]) -> list[str]:
     return [f"{value:.15g}"]
 
 
-def _fwd_positions(value, opts):
+def _fwd_positions(value: Any, opts: Mapping[str, Any]) -> list[str]:
     return [bins.format_positions(value)]
 
 
-def _fwd_walltime(value, opts):
+def _fwd_walltime(value: Any, opts: Mapping[str, Any]) -> list[str]:
     from ..schedulers.base import hms
 
     return [hms(value)]
 
 
-def _fwd_grace(value, opts):
+def _fwd_grace(value: Any, opts: Mapping[str, Any]) -> list[str]:
     return [f"{value:.15g}"] if opts.get("walltime") else []
 
 
-def _fwd_gpus_per_worker(value, opts):
+def _fwd_gpus_per_worker(value: Any, opts: Mapping[str, Any]) -> list[str]:
     return [str(value)] if opts.get("gpus") is not None else []
+
+
+Parser = Callable[[Any, str], Any]  # (value, option name) -> the value parsed, or UserError
+Text = Union[str, Callable[[], str]]  # a help text, or a function giving it when --help is built
+Forward = Callable[[Any, Mapping[str, Any]], list[str]]  # (value, opts) -> the words after --NAME
 
 
 _RESULTS_HELP = ("write what target returns, with each call's position, to the file PATH: .jsonl (JSON Lines) "
@@ -57,11 +64,11 @@ class Meaning:
     the entry's): the parser of its value, its help, metavar and section of ``--help``, and
     ``from_clum``: how cluf reads the value when it comes from ``clum_options`` (written for
     clum; None: with its own parser)."""
-    parse: Optional[Callable[[Any, str], Any]] = None
-    help: Any = None
-    metavar: Optional[str] = None
-    group: Optional[str] = None
-    from_clum: Optional[Callable[[Any, str], Any]] = None
+    parse: Parser | None = None
+    help: Text | None = None
+    metavar: str | None = None
+    group: str | None = None
+    from_clum: Parser | None = None
 
 
 @dataclass(frozen=True)
@@ -77,42 +84,57 @@ class Option:
     (None: cluf does not pass it on); ``in_dicts``: may be set in ``*_options`` and ``~/.clufrc``
     (a mode such as ``--failed`` may not)."""
     name: str  # long name, with dashes
-    parse: Callable[[Any, str], Any]
+    parse: Parser
     default: Any = None
     commands: str = "clum cluf"  # which commands accept it (on the CLI and in *_options)
-    flags: Any = ()  # other spellings on the command line, before --NAME (or a function that gives them)
-    metavar: Optional[str] = None
-    help: Any = ""
+    # other spellings on the command line, before --NAME (or a function that gives them)
+    flags: tuple[str, ...] | Callable[[], Iterable[str]] = ()
+    metavar: str | None = None
+    help: Text = ""
     group: str = "main"
     flag: bool = False
-    exclusive: Optional[str] = None
+    exclusive: str | None = None
     repeat: bool = False
-    forward: Optional[Callable[[Any, dict], list]] = None
+    forward: Forward | None = None
     per: Mapping[str, Meaning] = field(default_factory=dict)
     in_dicts: bool = True
 
-    def spellings(self) -> tuple:
+    def spellings(self) -> tuple[str, ...]:
         """The other spellings (a scheduler's are asked of its module only when cluf's parser is built)."""
         return tuple(self.flags()) if callable(self.flags) else self.flags
 
-    def meaning(self, command) -> Meaning:
+    def meaning(self, command: str) -> Meaning:
         """What the option is to ``command``: its own meaning over the entry's fields."""
         own = self.per.get(command) or Meaning()
         return Meaning(parse=own.parse or self.parse, help=self.help if own.help is None else own.help,
                        metavar=own.metavar or self.metavar, group=own.group or self.group,
                        from_clum=own.from_clum)
 
-    def read(self, value, command, written_for=None):
+    def read(self, value: Any, command: str, written_for: str | None = None) -> Any:
         """The value parsed as ``command`` means it; ``written_for="clum"``: cluf reading
         ``clum_options``."""
         m = self.meaning(command)
         if written_for is not None and written_for != command and m.from_clum is not None:
             return m.from_clum(value, self.name)
-        return m.parse(value, self.name)
+        parse = m.parse if m.parse is not None else self.parse  # (meaning() gives one always)
+        return parse(value, self.name)
 
-    def text(self, what, command):
+    def text(self, what: str, command: str) -> Any:
+        """The command's ``help``, ``metavar`` or ``group`` (a help given as a function, called)."""
         v = getattr(self.meaning(command), what)
         return v() if callable(v) else v
+
+
+def _raw_directives(name: str) -> Option:
+    """The option of one scheduler's raw directives (pbs-options, slurm-options, ...): its short
+    spelling and help asked of the scheduler's module only when cluf's parser is built."""
+    def flags() -> tuple[str, ...]:
+        return tuple(filter(None, [schedulers.SCHEDULERS[name].options_short]))
+
+    def help() -> str:
+        return schedulers.SCHEDULERS[name].options_help
+
+    return Option(schedulers.options_key(name), _key_values, None, "cluf", flags, "K=V,...", group="sched", help=help)
 
 
 OPTIONS = [
@@ -226,10 +248,7 @@ OPTIONS = [
            help="cores per job (default: --processes if given, else with --gpus one per worker, else the "
                 "scheduler's). Example: --cpus 8"),
     # raw directives for each scheduler: pbs-options (-o), slurm-options, ...
-    *(Option(schedulers.options_key(name), _key_values, None, "cluf",
-             lambda name=name: tuple(filter(None, [schedulers.SCHEDULERS[name].options_short])), "K=V,...",
-             group="sched", help=lambda name=name: schedulers.SCHEDULERS[name].options_help)
-      for name in schedulers.names()),
+    *(_raw_directives(name) for name in schedulers.names()),
     Option("array", _bool, False, "cluf", flag=True, group="sched",
            help="submit one job array of N tasks instead of N jobs; run one bin of it by hand with "
                 "CLUF_BIN=<bin> bash SCRIPT (default: N jobs). Example: -n 200 --array"),

@@ -3,8 +3,11 @@
 raises a UserError naming the option.  An option whose value means something else to each
 command has a parser per command here (``--results``, ``--gpus``; see table.py)."""
 
+from __future__ import annotations
+
 import os
 import re
+from typing import Any, Callable
 
 from ..core import bins
 from ..core.errors import UserError
@@ -19,10 +22,10 @@ MIN_TIMEOUT = 0.01  # seconds: clum looks at running calls at most this often (s
 MAX_CPUS = 10_000  # per job: more than any one node has
 MAX_MEMORY = "1024T"  # per job (1 PiB): more than any one node has
 
-def _int(minimum=None, maximum=10**9, beyond=None):
+def _int(minimum: int | None = None, maximum: int = 10**9, beyond: str | None = None) -> Callable[[Any, str], int]:
     """An integer from ``minimum`` to ``maximum`` (a bound on every count, so that no huge
     value reaches a C integer or a loop: 10**9 unless the option has a smaller one)."""
-    def parse(value, name):
+    def parse(value: Any, name: str) -> int:
         if isinstance(value, bool):
             raise UserError(f"--{name} must be an integer, not {value!r}.")
         try:
@@ -40,7 +43,7 @@ def _int(minimum=None, maximum=10**9, beyond=None):
     return parse
 
 
-def _float_positive(value, name):
+def _float_positive(value: Any, name: str) -> float:
     try:
         x = float(value)
     except (TypeError, ValueError):
@@ -53,7 +56,7 @@ def _float_positive(value, name):
     return x
 
 
-def _timeout(value, name):
+def _timeout(value: Any, name: str) -> float:
     x = _float_positive(value, name)
     if x < MIN_TIMEOUT:
         raise UserError(f"--{name} {value!r} is below the floor of {MIN_TIMEOUT:g} s: clum looks at running calls "
@@ -62,7 +65,7 @@ def _timeout(value, name):
     return x
 
 
-def _bool(value, name):
+def _bool(value: Any, name: str) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
@@ -72,7 +75,7 @@ def _bool(value, name):
     raise UserError(f"--{name} must be true or false, not {value!r}.")
 
 
-def _str(value, name):
+def _str(value: Any, name: str) -> str:
     if not isinstance(value, str) or not value:
         raise UserError(f"--{name} must be a non-empty string, not {value!r}.")
     return value
@@ -82,13 +85,13 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CONTROL_NAMES = {"\n": "a newline", "\r": "a carriage return", "\x00": "a NUL character", "\t": "a tab"}
 
 
-def _control(text):
+def _control(text: str) -> str | None:
     """What control character ``text`` holds, in words, or None."""
     m = _CONTROL.search(text)
     return None if m is None else _CONTROL_NAMES.get(m.group(), f"the control character {m.group()!r}")
 
 
-def one_line(value, name, what="value", shown=None):
+def one_line(value: str, name: str, what: str = "value", shown: Any = None) -> str:
     """Refuse a value that would not stay on one line of a job script (a newline would end a
     directive or comment there and make the rest a shell command of the job)."""
     bad = _control(value)
@@ -99,7 +102,7 @@ def one_line(value, name, what="value", shown=None):
     return value
 
 
-def _directive_word(value, name):
+def _directive_word(value: Any, name: str) -> str:
     """A queue or account name: one word of a scheduler directive."""
     value = one_line(_str(value, name), name)
     if re.search(r"[\s'\"\\]", value):
@@ -109,22 +112,22 @@ def _directive_word(value, name):
     return value
 
 
-def _identifier(value, name):
+def _identifier(value: Any, name: str) -> str:
     value = _str(value, name)
     if not value.isidentifier():
         raise UserError(f"--{name} must be a Python name (like my_func), not {value!r}.")
     return value
 
 
-def _bin_spec(value, name):
+def _bin_spec(value: Any, name: str) -> bins.BinSpec:
     return bins.parse_bin_spec(value if isinstance(value, str) else str(value))
 
 
-def _positions(value, name):
+def _positions(value: Any, name: str) -> tuple[int | str, ...]:
     return bins.parse_positions(value, f"--{name} position list", names=True)
 
 
-def _position(value, name):
+def _position(value: Any, name: str) -> int | str:
     p = bins.parse_positions(value, f"--{name} position", names=True)
     if len(p) != 1:
         raise UserError(f"--{name} takes one argument position (a non-negative integer) or the name of one "
@@ -139,7 +142,7 @@ _WALLTIME_UNITS = re.compile(r"(?:\d+[dhms])+", re.I)
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
-def _walltime(value, name):
+def _walltime(value: Any, name: str) -> int:
     """A duration as HH:MM:SS, D-HH:MM:SS or with units (90s, 30m, 12h, 2d, 1h30m); returns seconds.
 
     Bare numbers are refused, strings and Python ints alike: Slurm reads a bare number as
@@ -177,7 +180,7 @@ MEMORY_FORMS = "a number with a unit: 4G, 500M, 16GB, 1.5G, 2T (K, M, G, T are p
 _MEMORY = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT])(?:i?B)?", re.I)
 
 
-def _memory(value, name):
+def _memory(value: Any, name: str) -> int:
     """4G, 500M, 16GB, 1.5GiB; returns megabytes (an int).  Bare numbers are refused, strings and
     Python ints alike: megabytes to Slurm, bytes to PBS."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
@@ -204,7 +207,7 @@ _DIRECTIVE_KEY = re.compile(r"-{0,2}[A-Za-z0-9_][A-Za-z0-9_.:-]*")
 _QUOTED = re.compile(r"\"[^\"\\]*\"|'[^'\\]*'")
 
 
-def _directive(k, v, name, given):
+def _directive(k: str, v: str | None, name: str, given: Any) -> tuple[str, str | None]:
     """Check one raw directive K=V: each becomes one line of the job script."""
     one_line(k, name, f"name {k!r}", given)
     if not _DIRECTIVE_KEY.fullmatch(k):
@@ -219,7 +222,7 @@ def _directive(k, v, name, given):
     return k, v
 
 
-def _key_values(value, name):
+def _key_values(value: Any, name: str) -> dict[str, str | None]:
     """'a=1,b=2' or a dict -> dict of str to str (a value may be None for a bare flag); each
     pair must be able to be one directive line."""
     if isinstance(value, dict):
@@ -239,12 +242,12 @@ def _key_values(value, name):
         k, sep, v = part.partition("=")
         if not k.strip():
             raise UserError(f"--{name} {value!r}: {part!r} has no name before '='.")
-        k, v = _directive(k.strip(), v.strip() if sep else None, name, value)
-        out[k] = v
+        key, given = _directive(k.strip(), v.strip() if sep else None, name, value)
+        out[key] = given
     return out
 
 
-def _env(value, name):
+def _env(value: Any, name: str) -> dict[str, str]:
     """NAME=VALUE or NAME (copy from the submitting shell); repeatable; returns a dict."""
     items = value if isinstance(value, (list, tuple)) else [value]
     if isinstance(value, dict):
@@ -269,7 +272,7 @@ def _env(value, name):
     return out
 
 
-def _file_list(value, name):
+def _file_list(value: Any, name: str) -> list[str]:
     items = value if isinstance(value, (list, tuple)) else str(value).split(",")
     if not any(str(item).strip() for item in items):
         raise UserError(f"--{name} is empty: give one or more files, comma-separated, e.g. modules.sh.")
@@ -296,19 +299,19 @@ class OtherForm(UserError):
     --results jsonl given to clum): said in its own words wherever it was given (``said(where)``:
     where names the option as given, --NAME on the command line, 'NAME' in SOURCE in a dict)."""
 
-    def __init__(self, said, name):
+    def __init__(self, said: Callable[[str], str], name: str) -> None:
         super().__init__(said(f"--{name}"))
         self.said = said
 
 
-def _gpus(value, name):
+def _gpus(value: Any, name: str) -> Any:
     """clum: all, a count or GPU ids, each worker given its own (local/gpus.py)."""
     from ..local.gpus import parse_spec
 
     return parse_spec(value, name)
 
 
-def _gpus_per_job(value, name):
+def _gpus_per_job(value: Any, name: str) -> int:
     """cluf: the number of GPUs each job asks the scheduler for; all or GPU ids are clum's alone."""
     spec = _gpus(value, name)
     if not isinstance(spec, int):
@@ -316,7 +319,7 @@ def _gpus_per_job(value, name):
     return spec
 
 
-def gpus_not_a_count(spec, name="gpus"):
+def gpus_not_a_count(spec: Any, name: str = "gpus") -> str:
     """cluf's refusal of clum's --gpus all or GPU ids (as ``spec``, parsed)."""
     text = ",".join(map(str, spec)) if isinstance(spec, tuple) else str(spec)
     return (f"cluf --{name} takes the number of GPUs each job asks the scheduler for (e.g. --{name} 2), "
@@ -329,29 +332,29 @@ class Refused:
     """A value cluf read from ``clum_options`` and cannot take (clum's --gpus all): an error only
     if no later layer (cluf_options, the command line) gives cluf its own (checks.check)."""
 
-    def __init__(self, message):
+    def __init__(self, message: str) -> None:
         self.message = message
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Refused({self.message!r})"
 
 
-def _gpus_from_clum(value, name):
+def _gpus_from_clum(value: Any, name: str) -> int | Refused:
     """cluf reading clum_options: a count is the GPUs per job; all or GPU ids are refused unless
     cluf is given its own count."""
     spec = _gpus(value, name)
     return spec if isinstance(spec, int) else Refused(gpus_not_a_count(spec, name))
 
 
-def _choice(*choices):
-    def parse(value, name):
+def _choice(*choices: str) -> Callable[[Any, str], str]:
+    def parse(value: Any, name: str) -> str:
         if value not in choices:
             raise UserError(f"--{name} must be one of {', '.join(choices)}, not {value!r}.")
         return value
     return parse
 
 
-def _results(value, name):
+def _results(value: Any, name: str) -> str:
     """clum: the results file, a path ending in .jsonl or .pkl."""
     from ..record.results import format_of
 
@@ -367,7 +370,7 @@ def _results(value, name):
     return os.path.abspath(os.path.expanduser(text))
 
 
-def _format_word(value):
+def _format_word(value: Any) -> str | None:
     """jsonl or pkl (a leading dot allowed), or None."""
     from ..record import formats  # (the registered results formats)
 
@@ -375,7 +378,7 @@ def _format_word(value):
     return text if text in formats.names() else None
 
 
-def _results_format(value, name):
+def _results_format(value: Any, name: str) -> str:
     """cluf: the format of the values, jsonl or pkl (each bin writes its own file in the jobs dir).
     A file name is refused, not silently ignored."""
     fmt = _format_word(_str(value, name))
@@ -389,17 +392,17 @@ def _results_format(value, name):
                                   f"--{name} {fmt}.", name)
 
 
-def _results_from_clum(value, name):
+def _results_from_clum(value: Any, name: str) -> str:
     """cluf reading clum_options: clum's results file stands for its format."""
     fmt = _format_word(_str(value, name))
     return fmt if fmt is not None else _results(value, name).rsplit(".", 1)[-1].lower()
 
 
-def _path(value, name):
+def _path(value: Any, name: str) -> str:
     return os.path.abspath(os.path.expanduser(_str(value, name)))
 
 
-def _dir(value, name):
+def _dir(value: Any, name: str) -> str:
     """A directory that exists or can be made (its path goes into the job scripts' directives)."""
     path = _path(one_line(_str(value, name), name, "path"), name)
     if os.path.islink(path) and not os.path.exists(path):
