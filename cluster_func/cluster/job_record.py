@@ -2,9 +2,11 @@
 manifest.py): its fields, a new job of the bin (the earlier ones go to its history), the mark of
 the bin's journal before a job is submitted, and the bins a submission meant to submit."""
 
+from __future__ import annotations
+
 import os
 import time
-from typing import List, Optional
+from typing import Any, Iterable, List, Optional
 
 
 _NOT_MARKED = object()  # a job record from before the journal mark
@@ -18,15 +20,15 @@ class _Field:
     :func:`manifest_problem`: these fields are the only description of a job record), whether it
     must be there, and what it reads as when absent."""
 
-    def __init__(self, key: str, types: tuple, default: object = None, required: bool = False):
+    def __init__(self, key: str, types: tuple, default: object = None, required: bool = False) -> None:
         self.key, self.types, self.default, self.required = key, types, default, required
 
-    def __get__(self, rec, owner=None):
+    def __get__(self, rec: JobRecord | None, owner: type | None = None) -> Any:
         if rec is None:
             return self
         return rec._d.get(self.key, self.default)
 
-    def __set__(self, rec, value):
+    def __set__(self, rec: JobRecord, value: Any) -> None:
         rec._d[self.key] = value
 
 
@@ -54,7 +56,7 @@ class JobRecord:
     continue_failed = _Field("continue_failed", (str, _NONE))
     journal = _Field("journal", (dict, _NONE), _NOT_MARKED)
 
-    def __init__(self, d: dict):
+    def __init__(self, d: dict) -> None:
         self._d = d
 
     @classmethod
@@ -62,10 +64,10 @@ class JobRecord:
         """{key: (JSON types, required)} of every field, for the manifest's check."""
         return {f.key: (f.types, f.required) for f in vars(cls).values() if isinstance(f, _Field)}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"JobRecord({self._d!r})"
 
-    def mark_cancelled(self, by: str, keep_earlier=False):
+    def mark_cancelled(self, by: str, keep_earlier: bool = False) -> None:
         """The bin never continues: cancelled, by ``by`` (with ``keep_earlier``, a
         ``cancelled_by`` already there stays)."""
         self._d["cancelled"] = True
@@ -75,7 +77,7 @@ class JobRecord:
             self._d["cancelled_by"] = by
 
     def new_job(self, script_path: str, job_id: Optional[str], resume: bool, array_id: Optional[str],
-                calls: Optional[int], journal=_NOT_MARKED):
+                calls: Optional[int], journal: Any = _NOT_MARKED) -> None:
         """A new job holds the bin: the previous one goes to the history, and the new one starts
         afresh (no cancel, no failure); ``journal`` is the bin's :func:`journal_mark` from before
         its submission."""
@@ -108,15 +110,15 @@ def submitted_bins(manifest: dict) -> List[int]:
     return [int(k) for k in manifest["jobs"]]
 
 
-def record(manifest: dict, i: int, script_path: str, job_id: Optional[str], resume=False,
-           array_id: Optional[str] = None, calls: Optional[int] = None, journal=_NOT_MARKED) -> JobRecord:
+def record(manifest: dict, i: int, script_path: str, job_id: Optional[str], resume: bool = False,
+           array_id: Optional[str] = None, calls: Optional[int] = None, journal: Any = _NOT_MARKED) -> JobRecord:
     """Record bin i's job; earlier submissions of the bin stay in its history."""
     rec = JobRecord(manifest["jobs"].setdefault(str(i), {"bin": i, "script": script_path, "history": []}))
     rec.new_job(script_path, job_id, resume, array_id, calls, journal)
     return rec
 
 
-def journal_mark(path) -> Optional[dict]:
+def journal_mark(path: str) -> Optional[dict]:
     """What the bin's journal at ``path`` is before a job of the bin is submitted: the header's
     ``created`` (None when it has none) and the file's size; None when there is no journal."""
     from ..record import journal as journal_mod
@@ -146,7 +148,7 @@ def journal_is_current(job: JobRecord, header: dict, size: int) -> bool:
     return created != mark.get("created") or size > mark.get("size", 0)
 
 
-def plan_bins(manifest: dict, chosen):
+def plan_bins(manifest: dict, chosen: Iterable[int]) -> None:
     """Remember which bins a run meant to submit (so --resubmit finishes a submission that failed
     part way, but leaves alone the bins a '-b' run never meant to submit)."""
     manifest["planned"] = sorted(set(manifest.get("planned", [])) | set(chosen))

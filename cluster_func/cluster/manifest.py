@@ -57,7 +57,7 @@ import contextlib
 import json
 import os
 import shlex
-from typing import Callable, Iterable, List, Optional, Sequence, TypeVar
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, TypeVar
 
 from ..core.errors import UserError
 from ..core.files import replaced
@@ -92,7 +92,8 @@ PLAN_SCHEMA = {
     "scheduler_path": ((str, _NONE), False),
 }
 # plan.resources are JobSpec's resource fields (schedulers/base.py), an integer or a string each
-RESOURCES_SCHEMA = {name: ((int, _NONE), False) for name in ("walltime", "memory", "cpus", "gpus")}
+RESOURCES_SCHEMA: Dict[str, Tuple[tuple, bool]] = {name: ((int, _NONE), False)
+                                                   for name in ("walltime", "memory", "cpus", "gpus")}
 RESOURCES_SCHEMA.update({name: ((str, _NONE), False) for name in ("queue", "account")})
 JOB_SCHEMA = JobRecord.schema()
 
@@ -101,7 +102,7 @@ class ManifestError(UserError):
     """A manifest that cannot be read or does not hold what cluf wrote."""
 
 
-def _type_names(types):
+def _type_names(types: Iterable[type]) -> str:
     names = {str: "a string", int: "an integer", bool: "true or false", list: "a list", dict: "an object",
              _NONE: "null"}
     return " or ".join(names[t] for t in types)
@@ -110,7 +111,7 @@ def _type_names(types):
 _MISSING = object()
 
 
-def _check_fields(d, schema, where):
+def _check_fields(d: dict, schema: Dict[str, Tuple[tuple, bool]], where: str) -> Optional[str]:
     """The first problem with the fields of ``d`` (a dict) against ``schema``, or None.  (Exact
     types, so that true is not an integer; quick, since --wait checks a 10,000-bin manifest a poll.)"""
     for name, (types, required) in schema.items():
@@ -127,7 +128,7 @@ def _check_fields(d, schema, where):
     return None
 
 
-def manifest_problem(m) -> Optional[str]:
+def manifest_problem(m: Any) -> Optional[str]:
     """What is wrong with a manifest's content (as loaded from JSON), or None."""
     from ..schedulers import SCHEDULERS
 
@@ -185,7 +186,7 @@ def manifest_problem(m) -> Optional[str]:
 _NO_FILE = object()
 
 
-def _read_manifest(path):
+def _read_manifest(path: str) -> Tuple[Any, Optional[int]]:
     """(the manifest file's JSON, its inode), or (_NO_FILE, None) when there is no file; a file that
     cannot be read or is not JSON is a ManifestError saying what is wrong and what to do."""
     if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):  # a FIFO blocks a read
@@ -217,7 +218,7 @@ def _read_manifest(path):
                             f"hand?). " + _manifest_fix(path)) from None
 
 
-def load_manifest(path, bins=None) -> Optional[dict]:
+def load_manifest(path: str, bins: Optional[Iterable[int]] = None) -> Optional[dict]:
     """The manifest at ``path`` with the per-bin records of :func:`update_bin` merged over it,
     checked field by field; None when there is no file.  With ``bins``, only those bins' records
     are merged (their jobs are then current, the others' may be older).  Needs no lock: a fold
@@ -243,8 +244,8 @@ def load_manifest(path, bins=None) -> Optional[dict]:
         return m
 
 
-def _manifest_fix(path, m=None):
-    script = m.get("script") if isinstance(m, dict) and isinstance(m.get("script"), str) else "SCRIPT"
+def _manifest_fix(path: str, m: Any = None) -> str:
+    script: str = m["script"] if isinstance(m, dict) and isinstance(m.get("script"), str) else "SCRIPT"
     nodes = m.get("nodes") if isinstance(m, dict) and isinstance(m.get("nodes"), int) else "N"
     return (f"cluf writes this file when it submits a run and reads it for --status, --resubmit, --cancel, "
             f"--gather and --wait. Restore it if you have a copy; otherwise move it away and submit the run "
@@ -253,12 +254,12 @@ def _manifest_fix(path, m=None):
             f"they record as completed.")
 
 
-def bin_records_dir(path) -> str:
+def bin_records_dir(path: str) -> str:
     """``<stem>-<n>.manifest.bins``: one ``<bin>.json`` per bin changed since the last fold."""
     return path[:-len(".json")] + ".bins" if path.endswith(".json") else path + ".bins"
 
 
-def _bin_record_names(path, bins=None):
+def _bin_record_names(path: str, bins: Optional[Iterable[int]] = None) -> List[str]:
     if bins is not None:
         return [f"{i}.json" for i in bins]
     folder = bin_records_dir(path)
@@ -272,14 +273,14 @@ def _bin_record_names(path, bins=None):
                             f"its permissions, or run cluf as the user who submitted the run.") from None
 
 
-def _record_problem(record, path, what):
+def _record_problem(record: str, path: str, what: str) -> ManifestError:
     return ManifestError(f"The record {record} of a bin's latest job (beside the cluf manifest {path}) {what}. "
                          f"Without it the manifest names the bin's job before its latest continuation; move it "
                          f"away if it is not cluf's, and see where the bin stands with "
                          f"'cluf --status {shlex.quote(os.path.dirname(path) or '.')}'.")
 
 
-def _merge_bin_records(path, data, bins=None):
+def _merge_bin_records(path: str, data: dict, bins: Optional[Iterable[int]] = None) -> None:
     folder = bin_records_dir(path)
     for name in _bin_record_names(path, bins):
         record = os.path.join(folder, name)
@@ -304,7 +305,7 @@ def _merge_bin_records(path, data, bins=None):
             data["jobs"][name[:-5]] = job
 
 
-def save_manifest(path, data):
+def save_manifest(path: str, data: dict) -> None:
     """Write the manifest whole (temp file, then rename).  Hold :func:`manifest_lock` around
     the read-change-write, as :func:`update_manifest` does: jobs continuing themselves, cluf
     and ``cluf --wait`` may update one manifest at the same moment."""
@@ -313,13 +314,17 @@ def save_manifest(path, data):
         f.write("\n")
 
 
-def update_manifest(path, plan: Optional[RunPlan], change):
+def update_manifest(path: str, plan: Optional[RunPlan], change: Callable[[dict], T]) -> T:
     """Load (or start, from ``plan``) the manifest, apply ``change(manifest)``, save; all under
     the lock.  The per-bin records are folded in (then removed).  Returns what ``change``
     returned."""
     with manifest_lock(path):
         m = load_manifest(path)
         if m is None:
+            if plan is None:  # (a cancel: the manifest went away since it was read)
+                raise ManifestError(f"The cluf manifest {path} is gone (moved or deleted meanwhile), so cluf "
+                                    f"cannot record this change. Restore it, or see what is left with "
+                                    f"'cluf --status {shlex.quote(os.path.dirname(path) or '.')}'.")
             m = new_manifest(plan)
         result = change(m)
         save_manifest(path, m)

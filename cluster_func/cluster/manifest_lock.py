@@ -9,12 +9,12 @@ import errno
 import fcntl
 import os
 import re
-from typing import Iterator
+from typing import Iterator, Optional
 
 from ..core.errors import UserError
 
 
-def _lock(path, kind, start):
+def _lock(path: str, kind: int, start: int) -> int:
     lock = path + ".lock"
     try:  # never through a symbolic link: cluf makes none here
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
@@ -22,7 +22,7 @@ def _lock(path, kind, start):
         from .manifest import ManifestError
 
         what = {errno.ELOOP: "is a symbolic link", errno.EISDIR: "is a directory"}.get(
-            e.errno, f"cannot be opened ({e.strerror or e})")
+            e.errno or 0, f"cannot be opened ({e.strerror or e})")
         raise ManifestError(f"The lock file of the cluf manifest {path}, {lock}, {what}, so cluf cannot change the "
                             f"manifest. Move it away when no cluf is working on this run (cluf makes a new one), or "
                             f"fix its permissions, or run cluf as the user who submitted the run.") from None
@@ -35,7 +35,7 @@ def _lock(path, kind, start):
 
 
 @contextlib.contextmanager
-def manifest_lock(path):
+def manifest_lock(path: str) -> Iterator[None]:
     """The exclusive lock of a whole read-change-write of the manifest: lockf on byte 0 of
     PATH.lock (:func:`bin_lock` holds it shared)."""
     fd = _lock(path, fcntl.LOCK_EX, 0)
@@ -63,7 +63,7 @@ _SUBMITTING_TEXT = re.compile(rb"\A(cluf pid \d+\n)?\Z")
 
 
 @contextlib.contextmanager
-def submitting(path):
+def submitting(path: str) -> Iterator[None]:
     """Held by the one cluf submitting into the manifest at PATH (see the module docstring);
     a second is refused with a UserError naming the first's pid."""
     lock = path + SUBMITTING_SUFFIX
@@ -102,7 +102,7 @@ def submitting(path):
         os.close(fd)
 
 
-def _open_submitting(lock, folder):
+def _open_submitting(lock: str, folder: str) -> Optional[int]:
     try:
         os.makedirs(folder, exist_ok=True)
         return os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
@@ -113,7 +113,7 @@ def _open_submitting(lock, folder):
         return None
 
 
-def _try_lock(fd):
+def _try_lock(fd: int) -> Optional[bool]:
     """True: locked; False: another process holds it; None: this file system has no locks."""
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
