@@ -22,7 +22,8 @@ moment.
 
 **A refused submission** is :class:`Refused`, saying which script, the scheduler's error, and
 what was and was not submitted; the caller words it (a first submission says how to submit the
-rest, a continuation records it in the bin's job).
+rest, a continuation records it in the bin's job).  A job submitted but not recorded (a full
+disk) is :class:`Unrecorded`, a Refused that also names the job, for the caller to say to cancel.
 """
 
 from __future__ import annotations
@@ -69,6 +70,17 @@ class Refused(Exception):
     def __init__(self, script: Script, error: Exception, done: List[Tuple[Script, str]], left: List[Script]) -> None:
         super().__init__(str(error))
         self.script, self.error, self.done, self.left = script, error, done, left
+
+
+class Unrecorded(Refused):
+    """``script`` was submitted as ``job_id`` but its job could not be recorded (``error``, an
+    OSError: a full disk, say): the scheduler runs a job the manifest does not name, which the
+    caller must say to cancel.  ``left`` starts with ``script``."""
+
+    def __init__(self, script: Script, job_id: str, error: Exception, done: List[Tuple[Script, str]],
+                 left: List[Script]) -> None:
+        super().__init__(script, error, done, left)
+        self.job_id = job_id
 
 
 def write(plan: jobs.RunPlan, scripts: List[Script], resume: bool = False, max_running: Optional[int] = None,
@@ -121,7 +133,11 @@ def dispatch(plan: jobs.RunPlan, scripts: List[Script], record_with: Callable, *
     if written is not None:
         written(scripts)
     if planned is not None:
-        record_with(lambda m: manifest.plan_bins(m, planned))
+        try:
+            record_with(lambda m: manifest.plan_bins(m, planned))
+        except OSError as e:
+            raise UserError(f"Cannot write the manifest of the run in {plan.jobs_dir}: {e.strerror or e}. Nothing "
+                            f"was submitted; run the same command again once that is fixed.") from None
     calls = calls or {}
     done: List[Tuple[Script, str]] = []
     for k, script in enumerate(scripts):
@@ -132,8 +148,11 @@ def dispatch(plan: jobs.RunPlan, scripts: List[Script], record_with: Callable, *
             job_id = plan.scheduler.submit(script.path, plan.submit_dir)  # type: ignore[arg-type]
         except RuntimeError as e:
             raise Refused(script, e, list(done), scripts[k:]) from None
-        record_with(lambda m, script=script, job_id=job_id, marks=marks:
-                    _record(m, plan, script, job_id, resume, calls, marks), bins=script.bins)
+        try:
+            record_with(lambda m, script=script, job_id=job_id, marks=marks:
+                        _record(m, plan, script, job_id, resume, calls, marks), bins=script.bins)
+        except OSError as e:
+            raise Unrecorded(script, job_id, e, list(done), scripts[k:]) from None
         done.append((script, job_id))
         if submitted is not None:
             submitted(script, job_id)

@@ -404,10 +404,13 @@ class Recording:
         return self._copy
 
     def fold(self) -> None:
-        """Fold the per-bin records into the manifest (one whole rewrite)."""
-        if os.path.exists(self.path):
-            update_manifest(self.path, self.plan, lambda m: None)
+        """Fold the per-bin records into the manifest (one whole rewrite).  A fold that cannot be
+        written (a full disk) leaves the records, which every reader merges and the next whole
+        change folds."""
         self._copy = None
+        if os.path.exists(self.path):
+            with contextlib.suppress(OSError):
+                update_manifest(self.path, self.plan, lambda m: None)
 
 
 def new_manifest(plan: RunPlan) -> dict:

@@ -353,11 +353,23 @@ def submit_arrays(plan: jobs.RunPlan, chosen: list[int], submitting: bool, max_r
     except dispatch.Refused as e:
         rest = [i for s in e.left for i in s.bins]
         raise SubmitError(
-            f"submitting the array {e.script.path} failed: {e.error}. Arrays submitted before it are recorded in "
+            (_unrecorded(e, plan, f"the array {e.script.path}") or
+             f"submitting the array {e.script.path} failed: {e.error}.") + f" Arrays submitted before it are recorded in "
             f"{manifest_path}. Not submitted: bins {bins.format_positions(rest)} of {plan.nodes}; "
             f"to submit them (as single jobs) once the problem is fixed, run:\n    "
             f"cluf --resubmit {shlex.quote(plan.jobs_dir)}") from None
     return EXIT_OK
+
+
+def _unrecorded(e: dispatch.Refused, plan: jobs.RunPlan, what: str) -> str:
+    """For a job submitted but not recorded: what happened, and the command that cancels it."""
+    if not isinstance(e, dispatch.Unrecorded):
+        return ""
+    cancel = " ".join(shlex.quote(w) for w in plan.scheduler.cancel_argv([e.job_id]))
+    why = getattr(e.error, "strerror", None) or e.error
+    return (f"{what} was submitted as job {e.job_id}, but cluf could not record it in the manifest ({why}), so "
+            f"cluf cannot follow that job. Cancel it first, with:\n    {cancel}\nthen, once the problem is fixed, "
+            f"submit it again with the rest as below.")
 
 
 @contextlib.contextmanager
@@ -395,7 +407,8 @@ def submit(plan: jobs.RunPlan, chosen: list[int], argv_all: list[str] | None = N
             cmd = ["cluf", "--resubmit", plan.jobs_dir]
         submitted = ", ".join(f"bin {s.first} as job {j}" for s, j in e.done) or "none"
         raise SubmitError(
-            f"submitting bin {e.script.first} failed: {e.error}.\n  submitted: {submitted}\n  not submitted: bins "
+            (_unrecorded(e, plan, f"bin {e.script.first}") or f"submitting bin {e.script.first} failed: {e.error}.")
+            + f"\n  submitted: {submitted}\n  not submitted: bins "
             f"{bins.format_positions(rest)} of {plan.nodes}\n  to submit the rest once the problem is "
             f"fixed, run:\n    {' '.join(shlex.quote(w) for w in cmd)}") from None
     print(f"cluf: submitted {len(done)} job{'s' * (len(done) != 1)} to {plan.scheduler.name}; "

@@ -1142,3 +1142,29 @@ def test_gather_of_bins_larger_than_its_buffers_writes_every_value_once_in_order
     lines = (jobs / "example-3.results.jsonl").read_text().splitlines()
     assert [json.loads(line)["pos"] for line in lines] == list(range(n))
     assert all(json.loads(line)["value"] == "v" * 20 + str(k) for k, line in enumerate(lines))
+
+
+FILLING_SBATCH = '''\
+#!/bin/sh
+# A stand-in sbatch whose second submission fills the disk under the jobs dir.
+d=$(dirname "$0"); n=$(cat "$d/count" 2>/dev/null || echo 100); n=$((n+1)); echo $n > "$d/count"
+if [ $n = 102 ]; then dd if=/dev/zero of={filler} bs=64k 2>/dev/null; fi
+echo $n
+'''
+
+
+def test_a_job_submitted_but_not_recorded_on_a_full_disk_is_named_with_its_cancel_and_the_rest(
+        small_disk, tmp_path, env, bindir):
+    filler = small_disk / "filler"
+    (bindir / "sbatch").write_text(FILLING_SBATCH.format(filler=filler))
+    cs.write_target(small_disk, n=8)
+    r = cs.run_cluf("example.py", "-n", 4, "-j", "jobs", "--scheduler", "slurm", "-p", 1, cwd=small_disk, env=env)
+    err = cs.assert_clean_error(r, "bin 1 was submitted as job 102", "No space left on device", status=1)
+    assert "scancel 102" in err and "submitted: bin 0 as job 101" in err, err
+    filler.unlink()
+    # the manifest names bin 0's job, and the printed command submits bins 1-3 once the space is back
+    assert {b: j["id"] for b, j in cs.read_manifest(small_disk / "jobs", nodes=4)["jobs"].items()} == {"0": "101"}
+    command = re.search(r"\n    (cluf .*--bins 1-3/4)$", err, re.M).group(1)
+    cs.ok(subprocess.run(command, shell=True, cwd=small_disk, env=env, capture_output=True, text=True, timeout=120))
+    jobs = cs.read_manifest(small_disk / "jobs", nodes=4)["jobs"]
+    assert sorted(map(int, jobs)) == [0, 1, 2, 3] and jobs["0"]["id"] == "101"
