@@ -1168,3 +1168,24 @@ def test_a_job_submitted_but_not_recorded_on_a_full_disk_is_named_with_its_cance
     cs.ok(subprocess.run(command, shell=True, cwd=small_disk, env=env, capture_output=True, text=True, timeout=120))
     jobs = cs.read_manifest(small_disk / "jobs", nodes=4)["jobs"]
     assert sorted(map(int, jobs)) == [0, 1, 2, 3] and jobs["0"]["id"] == "101"
+
+
+def test_gather_on_a_full_disk_says_so_and_leaves_no_file_behind(small_disk, tmp_path, env, bindir):
+    """--gather's spill file and the merged file are the disk's: a full one is a clear error, the
+    bins' files as they were and no half-written merged file."""
+    (bindir / "squeue.out").write_text("")
+    cs.write_target(small_disk, n=9, extra="def target(x):\n    return x * 3\n")
+    cs.ok(cs.run_cluf("example.py", "-n", 3, "-j", "jobs", "--scheduler", "slurm", "-p", 1, "--results", "jsonl",
+                      cwd=small_disk, env=env))
+    jobs = small_disk / "jobs"
+    _run_bins_by_hand(jobs, 3)
+    before = {p.name: p.read_bytes() for p in jobs.iterdir() if p.is_file()}
+    filler = small_disk / "filler"
+    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True)
+    r = cs.run_cluf("--gather", "jobs", cwd=small_disk, env=env)
+    cs.assert_clean_error(r, "example-3.results.jsonl", "No space left on device")
+    after = {p.name: p.read_bytes() for p in jobs.iterdir() if p.is_file()}
+    assert after == before, set(after) ^ set(before)
+    filler.unlink()
+    cs.ok(cs.run_cluf("--gather", "jobs", cwd=small_disk, env=env))
+    assert _gathered(jobs / "example-3.results.jsonl") == {x: x * 3 for x in range(9)}
