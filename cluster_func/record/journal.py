@@ -258,7 +258,7 @@ def _line(st: JournalState, raw: bytes, for_resume: bool, seq: int = 0) -> bool:
     it was kept as a resumable record."""
     if not for_resume and b',"v":"' in raw:  # counting only: the values (last, no quote in base64) need no parse
         raw = raw[:raw.rindex(b',"v":"')] + b"}"
-    rec = _parse(raw)
+    rec = _parse(raw, values=for_resume)
     if rec is None:
         st.bad += 1
         return False
@@ -374,7 +374,9 @@ def _count_oks(st: JournalState, data: bytes, start: int, end: int) -> None:
         start = nl
 
 
-def _parse(raw: bytes) -> dict | None:
+def _parse(raw: bytes, values: bool = True) -> dict | None:
+    """The record of a line, checked; None when it is malformed.  ``values`` false: counting only,
+    the values (cut off) are not checked."""
     try:
         rec = json.loads(raw)
     except (ValueError, RecursionError):  # (nested too deep: a torn line too)
@@ -391,8 +393,10 @@ def _parse(raw: bytes) -> dict | None:
         if d is not None and not (isinstance(d, str) and _DIGESTS_RE.match(d)
                                   and len(d) == 16 * sum(run[1] for run in rec["pos"])):
             return None
-        if ("v" in rec or "f" in rec) and rec.get("f") not in VALUE_FORMATS or not isinstance(rec.get("v", ""), str):
-            return None
+        if "v" in rec or "f" in rec:  # values come as a format and its records, both or neither
+            v = rec.get("v", None if values else "")  # (counting: the values were cut off)
+            if rec.get("f") not in VALUE_FORMATS or not isinstance(v, str):
+                return None
         if "v" in rec:  # the values must be whole: their CRC-32 is "vc"
             try:
                 data = base64.b64decode(rec["v"], validate=True)
