@@ -188,7 +188,7 @@ def _execute(plan: _Plan) -> _Result:
             resumed = engine.resume_work(work, journal, "round-robin") if plan.resume else None
             if resumed is not None:
                 work = resumed
-                if reporter.total is not None:
+                if reporter.total is not None and journal.previous is not None:  # (a resume: it has one)
                     reporter.total = max(0, reporter.total - journal.previous.recorded)
         runner = _runner(plan, reporter, work, journal, collector)
         plan.runner = runner

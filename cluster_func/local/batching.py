@@ -90,7 +90,7 @@ class Batch:
                      self.attempts[start:] if self.attempts else None)
 
 
-def pickled(b: Batch, fail_unsent: Callable[[Any, Any, str, str], None]) -> Optional[memoryview]:
+def pickled(b: Batch, fail_unsent: Callable[[Any, Any, str, str], None]) -> Optional[bytes | memoryview]:
     """The batch's elements pickled; elements that cannot be pickled fail here (``fail_unsent``)
     and are taken out of the batch.  A range (core.bins.RangeWork) travels as itself."""
     if b.elements.__class__ is range:

@@ -25,7 +25,7 @@ from ..core.errors import signals_held
 from ..core.script import without_script_folders
 from . import worker as worker_module
 from .gpus import Pinned
-from .worker import Counters, message
+from .worker import Counters, Message, message
 
 if TYPE_CHECKING:
     from .batching import Batch
@@ -298,7 +298,7 @@ class Pool:
                 pass
         w.writing = False
 
-    def receive(self, w: Worker, until_empty=False) -> list:
+    def receive(self, w: Worker, until_empty: bool = False) -> List[Message]:
         """The whole messages (worker.message) that worker w has written and its result pipe
         holds now: one read, or with ``until_empty`` reads until the pipe is empty.  Never waits
         for the rest of a message (it stays in ``w.inbox`` for the next read), and one read takes

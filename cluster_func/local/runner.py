@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 from types import FrameType
-from typing import Any, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from ..core.errors import Interrupted
 from ..record.writer import JournalWriteError
@@ -25,7 +25,10 @@ from .batching import Batch
 from .dealer import Dealer
 from .pool import Pool, Worker, describe_exit
 from .reporter import Reporter
-from .worker import DIGESTS_ALWAYS, DIGESTS_IF_DEAR, DIGESTS_NEVER
+from .worker import DIGESTS_ALWAYS, DIGESTS_IF_DEAR, DIGESTS_NEVER, Done, Fail, Fatal, Message, Ready
+
+if TYPE_CHECKING:
+    from ..engine import Settings
 
 PREFETCH = 2  # batches outstanding per worker
 
@@ -50,7 +53,7 @@ class Runner:
     _wake_r: Optional[int]  # the pipe that wakes the loop (while it runs)
     _wake_w: Optional[int]
 
-    def __init__(self, settings: Any, work: Any, reporter: Reporter, journal: Any = None, relay: Any = None,
+    def __init__(self, settings: Settings, work: Any, reporter: Reporter, journal: Any = None, relay: Any = None,
                  collect: Optional[Callable[[Any], None]] = None) -> None:
         """``settings``: a :class:`cluster_func.engine.Settings` (what to run and how: the source,
         processes, start method, retries, timeout, values, stop_at, slot_env; its ``source`` as
@@ -62,7 +65,10 @@ class Runner:
                          relay)
         self.acct = Accounting(reporter, journal, settings.retries, values, collect)
         self.relay = relay
-        self.stop_new_at, self.kill_at = settings.stop_at or (None, None)
+        self.stop_new_at: Optional[float] = None  # (near the walltime: start no new call after, stop the running ones at)
+        self.kill_at: Optional[float] = None
+        if settings.stop_at is not None:
+            self.stop_new_at, self.kill_at = settings.stop_at
         self.draining = False
         self.values = values
         self.reporter = reporter
@@ -123,6 +129,7 @@ class Runner:
 
     def _check_walltime(self, now: float) -> None:
         """Near the walltime: start no new call; at its end, stop the calls still running."""
+        assert self.stop_new_at is not None and self.kill_at is not None  # (checked with a walltime only)
         if not self.draining and now >= self.stop_new_at:
             self.draining = True
             if self.pool.counters is not None:
@@ -145,22 +152,21 @@ class Runner:
             # for the new cost, so that every worker gets a share, not the one that returned it.
             self.dealer.re_deal(b.tail(n_done, 0))
 
-    def _on_message(self, w: Worker, msg):
+    def _on_message(self, w: Worker, msg: Message) -> None:
         """One of the worker's messages (worker.Ready, Fatal, Fail, Done)."""
-        kind = msg.kind
-        if kind == "done":
+        if type(msg) is Done:
             self._on_done(w, msg.batch_id, msg.n_done, msg.seconds, msg.check, msg.digests, msg.records)
-        elif kind == "fail":
+        elif type(msg) is Fail:
             b = self.batches.get(msg.batch_id)
             if b is not None:
                 self.acct.on_fail(b, msg.k, msg.exc_type, msg.message, msg.traceback)
-        elif kind == "ready":
+        elif type(msg) is Ready:
             w.ready = True
             self.deaths_before_ready = 0
-        elif kind == "fatal":
+        elif type(msg) is Fatal:
             self.outcome.fatal = msg.text
 
-    def _on_messages(self, w: Worker, messages):
+    def _on_messages(self, w: Worker, messages: List[Message]) -> None:
         """The messages one read took from w's pipe; then w gets more work if a batch is over."""
         feed = False
         for msg in messages:
@@ -209,7 +215,7 @@ class Runner:
             value = (current, self.pool.counters.finished(w.slot))
             if value != w.watch_value:
                 w.watch_value, w.watch_since = value, now
-            elif now - w.watch_since > self.timeout:  # type: ignore[operator]  # (checked with a timeout only)
+            elif self.timeout is not None and now - w.watch_since > self.timeout:
                 self.pool.end_group(w)  # the call, and every process it started
                 w.proc.join(5)
                 self._on_exit(w, reason=f"timed out after {self.timeout:g} s")

@@ -37,7 +37,7 @@ import sys
 import traceback
 from pickle import loads
 from time import perf_counter
-from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Tuple, Union, cast
 
 from ..core.arguments import Arguments
 from ..record.fingerprints import call_digest, content_check
@@ -91,6 +91,7 @@ class Done(NamedTuple):
     records: Optional[bytes]
 
 
+Message = Union[Ready, Fatal, Fail, Done]
 MESSAGES = {cls.__name__.lower(): cls for cls in (Ready, Fatal, Fail, Done)}  # by kind
 
 
@@ -99,9 +100,9 @@ def wire(msg: tuple) -> tuple:
     return tuple(msg)
 
 
-def message(raw: tuple):
+def message(raw: tuple) -> Message:
     """The typed message (:data:`MESSAGES`) of a tuple that travelled (its kind first)."""
-    return tuple.__new__(MESSAGES[raw[0]], raw)
+    return cast(Message, tuple.__new__(MESSAGES[raw[0]], raw))
 
 
 class Counters:
@@ -268,7 +269,7 @@ def _main(task_conn: Any, result_conn: Any, source: Any, shared: Any, slot: int,
         _reseed_numpy()
     conn_send = result_conn.send
 
-    def send(msg):
+    def send(msg: tuple) -> None:
         conn_send(wire(msg))
 
     try:

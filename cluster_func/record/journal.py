@@ -75,7 +75,7 @@ import re
 import zlib
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Any, Iterator, Optional, Sequence
+from typing import IO, Any, Iterator, Optional, Sequence
 
 from . import formats
 
@@ -224,7 +224,8 @@ def read(path: str, for_resume: bool = False, state: Optional[JournalState] = No
         return read_file(f, for_resume, st, incremental)
 
 
-def read_file(f, for_resume=False, state: Optional[JournalState] = None, incremental=False) -> JournalState:
+def read_file(f: IO[bytes], for_resume: bool = False, state: Optional[JournalState] = None,
+              incremental: bool = False) -> JournalState:
     """:func:`read` of a journal open for reading in binary (``f``; its position is moved)."""
     st = state or JournalState()
     if st.size:
@@ -237,7 +238,7 @@ def read_file(f, for_resume=False, state: Optional[JournalState] = None, increme
             return st
         if st.format == 1:
             _apply(st, st.header, False)
-    if not for_resume and st.format >= 2:
+    if not for_resume and st.format is not None and st.format >= 2:
         _count_lines(st, f, incremental)
         return st
     seq = len(st.records)
@@ -252,12 +253,12 @@ def read_file(f, for_resume=False, state: Optional[JournalState] = None, increme
     return st
 
 
-def _line(st: JournalState, raw: bytes, for_resume, seq=0) -> bool:
+def _line(st: JournalState, raw: bytes, for_resume: bool, seq: int = 0) -> bool:
     """One whole line (``st.size`` already counts it): parsed, checked and applied; True when
     it was kept as a resumable record."""
     if not for_resume and b',"v":"' in raw:  # counting only: the values (last, no quote in base64) need no parse
         raw = raw[:raw.rindex(b',"v":"')] + b"}"
-    rec = _parse(raw)
+    rec = _parse(raw, values=for_resume)
     if rec is None:
         st.bad += 1
         return False
@@ -294,7 +295,7 @@ _OTHER_FIRST = re.compile(rb'(\{"t":"(?:start|fail|results|end)"[^\n]*\n)')  # t
 _CHUNK = 1 << 22  # bytes read at a time: memory stays flat however long the journal
 
 
-def _count_lines(st: JournalState, f, incremental):
+def _count_lines(st: JournalState, f: IO[bytes], incremental: bool) -> None:
     """The rest of a format-2 journal from ``f`` (at ``st.size``), counted as :func:`_line`
     would count it line by line, a chunk of whole lines at a time."""
     pieces = []  # of a line longer than a chunk, so far (joined once: no copying over and over)
@@ -313,7 +314,7 @@ def _count_lines(st: JournalState, f, incremental):
         st.bad += 1
 
 
-def _count_block(st: JournalState, data: bytes, end: int):
+def _count_block(st: JournalState, data: bytes, end: int) -> None:
     """Whole lines ``data[:end]``: the runs of completed-calls lines between the other lines
     are checked and counted at once; the other lines (start, fail, results, end) one by one."""
     base, pos = st.size, 0
@@ -332,7 +333,7 @@ def _cut_values(raw: bytes) -> bytes:
     return raw[:raw.rindex(b',"v":"')] + b"}" if b',"v":"' in raw else raw
 
 
-def _digests_fit(found, counts) -> bool:
+def _digests_fit(found: list[tuple[bytes, bytes]], counts: list[int]) -> bool:
     """Whether each line's "d" (if any) holds one 16-digit digest per call."""
     lengths = list(map(len, map(itemgetter(1), found)))
     if not any(lengths):
@@ -343,7 +344,7 @@ def _digests_fit(found, counts) -> bool:
     return all(d == n for d, n in zip(lengths, digits) if d)
 
 
-def _count_oks(st: JournalState, data: bytes, start: int, end: int):
+def _count_oks(st: JournalState, data: bytes, start: int, end: int) -> None:
     """Lines ``data[start:end]``, each beginning as a completed-calls record."""
     if start == end:
         return
@@ -373,7 +374,9 @@ def _count_oks(st: JournalState, data: bytes, start: int, end: int):
         start = nl
 
 
-def _parse(raw: bytes) -> dict | None:
+def _parse(raw: bytes, values: bool = True) -> dict | None:
+    """The record of a line, checked; None when it is malformed.  ``values`` false: counting only,
+    the values (cut off) are not checked."""
     try:
         rec = json.loads(raw)
     except (ValueError, RecursionError):  # (nested too deep: a torn line too)
@@ -390,8 +393,10 @@ def _parse(raw: bytes) -> dict | None:
         if d is not None and not (isinstance(d, str) and _DIGESTS_RE.match(d)
                                   and len(d) == 16 * sum(run[1] for run in rec["pos"])):
             return None
-        if ("v" in rec or "f" in rec) and rec.get("f") not in VALUE_FORMATS or not isinstance(rec.get("v", ""), str):
-            return None
+        if "v" in rec or "f" in rec:  # values come as a format and its records, both or neither
+            v = rec.get("v", None if values else "")  # (counting: the values were cut off)
+            if rec.get("f") not in VALUE_FORMATS or not isinstance(v, str):
+                return None
         if "v" in rec:  # the values must be whole: their CRC-32 is "vc"
             try:
                 data = base64.b64decode(rec["v"], validate=True)
@@ -426,7 +431,7 @@ def _apply(st: JournalState, rec: dict, for_resume: bool, seq: int = 0) -> bool:
         st.last_done += n
         st.completed_total += n
         st.ok_records += 1
-        if for_resume and st.format >= 2:  # type: ignore[operator]  # (read from the header first)
+        if for_resume and st.format is not None and st.format >= 2:
             d = rec.get("d")
             st.records.append(Record(seq, decode_positions(runs), rec.get("c"),
                                      bytes.fromhex(d) if d else None, rec.get("f")))
@@ -456,9 +461,9 @@ def ok_records(path: str) -> Iterator[tuple[int, dict]]:
                 seq += 1
 
 
-def record_values(rec: dict) -> Optional[bytes]:
-    """The results-file bytes of an ok record's values (None if it carries none)."""
-    return rec.get("v")  # (decoded and checked by _parse)
+def record_values(rec: dict) -> bytes:
+    """The results-file bytes of an ok record's values (empty if it carries none)."""
+    return rec.get("v", b"")  # (decoded and checked by _parse)
 
 
 def identity_differences(header: dict, script_path: str, identity: dict) -> list[str]:

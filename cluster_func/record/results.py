@@ -39,17 +39,24 @@ user's, is refused (exit 2) before anything changes.  A results file is
 locked as the journal is (``PATH.lock``, symbolic links resolved).
 """
 
+from __future__ import annotations
+
 import collections
 import glob
 import os
 import pickle
 import zlib
-from typing import Iterable, Iterator, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from ..core.errors import UserError
 from ..core.files import replaced
 from . import formats
 from .formats import ValueNotWritable  # noqa: F401 - where it has always been found
+from .formats.base import Report
+
+if TYPE_CHECKING:
+    from .resume import Kept
+    from .writer import Journal, JournalLock
 
 FORMATS = tuple(formats.extensions())
 
@@ -65,24 +72,37 @@ def format_of(path: str) -> str:
 
 # --- in the worker ---------------------------------------------------------------------
 
-def encoder(fmt: str):
-    """A function (position, value) -> the bytes of one record, whose ``pack(positions, values,
-    failed, report)`` makes a batch's records at once (see worker.run_batches)."""
+# pack(positions, values, failed, report): a batch's records at once (see Encoder)
+Pack = Callable[[Sequence[int], List[Any], Sequence[int], Optional[Report]], bytes]
+
+
+class Encoder:
+    """(position, value) -> the bytes of one record; ``pack(positions, values, failed, report)``
+    makes a batch's records at once (see worker.run_batches)."""
+
+    def __init__(self, encode: Callable[[int, Any], bytes], pack: Pack) -> None:
+        self.encode = encode
+        self.pack = pack
+
+    def __call__(self, pos: int, value: Any) -> bytes:
+        return self.encode(pos, value)
+
+
+def encoder(fmt: str) -> Encoder:
+    """The workers' :class:`Encoder` of the format ``fmt`` (or of ``values``: see value_encoder)."""
     if fmt == "values":  # cluster_func.map without a file: the values go to the caller in memory
         return value_encoder()
     form = formats.get(fmt)
 
-    def encode(pos, value):
-        return form.encode(pos, value)
-
-    def pack(positions, values, failed, report=None):
+    def pack(positions: Sequence[int], values: List[Any], failed: Sequence[int],
+             report: Optional[Report] = None) -> bytes:
         return form.encode_batch(positions, values, failed, report)
 
-    encode.pack = pack
-    return encode
+    return Encoder(form.encode, pack)
 
 
-def pack_values(positions, values, failed, report=None):
+def pack_values(positions: Sequence[int], values: List[Any], failed: Sequence[int],
+                report: Optional[Report] = None) -> bytes:
     """A batch's values as one pickle of ``(positions, values, bad)``: ``positions`` is the
     first position when they run on by one (the usual case, so that this process stores the
     values with one slice assignment), else the list of them; ``bad`` lists ``(position, type
@@ -92,24 +112,25 @@ def pack_values(positions, values, failed, report=None):
     if not values:
         return b""
     n = len(values)
+    where: Union[int, Tuple[int, ...]]
     if failed or type(positions) is not range or positions.step != 1:
         gone = set(failed)
         keep = [k for k in range(n) if k not in gone]
-        where = [positions[k] for k in keep]
+        kept_at = [positions[k] for k in keep]
         values = [values[k] for k in keep]
-        if not where:
+        if not kept_at:
             return b""
-        if where != list(range(where[0], where[0] + len(where))):
-            where = tuple(where)
+        if kept_at != list(range(kept_at[0], kept_at[0] + len(kept_at))):
+            where = tuple(kept_at)
         else:
-            where = where[0]
+            where = kept_at[0]
     else:
         where = positions[0]
     try:
         return pickle.dumps((where, values, None), 4)
     except Exception:  # noqa: BLE001 - find the values that cannot travel; the others do
         kept, bad = [], []
-        pos = range(where, where + len(values)) if type(where) is int else where
+        pos = range(where, where + len(values)) if isinstance(where, int) else where
         for p, value in zip(pos, values):
             try:
                 pickle.dumps(value, 4)
@@ -120,24 +141,23 @@ def pack_values(positions, values, failed, report=None):
         return pickle.dumps((where, kept, bad), 4)
 
 
-def value_encoder():
+def value_encoder() -> Encoder:
     """The workers' encoder for the ``values`` format (cluster_func.map without a journal): the worker hands it
     a batch's values whole (``pack``, see worker.run_batches), which travel as one pickle."""
-    def encode(pos, value):  # (one call at a time: not used by the worker, which uses pack)
+    def encode(pos: int, value: Any) -> bytes:  # (one call at a time: not used by the worker, which uses pack)
         return pickle.dumps((pos, value), 4)
 
-    encode.pack = pack_values
-    return encode
+    return Encoder(encode, pack_values)
 
 
 
 # --- in the main process -----------------------------------------------------------------
 
-def _stat_key(st):
+def _stat_key(st: os.stat_result) -> Tuple[int, int, int]:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def file_digest(path) -> str:
+def file_digest(path: str) -> str:
     """The sha256 of a file's bytes (hex): what an export record holds, so that the file is known
     by what it holds wherever it is (a copied or moved folder, another machine)."""
     import hashlib
@@ -149,16 +169,16 @@ def file_digest(path) -> str:
     return h.hexdigest()
 
 
-def _journals(journal_path):
+def _journals(journal_path: str) -> List[str]:
     return [p for p in (journal_path, journal_path + ".prev") if os.path.isfile(p)]
 
 
-def _exports(journal_path):
+def _exports(journal_path: str) -> List[Dict[str, Any]]:
     """The "results" records of the journal at ``journal_path`` (and its ``.prev``): the results
     files its runs wrote."""
     from . import journal as journal_mod
 
-    found = []
+    found: List[Dict[str, Any]] = []
     for path in _journals(journal_path):
         try:
             found += journal_mod.read(path).exports
@@ -167,7 +187,7 @@ def _exports(journal_path):
     return found
 
 
-def _holds_only_journal_values(path, fmt, journal_path) -> bool:
+def _holds_only_journal_values(path: str, fmt: str, journal_path: str) -> bool:
     """True when every record that can be read in the file at ``path`` is, byte for byte, a value
     record of the journal (or its ``.prev``) at its position, and there is at least one: the file
     is an export of this run's, whether or not its export was recorded (a failure between the
@@ -181,7 +201,7 @@ def _holds_only_journal_values(path, fmt, journal_path) -> bool:
     except OSError:
         return False
     form = formats.get(fmt)
-    mine = collections.defaultdict(set)
+    mine: Dict[int, Set[bytes]] = collections.defaultdict(set)
     for jpath in _journals(journal_path):
         try:
             for _, rec in journal_mod.ok_records(jpath):
@@ -203,7 +223,7 @@ def _holds_only_journal_values(path, fmt, journal_path) -> bool:
     return seen > 0
 
 
-def owned(path, fmt, journal_path) -> bool:
+def owned(path: str, fmt: str, journal_path: str) -> bool:
     """Is the results file at ``path`` one of this run's (see the module docstring, Ownership)?"""
     st = os.stat(path)
     exports = _exports(journal_path)
@@ -216,7 +236,7 @@ def owned(path, fmt, journal_path) -> bool:
     return _holds_only_journal_values(path, fmt, journal_path)
 
 
-def collected_into(journal_path):
+def collected_into(journal_path: str) -> Optional[str]:
     """The results file the journal's last run collected values into (as given to it), or None
     when its runs collected none; for a --resume that leaves --results out."""
     from . import journal as journal_mod
@@ -242,7 +262,9 @@ class Results:
     end.  A file is replaced or moved only when the run's journal says one of its runs wrote it.
     """
 
-    def __init__(self, path: str, journal_path: str, resume: bool):
+    lock: Optional[JournalLock]
+
+    def __init__(self, path: str, journal_path: str, resume: bool) -> None:
         self.given = path
         self.format = format_of(path)
         self.path = os.path.realpath(path)
@@ -268,7 +290,7 @@ class Results:
                     f"is another run's, a file of yours, or it was changed since). clum will not overwrite, move or add to it. "
                     f"Name another file with --results PATH, or move it away.")
 
-    def acquire(self):
+    def acquire(self) -> None:
         """Lock the file (two runs never write one results file)."""
         from .writer import JournalLock
 
@@ -279,7 +301,7 @@ class Results:
             raise UserError(f"Cannot create the folder {folder} for --results: {e.strerror}.") from None
         self.lock = JournalLock(self.path, what="results file")
 
-    def start(self, journal=None):
+    def start(self, journal: Optional[Journal] = None) -> None:
         """A new run (not --resume): keep the previous file as PATH.prev, so that a run killed
         before its export leaves no values of another run under the name.  With the run's
         ``journal``, the export is written as the run goes (see :class:`_LiveExport`)."""
@@ -294,9 +316,9 @@ class Results:
             if self.live is not None:
                 journal.on_values = self.live.write
 
-    live = None
+    live: Optional[_LiveExport] = None
 
-    def export(self, journal, kept) -> int:
+    def export(self, journal: Journal, kept: Optional[Kept]) -> int:
         """Write the file whole: this run's values and those its resume kept.  Returns the number
         of values.  OSError (a full disk) leaves the previous file as it was."""
         journal.flush()  # (the last values reach the live export too)
@@ -312,7 +334,7 @@ class Results:
                 live.close()
         return self._export_from_journal(journal, kept)
 
-    def _export_live(self, live, journal, kept):
+    def _export_live(self, live: _LiveExport, journal: Journal, kept: Optional[Kept]) -> Optional[int]:
         """Put the live export in place, the values a resume kept added (read from the journal's
         earlier records); None when it cannot be named (then the export is made from the journal)."""
         from ..core.errors import signals_held
@@ -323,12 +345,14 @@ class Results:
                 n += export(journal.path, self.format, journal.first_seq, kept, live.write, this_run=False)
             if live.error is not None:
                 raise live.error
-            os.fsync(live.fd)
+            fd = live.fd
+            assert fd is not None  # (closed only by an error, raised just above)
+            os.fsync(fd)
             tmp = live.link(self.path)
             if tmp is None:
                 return None
             try:  # the record reaches the journal before the file is renamed into place (see below)
-                journal.exported(self.path, os.fstat(live.fd), live.crc, live.digest.hexdigest())
+                journal.exported(self.path, os.fstat(fd), live.crc, live.digest.hexdigest())
                 journal.flush()
                 os.replace(tmp, self.path)
             except BaseException:
@@ -336,7 +360,7 @@ class Results:
                 raise
         return n
 
-    def _export_from_journal(self, journal, kept) -> int:
+    def _export_from_journal(self, journal: Journal, kept: Optional[Kept]) -> int:
         """Write the file whole from the journal's records (when it could not be written as the run went)."""
         import hashlib
 
@@ -344,7 +368,7 @@ class Results:
 
         digest, crc = hashlib.sha256(), 0
 
-        def write(data):
+        def write(data: bytes) -> None:
             nonlocal crc
             digest.update(data)
             crc = zlib.crc32(data, crc)
@@ -360,7 +384,7 @@ class Results:
             journal.flush()
         return n
 
-    def release(self):
+    def release(self) -> None:
         if self.live is not None:
             self.live.close()
             self.live = None
@@ -369,7 +393,7 @@ class Results:
             self.lock = None
 
 
-def _unlink(path):
+def _unlink(path: str) -> None:
     try:
         os.unlink(path)
     except OSError:
@@ -384,24 +408,26 @@ class _LiveExport:
     would be; a run killed before leaves nothing behind.  A write that fails (a full disk) is
     noted, the file dropped, and the export is then made from the journal at the end."""
 
-    def __init__(self, fd):
+    fd: Optional[int]
+
+    def __init__(self, fd: int) -> None:
         import hashlib
 
         self.fd = fd
         self.digest = hashlib.sha256()
         self.crc = 0
         self.count = 0  # the values written
-        self.error = None
+        self.error: Optional[OSError] = None
 
     @classmethod
-    def open(cls, folder):
+    def open(cls, folder: str) -> Optional[_LiveExport]:
         """None where the file system (or the OS) has no unnamed files."""
         try:
             return cls(os.open(folder or ".", os.O_TMPFILE | os.O_WRONLY, 0o666))
         except (AttributeError, OSError):
             return None
 
-    def write(self, data, count=None):
+    def write(self, data: bytes, count: Optional[int] = None) -> None:
         """Add a record's values (``count`` of them; counted from the data when not given)."""
         if self.fd is None:
             return
@@ -417,7 +443,7 @@ class _LiveExport:
         self.crc = zlib.crc32(data, self.crc)
         self.count += count if count is not None else 0
 
-    def link(self, path):
+    def link(self, path: str) -> Optional[str]:
         """Give the file a temporary name beside ``path``; that name, or None when it cannot be named."""
         tmp = f"{path}.tmp-{os.getpid()}"
         _unlink(tmp)
@@ -431,18 +457,19 @@ class _LiveExport:
             return None
         return tmp
 
-    def close(self):
+    def close(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
 
 
-def _split(data, fmt):
+def _split(data: bytes, fmt: str) -> Iterator[Tuple[int, bytes]]:
     """(position, record bytes) of each record of results-file bytes."""
     return formats.get(fmt).split(data)
 
 
-def export(journal_path, fmt, first_seq, kept, write, this_run=True) -> int:
+def export(journal_path: str, fmt: str, first_seq: int, kept: Optional[Kept], write: Callable[[bytes], None],
+           this_run: bool = True) -> int:
     """Write, with ``write``, the results-file records of the values that the journal's records
     of format ``fmt`` carry: every record from ``first_seq`` on (this run's; not with
     ``this_run`` false: their values are written already), and of the earlier ones what
@@ -487,7 +514,7 @@ class TornRecords(UserWarning):
     """A results file held records that could not be read (torn, or not a record)."""
 
 
-def _journal_records(path) -> Iterator[Tuple[int, object]]:
+def _journal_records(path: str) -> Iterator[Tuple[int, object]]:
     """The values a journal's records carry, at the positions their calls had when they ran."""
     from . import journal as journal_mod
 
@@ -497,7 +524,7 @@ def _journal_records(path) -> Iterator[Tuple[int, object]]:
             yield from formats.get(rec["f"]).decode(data)
 
 
-def read_records(path) -> Iterator[Tuple[int, object]]:
+def read_records(path: str) -> Iterator[Tuple[int, object]]:
     """``(position, value)`` of one results file (or journal), in file order."""
     from . import journal as journal_mod
 
@@ -525,7 +552,7 @@ def read_records(path) -> Iterator[Tuple[int, object]]:
                       f"writes the file again.", TornRecords, stacklevel=3)
 
 
-def result_files(path: str):
+def result_files(path: str) -> List[str]:
     """The results files that ``path`` stands for: itself, or those of a cluf jobs dir."""
     if os.path.isdir(path):
         return sorted(p for ext in formats.extensions() for p in glob.glob(os.path.join(glob.escape(path), "*.results" + ext)))

@@ -12,6 +12,8 @@ stops the run, and only the records that reached the file count.  A torn last li
 before anything is appended, so a torn record is never followed by another on its line.
 """
 
+from __future__ import annotations
+
 import base64
 import errno
 import fcntl
@@ -21,22 +23,25 @@ import re
 import sys
 import time
 import zlib
-from typing import Optional
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 from ..core.errors import LOCK_WAIT_VAR, UserError
 from ..core.files import replaced
 from ..core.script import short_repr
 from .fingerprints import call_digest, elements_check
-from .journal import FORMAT, HEADER_KEY, FLUSH_SECONDS, IDENTITY_DEFAULTS, encode_positions, identify, identity_differences, read
+from .journal import (FORMAT, HEADER_KEY, FLUSH_SECONDS, IDENTITY_DEFAULTS, JournalState, encode_positions, identify,
+                      identity_differences, read)
 
 
 TB_MAX = 8000  # characters of a failed call's traceback kept in the journal
+Warn = Callable[[str], None]  # says something to the user (a warning)
+Line = Tuple[Tuple[bytes, ...], int, Optional[bytes]]  # a line to write: see Journal.lines
 
 
 class JournalWriteError(Exception):
     """Writing the journal failed (a full disk, a lost file server): the run must stop."""
 
-    def __init__(self, path, err: OSError, what="the journal"):
+    def __init__(self, path: str, err: OSError, what: str = "the journal") -> None:
         self.path = path
         self.err = err
         self.what = what
@@ -54,7 +59,9 @@ class JournalLock:
     lock however it is named.  A ``PATH.lock`` that is not a lock of clum's (empty, or
     ``clum pid N``) is never written or removed: the run stops and names it."""
 
-    def __init__(self, journal_path, what="journal"):
+    fd: Optional[int]
+
+    def __init__(self, journal_path: str, what: str = "journal") -> None:
         journal_path = os.path.realpath(journal_path)
         self.what = what
         self.path = journal_path + ".lock"
@@ -73,10 +80,10 @@ class JournalLock:
             pass
         self.fd = fd
 
-    def _option(self):
+    def _option(self) -> str:
         return "--journal PATH" if self.what == "journal" else "--results PATH"
 
-    def _lock(self, journal_path):
+    def _lock(self, journal_path: str) -> int:
         if os.path.lexists(self.path) and (os.path.islink(self.path) or not os.path.isfile(self.path)):
             raise UserError(f"Cannot lock the {self.what} {journal_path}: {self.path} is not a lock file of clum "
                             f"(it is a {'symbolic link' if os.path.islink(self.path) else 'directory or special file'}), "
@@ -122,7 +129,7 @@ class JournalLock:
 
     waited = 0.0
 
-    def _wait_for(self, fd, journal_path):
+    def _wait_for(self, fd: int, journal_path: str) -> None:
         """Take the lock at once; in the rerun of a cluf job (``CLUF_LOCK_WAIT`` seconds, see
         core/errors.py) wait that long for the stopped run to let go, saying so once."""
         try:
@@ -151,7 +158,7 @@ class JournalLock:
                 if e.errno not in (errno.EACCES, errno.EAGAIN) or self.waited >= wait:
                     raise
 
-    def release(self):
+    def release(self) -> None:
         if self.fd is not None:
             try:
                 os.unlink(self.path)  # while still holding it (see __init__)
@@ -161,7 +168,7 @@ class JournalLock:
             self.fd = None
 
 
-def _moved_with_its_folder(journal_path, recorded_script, script_path):
+def _moved_with_its_folder(journal_path: str, recorded_script: Any, script_path: str) -> bool:
     """True when ``journal_path`` is in the ``.cluster_func`` folder beside ``script_path`` and the
     script it records has the same file name: the folder was moved or copied, script and journal
     together (two scripts of one folder cannot share a file name)."""
@@ -173,7 +180,7 @@ def _moved_with_its_folder(journal_path, recorded_script, script_path):
 
 # --- writing ---------------------------------------------------------------------------------
 
-def _check_path(path):
+def _check_path(path: str) -> None:
     if os.path.isdir(path):
         raise UserError(f"The journal path {path} is a directory. Give the path of a file with "
                         f"--journal PATH (e.g. --journal {os.path.join(path, 'run.journal')}).")
@@ -181,7 +188,7 @@ def _check_path(path):
         raise UserError(f"The journal path {path} is not a regular file. Give another path with --journal PATH.")
 
 
-def _foreign(path, what):
+def _foreign(path: str, what: str) -> UserError:
     return UserError(f"{path} is not a clum journal ({what}), so clum will not move, overwrite or append "
                      f"to it. Give the run another journal with --journal PATH, or move the file away.")
 
@@ -193,8 +200,12 @@ class Journal:
     completed calls reached the file.
     """
 
-    def __init__(self, path: str, script_path: str, bins_text: str, mode: str, resume: bool, warn,
-                 identity: Optional[dict] = None, values: Optional[str] = None, results_path=None):
+    previous: Optional[JournalState]  # resuming: the journal's records
+    replaced_state: Optional[JournalState]  # starting over: what the previous journal held
+
+    def __init__(self, path: str, script_path: str, bins_text: str, mode: str, resume: bool, warn: Warn,
+                 identity: Optional[dict[str, Any]] = None, values: Optional[str] = None,
+                 results_path: Optional[str] = None) -> None:
         """``results_path``: the results file the values are collected into (with ``values``)."""
         path = os.path.realpath(path)  # a link to a journal is that journal (one lock, one file)
         self.path = path
@@ -204,12 +215,13 @@ class Journal:
         self.values = values  # "jsonl"/"pkl": completed records carry their calls' values
         self.first_seq = 0  # the sequence number of this run's first completed-calls record
         self.dropped_without_values = 0
-        self.lines = []  # (the line's pieces of bytes, completed calls in it, the values it carries or None)
-        self.on_values = None  # called with (the values, their number) of each record once its line is written
+        self.lines: list[Line] = []  # (the line's pieces of bytes, completed calls in it, the values it carries or None)
+        # called with (the values, their number) of each record once its line is written
+        self.on_values: Optional[Callable[[bytes, int], None]] = None
         self.last_sync = time.monotonic()
         self.written_calls = 0
         self.broken: Optional[JournalWriteError] = None
-        self.fd = None
+        self.fd: Optional[int] = None
         _check_path(path)
         folder = os.path.dirname(path) or "."
         try:
@@ -224,7 +236,7 @@ class Journal:
             self.lock.release()
             raise
 
-    def _open(self, path, script_path, bins_text, mode, resume, warn):
+    def _open(self, path: str, script_path: str, bins_text: str, mode: str, resume: bool, warn: Warn) -> None:
         self.previous = self.replaced_state = None
         exists = os.path.exists(path)
         if exists:
@@ -236,7 +248,8 @@ class Journal:
                 exists = False
         self._begin(path, exists, script_path, bins_text, mode, resume)
 
-    def _check_header(self, path, script_path, bins_text, mode, resume, warn=None):
+    def _check_header(self, path: str, script_path: str, bins_text: str, mode: str, resume: bool,
+                      warn: Optional[Warn] = None) -> None:
         """The journal at ``path`` is a clum journal of this script (and, to resume from it, of this
         run's options, format and bins); a UserError says why not.  A default journal
         (``.cluster_func/`` beside the script) that names a script of the same file name elsewhere
@@ -280,7 +293,7 @@ class Journal:
                     f"binning, but this run has bins {bins_text} and {mode} binning: its records do not "
                     f"apply. Resume with the same --bins/--hash/--key, or use another --journal.")
 
-    def _read_previous(self, path, warn):
+    def _read_previous(self, path: str, warn: Warn) -> None:
         """Resuming: the journal's records (``previous``), those without this run's values left out."""
         self.previous = read(path, for_resume=True)
         self.first_seq = self.previous.ok_records
@@ -297,7 +310,7 @@ class Journal:
             warn(f"skipped {self.previous.bad} unreadable line(s) of the journal {path} (torn by a "
                  f"kill or a full disk, or edited); the calls they recorded will run again.")
 
-    def _start_over(self, path, warn):
+    def _start_over(self, path: str, warn: Warn) -> None:
         """Not resuming: say what the last run left undone, and keep its journal as ``path``.prev."""
         prev = self.replaced_state = read(path)
         if prev.last_status is None or prev.last_failed:
@@ -309,7 +322,7 @@ class Journal:
                  + f"; its journal is kept as {path}.prev.")
         self._keep_previous(path)
 
-    def _begin(self, path, exists, script_path, bins_text, mode, resume):
+    def _begin(self, path: str, exists: bool, script_path: str, bins_text: str, mode: str, resume: bool) -> None:
         """Open the journal to append to it (``exists``) or create it with its header, then write
         and flush this run's start record."""
         try:
@@ -335,7 +348,7 @@ class Journal:
             raise _write_failed(UserError(f"{e}. Free some space or choose another place with --journal PATH."),
                                 e.err) from None
 
-    def _keep_previous(self, path):
+    def _keep_previous(self, path: str) -> None:
         prev = path + ".prev"
         if os.path.lexists(prev):
             if os.path.isdir(prev) or not os.path.isfile(prev):
@@ -355,17 +368,18 @@ class Journal:
             raise UserError(f"Cannot move the previous journal {path} to {prev}: {e.strerror}. "
                             f"Choose another place with --journal PATH.") from None
 
-    def _create(self, path, header):
+    def _create(self, path: str, header: dict[str, Any]) -> None:
         """A new journal appears with its header, whole, or not at all."""
         with replaced(path, "wb") as f:
             f.write((json.dumps(header, separators=(",", ":")) + "\n").encode("utf-8", "surrogatepass"))
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND)
 
     # --- records ---
-    def _add(self, text, calls=0):
+    def _add(self, text: str, calls: int = 0) -> None:
         self.lines.append(((text.encode("utf-8", "surrogatepass"),), calls, None))
 
-    def completed(self, positions, elements, check=None, digests=None, values=None):
+    def completed(self, positions: Sequence[int], elements: Sequence[Any], check: Optional[str] = None,
+                  digests: Optional[bytes] = None, values: Optional[bytes] = None) -> None:
         """Calls at ``positions`` (holding ``elements``) completed.  From the worker: ``check``,
         its content check when they are a whole batch as sent; ``digests``, per call, if any;
         ``values``, the results-file bytes of their values (when the run collects them)."""
@@ -387,7 +401,7 @@ class Journal:
         text = json.dumps(rec, separators=(",", ":")).encode("utf-8", "surrogatepass")
         self.lines.append(((text[:-1], b',"v":"', base64.b64encode(values), b'"}'), len(elements), values))
 
-    def exported(self, path, st, crc=None, sha256=None):
+    def exported(self, path: str, st: os.stat_result, crc: Optional[int] = None, sha256: Optional[str] = None) -> None:
         """The run wrote its results file: ``st`` is its os.stat, ``crc`` the CRC-32 of its bytes (so
         that cluf --gather knows them whole) and ``sha256`` their digest (so a later run knows the
         file is its own, where it is, or wherever it was copied)."""
@@ -398,30 +412,33 @@ class Journal:
             rec["sha256"] = sha256
         self._add(json.dumps(rec, separators=(",", ":")))
 
-    def failed(self, position, element, attempt, exc_type, message, final, tb=None):
+    def failed(self, position: int, element: Any, attempt: int, exc_type: str, message: Any, final: bool,
+               tb: Optional[str] = None) -> None:
         rec = {"t": "fail", "pos": position, "attempt": attempt, "final": final,
                "type": exc_type, "msg": str(message)[:2000], "args": short_repr(element, 300)}
         if final and tb:  # the traceback of a final failure, for cluster_func.Run.results()'s MapError
             rec["tb"] = tb if len(tb) <= TB_MAX else tb[:TB_MAX // 4] + "\n...\n" + tb[-(TB_MAX * 3 // 4):]
         self._add(json.dumps(rec, separators=(",", ":")))
 
-    def maybe_flush(self, now):
+    def maybe_flush(self, now: float) -> None:
         """Write what is pending (one write: it survives the process being killed);
         fsync at most once every FLUSH_SECONDS (so a power loss loses at most that)."""
         if self.lines:
             self.flush(sync=now - self.last_sync >= FLUSH_SECONDS)
 
-    def flush(self, sync=True):
+    def flush(self, sync: bool = True) -> None:
         if self.broken is not None:
             raise self.broken
+        fd = self.fd
+        assert fd is not None, "the journal is closed"
         if self.lines:
             lines, self.lines = self.lines, []
-            pieces = []  # (written with writev: a line's values are not copied into one string first)
+            pieces: list[bytes] = []  # (written with writev: a line's values are not copied into one string first)
             for line, _, _ in lines:
                 pieces += line
                 pieces.append(b"\n")
             try:
-                _write_all(self.fd, pieces)
+                _write_all(fd, pieces)
             except _PartialWrite as e:
                 self._count_written(lines, e.written)
                 self.broken = JournalWriteError(self.path, e.err)
@@ -434,14 +451,14 @@ class Journal:
         if sync:
             self.last_sync = time.monotonic()
             try:
-                os.fsync(self.fd)
+                os.fsync(fd)
             except OSError as e:
                 if e.errno in (errno.EINVAL, errno.EROFS):  # cannot be synced (a pipe, /dev/null)
                     return
                 self.broken = JournalWriteError(self.path, e)
                 raise self.broken from None
 
-    def _count_written(self, lines, nbytes):
+    def _count_written(self, lines: list[Line], nbytes: int) -> None:
         """Count the calls of the lines that reached the file whole before a write failed."""
         end = 0
         for line, n, _ in lines:
@@ -450,7 +467,7 @@ class Journal:
                 break
             self.written_calls += n
 
-    def close(self, done, failed, status):
+    def close(self, done: int, failed: int, status: str) -> None:
         """Write the end record (unless writing already failed) and release the journal."""
         try:
             if self.broken is None:
@@ -474,7 +491,7 @@ def _write_failed(error: UserError, cause: OSError) -> UserError:
 
 
 class _PartialWrite(Exception):
-    def __init__(self, written, err):
+    def __init__(self, written: int, err: OSError) -> None:
         self.written = written
         self.err = err
 
@@ -482,22 +499,22 @@ class _PartialWrite(Exception):
 _IOV_MAX = 1024  # pieces a writev takes at most (Linux's IOV_MAX)
 
 
-def _write_all(fd, pieces):
+def _write_all(fd: int, pieces: Sequence[bytes]) -> int:
     """Write the pieces of bytes in order (small ones joined first, so that the usual round is one
     write); _PartialWrite says how many bytes reached the file when a write fails."""
     if len(pieces) > 2 and sum(map(len, pieces)) < 1 << 16:
         pieces = [b"".join(pieces)]
-    pieces = [memoryview(p) for p in pieces if p]
+    views = [memoryview(p) for p in pieces if p]
     done, i = 0, 0
-    while i < len(pieces):
+    while i < len(views):
         try:
-            n = os.writev(fd, pieces[i:i + _IOV_MAX])
+            n = os.writev(fd, views[i:i + _IOV_MAX])
         except OSError as e:
             raise _PartialWrite(done, e) from None
         done += n
-        while i < len(pieces) and n >= len(pieces[i]):
-            n -= len(pieces[i])
+        while i < len(views) and n >= len(views[i]):
+            n -= len(views[i])
             i += 1
         if n:
-            pieces[i] = pieces[i][n:]
+            views[i] = views[i][n:]
     return done

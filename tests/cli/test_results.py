@@ -166,3 +166,29 @@ def test_results_in_clum_options(clum, tmp_path):
         """)
     assert clum.run("opt.py").returncode == 0
     assert list(cluster_func.read_results(str(out))) == [(0, 0), (1, -1), (2, -2)]
+
+
+def test_a_record_that_names_a_format_but_carries_no_values_is_skipped_as_malformed(clum, tmp_path):
+    # A completed-calls line with "f" but no "v" (edited by hand, or damaged) is malformed: it is
+    # skipped like a torn line, and its calls run again; a resume that collects values does not
+    # take it as a record with values (there are none to export).
+    clum.script("sq.py", """\
+        def target(x):
+            rec("E", x)
+            return x * x
+        args = range(6)
+        """)
+    out, j = tmp_path / "v.jsonl", tmp_path / "s.journal"
+    assert clum.run("sq.py", "--results", out, "--journal", j).returncode == 0
+    lines = j.read_bytes().split(b"\n")
+    oks = [k for k, line in enumerate(lines) if line.startswith(b'{"t":"ok"')]
+    assert oks
+    for k in oks:
+        rec = json.loads(lines[k])
+        del rec["v"], rec["vc"]
+        lines[k] = json.dumps(rec, separators=(",", ":")).encode()
+    j.write_bytes(b"\n".join(lines))
+    assert [r for _, r in jmod.ok_records(str(j))] == []  # (read as malformed: skipped)
+    r = clum.run("sq.py", "--results", out, "--journal", j, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert list(cluster_func.read_results(str(out))) == [(i, i * i) for i in range(6)]

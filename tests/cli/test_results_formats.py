@@ -53,6 +53,22 @@ def test_a_new_format_is_one_registered_class(tmp_path):
         rmod.format_of("v.toy")
 
 
+def test_the_base_class_declares_every_method_the_formats_are_asked_for():
+    # A new format is written against formats.base.ResultsFormat: the methods the run and
+    # read_results call (read, records_of_file: an ownership check) are declared there, and every
+    # registered format implements each method the base leaves to it.
+    import inspect
+
+    base = formats.ResultsFormat
+    for method in ("encode", "encode_batch", "split", "moved", "decode", "read", "records_of_file"):
+        assert callable(getattr(base, method, None)), method
+    left = [m for m, f in vars(base).items() if callable(f) and "raise NotImplementedError" in inspect.getsource(f)]
+    assert "read" in left and "records_of_file" in left
+    for name in formats.names():
+        cls = type(formats.get(name))
+        assert [m for m in left if getattr(cls, m) is getattr(base, m)] == [], name
+
+
 # --- a batch at once is value by value -------------------------------------------------------------
 
 def _batches(seed):

@@ -7,7 +7,7 @@ splits them into records again.  A record's bytes are made once, in the worker: 
 exactly the bytes the journal holds.
 """
 
-from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple, Type
+from typing import Any, BinaryIO, Callable, Dict, Iterator, Optional, Sequence, Tuple, Type
 
 REGISTRY: Dict[str, "ResultsFormat"] = {}  # name -> the format (an instance of its class)
 
@@ -67,9 +67,15 @@ class ResultsFormat:
         """``(position, value)`` of each record of whole records (as a worker made them)."""
         raise NotImplementedError
 
-    def file_records(self, data: bytes) -> Iterator[Optional[Tuple[int, Any, bytes]]]:
-        """``(position, value, record bytes)`` of each record of a results file's bytes, whatever
-        wrote it; None for a record that cannot be read (torn, or not a record), after which the
+    def read(self, f: BinaryIO) -> Iterator[Optional[Tuple[int, Any]]]:
+        """``(position, value)`` of each record of an open results file, whatever wrote it; None
+        for a record that cannot be read (torn, or not a record), after which the rest is read on
+        when the format frames its records (``unframed_after_torn`` false)."""
+        raise NotImplementedError
+
+    def records_of_file(self, data: bytes) -> Iterator[Optional[Tuple[Any, bytes]]]:
+        """``(position, record bytes)`` of each record of a results file's bytes that has a
+        position (whatever its type); None for one that cannot be read (torn), after which the
         rest is read on when the format frames its records (``unframed_after_torn`` false)."""
         raise NotImplementedError
 
