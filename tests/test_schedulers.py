@@ -3,6 +3,7 @@ comes from it (--scheduler choices, the *_options keys, auto-detection, warnings
 
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -75,6 +76,18 @@ def test_the_cluster_side_never_imports_the_local_side_and_nothing_imports_up():
             assert not re.search(r"from \.+cluster\b", text), f"{path} imports the cluster side"
         if folder == "core":
             assert not re.search(r"from \.\.(schedulers|record)\b", text), f"{path} imports up"
+
+
+def test_plain_clum_loads_no_scheduler_module(tmp_path):
+    script = tmp_path / "tiny.py"
+    script.write_text("def target(x):\n    return x\nargs = range(3)\n")
+    code = ("import sys\nfrom cluster_func.cli import clum_main\n"
+            f"sys.argv = ['clum', {str(script)!r}, '-p', '1', '--quiet']\n"
+            "try:\n    clum_main()\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('cluster_func.schedulers.')))\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout
 
 
 # ------------------------------------------------------------------ the registry
