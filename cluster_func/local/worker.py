@@ -20,7 +20,10 @@ Protocol.
     long on it (so one slow stretch cannot unbalance workers).
   worker -> runner, on the result pipe: the messages :class:`Ready`, :class:`Fatal`,
     :class:`Fail` and :class:`Done` (below: their fields are their format), each pickled as the
-    plain tuple of its fields, its kind first (see :func:`wire` and :func:`message`).
+    plain tuple of its fields, its kind first (see :func:`wire` and :func:`message`).  A batch's
+    values follow its ``done`` as a message of their own, their bytes as they are (``records``
+    in the ``done`` is then their length): nothing copies them into a pickle, and the runner reads
+    them straight into their buffer (see pool.Pool.receive).
   Shared memory (:class:`Counters`), two int64 per worker: [calls of the current batch
   started (0 between batches), calls finished in all, written at each batch's end].  The
   runner reads it only when a worker dies or overruns ``--timeout``, to know which call ran.
@@ -37,6 +40,7 @@ import sys
 import traceback
 from pickle import loads
 from time import perf_counter
+from zlib import crc32
 from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Tuple, Union, cast
 
 from ..core.arguments import Arguments
@@ -81,14 +85,16 @@ class Done(NamedTuple):
     call started (8 bytes each) when asked for (see ``DIGESTS_*``), else None; ``records``, the
     results records of its calls that completed (see results.py; an encoder may have ``pack``,
     which takes the batch's values whole, see run_batches), or None when values are not
-    collected."""
+    collected; on the wire, when they follow as a message of their own, their length.
+    ``values_crc``: the CRC-32 of the records, for the journal's ``vc`` (None: not computed)."""
     kind: str  # "done"
     batch_id: int
     n_done: int
     seconds: float
     check: str
     digests: Optional[bytes]
-    records: Optional[bytes]
+    records: Union[bytes, bytearray, int, None]
+    values_crc: Optional[int] = None
 
 
 Message = Union[Ready, Fatal, Fail, Done]
@@ -290,7 +296,7 @@ def _main(task_conn: Any, result_conn: Any, source: Any, shared: Any, slot: int,
         from ..record.results import encoder
 
         encode = encoder(results_format)
-    run_batches(task_conn, send, target, Counters(shared), slot, encode)
+    run_batches(task_conn, send, target, Counters(shared), slot, encode, result_conn.send_bytes)
 
 
 _PLAIN, _STAR = "plain", "star"
@@ -378,9 +384,10 @@ def _send_failure(send: Callable[[tuple], None], batch_id: int, k: int, e: BaseE
 
 
 def run_batches(task_conn: Any, send: Callable[[tuple], None], target: Callable[..., Any], counters: Counters, slot: int,
-                encode: Any = None) -> None:
+                encode: Any = None, send_bytes: Optional[Callable[[Union[bytes, bytearray]], None]] = None) -> None:
     """Run each batch the runner sends and answer it (``done``), until the runner sends the stop or
-    is gone (see the protocol in the module docstring)."""
+    is gone (see the protocol in the module docstring).  ``send_bytes``: sends a batch's values
+    as a message of their own, after its ``done`` (without it they travel in the ``done``)."""
     values = counters.values
     started_slot, finished_slot = 2 * slot, 2 * slot + 1
     finished = values[finished_slot]
@@ -392,6 +399,7 @@ def run_batches(task_conn: Any, send: Callable[[tuple], None], target: Callable[
     # ``values`` one per call started (None for the calls that failed, whose indices are ``failed``);
     # ``report(k, error)``: call k's value cannot be written (the results formats encode a batch at once).
     pack = getattr(encode, "pack", None)
+    checked = getattr(encode, "checked", False)  # the journal carries the values: their CRC-32 is made here
     while True:
         try:
             msg = recv_bytes()
@@ -431,4 +439,16 @@ def run_batches(task_conn: Any, send: Callable[[tuple], None], target: Callable[
             records = pack(positions, records, failed, lambda k, e: _send_failure(send, batch_id, k, e))
         elif encode is not None:
             records = join(records)
-        send(Done("done", batch_id, i, seconds, check, digests, records))
+        _send_done(send, send_bytes, Done("done", batch_id, i, seconds, check, digests, records), checked)
+
+
+def _send_done(send: Callable[[tuple], None], send_bytes: Optional[Callable[[Union[bytes, bytearray]], None]], done: Done,
+               checked: bool) -> None:
+    """Send ``done``; its values (if any, and ``send_bytes``) as they are, after it (see the protocol),
+    with their CRC-32 when ``checked``."""
+    records = done.records
+    if records and send_bytes is not None and not isinstance(records, int):
+        send(done._replace(records=len(records), values_crc=crc32(records) if checked else None))
+        send_bytes(records)
+    else:
+        send(done)

@@ -23,7 +23,7 @@ import re
 import sys
 import time
 import zlib
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 from ..core.errors import LOCK_WAIT_VAR, UserError
 from ..core.files import replaced
@@ -35,7 +35,8 @@ from .journal import (FORMAT, HEADER_KEY, FLUSH_SECONDS, IDENTITY_DEFAULTS, Jour
 
 TB_MAX = 8000  # characters of a failed call's traceback kept in the journal
 Warn = Callable[[str], None]  # says something to the user (a warning)
-Line = Tuple[Tuple[bytes, ...], int, Optional[bytes]]  # a line to write: see Journal.lines
+Buffer = Union[bytes, bytearray]  # the bytes of a batch's values (as the worker sent them)
+Line = Tuple[Tuple[bytes, ...], int, Optional[Buffer]]  # a line to write: see Journal.lines
 
 
 class JournalWriteError(Exception):
@@ -217,7 +218,7 @@ class Journal:
         self.dropped_without_values = 0
         self.lines: list[Line] = []  # (the line's pieces of bytes, completed calls in it, the values it carries or None)
         # called with (the values, their number) of each record once its line is written
-        self.on_values: Optional[Callable[[bytes, int], None]] = None
+        self.on_values: Optional[Callable[[Buffer, int], None]] = None
         self.last_sync = time.monotonic()
         self.written_calls = 0
         self.broken: Optional[JournalWriteError] = None
@@ -379,10 +380,12 @@ class Journal:
         self.lines.append(((text.encode("utf-8", "surrogatepass"),), calls, None))
 
     def completed(self, positions: Sequence[int], elements: Sequence[Any], check: Optional[str] = None,
-                  digests: Optional[bytes] = None, values: Optional[bytes] = None) -> None:
+                  digests: Optional[bytes] = None, values: Optional[Buffer] = None,
+                  values_crc: Optional[int] = None) -> None:
         """Calls at ``positions`` (holding ``elements``) completed.  From the worker: ``check``,
         its content check when they are a whole batch as sent; ``digests``, per call, if any;
-        ``values``, the results-file bytes of their values (when the run collects them)."""
+        ``values``, the results-file bytes of their values (when the run collects them), and
+        their CRC-32 (``values_crc``; computed here when None)."""
         rec = {"t": "ok", "pos": encode_positions(positions)}
         if self.mode == "round-robin":
             rec["c"] = check or elements_check(elements)
@@ -395,7 +398,8 @@ class Journal:
             return
         values = values or b""
         rec["f"] = self.values
-        rec["vc"] = f"{zlib.crc32(values):08x}"  # a value damaged on disk is a torn record, never a wrong value
+        # a value damaged on disk is a torn record, never a wrong value
+        rec["vc"] = f"{zlib.crc32(values) if values_crc is None else values_crc:08x}"
         # "v" last, as json.dumps would write it, but spliced in: base64 needs no escaping, and
         # json.dumps would scan the whole (large) string for characters to escape
         text = json.dumps(rec, separators=(",", ":")).encode("utf-8", "surrogatepass")
