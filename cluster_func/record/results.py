@@ -415,7 +415,10 @@ class _LiveExport:
     def __init__(self, fd: int) -> None:
         import hashlib
 
+        from .writer import WriteBehind
+
         self.fd = fd
+        self.behind = WriteBehind(fd)  # (its fsync at the end finds the values on their way to the disk)
         self.digest = hashlib.sha256()
         self.crc = 0
         self.count = 0  # the values written
@@ -441,6 +444,7 @@ class _LiveExport:
             self.error = e
             self.close()
             return
+        self.behind.wrote(len(data))
         self.digest.update(data)
         self.crc = zlib.crc32(data, self.crc)
         self.count += count if count is not None else 0
