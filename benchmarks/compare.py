@@ -59,6 +59,16 @@ def children_cpu():
     return r.ru_utime + r.ru_stime
 
 
+def settle(seconds):
+    """Wait (at most ``seconds``) for the rest of the machine to use under a quarter of a core."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        b0 = busy_seconds()
+        time.sleep(0.3)
+        if (busy_seconds() - b0) / 0.3 < 0.25:
+            return
+
+
 def run(cmd, tree):
     scratch = tempfile.mkdtemp()
     cmd = [c.replace("{journal}", os.path.join(scratch, "j")) for c in cmd]
@@ -84,6 +94,8 @@ def main(argv):
     ap.add_argument("--tree", action="append", default=[], metavar="NAME=FOLDER",
                     help="one more version to run beside the two (any number of them)")
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--settle", type=float, default=0.0, metavar="S",
+                    help="before each command, wait up to S seconds for the rest of the machine to go quiet")
     opts = ap.parse_args(argv)
     trees = {"before": opts.before, "after": opts.after}
     trees.update(t.split("=", 1) for t in opts.tree)
@@ -93,6 +105,7 @@ def main(argv):
     got = {name: [] for name, _, _ in cmds}
     for rep in range(opts.reps):
         for name, tree, cmd in cmds:
+            settle(opts.settle)
             got[name].append(run(cmd, trees.get(tree)))
         sys.stderr.write(f"repetition {rep + 1} of {opts.reps} done\n")
     print(f"{'row':34} {'median s':>9} {'min-max s':>13} {'cpu s':>6} {'other load (median, max)':>25}")
