@@ -21,9 +21,10 @@ Protocol.
   worker -> runner, on the result pipe: the messages :class:`Ready`, :class:`Fatal`,
     :class:`Fail` and :class:`Done` (below: their fields are their format), each pickled as the
     plain tuple of its fields, its kind first (see :func:`wire` and :func:`message`).  A batch's
-    values follow its ``done`` as a message of their own, their bytes as they are (``records``
-    in the ``done`` is then their length): nothing copies them into a pickle, and the runner reads
-    them straight into their buffer (see pool.Pool.receive).
+    values of 64 KiB or more follow its ``done`` as a message of their own, their bytes as they are
+    (``records`` in the ``done`` is then their length): nothing copies them into a pickle, and the
+    runner reads them straight into their buffer (see pool.Pool.receive).  Smaller ones travel in
+    the ``done``.
   Shared memory (:class:`Counters`), two int64 per worker: [calls of the current batch
   started (0 between batches), calls finished in all, written at each batch's end].  The
   runner reads it only when a worker dies or overruns ``--timeout``, to know which call ran.
@@ -51,6 +52,7 @@ HEADER = struct.Struct("!qdbq")
 # DIGEST_MIN_SECONDS (where they cost nothing measurable), or always (--hash/--key resuming).
 DIGESTS_NEVER, DIGESTS_IF_DEAR, DIGESTS_ALWAYS = 0, 1, 2
 DIGEST_MIN_SECONDS = 10e-6
+SEPARATE_VALUES = 1 << 16  # a batch's values of this many bytes or more follow its "done" as they are
 
 
 # --- the worker's messages to the runner ---------------------------------------------------------
@@ -444,11 +446,15 @@ def run_batches(task_conn: Any, send: Callable[[tuple], None], target: Callable[
 
 def _send_done(send: Callable[[tuple], None], send_bytes: Optional[Callable[[Union[bytes, bytearray]], None]], done: Done,
                checked: bool) -> None:
-    """Send ``done``; its values (if any, and ``send_bytes``) as they are, after it (see the protocol),
-    with their CRC-32 when ``checked``."""
+    """Send ``done``, with the CRC-32 of its values when ``checked``; values of SEPARATE_VALUES bytes
+    or more (and ``send_bytes``) as they are, after it (see the protocol): smaller ones stay in it,
+    so that a batch of a few slow calls is still one message, which one wake-up of the runner reads."""
     records = done.records
-    if records and send_bytes is not None and not isinstance(records, int):
-        send(done._replace(records=len(records), values_crc=crc32(records) if checked else None))
-        send_bytes(records)
-    else:
-        send(done)
+    if records and not isinstance(records, int):
+        if checked:
+            done = done._replace(values_crc=crc32(records))
+        if send_bytes is not None and len(records) >= SEPARATE_VALUES:
+            send(done._replace(records=len(records)))
+            send_bytes(records)
+            return
+    send(done)
