@@ -270,9 +270,9 @@ class Runner:
                               signal.default_int_handler if s == signal.SIGINT else signal.SIG_DFL)
             if self.relay is not None:
                 self.relay.close()
-            for fd in (self._wake_r, self._wake_w):  # type: ignore[assignment]  # (int in the loop above)
-                if fd is not None:
-                    os.close(fd)
+            for wake_fd in (self._wake_r, self._wake_w):
+                if wake_fd is not None:
+                    os.close(wake_fd)
             self._wake_r = self._wake_w = None
             self.reporter.close()
         if self.draining and self.outcome.interrupted_by is None and self.outcome.fatal is None:
