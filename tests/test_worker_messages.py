@@ -60,3 +60,45 @@ def test_a_message_larger_than_the_pipe_comes_whole_over_several_reads():
     s.send(wire(Ready("ready", 1)))
     s.close()
     assert pool.receive(w, until_empty=True) == [Ready("ready", 1)]
+
+
+def _send_done_with_values(s, done, values):
+    from cluster_func.local.worker import _send_done
+
+    _send_done(s.send, s.send_bytes, done._replace(records=values), True)
+
+
+@pytest.mark.parametrize("size", [10, 300_000])
+def test_values_sent_after_their_done_come_with_it_whole(size):
+    # The values travel as a message of their own right after their "done" (not pickled into it):
+    # the runner hands on the "done" only once they are here, with them and their CRC-32.
+    import zlib
+
+    r, s = multiprocessing.Pipe(duplex=False)
+    pool, w = _pool_reading(r)
+    values = os.urandom(size)
+    writer = threading.Thread(target=_send_done_with_values, args=(s, Done("done", 4, 2, 0.1, "c", None, None), values))
+    writer.start()
+    got, reads = [], 0
+    while not got:
+        select.select([r.fileno()], [], [], 10)
+        got = pool.receive(w)
+        reads += 1
+    writer.join()
+    assert len(got) == 1 and got[0][:6] == ("done", 4, 2, 0.1, "c", None)
+    assert bytes(got[0].records) == values and got[0].values_crc == zlib.crc32(values)
+    assert (reads > 1 or size < 65536) and not w.inbox and w.awaiting is None and w.partial is None
+    s.send(wire(Ready("ready", 1)))
+    s.close()
+    assert pool.receive(w, until_empty=True) == [Ready("ready", 1)]
+
+
+def test_a_worker_gone_between_a_done_and_its_values_leaves_neither():
+    # (its batch is then settled from the shared counters, as for any worker that dies)
+    r, s = multiprocessing.Pipe(duplex=False)
+    pool, w = _pool_reading(r)
+    s.send(wire(Done("done", 4, 2, 0.1, "c", None, 200_000, 123)))
+    os.write(s.fileno(), (200_000).to_bytes(4, "big") + os.urandom(1000))  # 1,000 of the 200,000 bytes
+    s.close()
+    assert pool.receive(w, until_empty=True) == []
+    assert w.awaiting is not None and w.partial is not None and len(w.partial[0]) == 200_000

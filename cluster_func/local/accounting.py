@@ -69,10 +69,11 @@ class Accounting:
             self.outcome.failed += 1
 
     def complete(self, b: Batch, n_done: int, check: Any = None, digests: Optional[bytes] = None,
-                 records: Any = None) -> None:
+                 records: Any = None, values_crc: Optional[int] = None) -> None:
         """The first n_done calls of b are over; those not failed are complete.  From the worker,
         for the journal: ``check``, its content check of the whole batch (used when all of it
-        is done), and ``digests``, per call started (or None)."""
+        is done), ``digests``, per call started (or None), and the values' ``records`` with
+        their CRC-32 (``values_crc``, or None)."""
         if n_done <= 0:
             return
         whole = n_done == len(b.elements) and not b.failed
@@ -90,7 +91,7 @@ class Accounting:
                 digests = digests[:8 * n_done]
         self.outcome.done += len(elements)
         if self.journal and elements:  # the values travel in the record that says their calls completed
-            self.journal.completed(positions, elements, check if whole else None, digests, records)
+            self.journal.completed(positions, elements, check if whole else None, digests, records, values_crc)
         if self.collect is not None and records:
             self.collect(records)
 

@@ -17,7 +17,7 @@ import selectors
 import signal
 import struct
 import time
-from typing import TYPE_CHECKING, Any, Callable, Deque, List, Mapping, Optional, Set
+from typing import TYPE_CHECKING, Any, Callable, Deque, List, Mapping, Optional, Set, Tuple
 
 from pickle import loads
 
@@ -25,7 +25,7 @@ from ..core.errors import signals_held
 from ..core.script import without_script_folders
 from . import worker as worker_module
 from .gpus import Pinned
-from .worker import Counters, Message, message
+from .worker import Counters, Done, Message, message
 
 if TYPE_CHECKING:
     from .batching import Batch
@@ -134,6 +134,8 @@ class Worker:
         self.outq: Deque[memoryview] = collections.deque()  # memoryviews still to write to the task pipe
         self.writing = False  # its task pipe is registered for EVENT_WRITE (outq is not empty)
         self.inbox = bytearray()  # what was read from its result pipe and is not a whole message yet
+        self.awaiting: Optional[Done] = None  # a "done" whose values are the next message (see Pool.receive)
+        self.partial: Optional[Tuple[bytearray, int]] = None  # those values, being read: (buffer, bytes so far)
         self.pipe_size = PIPE_SIZE
         self.outstanding: Deque[Batch] = collections.deque()
         self.finished_calls = 0  # calls the runner has seen reported done by this worker
@@ -145,6 +147,9 @@ class Worker:
 
 PIPE_SIZE = 1 << 16  # Linux's default pipe buffer
 READ_SIZE = 1 << 16  # what one read of a result pipe asks for
+# A batch's values (see worker.py's protocol) larger than this that are not yet in the inbox whole are
+# read straight into their own buffer, rather than into the inbox and copied out of it.
+DIRECT_READ_MIN = 1 << 16
 _SIZE = struct.Struct("!i")  # multiprocessing.Connection's framing: the size of what follows,
 _BIG_SIZE = struct.Struct("!Q")  # or -1 and then the size in 8 bytes
 MAX_PIPE_SIZE = 1 << 20  # what an unprivileged process may ask for by default
@@ -267,9 +272,12 @@ class Pool:
         w.task_w, w.result_r = task_w, result_r
         os.set_blocking(task_w.fileno(), False)
         os.set_blocking(result_r.fileno(), False)  # (see receive)
+        if self.values is not None:  # a batch's values at once: the worker goes on to its next batch
+            _grow_pipe(result_r.fileno(), MAX_PIPE_SIZE, PIPE_SIZE)
         w.outq = collections.deque()
         w.writing = False
         w.inbox = bytearray()
+        w.awaiting = w.partial = None
         w.pipe_size = PIPE_SIZE
         w.outstanding = collections.deque()
         self.counters.reset_started(w.slot)
@@ -302,22 +310,37 @@ class Pool:
         """The whole messages (worker.message) that worker w has written and its result pipe
         holds now: one read, or with ``until_empty`` reads until the pipe is empty.  Never waits
         for the rest of a message (it stays in ``w.inbox`` for the next read), and one read takes
-        as many messages as the pipe holds.  EOFError once w's end is closed and all is read."""
+        as many messages as the pipe holds.  A ``done`` whose values follow it (see worker.py's
+        protocol) comes once they are here, with them; values not yet here whole are read straight
+        into their buffer (``w.partial``).  EOFError once w's end is closed and all is read."""
         fd = w.result_r.fileno()
         inbox = w.inbox
+        got: List[Message] = []
         while True:
             try:
+                if w.partial is not None:
+                    got += self._read_values(w, fd)
+                    if w.partial is not None and not until_empty:
+                        return got
+                    continue
                 data = os.read(fd, READ_SIZE)
             except BlockingIOError:
                 break
             if not data:
-                if inbox:
+                if inbox or w.partial is not None or w.awaiting is not None:
                     break  # (a torn last message: as multiprocessing would, drop it)
+                if got:
+                    return got
                 raise EOFError
             inbox += data
+            self._messages(w, inbox, got)
             if not until_empty:
                 break
-        got = []
+        return got
+
+    @staticmethod
+    def _messages(w: Worker, inbox: bytearray, got: List[Message]) -> None:
+        """Take the whole messages out of ``inbox`` (w's) into ``got``."""
         start, end = 0, len(inbox)
         while end - start >= 4:
             size = _SIZE.unpack_from(inbox, start)[0]
@@ -328,13 +351,42 @@ class Pool:
                 size, head = _BIG_SIZE.unpack_from(inbox, start + 4)[0], 12
             stop = start + head + size
             if stop > end:
+                if w.awaiting is not None and size >= DIRECT_READ_MIN:  # values: the rest straight into their buffer
+                    buf = bytearray(size)
+                    buf[:end - start - head] = memoryview(inbox)[start + head:end]
+                    w.partial = (buf, end - start - head)
+                    start = end
                 break
-            with memoryview(inbox) as view:
-                got.append(message(loads(view[start + head:stop])))
+            if w.awaiting is not None:  # the values of that "done"
+                got.append(w.awaiting._replace(records=inbox[start + head:stop]))
+                w.awaiting = None
+            else:
+                with memoryview(inbox) as view:
+                    msg = message(loads(view[start + head:stop]))
+                if type(msg) is Done and type(msg.records) is int:
+                    w.awaiting = msg  # (its values are the next message)
+                else:
+                    got.append(msg)
             start = stop
         if start:
             del inbox[:start]
-        return got
+
+    @staticmethod
+    def _read_values(w: Worker, fd: int) -> List[Message]:
+        """One read of the values w.awaiting waits for, into their buffer; the "done" with them once whole.
+        BlockingIOError when there is nothing to read; EOFError-free: a pipe closed half-way leaves them torn."""
+        assert w.partial is not None and w.awaiting is not None
+        buf, have = w.partial
+        with memoryview(buf) as view:
+            n = os.readv(fd, [view[have:]])
+        if not n:
+            raise BlockingIOError  # (closed: the torn values are dropped with the worker, see _on_exit)
+        have += n
+        if have < len(buf):
+            w.partial = (buf, have)
+            return []
+        done, w.awaiting, w.partial = w.awaiting._replace(records=buf), None, None
+        return [done]
 
     def send(self, w: Worker, header: bytes, payload: bytes | memoryview) -> None:
         """Queue one message in ``Connection.send_bytes`` framing, without copying the payload."""

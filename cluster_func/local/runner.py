@@ -140,13 +140,13 @@ class Runner:
             raise _StopNow()
 
     def _on_done(self, w: Worker, batch_id: int, n_done: int, seconds: float, check: Any, digests: Optional[bytes],
-                 records: Any) -> None:
+                 records: Any, values_crc: Optional[int] = None) -> None:
         b = w.outstanding.popleft()
         assert b.id == batch_id, (b.id, batch_id)
         del self.batches[b.id]
         w.finished_calls += n_done
         self.dealer.sizer.observe(n_done, seconds)
-        self.acct.complete(b, n_done, check, digests, records)
+        self.acct.complete(b, n_done, check, digests, records, values_crc)
         if n_done < len(b.elements):
             # The worker handed back the rest (its calls got dear): re-deal it in batches sized
             # for the new cost, so that every worker gets a share, not the one that returned it.
@@ -155,7 +155,7 @@ class Runner:
     def _on_message(self, w: Worker, msg: Message) -> None:
         """One of the worker's messages (worker.Ready, Fatal, Fail, Done)."""
         if type(msg) is Done:
-            self._on_done(w, msg.batch_id, msg.n_done, msg.seconds, msg.check, msg.digests, msg.records)
+            self._on_done(w, msg.batch_id, msg.n_done, msg.seconds, msg.check, msg.digests, msg.records, msg.values_crc)
         elif type(msg) is Fail:
             b = self.batches.get(msg.batch_id)
             if b is not None:
@@ -270,9 +270,9 @@ class Runner:
                               signal.default_int_handler if s == signal.SIGINT else signal.SIG_DFL)
             if self.relay is not None:
                 self.relay.close()
-            for fd in (self._wake_r, self._wake_w):  # type: ignore[assignment]  # (int in the loop above)
-                if fd is not None:
-                    os.close(fd)
+            for wake_fd in (self._wake_r, self._wake_w):
+                if wake_fd is not None:
+                    os.close(wake_fd)
             self._wake_r = self._wake_w = None
             self.reporter.close()
         if self.draining and self.outcome.interrupted_by is None and self.outcome.fatal is None:

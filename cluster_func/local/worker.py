@@ -20,7 +20,11 @@ Protocol.
     long on it (so one slow stretch cannot unbalance workers).
   worker -> runner, on the result pipe: the messages :class:`Ready`, :class:`Fatal`,
     :class:`Fail` and :class:`Done` (below: their fields are their format), each pickled as the
-    plain tuple of its fields, its kind first (see :func:`wire` and :func:`message`).
+    plain tuple of its fields, its kind first (see :func:`wire` and :func:`message`).  A batch's
+    values of 64 KiB or more follow its ``done`` as a message of their own, their bytes as they are
+    (``records`` in the ``done`` is then their length): nothing copies them into a pickle, and the
+    runner reads them straight into their buffer (see pool.Pool.receive).  Smaller ones travel in
+    the ``done``.
   Shared memory (:class:`Counters`), two int64 per worker: [calls of the current batch
   started (0 between batches), calls finished in all, written at each batch's end].  The
   runner reads it only when a worker dies or overruns ``--timeout``, to know which call ran.
@@ -37,6 +41,7 @@ import sys
 import traceback
 from pickle import loads
 from time import perf_counter
+from zlib import crc32
 from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Tuple, Union, cast
 
 from ..core.arguments import Arguments
@@ -47,6 +52,7 @@ HEADER = struct.Struct("!qdbq")
 # DIGEST_MIN_SECONDS (where they cost nothing measurable), or always (--hash/--key resuming).
 DIGESTS_NEVER, DIGESTS_IF_DEAR, DIGESTS_ALWAYS = 0, 1, 2
 DIGEST_MIN_SECONDS = 10e-6
+SEPARATE_VALUES = 1 << 16  # a batch's values of this many bytes or more follow its "done" as they are
 
 
 # --- the worker's messages to the runner ---------------------------------------------------------
@@ -81,14 +87,16 @@ class Done(NamedTuple):
     call started (8 bytes each) when asked for (see ``DIGESTS_*``), else None; ``records``, the
     results records of its calls that completed (see results.py; an encoder may have ``pack``,
     which takes the batch's values whole, see run_batches), or None when values are not
-    collected."""
+    collected; on the wire, when they follow as a message of their own, their length.
+    ``values_crc``: the CRC-32 of the records, for the journal's ``vc`` (None: not computed)."""
     kind: str  # "done"
     batch_id: int
     n_done: int
     seconds: float
     check: str
     digests: Optional[bytes]
-    records: Optional[bytes]
+    records: Union[bytes, bytearray, int, None]
+    values_crc: Optional[int] = None
 
 
 Message = Union[Ready, Fatal, Fail, Done]
@@ -290,7 +298,7 @@ def _main(task_conn: Any, result_conn: Any, source: Any, shared: Any, slot: int,
         from ..record.results import encoder
 
         encode = encoder(results_format)
-    run_batches(task_conn, send, target, Counters(shared), slot, encode)
+    run_batches(task_conn, send, target, Counters(shared), slot, encode, result_conn.send_bytes)
 
 
 _PLAIN, _STAR = "plain", "star"
@@ -378,9 +386,10 @@ def _send_failure(send: Callable[[tuple], None], batch_id: int, k: int, e: BaseE
 
 
 def run_batches(task_conn: Any, send: Callable[[tuple], None], target: Callable[..., Any], counters: Counters, slot: int,
-                encode: Any = None) -> None:
+                encode: Any = None, send_bytes: Optional[Callable[[Union[bytes, bytearray]], None]] = None) -> None:
     """Run each batch the runner sends and answer it (``done``), until the runner sends the stop or
-    is gone (see the protocol in the module docstring)."""
+    is gone (see the protocol in the module docstring).  ``send_bytes``: sends a batch's values
+    as a message of their own, after its ``done`` (without it they travel in the ``done``)."""
     values = counters.values
     started_slot, finished_slot = 2 * slot, 2 * slot + 1
     finished = values[finished_slot]
@@ -392,6 +401,7 @@ def run_batches(task_conn: Any, send: Callable[[tuple], None], target: Callable[
     # ``values`` one per call started (None for the calls that failed, whose indices are ``failed``);
     # ``report(k, error)``: call k's value cannot be written (the results formats encode a batch at once).
     pack = getattr(encode, "pack", None)
+    checked = getattr(encode, "checked", False)  # the journal carries the values: their CRC-32 is made here
     while True:
         try:
             msg = recv_bytes()
@@ -431,4 +441,20 @@ def run_batches(task_conn: Any, send: Callable[[tuple], None], target: Callable[
             records = pack(positions, records, failed, lambda k, e: _send_failure(send, batch_id, k, e))
         elif encode is not None:
             records = join(records)
-        send(Done("done", batch_id, i, seconds, check, digests, records))
+        _send_done(send, send_bytes, Done("done", batch_id, i, seconds, check, digests, records), checked)
+
+
+def _send_done(send: Callable[[tuple], None], send_bytes: Optional[Callable[[Union[bytes, bytearray]], None]], done: Done,
+               checked: bool) -> None:
+    """Send ``done``, with the CRC-32 of its values when ``checked``; values of SEPARATE_VALUES bytes
+    or more (and ``send_bytes``) as they are, after it (see the protocol): smaller ones stay in it,
+    so that a batch of a few slow calls is still one message, which one wake-up of the runner reads."""
+    records = done.records
+    if records and not isinstance(records, int):
+        if checked:
+            done = done._replace(values_crc=crc32(records))
+        if send_bytes is not None and len(records) >= SEPARATE_VALUES:
+            send(done._replace(records=len(records)))
+            send_bytes(records)
+            return
+    send(done)

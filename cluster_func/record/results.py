@@ -56,7 +56,7 @@ from .formats.base import Report
 
 if TYPE_CHECKING:
     from .resume import Kept
-    from .writer import Journal, JournalLock
+    from .writer import Buffer, Journal, JournalLock
 
 FORMATS = tuple(formats.extensions())
 
@@ -78,11 +78,13 @@ Pack = Callable[[Sequence[int], List[Any], Sequence[int], Optional[Report]], byt
 
 class Encoder:
     """(position, value) -> the bytes of one record; ``pack(positions, values, failed, report)``
-    makes a batch's records at once (see worker.run_batches)."""
+    makes a batch's records at once (see worker.run_batches).  ``checked``: the journal carries
+    the records, with their CRC-32 (which the worker computes, beside the records)."""
 
-    def __init__(self, encode: Callable[[int, Any], bytes], pack: Pack) -> None:
+    def __init__(self, encode: Callable[[int, Any], bytes], pack: Pack, checked: bool = False) -> None:
         self.encode = encode
         self.pack = pack
+        self.checked = checked
 
     def __call__(self, pos: int, value: Any) -> bytes:
         return self.encode(pos, value)
@@ -98,7 +100,7 @@ def encoder(fmt: str) -> Encoder:
              report: Optional[Report] = None) -> bytes:
         return form.encode_batch(positions, values, failed, report)
 
-    return Encoder(form.encode, pack)
+    return Encoder(form.encode, pack, checked=True)
 
 
 def pack_values(positions: Sequence[int], values: List[Any], failed: Sequence[int],
@@ -413,7 +415,10 @@ class _LiveExport:
     def __init__(self, fd: int) -> None:
         import hashlib
 
+        from .writer import WriteBehind
+
         self.fd = fd
+        self.behind = WriteBehind(fd)  # (its fsync at the end finds the values on their way to the disk)
         self.digest = hashlib.sha256()
         self.crc = 0
         self.count = 0  # the values written
@@ -427,7 +432,7 @@ class _LiveExport:
         except (AttributeError, OSError):
             return None
 
-    def write(self, data: bytes, count: Optional[int] = None) -> None:
+    def write(self, data: Buffer, count: Optional[int] = None) -> None:
         """Add a record's values (``count`` of them; counted from the data when not given)."""
         if self.fd is None:
             return
@@ -439,6 +444,7 @@ class _LiveExport:
             self.error = e
             self.close()
             return
+        self.behind.wrote(len(data))
         self.digest.update(data)
         self.crc = zlib.crc32(data, self.crc)
         self.count += count if count is not None else 0

@@ -5,10 +5,9 @@ read only the files you or your own runs wrote.
 
 import io
 import pickle
-import sys
-from array import array
+import struct
 from itertools import repeat
-from typing import Any, BinaryIO, Iterator, Optional, Sequence, Tuple
+from typing import Any, BinaryIO, Dict, Iterator, Optional, Sequence, Tuple
 
 from .base import Report, ResultsFormat, ValueNotWritable, register
 
@@ -16,27 +15,32 @@ from .base import Report, ResultsFormat, ValueNotWritable, register
 # The records of a batch of ints, or of floats, made at once.  Each is the pickle (protocol 4)
 # of ``(pos, value)``: PROTO 4, a FRAME of the rest, BININT pos (4 bytes, little-endian),
 # BININT value or BINFLOAT value (8 bytes, big-endian), TUPLE2, MEMOIZE, STOP: all of one size,
-# so the positions' and values' bytes are laid into copies of one template, a byte lane at a time.
-# (pickle.dumps writes the same, but for ints below 65536, which it writes shorter.)
-_FIXED = {int: (b"J", "i", 4, "little"), float: (b"G", "d", 8, "big")}
+# so the positions' and values' bytes (made by struct, in C) are laid into copies of one template,
+# a byte lane at a time.  (pickle.dumps writes the same, but for ints below 65536, which it writes
+# shorter.)
+_FIXED = {int: (b"J", "<%di", 4), float: (b"G", ">%dd", 8)}
+_templates: Dict[Tuple[bytes, int], bytes] = {}  # (value's opcode, records) -> the batch's template
 
 
-def _fixed_size(positions: Sequence[int], values: Sequence[Any], code: bytes, typecode: str, size: int,
-                order: str) -> bytes:
+def _template(code: bytes, size: int, n: int) -> bytes:
+    """``n`` copies of the record of a value of ``size`` bytes (opcode ``code``), position and value 0."""
+    key = (code, n)
+    got = _templates.get(key)
+    if got is None:
+        body = b"J\0\0\0\0" + code + bytes(size) + b"\x86\x94."
+        got = (b"\x80\x04\x95" + len(body).to_bytes(8, "little") + body) * n
+        if len(_templates) >= 8:  # (batches come in few sizes: keep the last ones)
+            _templates.clear()
+        _templates[key] = got
+    return got
+
+
+def _fixed_size(positions: Sequence[int], values: Sequence[Any], code: bytes, fmt: str, size: int) -> bytes:
     n = len(values)
-    body = b"J\0\0\0\0" + code + bytes(size) + b"\x86\x94."
-    template = b"\x80\x04\x95" + len(body).to_bytes(8, "little") + body
-    width = len(template)
-    # (from a list: from a range, array makes each int on the way, twice as slow; OverflowError beyond 32 bits)
-    pos, vals = array("i", list(positions[:n])), array(typecode, values)
-    if pos.itemsize != 4 or vals.itemsize != size:
-        raise OverflowError("no C type of the size")
-    if sys.byteorder != "little":
-        pos.byteswap()
-    if sys.byteorder != order:
-        vals.byteswap()
-    out = bytearray(template * n)
-    pb, vb = pos.tobytes(), vals.tobytes()
+    pb = struct.pack("<%di" % n, *positions[:n])
+    vb = struct.pack(fmt % n, *values)  # (struct.error for an int beyond 32 bits)
+    out = bytearray(_template(code, size, n))
+    width = len(out) // n if n else 0
     for j in range(4):
         out[12 + j::width] = pb[j::4]
     for j in range(size):
@@ -65,7 +69,7 @@ class Pickles(ResultsFormat):
             if fixed is not None:
                 try:
                     return _fixed_size(positions, values, *fixed)
-                except OverflowError:  # a position or an int beyond 32 bits
+                except (OverflowError, struct.error):  # a position or an int beyond 32 bits
                     pass
         if not skip:
             try:  # each record its own pickle, as encode makes it, without a Python call per value
