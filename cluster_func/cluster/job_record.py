@@ -35,7 +35,7 @@ class _Field:
 class JobRecord:
     """Bin i's job in the manifest (``jobs.<i>``, described above), by name.
 
-    A view of the manifest's own dict (:meth:`from_dict`, :meth:`to_dict`): a change through
+    A view of the manifest's own dict (``JobRecord(manifest["jobs"][str(i)])``): a change through
     it is a change of the manifest in hand, saved by the :func:`update_manifest` or
     :func:`update_bin` it was made under.  Keys it does not know are kept as they are."""
 

@@ -226,7 +226,6 @@ class Journal:
     """
 
     previous: Optional[JournalState]  # resuming: the journal's records
-    replaced_state: Optional[JournalState]  # starting over: what the previous journal held
 
     def __init__(self, path: str, script_path: str, bins_text: str, mode: str, resume: bool, warn: Warn,
                  identity: Optional[dict[str, Any]] = None, values: Optional[str] = None,
@@ -263,7 +262,7 @@ class Journal:
             raise
 
     def _open(self, path: str, script_path: str, bins_text: str, mode: str, resume: bool, warn: Warn) -> None:
-        self.previous = self.replaced_state = None
+        self.previous = None
         exists = os.path.exists(path)
         if exists:
             self._check_header(path, script_path, bins_text, mode, resume, warn)
@@ -338,7 +337,7 @@ class Journal:
 
     def _start_over(self, path: str, warn: Warn) -> None:
         """Not resuming: say what the last run left undone, and keep its journal as ``path``.prev."""
-        prev = self.replaced_state = read(path)
+        prev = read(path)
         if prev.last_status is None or prev.last_failed:
             state = "did not finish" if prev.last_status is None else "finished with failed calls"
             counts = ", ".join(filter(None, [f"{prev.last_done} calls completed" if prev.last_done else "",
