@@ -208,7 +208,7 @@ class _Merge:
     def _segment(self, offset: int, length: int) -> Iterator[tuple[int, bytes]]:
         """The records of a segment of the spill, read a small buffer at a time."""
         self.spill.flush()  # (read below the buffer)
-        size = max(1 << 14, min(1 << 20, (16 << 20) // max(1, len(self.segments))))
+        size = max(1 << 11, min(1 << 20, (16 << 20) // max(1, len(self.segments))))  # (16 MiB in all)
         fd, frame, end = self.spill.fileno(), self.FRAME, offset + length
         head = frame.size
         buf, at = b"", offset
