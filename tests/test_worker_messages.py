@@ -44,11 +44,10 @@ def test_one_read_takes_every_whole_message_the_pipe_holds():
         pool.receive(w)
 
 
-def test_a_message_larger_than_the_pipe_comes_whole_over_several_reads():
-    r, s = multiprocessing.Pipe(duplex=False)
-    pool, w = _pool_reading(r)
-    big = Done("done", 2, 3, 0.5, "c", None, os.urandom(300_000))
-    writer = threading.Thread(target=s.send, args=(wire(big),))  # blocks until the pipe is read
+def _receive_while_sending(r, pool, w, send, *args):
+    """Run ``send(*args)`` in a thread while the pool receives from ``r`` until a message is
+    whole; (the messages, how many reads it took)."""
+    writer = threading.Thread(target=send, args=args)
     writer.start()
     got, reads = [], 0
     while not got:
@@ -56,6 +55,14 @@ def test_a_message_larger_than_the_pipe_comes_whole_over_several_reads():
         got = pool.receive(w)
         reads += 1
     writer.join()
+    return got, reads
+
+
+def test_a_message_larger_than_the_pipe_comes_whole_over_several_reads():
+    r, s = multiprocessing.Pipe(duplex=False)
+    pool, w = _pool_reading(r)
+    big = Done("done", 2, 3, 0.5, "c", None, os.urandom(300_000))
+    got, reads = _receive_while_sending(r, pool, w, s.send, wire(big))  # (the send blocks until the pipe is read)
     assert got == [big] and reads > 1 and not w.inbox
     s.send(wire(Ready("ready", 1)))
     s.close()
@@ -77,14 +84,8 @@ def test_values_sent_after_their_done_come_with_it_whole(size):
     r, s = multiprocessing.Pipe(duplex=False)
     pool, w = _pool_reading(r)
     values = os.urandom(size)
-    writer = threading.Thread(target=_send_done_with_values, args=(s, Done("done", 4, 2, 0.1, "c", None, None), values))
-    writer.start()
-    got, reads = [], 0
-    while not got:
-        select.select([r.fileno()], [], [], 10)
-        got = pool.receive(w)
-        reads += 1
-    writer.join()
+    got, reads = _receive_while_sending(r, pool, w, _send_done_with_values, s,
+                                        Done("done", 4, 2, 0.1, "c", None, None), values)
     assert len(got) == 1 and got[0][:6] == ("done", 4, 2, 0.1, "c", None)
     assert bytes(got[0].records) == values and got[0].values_crc == zlib.crc32(values)
     assert (reads > 1 or size < 65536) and not w.inbox and w.awaiting is None and w.partial is None
