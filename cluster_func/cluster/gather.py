@@ -229,7 +229,6 @@ class _Merge:
     def write(self) -> int:
         """Merge the segments into the target; the number of values written."""
         self.spill.flush()
-        self.lacking = sorted(self.lacking)[:LIST_AT_MOST]
         n, last = 0, -1
         with replaced(self.target, "wb", sync=True) as f:
             for pos, record in heapq.merge(*(self._segment(o, k) for o, k in self.segments)):
@@ -253,7 +252,7 @@ def _warn(text: str) -> None:
 
 def _bin_values(plan: jobs.RunPlan, i: int, jobs_dir: str, job: manifest.JobRecord | None,
                 st: JournalState | None, merge: _Merge) -> int:
-    """Add the values in bin i's results file to ``merge``; how many.  None when it has no file yet, when the
+    """Add the values in bin i's results file to ``merge``; how many.  None (0) when it has no file yet, when the
     file is not one the bin's current job wrote (``st`` is its journal, None when the journal
     holds no run of that job), or when the file is damaged (said, naming the bin and the file).
 
@@ -303,7 +302,7 @@ def _bin_values(plan: jobs.RunPlan, i: int, jobs_dir: str, job: manifest.JobReco
 def _checked_records(plan: jobs.RunPlan, i: int, f: str, st: JournalState | None, rewrite: str,
                      merge: _Merge) -> int:
     """Add the records of bin i's results file ``f`` to ``merge``, each a position of the bin,
-    once; how many.  None when one is not (said)."""
+    once; how many.  None (0) when one is not (said)."""
     count = 0
     round_robin = _mode(st) == "round-robin"
     why = None

@@ -371,8 +371,8 @@ class Recording:
     the last read (read again only when the file was replaced since) with the bins' records
     merged, and writes the bins' jobs to their per-bin records, as a continuation does.  So a
     submission of N jobs writes O(N) bytes, not N whole manifests, and each job is on disk
-    before the next is submitted.  :meth:`fold` (at the end, also after a refusal) folds the
-    records into the manifest once."""
+    before the next is submitted.  :meth:`fold` (at the end of its ``with`` block, also after a
+    refusal) folds the records into the manifest once."""
 
     def __init__(self, path: str, plan: Optional[RunPlan]) -> None:
         self.path, self.plan = path, plan
@@ -380,17 +380,22 @@ class Recording:
         self._inode: Optional[int] = None
 
     def __call__(self, change: Callable[[dict], T], bins: Optional[Sequence[int]] = None) -> T:
-        if bins is None or not bins:
-            self._copy = None
-            return update_manifest(self.path, self.plan, change)
-        with bin_lock(self.path, min(bins), max(bins) - min(bins) + 1):
-            m = self._current()
-            if m is None:  # (no manifest yet: a whole change makes it)
-                return update_manifest(self.path, self.plan, change)
-            _merge_bin_records(self.path, m, bins)
-            result = change(m)
-            _write_bin_records(self.path, m, bins)
-            return result
+        if bins:
+            with bin_lock(self.path, min(bins), max(bins) - min(bins) + 1):
+                m = self._current()
+                if m is not None:  # (else no manifest yet: the whole change below makes it)
+                    _merge_bin_records(self.path, m, bins)
+                    result = change(m)
+                    _write_bin_records(self.path, m, bins)
+                    return result
+        self._copy = None
+        return update_manifest(self.path, self.plan, change)
+
+    def __enter__(self) -> "Recording":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.fold()
 
     def _current(self) -> Optional[dict]:
         """The manifest without its per-bin records (the caller merges those it needs)."""

@@ -11,7 +11,6 @@ what was and was not submitted (the messages are worded here).  ``cluf --resubmi
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
 import shutil
@@ -347,7 +346,7 @@ def submit_arrays(plan: jobs.RunPlan, chosen: list[int], submitting: bool, max_r
               f"{script.first + script.count - 1})")  # type: ignore[operator]
 
     try:
-        with _recording(manifest_path, plan) as record_with:
+        with manifest.Recording(manifest_path, plan) as record_with:
             dispatch.dispatch(plan, scripts, record_with, resume=resume, calls=calls, planned=chosen,
                               max_running=max_running, say_write_errors=True, submitted=said)
     except dispatch.Refused as e:
@@ -372,17 +371,6 @@ def _unrecorded(e: dispatch.Refused, plan: jobs.RunPlan, what: str) -> str:
             f"submit it again with the rest as below.")
 
 
-@contextlib.contextmanager
-def _recording(manifest_path: str, plan: jobs.RunPlan) -> Iterator[manifest.Recording]:
-    """How a submission from cluf changes the manifest (see dispatch.py): each change alone, a
-    job in its bins' records, folded into the manifest once at the end however it ends."""
-    recording = manifest.Recording(manifest_path, plan)
-    try:
-        yield recording
-    finally:
-        recording.fold()
-
-
 def submit(plan: jobs.RunPlan, chosen: list[int], argv_all: list[str] | None = None, resume: bool = False,
            calls: dict[int, int] | None = None, manifest_path: str | None = None, say_write_errors: bool = False,
            written: Callable[[list[dispatch.Script]], None] | None = None) -> int:
@@ -391,7 +379,7 @@ def submit(plan: jobs.RunPlan, chosen: list[int], argv_all: list[str] | None = N
     command with their -b when ``argv_all`` is given, else ``cluf --resubmit``)."""
     manifest_path = manifest_path or plan.manifest_path()
     try:
-        with _recording(manifest_path, plan) as record_with:
+        with manifest.Recording(manifest_path, plan) as record_with:
             done = dispatch.dispatch(plan, dispatch.singles(chosen), record_with, resume=resume, calls=calls,
                                      planned=chosen, say_write_errors=say_write_errors, written=written,
                                      submitted=lambda script, job_id: print(f"submitted {script.path} as job "

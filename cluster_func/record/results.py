@@ -586,14 +586,3 @@ def read_results(*paths: Union[str, Iterable[str]]) -> Iterator[Tuple[int, objec
             values[pos] = value
     for pos in sorted(values):
         yield pos, values[pos]
-
-
-def write_records(path: str, items: Iterable[Tuple[int, object]]) -> int:
-    """Write ``(position, value)`` items to a new results file (for ``cluf --gather``)."""
-    encode = encoder(format_of(path))
-    n = 0
-    with replaced(path, "wb", sync=True) as f:
-        for pos, value in items:
-            f.write(encode(pos, value))
-            n += 1
-    return n
