@@ -296,7 +296,17 @@ def _raise_interrupted(signum: int, frame: Optional[FrameType]) -> NoReturn:
     raise Interrupted(signum)
 
 
+def _drop_working_directory_from_path() -> None:
+    """``python -m cluster_func`` (what job scripts run) and ``python -c`` put the working directory
+    first on ``sys.path``, where the ``clum``/``cluf`` commands put their own folder: a ``random.py``
+    there would then replace the standard module that cluster-func imports before it loads the
+    script.  The script's own folder goes on ``sys.path`` when it is loaded, as under ``clum``."""
+    if sys.path and not getattr(sys.flags, "safe_path", False) and sys.path[0] in ("", os.getcwd()):
+        del sys.path[0]
+
+
 def guarded(fn: Callable[[Sequence[str]], int], prog: str, argv: Sequence[str]) -> int:
+    _drop_working_directory_from_path()
     # SIGINT and SIGTERM at any moment: an orderly stop (the runner has its own handling while
     # it runs; before and after, these turn into Interrupted).
     signal.signal(signal.SIGINT, _raise_interrupted)

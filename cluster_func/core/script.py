@@ -175,6 +175,32 @@ def _shield_standard_library(folder: str) -> None:
     _SHIELD.folders.add(folder)
     if _SHIELD not in sys.meta_path:
         sys.meta_path.insert(0, _SHIELD)
+    _import_standard_first(names)
+
+
+# Standard modules whose import does something visible (a browser, a print, a window): never imported early.
+_VISIBLE_ON_IMPORT = frozenset({"antigravity", "this", "__hello__", "__phello__", "idlelib", "tkinter",
+                                "turtle", "turtledemo"})
+
+
+def _import_standard_first(names: set[str]) -> None:
+    """Import the standard module of each name in ``names`` that the standard library has, before
+    the script runs: then the script, clum and multiprocessing all get the standard one, whatever
+    was imported before (a fresh interpreter has imported little; ``tempfile``, which
+    multiprocessing imports late, itself needs ``random``).  The shield is installed, so these
+    imports are found in the standard library; one that fails is left to fail where it is used."""
+    listed = getattr(sys, "stdlib_module_names", None)
+    for name in sorted(names - _VISIBLE_ON_IMPORT):
+        if name in sys.modules or not name.isidentifier():
+            continue
+        if listed is not None and name not in listed:
+            continue
+        if listed is None and importlib.machinery.PathFinder.find_spec(name, _SHIELD.stdlib) is None:
+            continue  # Python 3.9: no list, so the standard library's folders decide
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - e.g. a module this platform lacks: the script's import says so
+            pass
 
 
 def shadowing_note(path: str) -> str:

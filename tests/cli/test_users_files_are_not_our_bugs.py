@@ -1,6 +1,7 @@
 """Exit 70 only for cluster-func's own bugs: whatever the user's files or scheduler commands hold,
 the message names the file or command (issue 29)."""
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -71,3 +72,16 @@ def test_a_scheduler_command_printing_bytes_that_are_not_utf8_is_named_not_a_dec
     assert r.returncode == 1, r.stderr
     assert "UnicodeDecodeError" not in r.stderr and "internal error" not in r.stderr, r.stderr
     assert "sbatch --parsable" in r.stderr and "printed no job id" in r.stderr, r.stderr
+
+
+def test_a_jobs_python_m_cluster_func_in_a_folder_holding_random_py_runs_the_script(clum):
+    # -S: no site, so nothing imports the standard random before cluster-func does (a fresh
+    # virtual environment's interpreter is like that); `python -m` puts the working directory first.
+    clum.script("random.py", "def pick():\n    return 4\n", preamble=False)
+    clum.script("s.py", "import random\ndef target(x):\n    rec('ran', x)\nargs = [1, 2]\n")
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**clum.env(None, None), "PYTHONPATH": root}
+    r = subprocess.run([sys.executable, "-S", "-m", "cluster_func", "s.py"], cwd=clum.dir, env=env,
+                       capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0 and "internal error" not in r.stderr, r.stderr
+    assert len(clum.evidence()) == 2, r.stderr
