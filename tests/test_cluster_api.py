@@ -300,3 +300,22 @@ def test_waiting_never_opens_a_bins_journal_that_is_not_a_file(tmp_path, monkeyp
     os.mkfifo(tmp_path / "b-0.journal")
     runs = [({"plan": {}}, [SimpleNamespace(bin=0, final=False)])]
     assert status.nap(runs, 0.3, {}) is False
+
+
+@pytest.mark.parametrize("kw, error, words", [
+    ({"nodes": 0}, ValueError, "cluster_func.map: nodes=0"),
+    ({"nodes": 2, "walltime": "abc"}, ValueError, "cluster_func.map: option 'walltime'"),
+    ({"nodes": 2, "wallclock": "1h"}, TypeError, "cluster_func.map() got an unexpected keyword argument 'wallclock'"),
+    ({"nodes": 2, "jobs_dir": 42}, TypeError, "cluster_func.map: jobs_dir must be a path"),
+])
+def test_map_on_the_cluster_says_its_own_name_in_a_bad_input_message(tmp_path, kw, error, words):
+    kw.setdefault("jobs_dir", str(tmp_path / "jobs"))
+    with pytest.raises(error) as e:
+        cluster_func.map(abs, [1], scheduler="slurm", **kw)
+    assert words in str(e.value) and "cluster_func.submit" not in str(e.value), str(e.value)
+    assert not (tmp_path / "jobs").exists()
+
+
+def test_run_of_something_that_is_not_a_path_says_what_to_give():
+    with pytest.raises(TypeError, match="cluster_func.Run: jobs_dir must be a path .* not a int"):
+        cluster_func.Run(42)

@@ -60,7 +60,28 @@ def python_words(text: str) -> str:
 
 
 def _value_error(e: Exception) -> ValueError:
-    return ValueError(f"{PROG}: {python_words(str(e))}")
+    text = python_words(str(e))
+    return ValueError(f"{PROG}: {text[len(f'In {PROG}, '):] if text.startswith(f'In {PROG}, ') else text}")
+
+
+def _jobs_dir_path(who: str, jobs_dir: Any) -> str:
+    """``jobs_dir`` as a str path, or a TypeError saying what to give."""
+    if not isinstance(jobs_dir, (str, os.PathLike)):
+        raise TypeError(f"{who}: jobs_dir must be a path (a str or a pathlib.Path), not a {type(jobs_dir).__name__}: "
+                        f"the folder that cluster_func.submit or map(nodes=...) printed.")
+    path = os.fspath(jobs_dir)
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    return path
+
+
+def _as_said_by(who: str, e: BaseException) -> BaseException:
+    """A bad-input error that :func:`submit` raised, in the words of ``who`` (``cluster_func.map``),
+    the function the user called."""
+    text = str(e)
+    if type(e) not in (TypeError, ValueError) or PROG not in text:
+        return e
+    return type(e)(text.replace(f"{PROG}()", f"{who}()").replace(PROG, who))
 
 
 # --- checking what was given ------------------------------------------------------------------------
@@ -168,7 +189,7 @@ def submit(target: Callable[..., Any], args: Iterable[Any], *, nodes: Optional[i
     tdigest, adigest = payload.target_digest(target), payload.args_digest(items)
     if jobs_dir is None:
         jobs_dir = os.path.join(DEFAULT_JOBS_ROOT, f"{name}-{tdigest[:6]}{adigest[:6]}")
-    jobs_dir = os.path.abspath(os.fspath(jobs_dir))
+    jobs_dir = os.path.abspath(_jobs_dir_path(PROG, jobs_dir))
     script = os.path.join(jobs_dir, name + payload.SCRIPT_SUFFIX)
     ident = payload.identity(name, script, count, target, items, tdigest, adigest)
     manifest_path = os.path.join(jobs_dir, f"{name}-{count}.manifest.json")
@@ -370,7 +391,7 @@ class Run:
     from any process (after a kernel restart, from another notebook)."""
 
     def __init__(self, jobs_dir: str) -> None:
-        jobs_dir = os.path.abspath(os.fspath(jobs_dir))
+        jobs_dir = os.path.abspath(_jobs_dir_path("cluster_func.Run", jobs_dir))
         files = _run_files(jobs_dir) if os.path.isdir(jobs_dir) else []
         if len(files) != 1:
             what = (f"no run submitted from Python (no *{payload.RUN_SUFFIX})" if not files else
@@ -560,6 +581,12 @@ def cluster_map(target: Callable[..., Any], args: Iterable[Any], *, nodes: Optio
                 progress: bool = True, **options: Any) -> List[Any]:
     """``submit(...).wait()`` then ``results()``; called again with the same target, args and
     jobs_dir (default: derived from them), it attaches to that run and runs no recorded call again."""
-    run = submit(target, args, nodes=nodes, iterations=iterations, jobs_dir=jobs_dir, quiet=quiet, **options)
+    try:
+        run = submit(target, args, nodes=nodes, iterations=iterations, jobs_dir=jobs_dir, quiet=quiet, **options)
+    except (TypeError, ValueError) as e:
+        said = _as_said_by("cluster_func.map", e)
+        if said is e:
+            raise
+        raise said from None
     run.wait(progress=progress and not quiet)
     return run.results()
