@@ -7,7 +7,8 @@ WORKLOAD (default ``ms``) is a name from benchmarks/workloads/.  Its ``target`` 
 function that reads ``time.thread_time()`` before and after the call and appends the difference
 to a file per process; the wrapped workload runs, in turn for each repetition, under
 ``clum -p 2`` with the fork start method (the default), under ``clum -p 2 --start-method
-forkserver``, and under ``multiprocessing.Pool(2).imap_unordered`` (fork) with the given chunksize.
+forkserver``, in a plain ``for`` loop in one process, and under ``multiprocessing.Pool(2).imap_unordered``
+(fork) with the given chunksize.
 The table has, for each, the median over the repetitions of the median CPU milliseconds a call,
 and its ratio to Pool's.
 
@@ -72,6 +73,7 @@ def main(argv):
             "clum (fork)": [sys.executable, "-c", CLUM, script, "-p", "2", "--quiet"],
             "clum (forkserver)": [sys.executable, "-c", CLUM, script, "-p", "2", "--quiet",
                                   "--start-method", "forkserver"],
+            "a plain loop (runners.py serial)": [sys.executable, os.path.join(HERE, "runners.py"), "serial", script],
             f"Pool chunksize {opts.pool_chunksize}": [sys.executable, os.path.join(HERE, "runners.py"),
                                                       f"pool-{opts.pool_chunksize}", script],
         }
@@ -93,11 +95,11 @@ def main(argv):
             sys.stderr.write(f"repetition {rep + 1} of {opts.reps} done\n")
     pool = statistics.median(got[list(variants)[-1]])
     print(f"{opts.workload}: CPU milliseconds a call, measured inside the call (median of {opts.reps} runs' medians)")
-    print(f"{'workers':24} {'calls':>6} {'ms a call':>10} {'runs':>28} {'÷ Pool':>7}")
+    print(f"{'workers':34} {'calls':>6} {'ms a call':>10} {'runs':>28} {'÷ Pool':>7}")
     for name, values in got.items():
         m = statistics.median(values)
         runs = " ".join(f"{v:.3f}" for v in values)
-        print(f"{name:24} {calls[name]:6d} {m:10.3f} {runs:>28} {m / pool:6.2f}x")
+        print(f"{name:34} {calls[name]:6d} {m:10.3f} {runs:>28} {m / pool:6.2f}x")
 
 
 if __name__ == "__main__":
