@@ -194,3 +194,12 @@ def test_short_repr():
             raise ValueError("no repr")
 
     assert "unrepresentable" in script.short_repr(Bad())
+
+
+def test_the_standard_librarys_names_are_known_without_pythons_list_as_on_python_3_9(monkeypatch):
+    from cluster_func.core import script as script_mod
+
+    names = {"random", "tempfile", "json", "my_helpers", "numpy_like", "test-data"}
+    with_list = script_mod._standard_names(names)
+    monkeypatch.delattr(sys, "stdlib_module_names", raising=False)
+    assert script_mod._standard_names(names) == with_list == {"random", "tempfile", "json"}

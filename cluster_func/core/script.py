@@ -169,13 +169,14 @@ def _shield_standard_library(folder: str) -> None:
                  os.path.isdir(os.path.join(folder, n))}
     except OSError:
         return
-    if not names & set(getattr(sys, "stdlib_module_names", ())) and sys.version_info >= (3, 10):
+    shadowed = _standard_names(names)
+    if not shadowed:
         return
     _SHIELD.stdlib = _SHIELD.stdlib or _stdlib_dirs()
     _SHIELD.folders.add(folder)
     if _SHIELD not in sys.meta_path:
         sys.meta_path.insert(0, _SHIELD)
-    _import_standard_first(names)
+    _import_standard_first(shadowed)
 
 
 # Standard modules whose import does something visible (a browser, a print, a window): never imported early.
@@ -184,23 +185,29 @@ _VISIBLE_ON_IMPORT = frozenset({"antigravity", "this", "__hello__", "__phello__"
 
 
 def _import_standard_first(names: set[str]) -> None:
-    """Import the standard module of each name in ``names`` that the standard library has, before
+    """Import the standard module of each name in ``names`` (standard library names), before
     the script runs: then the script, clum and multiprocessing all get the standard one, whatever
     was imported before (a fresh interpreter has imported little; ``tempfile``, which
     multiprocessing imports late, itself needs ``random``).  The shield is installed, so these
     imports are found in the standard library; one that fails is left to fail where it is used."""
-    listed = getattr(sys, "stdlib_module_names", None)
     for name in sorted(names - _VISIBLE_ON_IMPORT):
-        if name in sys.modules or not name.isidentifier():
+        if name in sys.modules:
             continue
-        if listed is not None and name not in listed:
-            continue
-        if listed is None and importlib.machinery.PathFinder.find_spec(name, _SHIELD.stdlib) is None:
-            continue  # Python 3.9: no list, so the standard library's folders decide
         try:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - e.g. a module this platform lacks: the script's import says so
             pass
+
+
+def _standard_names(names: Iterable[str]) -> set[str]:
+    """Those of ``names`` that name a module of the standard library (``sys.stdlib_module_names``;
+    on Python 3.9, which lacks it, those found in the standard library's own folders)."""
+    listed = getattr(sys, "stdlib_module_names", None)
+    if listed is not None:
+        return {n for n in names if n in listed}
+    folders = _SHIELD.stdlib or _stdlib_dirs()
+    return {n for n in names if n.isidentifier() and (n in sys.builtin_module_names or
+                                                      importlib.machinery.PathFinder.find_spec(n, folders))}
 
 
 def shadowing_note(path: str) -> str:
@@ -215,12 +222,12 @@ def shadowing_note(path: str) -> str:
         entries = os.listdir(folder)
     except OSError:
         return ""
-    stdlib = set(getattr(sys, "stdlib_module_names", ()))
-    found: dict[Any, str] = {}
+    candidates: dict[str, str] = {}
     for n in entries:
         name = n[:-3] if n.endswith(".py") else n if os.path.isdir(os.path.join(folder, n)) else None
-        if name in stdlib and name not in found:
-            found[name] = os.path.join(folder, n)
+        if name is not None and name not in candidates:
+            candidates[name] = os.path.join(folder, n)
+    found = {name: candidates[name] for name in _standard_names(candidates)}
     if not found:
         return ""
     try:
