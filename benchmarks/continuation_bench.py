@@ -31,6 +31,7 @@ import contextlib
 import json
 import multiprocessing
 import os
+import queue
 import shutil
 import statistics
 import sys
@@ -87,7 +88,7 @@ def _worker(manifest_path, chosen, ids, release_at, out):
         t0 = time.perf_counter()
         said.append(continuation.continue_bin(manifest_path, i, ids[i]))
         totals.append(time.perf_counter() - t0)
-    out.put((waits, totals, [s for s in said if not s.startswith("continued as job")]))
+    out.put((waits, totals, [str(s) for s in said if not str(s).startswith("continued as job")]))
 
 
 def run(quick=False, bins=None, workers=None, continuing=None, log=None):
@@ -122,7 +123,14 @@ def run(quick=False, bins=None, workers=None, continuing=None, log=None):
         procs = [ctx.Process(target=_worker, args=(manifest_path, s, ids, release_at, out)) for s in slices]
         for p in procs:
             p.start()
-        results = [out.get(timeout=3600) for _ in procs]
+        results = []
+        while len(results) < len(procs):
+            try:
+                results.append(out.get(timeout=1))
+            except queue.Empty:
+                dead = [p for p in procs if p.exitcode not in (None, 0)]
+                if dead:  # a continuing process failed (its traceback is on stderr): say so, not hang
+                    raise RuntimeError(f"a continuing process ended with exit status {dead[0].exitcode}")
         for p in procs:
             p.join()
         elapsed = time.time() - release_at

@@ -709,6 +709,12 @@ class Bench:
     IMPORT_VARIANTS = ["clum", "clum-spawn", "pool-10"]
 
     def import_rep(self, rep):
+        try:
+            import psutil  # noqa: F401 - measure_tree_pss samples the process tree with it
+        except ImportError:
+            for variant in self.IMPORT_VARIANTS:
+                self.skip[("import", variant)] = "n/a: psutil is not installed (--no-venv: pip install psutil)"
+            return
         for variant in self.IMPORT_VARIANTS:
             count_file = self.fresh_path("import-count")
             env = dict(self.env, IMPORT_COUNT_FILE=count_file)
