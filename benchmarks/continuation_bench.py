@@ -88,7 +88,7 @@ def _worker(manifest_path, chosen, ids, release_at, out):
         t0 = time.perf_counter()
         said.append(continuation.continue_bin(manifest_path, i, ids[i]))
         totals.append(time.perf_counter() - t0)
-    out.put((waits, totals, [str(s) for s in said if not str(s).startswith("continued as job")]))
+    out.put((waits, totals, [w for w in map(str, said) if not w.startswith("continued as job")]))
 
 
 def run(quick=False, bins=None, workers=None, continuing=None, log=None):

@@ -304,7 +304,7 @@ def test_waiting_never_opens_a_bins_journal_that_is_not_a_file(tmp_path, monkeyp
 
 @pytest.mark.parametrize("kw, error, words", [
     ({"nodes": 0}, ValueError, "cluster_func.map: nodes=0"),
-    ({"nodes": 2, "walltime": "abc"}, ValueError, "cluster_func.map: option 'walltime'"),
+    ({"nodes": 2, "walltime": "abc"}, ValueError, "In cluster_func.map, option 'walltime'"),
     ({"nodes": 2, "wallclock": "1h"}, TypeError, "cluster_func.map() got an unexpected keyword argument 'wallclock'"),
     ({"nodes": 2, "jobs_dir": 42}, TypeError, "cluster_func.map: jobs_dir must be a path"),
 ])
@@ -314,6 +314,13 @@ def test_map_on_the_cluster_says_its_own_name_in_a_bad_input_message(tmp_path, k
         cluster_func.map(abs, [1], scheduler="slurm", **kw)
     assert words in str(e.value) and "cluster_func.submit" not in str(e.value), str(e.value)
     assert not (tmp_path / "jobs").exists()
+
+
+def test_an_option_message_names_submit_once():
+    with pytest.raises(ValueError) as e:
+        cluster_func.submit(abs, [1], nodes=2, walltime="abc", scheduler="slurm", jobs_dir="/nonexistent/jobs")
+    assert str(e.value).startswith("In cluster_func.submit, option 'walltime'"), str(e.value)
+    assert str(e.value).count("cluster_func.submit") == 1, str(e.value)
 
 
 def test_run_of_something_that_is_not_a_path_says_what_to_give():

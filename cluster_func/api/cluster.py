@@ -60,8 +60,7 @@ def python_words(text: str) -> str:
 
 
 def _value_error(e: Exception) -> ValueError:
-    text = python_words(str(e))
-    return ValueError(f"{PROG}: {text[len(f'In {PROG}, '):] if text.startswith(f'In {PROG}, ') else text}")
+    return ValueError(f"{PROG}: {python_words(str(e))}")
 
 
 def _jobs_dir_path(who: str, jobs_dir: Any) -> str:
@@ -69,10 +68,7 @@ def _jobs_dir_path(who: str, jobs_dir: Any) -> str:
     if not isinstance(jobs_dir, (str, os.PathLike)):
         raise TypeError(f"{who}: jobs_dir must be a path (a str or a pathlib.Path), not a {type(jobs_dir).__name__}: "
                         f"the folder that cluster_func.submit or map(nodes=...) printed.")
-    path = os.fspath(jobs_dir)
-    if isinstance(path, bytes):
-        path = os.fsdecode(path)
-    return path
+    return os.fsdecode(os.fspath(jobs_dir))
 
 
 def _as_said_by(who: str, e: BaseException) -> BaseException:
@@ -115,8 +111,8 @@ def _options(given: Dict[str, Any]) -> Dict[str, Any]:
                         f"{', '.join(sorted(_BY_ATTR))} (besides nodes, iterations and jobs_dir).")
     try:
         return options_mod.from_dict({k: v for k, v in given.items() if v is not None}, "cluf", PROG)
-    except UserError as e:
-        raise _value_error(e) from None
+    except UserError as e:  # (its message names PROG itself: "In cluster_func.submit, option ...")
+        raise ValueError(python_words(str(e))) from None
 
 
 def _count(nodes: Optional[int], iterations: Optional[int], n: int) -> int:
@@ -584,9 +580,6 @@ def cluster_map(target: Callable[..., Any], args: Iterable[Any], *, nodes: Optio
     try:
         run = submit(target, args, nodes=nodes, iterations=iterations, jobs_dir=jobs_dir, quiet=quiet, **options)
     except (TypeError, ValueError) as e:
-        said = _as_said_by("cluster_func.map", e)
-        if said is e:
-            raise
-        raise said from None
+        raise _as_said_by("cluster_func.map", e) from None
     run.wait(progress=progress and not quiet)
     return run.results()
